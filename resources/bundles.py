@@ -1,0 +1,75 @@
+"""Searchset, history and batch/transaction-response Bundles assembled from stored bytes.
+
+Stored resources are spliced in as bytes, never re-serialised.
+https://hl7.org/fhir/R4B/bundle.html
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import orjson
+
+from resources.search.dates import format_instant
+from resources.store.protocol import StoredResource
+
+_METHOD = {"POST": "POST", "PUT": "PUT", "PATCH": "PATCH", "DELETE": "DELETE"}
+
+
+def _dumps(value: Any) -> bytes:
+    return orjson.dumps(value)
+
+
+def _splice(head: dict[str, Any], entries: Sequence[bytes]) -> bytes:
+    start = _dumps(head)[:-1]
+    if not entries:
+        return start + b"}"
+    return start + b',"entry":[' + b",".join(entries) + b"]}"
+
+
+def searchset(resources: Sequence[StoredResource], base_url: str, links: dict[str, str], total: int | None,
+              outcome: dict[str, Any] | None = None, body_of: Callable[[StoredResource], bytes] | None = None,
+              included: Sequence[StoredResource] = ()) -> bytes:
+    """A searchset Bundle; `body_of` may reshape bodies (for _summary/_elements)."""
+    head: dict[str, Any] = {"resourceType": "Bundle", "type": "searchset"}
+    if total is not None:
+        head["total"] = total
+    head["link"] = [{"relation": rel, "url": url} for rel, url in links.items()]
+    entries = []
+    for mode, group in (("match", resources), ("include", included)):
+        for res in group:
+            body = body_of(res) if body_of else res.body
+            entries.append(b'{"fullUrl":' + _dumps(f"{base_url}/{res.type}/{res.id}") + b',"resource":'
+                           + (body or b"{}") + b',"search":{"mode":"' + mode.encode() + b'"}}')
+    if outcome is not None:
+        entries.append(b'{"resource":' + _dumps(outcome) + b',"search":{"mode":"outcome"}}')
+    return _splice(head, entries)
+
+
+def history(versions: Sequence[StoredResource], base_url: str, links: dict[str, str]) -> bytes:
+    """A history Bundle, newest version first, with deletions as request-only entries."""
+    head: dict[str, Any] = {"resourceType": "Bundle", "type": "history",
+                            "link": [{"relation": rel, "url": url} for rel, url in links.items()]}
+    entries = []
+    for v in versions:
+        full = _dumps(f"{base_url}/{v.type}/{v.id}")
+        if v.deleted:
+            request = {"method": "DELETE", "url": f"{v.type}/{v.id}"}
+            response = {"status": "410 Gone", "etag": f'W/"{v.vid}"', "lastModified": format_instant(v.updated_ms)}
+            entries.append(b'{"fullUrl":' + full + b',"request":' + _dumps(request) + b',"response":'
+                           + _dumps(response) + b"}")
+            continue
+        method = "POST" if v.vid == 1 and v.method == "POST" else _METHOD.get(v.method, "PUT")
+        url = v.type if method == "POST" else f"{v.type}/{v.id}"
+        status = "201 Created" if v.vid == 1 else "200 OK"
+        response = {"status": status, "etag": f'W/"{v.vid}"', "lastModified": format_instant(v.updated_ms)}
+        entries.append(b'{"fullUrl":' + full + b',"resource":' + (v.body or b"{}") + b',"request":'
+                       + _dumps({"method": "PUT" if method == "PATCH" else method, "url": url})
+                       + b',"response":' + _dumps(response) + b"}")
+    return _splice(head, entries)
+
+
+def response_bundle(kind: str, entries: Sequence[bytes]) -> bytes:
+    """A batch-response or transaction-response Bundle from pre-serialised entries."""
+    return _splice({"resourceType": "Bundle", "type": f"{kind}-response"}, entries)

@@ -1,0 +1,251 @@
+"""The Repository: FHIR interactions over a Store (ids, versions, meta, If-Match, conditional forms).
+
+https://hl7.org/fhir/R4B/http.html
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from resources.errors import Gone, Invalid, NotFound, PreconditionFailed
+from resources.ids import new_id, now_ms
+from resources.patch import apply_json_patch
+from resources.search.dates import format_instant
+from resources.search.index import Indexer
+from resources.search.parse import SearchLimits, parse_search
+from resources.search.query import SearchQuery
+from resources.search.registry import SearchRegistry
+from resources.store.protocol import HistoryQuery, SearchPage, Store, StoredResource, Write, WriteSession
+from resources.validation import ValidationLimits, valid_id, validate_resource
+
+Params = Sequence[tuple[str, str]]
+
+
+@dataclass(frozen=True)
+class WriteOutcome:
+    """The result of a write: the stored version and whether it created the resource."""
+
+    resource: StoredResource
+    created: bool
+    changed: bool = True
+
+
+@dataclass
+class Repository:
+    """FHIR interactions on one Store; every write validates, versions, indexes and records an event."""
+
+    store: Store
+    registry: SearchRegistry
+    indexer: Indexer
+    validation: ValidationLimits = field(default_factory=ValidationLimits)
+    search_limits: SearchLimits = field(default_factory=SearchLimits)
+    clock: Callable[[], int] = now_ms
+
+    # -- building writes -------------------------------------------------------------------------
+    def prepare(self, resource_type: str, id_: str, body: dict[str, Any], vid: int, updated_ms: int,
+                action: str, expected_vid: int | None, method: str) -> Write:
+        """Stamp id and meta onto a validated body and extract its index rows."""
+        resource = dict(body)
+        resource["id"] = id_
+        meta = dict(resource.get("meta") or {})
+        meta["versionId"] = str(vid)
+        meta["lastUpdated"] = format_instant(updated_ms)
+        resource["meta"] = meta
+        rows = self.indexer.extract(resource_type, resource)
+        return Write(resource_type, id_, vid, updated_ms, action, orjson.dumps(resource), rows, expected_vid, method)
+
+    def validate(self, body: Any, resource_type: str | None) -> str:
+        """Full validation of a resource body."""
+        return validate_resource(body, expected_type=resource_type, limits=self.validation)
+
+    def parse_criteria(self, resource_type: str, params: Params, what: str) -> SearchQuery:
+        """Search criteria of a conditional interaction; unknown parameters are refused, never ignored."""
+        if not params:
+            raise Invalid(f"{what} needs search criteria", code="required")
+        parsed = parse_search(resource_type, params, self.registry, self.search_limits, strict=True)
+        return SearchQuery(parsed.query.resource_type, parsed.query.filters, count=2)
+
+    async def matches(self, session: WriteSession, query: SearchQuery) -> list[tuple[str, str, int]]:
+        """Up to two matches of conditional criteria, inside the write transaction."""
+        return await session.search_ids(query, 2)
+
+    # -- reads -----------------------------------------------------------------------------------
+    async def read(self, resource_type: str, id_: str) -> StoredResource:
+        """The current version; NotFound or Gone otherwise."""
+        found = await self.store.read(resource_type, id_) if valid_id(id_) else None
+        if found is None:
+            raise NotFound(f"{resource_type}/{id_} is not known")
+        if found.deleted:
+            raise Gone(f"{resource_type}/{id_} was deleted", headers={"ETag": f'W/"{found.vid}"'})
+        return found
+
+    async def vread(self, resource_type: str, id_: str, vid: str) -> StoredResource:
+        """One version; NotFound for an unknown version, Gone for a deletion version."""
+        found = None
+        if valid_id(id_) and vid.isdigit():
+            found = await self.store.vread(resource_type, id_, int(vid))
+        if found is None:
+            raise NotFound(f"{resource_type}/{id_}/_history/{vid} is not known")
+        if found.deleted:
+            raise Gone(f"{resource_type}/{id_} version {vid} is a deletion")
+        return found
+
+    async def history(self, query: HistoryQuery) -> list[StoredResource]:
+        """Versions newest first."""
+        return await self.store.history(query)
+
+    async def search(self, query: SearchQuery) -> SearchPage:
+        """One page of search results."""
+        return await self.store.search(query)
+
+    # -- writes ----------------------------------------------------------------------------------
+    async def create(self, resource_type: str, body: Any, *, if_none_exist: Params = ()) -> WriteOutcome:
+        """Create with a server-assigned id; with If-None-Exist, return the match instead."""
+        self.validate(body, resource_type)
+        criteria = self.parse_criteria(resource_type, if_none_exist, "If-None-Exist") if if_none_exist else None
+        async with self.store.write_session() as session:
+            if criteria is not None:
+                found = await self.matches(session, criteria)
+                if len(found) > 1:
+                    raise PreconditionFailed("If-None-Exist criteria match more than one resource",
+                                             code="multiple-matches")
+                if found:
+                    existing = await session.head(found[0][0], found[0][1])
+                    assert existing is not None
+                    return WriteOutcome(existing, created=False, changed=False)
+            write = self.prepare(resource_type, new_id(), body, 1, self.clock(), "create", 0, "POST")
+            await session.apply([write])
+        return WriteOutcome(_stored(write), created=True)
+
+    async def update(self, resource_type: str, id_: str, body: Any, *, if_match: int | None = None) -> WriteOutcome:
+        """Update, or create with the client's id when the resource does not exist."""
+        self.validate(body, resource_type)
+        if not valid_id(id_):
+            raise Invalid(f"Invalid id '{id_}' in the URL", code="value")
+        if body.get("id") is None:
+            raise Invalid("The resource in an update must carry its id", code="required",
+                          expression=(f"{resource_type}.id",))
+        if body["id"] != id_:
+            raise Invalid(f"The resource id '{body['id']}' does not match the URL id '{id_}'", code="invalid",
+                          expression=(f"{resource_type}.id",))
+        async with self.store.write_session() as session:
+            return await self.update_in(session, resource_type, id_, body, if_match)
+
+    async def update_in(self, session: WriteSession, resource_type: str, id_: str, body: dict[str, Any],
+                        if_match: int | None, method: str = "PUT") -> WriteOutcome:
+        """Update inside an open write transaction."""
+        current = await session.head(resource_type, id_)
+        _check_if_match(current, if_match, resource_type, id_)
+        vid = (current.vid + 1) if current else 1
+        created = current is None or current.deleted
+        write = self.prepare(resource_type, id_, body, vid, self.clock(), "create" if created else "update",
+                             current.vid if current else 0, method)
+        await session.apply([write])
+        return WriteOutcome(_stored(write), created=created)
+
+    async def patch(self, resource_type: str, id_: str, patch: Any, *, if_match: int | None = None) -> WriteOutcome:
+        """Apply a JSON Patch to the current version and store the result as a new version."""
+        async with self.store.write_session() as session:
+            current = await session.head(resource_type, id_) if valid_id(id_) else None
+            return await self.patch_in(session, resource_type, id_, current, patch, if_match)
+
+    async def patch_in(self, session: WriteSession, resource_type: str, id_: str, current: StoredResource | None,
+                       patch: Any, if_match: int | None) -> WriteOutcome:
+        """Patch inside an open write transaction."""
+        if current is None:
+            raise NotFound(f"{resource_type}/{id_} is not known")
+        if current.deleted:
+            raise Gone(f"{resource_type}/{id_} was deleted")
+        _check_if_match(current, if_match, resource_type, id_)
+        assert current.body is not None
+        patched = apply_json_patch(orjson.loads(current.body), patch)
+        if not isinstance(patched, dict) or patched.get("id") != id_ or patched.get(
+                "resourceType") != resource_type:
+            raise Invalid("A patch may not change the resource type or id", code="invalid")
+        self.validate(patched, resource_type)
+        write = self.prepare(resource_type, id_, patched, current.vid + 1, self.clock(), "update", current.vid,
+                             "PATCH")
+        await session.apply([write])
+        return WriteOutcome(_stored(write), created=False)
+
+    async def delete(self, resource_type: str, id_: str, *, if_match: int | None = None) -> StoredResource | None:
+        """Delete (a new, empty version); deleting an absent or deleted resource changes nothing."""
+        if not valid_id(id_):
+            raise Invalid(f"Invalid id '{id_}' in the URL", code="value")
+        async with self.store.write_session() as session:
+            return await self.delete_in(session, resource_type, id_, if_match)
+
+    async def delete_in(self, session: WriteSession, resource_type: str, id_: str,
+                        if_match: int | None) -> StoredResource | None:
+        """Delete inside an open write transaction."""
+        current = await session.head(resource_type, id_)
+        if current is None or current.deleted:
+            return None
+        _check_if_match(current, if_match, resource_type, id_)
+        write = Write(resource_type, id_, current.vid + 1, self.clock(), "delete", None, None, current.vid,
+                      "DELETE")
+        await session.apply([write])
+        return _stored(write)
+
+    async def conditional_update(self, resource_type: str, params: Params, body: Any,
+                                 *, if_match: int | None = None) -> WriteOutcome:
+        """PUT Type?criteria: update the single match, create when none, 412 when several."""
+        self.validate(body, resource_type)
+        criteria = self.parse_criteria(resource_type, params, "Conditional update")
+        async with self.store.write_session() as session:
+            found = await self.matches(session, criteria)
+            if len(found) > 1:
+                raise PreconditionFailed("Conditional update criteria match more than one resource",
+                                         code="multiple-matches")
+            if found:
+                target = found[0][1]
+                if body.get("id") not in (None, target):
+                    raise Invalid(f"The resource id '{body['id']}' differs from the matched resource '{target}'",
+                                  code="invalid")
+                return await self.update_in(session, resource_type, target, {**body, "id": target}, if_match)
+            id_ = body.get("id") or new_id()
+            return await self.update_in(session, resource_type, id_, {**body, "id": id_}, if_match)
+
+    async def conditional_patch(self, resource_type: str, params: Params, patch: Any,
+                                *, if_match: int | None = None) -> WriteOutcome:
+        """PATCH Type?criteria: patch the single match."""
+        criteria = self.parse_criteria(resource_type, params, "Conditional patch")
+        async with self.store.write_session() as session:
+            found = await self.matches(session, criteria)
+            if len(found) > 1:
+                raise PreconditionFailed("Conditional patch criteria match more than one resource",
+                                         code="multiple-matches")
+            if not found:
+                raise NotFound("Conditional patch criteria match no resource")
+            current = await session.head(resource_type, found[0][1])
+            return await self.patch_in(session, resource_type, found[0][1], current, patch, if_match)
+
+    async def conditional_delete(self, resource_type: str, params: Params) -> StoredResource | None:
+        """DELETE Type?criteria: delete the single match; 412 when several match."""
+        criteria = self.parse_criteria(resource_type, params, "Conditional delete")
+        async with self.store.write_session() as session:
+            found = await self.matches(session, criteria)
+            if len(found) > 1:
+                raise PreconditionFailed("Conditional delete criteria match more than one resource",
+                                         code="multiple-matches")
+            if not found:
+                return None
+            return await self.delete_in(session, resource_type, found[0][1], None)
+
+
+def _check_if_match(current: StoredResource | None, if_match: int | None, resource_type: str, id_: str) -> None:
+    if if_match is None:
+        return
+    if current is None or current.deleted:
+        raise PreconditionFailed(f"If-Match version {if_match} given, but {resource_type}/{id_} does not exist")
+    if current.vid != if_match:
+        raise PreconditionFailed(f"{resource_type}/{id_} is at version {current.vid}, not {if_match} (If-Match)")
+
+
+def _stored(write: Write) -> StoredResource:
+    return StoredResource(write.type, write.id, write.vid, write.updated_ms, write.action == "delete", write.body,
+                          write.method)

@@ -1,0 +1,57 @@
+"""Validation against the official R4B JSON schema (types, unknown elements, primitive formats).
+
+https://hl7.org/fhir/R4B/json.html#schema
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from importlib import resources as pkg
+from typing import Any
+
+import jsonschema_rs
+import orjson
+
+from resources.errors import Issue
+
+
+@cache
+def _schema() -> dict[str, Any]:
+    data: dict[str, Any] = orjson.loads(pkg.files("resources").joinpath("data/fhir.schema.json").read_bytes())
+    return data
+
+
+@cache
+def resource_type_names() -> frozenset[str]:
+    """The resource types the schema's discriminator lists (all of R4B)."""
+    return frozenset(_schema()["discriminator"]["mapping"])
+
+
+@cache
+def _validator(resource_type: str) -> Any:
+    schema = _schema()
+    return jsonschema_rs.validator_for(
+        {"$schema": schema["$schema"], "$ref": f"#/definitions/{resource_type}", "definitions": schema["definitions"]}
+    )
+
+
+def _path(resource_type: str, parts: Any) -> str:
+    out = resource_type
+    for part in parts:
+        out += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return out
+
+
+def schema_issues(resource_type: str, data: dict[str, Any], limit: int = 20) -> list[Issue]:
+    """Validate against the JSON schema definition of the type; empty when valid."""
+    validator = _validator(resource_type)
+    if validator.is_valid(data):
+        return []
+    issues: list[Issue] = []
+    for err in validator.iter_errors(data):
+        message = err.message
+        code = "structure" if "Additional properties" in message or "is not of type" in message else "value"
+        issues.append(Issue(code, message, expression=(_path(resource_type, err.instance_path),)))
+        if len(issues) >= limit:
+            break
+    return issues

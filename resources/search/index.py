@@ -1,0 +1,132 @@
+"""Search-index extraction at write time: each parameter's expression turned into typed entries.
+
+https://hl7.org/fhir/R4B/search.html
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from importlib import resources as pkg
+from typing import Any
+
+import orjson
+
+from resources.search import extract
+from resources.search.normalize import normalize_string
+from resources.search.paths import Accessor, compile_expression
+from resources.search.registry import RESOURCE_TABLE_PARAMS, SearchParam, SearchRegistry
+
+
+@dataclass
+class IndexRows:
+    """Every index entry of one resource, grouped by table."""
+
+    tokens: list[tuple[str, str | None, str | None, str | None]] = field(default_factory=list)
+    strings: list[tuple[str, str, str]] = field(default_factory=list)
+    references: list[tuple[str, str | None, str | None, str | None]] = field(default_factory=list)
+    dates: list[tuple[str, int, int]] = field(default_factory=list)
+    numbers: list[tuple[str, float]] = field(default_factory=list)
+    quantities: list[tuple[str, str | None, str | None, float]] = field(default_factory=list)
+    uris: list[tuple[str, str]] = field(default_factory=list)
+    compartments: list[str] = field(default_factory=list)
+
+
+Emitter = Callable[[IndexRows, str, Any], None]
+
+
+def _emit_token(rows: IndexRows, code: str, value: Any) -> None:
+    for entry in extract.tokens(value):
+        rows.tokens.append((code, *entry))
+
+
+def _emit_string(rows: IndexRows, code: str, value: Any) -> None:
+    for text in extract.strings(value):
+        rows.strings.append((code, normalize_string(text), text))
+
+
+def _emit_reference(rows: IndexRows, code: str, value: Any) -> None:
+    for entry in extract.references(value):
+        rows.references.append((code, *entry))
+    for ident in extract.reference_identifiers(value):
+        rows.tokens.append((f"{code}:identifier", *ident))
+
+
+def _emit_date(rows: IndexRows, code: str, value: Any) -> None:
+    for low, high in extract.dates(value):
+        rows.dates.append((code, low, high))
+
+
+def _emit_number(rows: IndexRows, code: str, value: Any) -> None:
+    for number in extract.numbers(value):
+        rows.numbers.append((code, number))
+
+
+def _emit_quantity(rows: IndexRows, code: str, value: Any) -> None:
+    for system, unit, number in extract.quantities(value):
+        rows.quantities.append((code, system, unit, number))
+
+
+def _emit_uri(rows: IndexRows, code: str, value: Any) -> None:
+    for uri in extract.uris(value):
+        rows.uris.append((code, uri))
+
+
+EMITTERS: dict[str, Emitter] = {
+    "token": _emit_token, "string": _emit_string, "reference": _emit_reference, "date": _emit_date,
+    "number": _emit_number, "quantity": _emit_quantity, "uri": _emit_uri,
+}
+
+
+def load_patient_compartment() -> dict[str, tuple[str, ...]]:
+    """Resource type -> the search parameters that place it in a Patient compartment."""
+    definition = orjson.loads(
+        pkg.files("resources").joinpath("data/CompartmentDefinition-patient.json").read_bytes())
+    return {r["code"]: tuple(r.get("param", [])) for r in definition["resource"] if r.get("param")}
+
+
+class Indexer:
+    """Extracts index rows per resource type, compiling each parameter's accessor once."""
+
+    def __init__(self, registry: SearchRegistry, compartment: dict[str, tuple[str, ...]]) -> None:
+        self._registry = registry
+        self._compartment = compartment
+        self._plans: dict[str, list[tuple[str, Accessor, Emitter]]] = {}
+
+    def invalidate(self) -> None:
+        """Forget compiled plans after the registry changed."""
+        self._plans.clear()
+
+    def _plan(self, resource_type: str) -> list[tuple[str, Accessor, Emitter]]:
+        plan = self._plans.get(resource_type)
+        if plan is None:
+            plan = []
+            for param in self._registry.for_type(resource_type).values():
+                emitter = EMITTERS.get(param.type)
+                if emitter and param.expression and param.code not in RESOURCE_TABLE_PARAMS:
+                    plan.append((param.code, compile_expression(param.expression), emitter))
+            self._plans[resource_type] = plan
+        return plan
+
+    def extract(self, resource_type: str, resource: dict[str, Any]) -> IndexRows:
+        """All index rows of one resource, plus its patient-compartment membership."""
+        rows = IndexRows()
+        for code, accessor, emitter in self._plan(resource_type):
+            for value in accessor(resource):
+                emitter(rows, code, value)
+        rows.tokens = list(dict.fromkeys(rows.tokens))
+        rows.references = list(dict.fromkeys(rows.references))
+        rows.strings = list(dict.fromkeys(rows.strings))
+        rows.compartments = self._patients(resource_type, resource, rows)
+        return rows
+
+    def _patients(self, resource_type: str, resource: dict[str, Any], rows: IndexRows) -> list[str]:
+        params = set(self._compartment.get(resource_type, ()))
+        ids = [resource["id"]] if resource_type == "Patient" and "id" in resource else []
+        ids.extend(target_id for code, target_type, target_id, _ in rows.references
+                   if code in params and target_type == "Patient" and target_id)
+        return list(dict.fromkeys(ids))
+
+    def params_of(self, resource_type: str) -> Iterable[SearchParam]:
+        """The registered parameters of a type."""
+        return self._registry.for_type(resource_type).values()

@@ -1,0 +1,217 @@
+"""Parsing of search query parameters into a SearchQuery: a pure function.
+
+https://hl7.org/fhir/R4B/search.html
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from resources.errors import Invalid, Issue
+from resources.search.dates import date_range
+from resources.search.normalize import normalize_string
+from resources.search.query import (
+    PREFIXES,
+    Filter,
+    RangeValue,
+    ReferenceValue,
+    SearchQuery,
+    StringValue,
+    TokenValue,
+    UriValue,
+    Value,
+)
+from resources.search.registry import SearchParam, SearchRegistry
+
+# Result parameters handled outside the filters; known, so never reported as unknown.
+RESULT_PARAMS = frozenset({"_count", "_cursor", "_total", "_summary", "_elements", "_sort", "_include",
+                           "_revinclude", "_format", "_pretty", "_contained", "_containedType"})
+_MODIFIERS = {
+    "token": {"not", "text", "missing", "of-type", "in", "not-in", "above", "below"},
+    "string": {"exact", "contains", "missing"},
+    "reference": {"missing", "identifier"},
+    "date": {"missing"}, "number": {"missing"}, "quantity": {"missing"},
+    "uri": {"missing", "above", "below"},
+}
+_NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
+
+
+@dataclass(frozen=True)
+class SearchLimits:
+    """Bounds on what one search may ask for."""
+
+    default_count: int = 50
+    max_count: int = 1000
+    max_or_values: int = 100
+
+
+@dataclass(frozen=True)
+class ParsedSearch:
+    """The query plus parameters that were ignored (reported back to the client)."""
+
+    query: SearchQuery
+    ignored: tuple[Issue, ...]
+
+
+def _split_values(raw: str) -> list[str]:
+    # commas separate OR values; '\,' is a literal comma
+    parts, current, escaped = [], "", False
+    for ch in raw:
+        if escaped:
+            current += ch if ch in ",|$\\" else "\\" + ch
+            escaped = False
+        elif ch == "\\":
+            escaped = True
+        elif ch == ",":
+            parts.append(current)
+            current = ""
+        else:
+            current += ch
+    parts.append(current)
+    return parts
+
+
+def _split_prefix(code: str, raw: str) -> tuple[str, str]:
+    if len(raw) > 2 and raw[:2] in PREFIXES and not raw[2].isalpha():
+        return raw[:2], raw[2:]
+    if raw[:2].isalpha() and raw[:2].islower() and len(raw) > 2:
+        raise Invalid(f"Unknown prefix '{raw[:2]}' in value '{raw}' of parameter '{code}'", code="value",
+                      expression=(code,))
+    return "eq", raw
+
+
+def _token(code: str, raw: str) -> TokenValue:
+    if "|" in raw:
+        system, value = raw.split("|", 1)
+        return TokenValue(code=value or None, system=system or None, any_system=False)
+    return TokenValue(code=raw)
+
+
+def _date(code: str, raw: str) -> RangeValue:
+    prefix, text = _split_prefix(code, raw)
+    found = date_range(text)
+    if found is None:
+        raise Invalid(f"Invalid date '{text}' for parameter '{code}'", code="value", expression=(code,))
+    return RangeValue(prefix, found[0], found[1])
+
+
+def _number(code: str, raw: str) -> RangeValue:
+    prefix, text = _split_prefix(code, raw)
+    if not _NUMBER.fullmatch(text):
+        raise Invalid(f"Invalid number '{text}' for parameter '{code}'", code="value", expression=(code,))
+    value = float(text)
+    mantissa = text.lower().split("e")[0]
+    decimals = len(mantissa.split(".")[1]) if "." in mantissa else 0
+    exponent = int(text.lower().split("e")[1]) if "e" in text.lower() else 0
+    half = 0.5 * 10 ** (exponent - decimals)  # precision-implied range for eq (search.html#number)
+    return RangeValue(prefix, value - half, value + half)
+
+
+def _quantity(code: str, raw: str) -> RangeValue:
+    number, _, rest = raw.partition("|")
+    value = _number(code, number)
+    system, _, unit = rest.partition("|") if rest else ("", "", "")
+    return RangeValue(value.prefix, value.low, value.high, system=system or None, code=unit or None)
+
+
+def _reference(code: str, raw: str, param: SearchParam, modifier: str | None) -> ReferenceValue:
+    if "://" in raw:
+        parts = raw.rstrip("/").split("/")
+        return ReferenceValue(parts[-2] if len(parts) > 3 else None, parts[-1], url=raw)
+    parts = raw.split("/")
+    if len(parts) == 2 and parts[0] and parts[1]:
+        return ReferenceValue(parts[0], parts[1])
+    if len(parts) == 1 and raw:
+        target = modifier if modifier and modifier[0].isupper() else None
+        return ReferenceValue(target, raw)
+    raise Invalid(f"Invalid reference '{raw}' for parameter '{code}'", code="value", expression=(code,))
+
+
+def parse_value(param: SearchParam, modifier: str | None, raw: str) -> Value:
+    """One raw value parsed by its parameter's type."""
+    kind = param.type
+    if kind == "token":
+        return _token(param.code, raw)
+    if kind == "string":
+        return StringValue(raw, normalize_string(raw))
+    if kind == "date":
+        return _date(param.code, raw)
+    if kind == "number":
+        return _number(param.code, raw)
+    if kind == "quantity":
+        return _quantity(param.code, raw)
+    if kind == "reference":
+        if modifier == "identifier":
+            return _token(param.code, raw)
+        return _reference(param.code, raw, param, modifier)
+    if kind == "uri":
+        return UriValue(raw)
+    raise Invalid(f"Search on parameter '{param.code}' of type {kind} is not supported",
+                  code="not-supported", expression=(param.code,))
+
+
+def _filter(param: SearchParam, modifier: str | None, raw: str, limits: SearchLimits) -> Filter:
+    if modifier == "missing":
+        if raw not in ("true", "false"):
+            raise Invalid(f":missing on '{param.code}' takes true or false, not '{raw}'", code="value",
+                          expression=(param.code,))
+        return Filter(param.code, param.type, modifier, (), missing=raw == "true")
+    allowed = _MODIFIERS.get(param.type, {"missing"})
+    type_modifier = param.type == "reference" and modifier is not None and modifier[:1].isupper()
+    if modifier is not None and modifier not in allowed and not type_modifier:
+        raise Invalid(f"Unknown modifier ':{modifier}' on parameter '{param.code}' of type {param.type}",
+                      code="value", expression=(param.code,))
+    if modifier in ("in", "not-in", "above", "below") and param.type == "token":
+        raise Invalid(f"Modifier ':{modifier}' needs terminology support, not available yet",
+                      code="not-supported", expression=(param.code,))
+    raws = _split_values(raw)
+    if len(raws) > limits.max_or_values:
+        raise Invalid(f"Too many values ({len(raws)}) for parameter '{param.code}'; the limit is "
+                      f"{limits.max_or_values}", code="too-costly", expression=(param.code,))
+    values = tuple(parse_value(param, modifier, r) for r in raws if r != "")
+    if not values:
+        raise Invalid(f"Parameter '{param.code}' has no value", code="value", expression=(param.code,))
+    return Filter(param.code, param.type, modifier, values)
+
+
+def _count(raw: str, limits: SearchLimits) -> int:
+    if not raw.isdigit():
+        raise Invalid(f"_count must be a non-negative integer, not '{raw}'", code="value", expression=("_count",))
+    return min(int(raw), limits.max_count)
+
+
+def parse_search(resource_type: str, params: Sequence[tuple[str, str]], registry: SearchRegistry,
+                 limits: SearchLimits = SearchLimits(), *, strict: bool = False) -> ParsedSearch:
+    """Parse query parameters into a SearchQuery; unknown parameters are ignored or, when strict, refused."""
+    filters: list[Filter] = []
+    ignored: list[Issue] = []
+    count, cursor, total = limits.default_count, None, "none"
+    for key, raw in params:
+        name, _, modifier = key.partition(":")
+        if name == "_count":
+            count = _count(raw, limits)
+        elif name == "_cursor":
+            if not raw.isdigit():
+                raise Invalid(f"Invalid paging cursor '{raw}'", code="value", expression=("_cursor",))
+            cursor = int(raw)
+        elif name == "_total":
+            if raw not in ("none", "estimate", "accurate"):
+                raise Invalid(f"_total must be none, estimate or accurate, not '{raw}'", code="value",
+                              expression=("_total",))
+            total = raw
+        elif name in RESULT_PARAMS:
+            continue
+        else:
+            param = registry.get(resource_type, name)
+            if param is None:
+                issue = Issue("not-supported", f"Unknown search parameter '{name}' for {resource_type}",
+                              severity="warning", expression=(name,))
+                if strict:
+                    raise Invalid(issue.diagnostics, code="not-supported", expression=(name,))
+                ignored.append(issue)
+                continue
+            filters.append(_filter(param, modifier or None, raw, limits))
+    query = SearchQuery(resource_type, tuple(filters), count=count, cursor=cursor, total=total)
+    return ParsedSearch(query, tuple(ignored))

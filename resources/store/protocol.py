@@ -1,0 +1,116 @@
+"""The Store protocol: what every storage adapter (SQLite, MongoDB) provides.
+
+https://hl7.org/fhir/R4B/http.html
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from typing import Protocol
+
+from resources.search.index import IndexRows
+from resources.search.query import SearchQuery
+
+
+@dataclass(frozen=True)
+class StoredResource:
+    """One stored version of a resource: its identity, version, time and canonical JSON bytes."""
+
+    type: str
+    id: str
+    vid: int
+    updated_ms: int
+    deleted: bool
+    body: bytes | None
+    method: str = "PUT"
+    seq: int = 0
+
+
+@dataclass(frozen=True)
+class Write:
+    """One change to apply: create, update or delete of a resource, with its index rows."""
+
+    type: str
+    id: str
+    vid: int
+    updated_ms: int
+    action: str  # "create" | "update" | "delete"
+    body: bytes | None = None
+    rows: IndexRows | None = None
+    expected_vid: int | None = None  # the version the writer based its change on; 0 when it must not exist
+    method: str = "PUT"
+
+
+@dataclass(frozen=True)
+class SearchPage:
+    """One page of search results with the cursor of the next page and the total when asked."""
+
+    resources: list[StoredResource]
+    next_cursor: str | None
+    total: int | None = None
+
+
+@dataclass(frozen=True)
+class HistoryQuery:
+    """A history request at instance, type or system level."""
+
+    type: str | None = None
+    id: str | None = None
+    since_ms: int | None = None
+    at_ms: int | None = None
+    before_seq: int | None = None
+    count: int = 50
+
+
+@dataclass(frozen=True)
+class OutboxEvent:
+    """A change event recorded in the same transaction as the change."""
+
+    seq: int
+    type: str
+    id: str
+    vid: int
+    action: str
+    at_ms: int
+
+
+class WriteSession(Protocol):
+    """An exclusive write transaction: reads inside it see a stable state, writes commit together."""
+
+    async def head(self, type: str, id: str) -> StoredResource | None:
+        """The current version (deleted or not), without the body."""
+
+    async def search_ids(self, query: SearchQuery, limit: int) -> list[tuple[str, str, int]]:
+        """(type, id, vid) of resources matching a query, inside the transaction."""
+
+    async def apply(self, writes: list[Write]) -> None:
+        """Apply writes; raises Conflict/PreconditionFailed if an expected version no longer holds."""
+
+
+class Store(Protocol):
+    """A FHIR resource store with versions, history, search and an outbox of change events."""
+
+    async def open(self) -> None:
+        """Create the schema if needed and start serving."""
+
+    async def close(self) -> None:
+        """Release connections and threads."""
+
+    async def read(self, type: str, id: str) -> StoredResource | None:
+        """The current version of a resource (deleted ones have no body)."""
+
+    async def vread(self, type: str, id: str, vid: int) -> StoredResource | None:
+        """A specific version of a resource."""
+
+    async def history(self, query: HistoryQuery) -> list[StoredResource]:
+        """Versions, newest first."""
+
+    async def search(self, query: SearchQuery) -> SearchPage:
+        """One page of current resources matching a query."""
+
+    def write_session(self) -> AbstractAsyncContextManager[WriteSession]:
+        """An exclusive write transaction."""
+
+    async def outbox(self, after_seq: int, limit: int) -> list[OutboxEvent]:
+        """Change events after a sequence number, oldest first."""

@@ -1,0 +1,302 @@
+"""SqliteStore: the embedded, durable, transactional store (WAL, one writer thread, reader threads).
+
+Each write transaction runs on one dedicated writer connection, so a version check and the write it
+guards can never interleave with another writer; readers use their own connections and see committed
+snapshots (WAL). https://www.sqlite.org/isolation.html
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+from resources.errors import Conflict
+from resources.search.query import SearchQuery
+from resources.store.protocol import HistoryQuery, OutboxEvent, SearchPage, StoredResource, Write
+from resources.store.sqlite.compile import compile_search
+from resources.store.sqlite.schema import DDL, INDEX_TABLES, PRAGMAS
+
+T = TypeVar("T")
+_VERSION_COLUMNS = "seq, type, id, vid, updated, deleted, body, method"
+
+
+def _connect(path: str) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    for pragma in PRAGMAS:
+        conn.execute(pragma)
+    return conn
+
+
+def _version(row: tuple[Any, ...]) -> StoredResource:
+    seq, type_, id_, vid, updated, deleted, body, method = row
+    return StoredResource(type_, id_, vid, updated, bool(deleted), body, method, seq)
+
+
+class SqliteStore:
+    """The embedded store on one SQLite file (or ':memory:' for throw-away use)."""
+
+    def __init__(self, path: str, *, readers: int = 2) -> None:
+        self._path = path
+        self._memory = path == ":memory:"
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-writer")
+        self._readers = ThreadPoolExecutor(max_workers=readers, thread_name_prefix="sqlite-reader")
+        self._local = threading.local()
+        self._write_conn: sqlite3.Connection | None = None
+        self._lock = asyncio.Lock()
+        self._pids: dict[tuple[str, str], int] = {}
+        self._reader_conns: list[sqlite3.Connection] = []
+
+    # -- threads ---------------------------------------------------------------------------------
+    async def _on_writer(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._writer, fn, *args)
+
+    def _reader_conn(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = _connect(self._path)
+            conn.execute("PRAGMA query_only=ON")
+            self._local.conn = conn
+            self._reader_conns.append(conn)
+        return conn
+
+    async def _on_reader(self, fn: Callable[..., T], *args: Any) -> T:
+        loop = asyncio.get_running_loop()
+        if self._memory:  # one in-memory database lives on one connection
+            return await loop.run_in_executor(self._writer, fn, self._wconn(), *args)
+        return await loop.run_in_executor(self._readers, self._with_reader, fn, args)
+
+    def _with_reader(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
+        return fn(self._reader_conn(), *args)
+
+    def _wconn(self) -> sqlite3.Connection:
+        assert self._write_conn is not None, "store is not open"
+        return self._write_conn
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    async def open(self) -> None:
+        """Create the file and schema if needed and load the parameter ids."""
+        if not self._memory:
+            Path(self._path).parent.mkdir(parents=True, exist_ok=True)
+        await self._on_writer(self._open_sync)
+
+    def _open_sync(self) -> None:
+        self._write_conn = _connect(self._path)
+        self._write_conn.executescript(DDL)
+        self._pids = {(t, c): p for p, t, c in self._write_conn.execute("SELECT pid, type, code FROM sp")}
+
+    async def close(self) -> None:
+        """Close connections and stop threads."""
+        if self._write_conn is not None:
+            await self._on_writer(self._close_sync)
+        self._writer.shutdown(wait=True)
+        self._readers.shutdown(wait=True)
+        for conn in self._reader_conns:
+            conn.close()
+
+    def _close_sync(self) -> None:
+        assert self._write_conn is not None
+        self._write_conn.close()
+        self._write_conn = None
+
+    # -- reads -----------------------------------------------------------------------------------
+    async def read(self, type: str, id: str) -> StoredResource | None:
+        """The current version of a resource."""
+        return await self._on_reader(_read_current, type, id)
+
+    async def vread(self, type: str, id: str, vid: int) -> StoredResource | None:
+        """One version of a resource."""
+        return await self._on_reader(_read_version, type, id, vid)
+
+    async def history(self, query: HistoryQuery) -> list[StoredResource]:
+        """Versions newest first, filtered by scope, _since, _at and a paging cursor."""
+        return await self._on_reader(_history, query)
+
+    async def search(self, query: SearchQuery) -> SearchPage:
+        """One page of matches, and the total when the query asks for it."""
+        return await self._on_reader(_search, query, self.param_id)
+
+    async def outbox(self, after_seq: int, limit: int) -> list[OutboxEvent]:
+        """Change events after a sequence number."""
+        return await self._on_reader(_outbox, after_seq, limit)
+
+    def param_id(self, type: str, code: str) -> int | None:
+        """The numeric id of a search parameter in the index tables, if any entry was ever written."""
+        return self._pids.get((type, code))
+
+    # -- writes ----------------------------------------------------------------------------------
+    @asynccontextmanager
+    async def write_session(self) -> AsyncIterator[SqliteWriteSession]:
+        """An exclusive write transaction; commits on success, rolls back on any error."""
+        async with self._lock:
+            session = SqliteWriteSession(self)
+            await self._on_writer(self._begin)
+            try:
+                yield session
+            except BaseException:
+                await self._on_writer(self._rollback)
+                raise
+            else:
+                await self._on_writer(self._commit, session.new_pids)
+
+    def _begin(self) -> None:
+        self._wconn().execute("BEGIN IMMEDIATE")
+
+    def _rollback(self) -> None:
+        self._wconn().execute("ROLLBACK")
+
+    def _commit(self, new_pids: dict[tuple[str, str], int]) -> None:
+        self._wconn().execute("COMMIT")
+        self._pids.update(new_pids)
+
+    def _pid_for_write(self, type_: str, code: str, pending: dict[tuple[str, str], int]) -> int:
+        key = (type_, code)
+        pid = self._pids.get(key) or pending.get(key)
+        if pid is None:
+            cur = self._wconn().execute("INSERT INTO sp (type, code) VALUES (?, ?)", key)
+            pid = int(cur.lastrowid or 0)
+            pending[key] = pid
+        return pid
+
+    def _apply_sync(self, writes: list[Write], pending: dict[tuple[str, str], int]) -> None:
+        conn = self._wconn()
+        tables: dict[str, list[tuple[Any, ...]]] = {name: [] for name in INDEX_TABLES}
+        for w in writes:
+            row = conn.execute("SELECT rid, vid FROM resource WHERE type = ? AND id = ?", (w.type, w.id)).fetchone()
+            current = row[1] if row else 0
+            if w.expected_vid is not None and w.expected_vid != current:
+                raise Conflict(f"{w.type}/{w.id} changed concurrently (expected version {w.expected_vid}, "
+                               f"found {current})")
+            deleted = 1 if w.action == "delete" else 0
+            if row is None:
+                rid = conn.execute(
+                    "INSERT INTO resource (type, id, vid, updated, deleted, body) VALUES (?, ?, ?, ?, ?, ?)",
+                    (w.type, w.id, w.vid, w.updated_ms, deleted, w.body)).lastrowid
+            else:
+                rid = row[0]
+                conn.execute("UPDATE resource SET vid = ?, updated = ?, deleted = ?, body = ? WHERE rid = ?",
+                             (w.vid, w.updated_ms, deleted, w.body, rid))
+                for name in INDEX_TABLES:
+                    conn.execute(f"DELETE FROM {name} WHERE rid = ?", (rid,))
+            seq = conn.execute(
+                "INSERT INTO version (rid, type, id, vid, updated, method, deleted, body) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (rid, w.type, w.id, w.vid, w.updated_ms, w.method, deleted, w.body)).lastrowid
+            conn.execute("INSERT INTO outbox (version_seq, type, id, vid, action, at) VALUES (?, ?, ?, ?, ?, ?)",
+                         (seq, w.type, w.id, w.vid, w.action, w.updated_ms))
+            if w.rows is not None and not deleted:
+                self._collect_rows(w, int(rid or 0), tables, pending)
+        self._insert_rows(conn, tables)
+
+    def _collect_rows(self, w: Write, rid: int, tables: dict[str, list[tuple[Any, ...]]],
+                      pending: dict[tuple[str, str], int]) -> None:
+        rows = w.rows
+        assert rows is not None
+
+        def pid(code: str) -> int:
+            return self._pid_for_write(w.type, code, pending)
+
+        tables["idx_token"].extend((pid(c), s, v, t, rid) for c, s, v, t in rows.tokens)
+        tables["idx_string"].extend((pid(c), n, e, rid) for c, n, e in rows.strings)
+        tables["idx_ref"].extend((pid(c), tt, ti, u, rid) for c, tt, ti, u in rows.references)
+        tables["idx_date"].extend((pid(c), lo, hi, rid) for c, lo, hi in rows.dates)
+        tables["idx_number"].extend((pid(c), v, rid) for c, v in rows.numbers)
+        tables["idx_quantity"].extend((pid(c), s, u, v, rid) for c, s, u, v in rows.quantities)
+        tables["idx_uri"].extend((pid(c), v, rid) for c, v in rows.uris)
+        tables["compartment"].extend((p, rid) for p in rows.compartments)
+
+    @staticmethod
+    def _insert_rows(conn: sqlite3.Connection, tables: dict[str, list[tuple[Any, ...]]]) -> None:
+        for name, rows in tables.items():
+            if rows:
+                marks = ",".join("?" * len(rows[0]))
+                conn.executemany(f"INSERT INTO {name} VALUES ({marks})", rows)
+
+
+class SqliteWriteSession:
+    """Reads and writes inside one SQLite write transaction."""
+
+    def __init__(self, store: SqliteStore) -> None:
+        self._store = store
+        self.new_pids: dict[tuple[str, str], int] = {}
+
+    async def head(self, type: str, id: str) -> StoredResource | None:
+        """The current version row, body included."""
+        return await self._store._on_writer(_read_current, self._store._wconn(), type, id)
+
+    async def search_ids(self, query: SearchQuery, limit: int) -> list[tuple[str, str, int]]:
+        """Matches of a query as seen inside this transaction."""
+        page = await self._store._on_writer(_search, self._store._wconn(), query, self._pid)
+        return [(r.type, r.id, r.vid) for r in page.resources[:limit]]
+
+    def _pid(self, type: str, code: str) -> int | None:
+        return self._store.param_id(type, code) or self.new_pids.get((type, code))
+
+    async def apply(self, writes: list[Write]) -> None:
+        """Write versions, index rows and outbox events."""
+        await self._store._on_writer(self._store._apply_sync, writes, self.new_pids)
+
+
+def _read_current(conn: sqlite3.Connection, type_: str, id_: str) -> StoredResource | None:
+    row = conn.execute("SELECT rid, type, id, vid, updated, deleted, body FROM resource WHERE type = ? AND id = ?",
+                       (type_, id_)).fetchone()
+    if row is None:
+        return None
+    return StoredResource(row[1], row[2], row[3], row[4], bool(row[5]), row[6], seq=row[0])
+
+
+def _read_version(conn: sqlite3.Connection, type_: str, id_: str, vid: int) -> StoredResource | None:
+    row = conn.execute(f"SELECT {_VERSION_COLUMNS} FROM version WHERE type = ? AND id = ? AND vid = ?",
+                       (type_, id_, vid)).fetchone()
+    return _version(row) if row else None
+
+
+def _history(conn: sqlite3.Connection, q: HistoryQuery) -> list[StoredResource]:
+    where, args = [], []
+    if q.type is not None:
+        where.append("v.type = ?")
+        args.append(q.type)
+    if q.id is not None:
+        where.append("v.id = ?")
+        args.append(q.id)
+    if q.since_ms is not None:
+        where.append("v.updated >= ?")
+        args.append(q.since_ms)
+    if q.at_ms is not None:
+        # versions current at that moment: written by then and not superseded before it
+        where.append("v.updated <= ? AND NOT EXISTS (SELECT 1 FROM version n WHERE n.type = v.type AND "
+                     "n.id = v.id AND n.vid > v.vid AND n.updated <= ?)")
+        args.extend([q.at_ms, q.at_ms])
+    if q.before_seq is not None:
+        where.append("v.seq < ?")
+        args.append(q.before_seq)
+    sql = f"SELECT {', '.join('v.' + c.strip() for c in _VERSION_COLUMNS.split(','))} FROM version v"
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    sql += " ORDER BY v.seq DESC LIMIT ?"
+    args.append(q.count)
+    return [_version(r) for r in conn.execute(sql, args)]
+
+
+def _search(conn: sqlite3.Connection, query: SearchQuery, param_id: Callable[[str, str], int | None]) -> SearchPage:
+    page_sql, args, count_sql, count_args = compile_search(query, param_id)
+    rows = conn.execute(page_sql, args).fetchall()
+    more = len(rows) > query.count
+    rows = rows[: query.count]
+    resources = [StoredResource(t, i, v, u, False, b, seq=rid) for rid, t, i, v, u, b in rows]
+    total = None
+    if query.total in ("accurate", "estimate"):
+        total = conn.execute(count_sql, count_args).fetchone()[0]
+    next_cursor = str(rows[-1][0]) if more and rows else None
+    return SearchPage(resources, next_cursor, total)
+
+
+def _outbox(conn: sqlite3.Connection, after_seq: int, limit: int) -> list[OutboxEvent]:
+    rows = conn.execute("SELECT seq, type, id, vid, action, at FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?",
+                        (after_seq, limit))
+    return [OutboxEvent(*row) for row in rows]

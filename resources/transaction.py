@@ -1,0 +1,284 @@
+"""Batch and transaction bundles: entry ordering, placeholder ids, conditional references, atomicity.
+
+https://hl7.org/fhir/R4B/http.html#transaction
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+import orjson
+
+from resources.errors import FhirError, Invalid, Issue, NotFound, PreconditionFailed, TooLarge
+from resources.ids import new_id
+from resources.models import resource_types
+from resources.references import rewrite_references
+from resources.repository import Repository, WriteOutcome
+from resources.store.protocol import StoredResource, WriteSession
+
+_ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}
+Reader = Callable[[str, str, bytes | None], Awaitable["EntryResult"]]
+
+
+@dataclass
+class EntryResult:
+    """The response part of one bundle entry."""
+
+    status: str
+    resource: StoredResource | None = None
+    outcome: dict[str, Any] | None = None
+    body: bytes | None = None  # a GET entry's answer (resource or searchset Bundle)
+
+
+@dataclass
+class Entry:
+    """One parsed request entry."""
+
+    index: int
+    method: str
+    url: str
+    type: str
+    id: str | None
+    query: list[tuple[str, str]]
+    resource: dict[str, Any] | None
+    full_url: str | None
+    if_match: int | None
+    if_none_exist: list[tuple[str, str]]
+    target_id: str | None = None
+    result: EntryResult | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _etag_version(value: Any) -> int | None:
+    if value is None:
+        return None
+    text = str(value).strip()
+    if text.startswith("W/"):
+        text = text[2:]
+    text = text.strip('"')
+    if not text.isdigit():
+        raise Invalid(f"Invalid ETag '{value}' in ifMatch", code="value")
+    return int(text)
+
+
+def parse_entry(index: int, raw: Any, base_url: str) -> Entry:
+    """One Bundle.entry as a request; raises Invalid naming the entry."""
+    where = f"Bundle.entry[{index}]"
+    if not isinstance(raw, dict) or not isinstance(raw.get("request"), dict):
+        raise Invalid(f"{where} has no request", code="required", expression=(f"{where}.request",))
+    request = raw["request"]
+    method = str(request.get("method", "")).upper()
+    url = request.get("url")
+    if method not in _ORDER or not isinstance(url, str) or not url:
+        raise Invalid(f"{where}.request needs a method (GET, HEAD, POST, PUT, PATCH, DELETE) and a url",
+                      code="required", expression=(f"{where}.request",))
+    if url.startswith(base_url + "/"):
+        url = url[len(base_url) + 1:]
+    split = urlsplit(url)
+    parts = [p for p in split.path.split("/") if p]
+    type_ = parts[0] if parts else ""
+    if type_ not in resource_types():
+        raise NotFound(f"{where}.request.url names unknown resource type '{type_}'", code="not-supported",
+                       expression=(f"{where}.request.url",))
+    resource = raw.get("resource")
+    if method in ("POST", "PUT") and not isinstance(resource, dict):
+        raise Invalid(f"{where} ({method}) has no resource", code="required", expression=(f"{where}.resource",))
+    return Entry(index, method, url, type_, parts[1] if len(parts) > 1 else None,
+                 parse_qsl(split.query, keep_blank_values=True), resource, raw.get("fullUrl"),
+                 _etag_version(request.get("ifMatch")),
+                 parse_qsl(request.get("ifNoneExist") or "", keep_blank_values=True))
+
+
+def parse_bundle(bundle: Any, max_entries: int, base_url: str) -> tuple[str, list[Entry]]:
+    """The bundle type and its entries."""
+    if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
+        raise Invalid("POST to the base needs a Bundle of type batch or transaction", code="invalid")
+    kind = bundle.get("type")
+    if kind not in ("batch", "transaction"):
+        raise Invalid(f"Bundle.type must be batch or transaction, not '{kind}'", code="value",
+                      expression=("Bundle.type",))
+    raw_entries = bundle.get("entry", [])
+    if not isinstance(raw_entries, list):
+        raise Invalid("Bundle.entry must be an array", code="structure", expression=("Bundle.entry",))
+    if len(raw_entries) > max_entries:
+        raise TooLarge(f"The bundle has {len(raw_entries)} entries; the limit is {max_entries}",
+                       expression=("Bundle.entry",))
+    return kind, [parse_entry(i, e, base_url) for i, e in enumerate(raw_entries)] if kind == "transaction" else []
+
+
+def _status(outcome: WriteOutcome) -> str:
+    return "201 Created" if outcome.created else "200 OK"
+
+
+def _json_patch(entry: Entry) -> Any:
+    resource = entry.resource
+    if not isinstance(resource, dict) or resource.get("resourceType") != "Binary" or "data" not in resource:
+        raise Invalid(f"Bundle.entry[{entry.index}] (PATCH) needs a Binary resource holding a JSON Patch",
+                      code="required", expression=(f"Bundle.entry[{entry.index}].resource",))
+    try:
+        return orjson.loads(base64.b64decode(resource["data"]))
+    except (ValueError, orjson.JSONDecodeError) as exc:
+        raise Invalid(f"Bundle.entry[{entry.index}] holds an unreadable JSON Patch: {exc}", code="structure") from exc
+
+
+class TransactionProcessor:
+    """Runs a transaction bundle inside one store write session: all entries commit, or none."""
+
+    def __init__(self, repository: Repository, base_url: str) -> None:
+        self.repo = repository
+        self.base_url = base_url
+        self.mapping: dict[str, str] = {}
+
+    def _map(self, reference: str) -> str | None:
+        return self.mapping.get(reference)
+
+    def _validate_all(self, entries: list[Entry]) -> None:
+        seen: set[str] = set()
+        for entry in entries:
+            try:
+                if entry.method in ("POST", "PUT"):
+                    self.repo.validate(entry.resource, entry.type)
+                if entry.method in ("PUT", "PATCH", "DELETE") and entry.id:
+                    key = f"{entry.type}/{entry.id}"
+                    if key in seen:
+                        raise Invalid(f"{key} appears more than once in the transaction", code="duplicate")
+                    seen.add(key)
+            except FhirError as exc:
+                raise _at_entry(exc, entry) from exc
+
+    async def _resolve_conditional_references(self, session: WriteSession, entries: list[Entry]) -> None:
+        for entry in entries:
+            if entry.resource is None:
+                continue
+            for ref in _conditional_refs(entry.resource):
+                if ref in self.mapping:
+                    continue
+                type_, _, query = ref.partition("?")
+                criteria = self.repo.parse_criteria(type_, parse_qsl(query, keep_blank_values=True),
+                                                    "A conditional reference")
+                found = await self.repo.matches(session, criteria)
+                if len(found) != 1:
+                    raise _at_entry(PreconditionFailed(
+                        f"Conditional reference '{ref}' matches {'no' if not found else 'more than one'} resource",
+                        code="not-found" if not found else "multiple-matches"), entry)
+                self.mapping[ref] = f"{found[0][0]}/{found[0][1]}"
+
+    async def _assign_ids(self, session: WriteSession, entries: list[Entry]) -> None:
+        for entry in entries:
+            if entry.method == "POST":
+                if entry.if_none_exist:
+                    criteria = self.repo.parse_criteria(entry.type, entry.if_none_exist, "ifNoneExist")
+                    found = await self.repo.matches(session, criteria)
+                    if len(found) > 1:
+                        raise _at_entry(PreconditionFailed("ifNoneExist matches more than one resource",
+                                                           code="multiple-matches"), entry)
+                    if found:
+                        entry.target_id = found[0][1]
+                        entry.extra["existing"] = True
+                entry.target_id = entry.target_id or new_id()
+            elif entry.method == "PUT" and entry.id:
+                entry.target_id = entry.id
+            if entry.full_url and entry.target_id:
+                self.mapping[entry.full_url] = f"{entry.type}/{entry.target_id}"
+
+    async def run(self, entries: list[Entry], read: Reader) -> list[EntryResult]:
+        """Process every entry in the spec's order and return the results in the request's order."""
+        self._validate_all(entries)
+        async with self.repo.store.write_session() as session:
+            await self._assign_ids(session, entries)
+            await self._resolve_conditional_references(session, entries)
+            for entry in entries:
+                if entry.resource is not None and self.mapping:
+                    entry.resource = rewrite_references(entry.resource, self._map)
+            for entry in sorted(entries, key=lambda e: _ORDER[e.method]):
+                if entry.method in ("GET", "HEAD"):
+                    continue
+                try:
+                    entry.result = await self._write(session, entry, entries)
+                except FhirError as exc:
+                    raise _at_entry(exc, entry) from exc
+            await self._flush_creates(session, entries)
+        for entry in entries:
+            if entry.method in ("GET", "HEAD"):
+                entry.result = await read(entry.method, entry.url, None)
+        return [e.result or EntryResult("200 OK") for e in entries]
+
+    async def _write(self, session: WriteSession, entry: Entry, entries: list[Entry]) -> EntryResult | None:
+        repo = self.repo
+        if entry.method == "DELETE":
+            if entry.id:
+                await repo.delete_in(session, entry.type, entry.id, entry.if_match)
+            else:
+                criteria = repo.parse_criteria(entry.type, entry.query, "Conditional delete")
+                found = await repo.matches(session, criteria)
+                if len(found) > 1:
+                    raise PreconditionFailed("Conditional delete matches more than one resource",
+                                             code="multiple-matches")
+                if found:
+                    await repo.delete_in(session, entry.type, found[0][1], None)
+            return EntryResult("204 No Content")
+        if entry.method == "POST":
+            return None  # written together in _flush_creates
+        if entry.method == "PUT":
+            assert entry.resource is not None
+            target = entry.id
+            if target is None:
+                criteria = repo.parse_criteria(entry.type, entry.query, "Conditional update")
+                found = await repo.matches(session, criteria)
+                if len(found) > 1:
+                    raise PreconditionFailed("Conditional update matches more than one resource",
+                                             code="multiple-matches")
+                target = found[0][1] if found else (entry.resource.get("id") or new_id())
+            elif entry.resource.get("id") != target:
+                raise Invalid(f"The resource id does not match the url {entry.url}", code="invalid")
+            outcome = await repo.update_in(session, entry.type, target, {**entry.resource, "id": target},
+                                           entry.if_match)
+            return EntryResult(_status(outcome), outcome.resource)
+        # PATCH
+        target = entry.id
+        if target is None:
+            found = await repo.matches(session, repo.parse_criteria(entry.type, entry.query, "Conditional patch"))
+            if len(found) != 1:
+                raise PreconditionFailed("Conditional patch must match exactly one resource")
+            target = found[0][1]
+        current = await session.head(entry.type, target)
+        outcome = await repo.patch_in(session, entry.type, target, current, _json_patch(entry), entry.if_match)
+        return EntryResult("200 OK", outcome.resource)
+
+    async def _flush_creates(self, session: WriteSession, entries: list[Entry]) -> None:
+        writes = []
+        clock = self.repo.clock()
+        for entry in entries:
+            if entry.method != "POST":
+                continue
+            assert entry.target_id is not None and entry.resource is not None
+            if entry.extra.get("existing"):
+                entry.result = EntryResult("200 OK", await session.head(entry.type, entry.target_id))
+                continue
+            write = self.repo.prepare(entry.type, entry.target_id, entry.resource, 1, clock, "create", 0, "POST")
+            writes.append(write)
+            entry.result = EntryResult("201 Created", StoredResource(write.type, write.id, 1, clock, False,
+                                                                    write.body, "POST"))
+        if writes:
+            await session.apply(writes)
+
+
+def _conditional_refs(resource: dict[str, Any]) -> list[str]:
+    from resources.references import collect_references
+
+    refs = collect_references(resource, set())
+    return sorted(r for r in refs if "?" in r and r.split("?", 1)[0] in resource_types())
+
+
+def _at_entry(exc: FhirError, entry: Entry) -> FhirError:
+    where = f"Bundle.entry[{entry.index}]"
+    issues = tuple(Issue(i.code, f"{where} ({entry.method} {entry.url}): {i.diagnostics}", i.severity,
+                         tuple(f"{where}.resource.{e.split('.', 1)[1]}" if "." in e else where for e in i.expression)
+                         or (where,))
+                   for i in exc.issues)
+    clone = type(exc)(issues[0].diagnostics, issues=issues, headers=exc.headers)
+    return clone

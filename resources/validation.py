@@ -1,0 +1,127 @@
+"""Validation of a resource before it is stored: shape, id rule, JSON schema, R4B model, references.
+
+https://hl7.org/fhir/R4B/validation.html
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from resources.errors import Invalid, Issue, Unprocessable
+from resources.models import model_issues, resource_types
+from resources.schema import schema_issues
+
+ID_PATTERN = re.compile(r"[A-Za-z0-9\-.]{1,64}")
+_RELATIVE_REF = re.compile(r"([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})(/_history/[A-Za-z0-9\-.]{1,64})?")
+_ABSOLUTE_REF = re.compile(r"[a-zA-Z][a-zA-Z0-9+.\-]*://\S+")
+_URN_REF = re.compile(r"urn:(uuid|oid):\S+")
+
+
+@dataclass(frozen=True)
+class ValidationLimits:
+    """Bounds that keep hostile bodies from exhausting the server."""
+
+    max_depth: int = 64
+
+
+def valid_id(value: object) -> bool:
+    """True when value follows the FHIR id rule [A-Za-z0-9-.]{1,64}."""
+    return isinstance(value, str) and ID_PATTERN.fullmatch(value) is not None
+
+
+def _shape_issues(value: Any, path: str, depth: int, limits: ValidationLimits, out: list[Issue]) -> None:
+    # FHIR JSON forbids nulls, empty strings, empty arrays and empty objects (json.html#null).
+    if depth > limits.max_depth:
+        raise Invalid(f"Resource nesting is deeper than the limit of {limits.max_depth}", code="too-costly",
+                      expression=(path,))
+    if isinstance(value, dict):
+        if not value:
+            out.append(Issue("structure", "Empty objects are not allowed in FHIR JSON", expression=(path,)))
+        for key, item in value.items():
+            _shape_issues(item, f"{path}.{key}", depth + 1, limits, out)
+    elif isinstance(value, list):
+        if not value:
+            out.append(Issue("structure", "Empty arrays are not allowed in FHIR JSON", expression=(path,)))
+        for index, item in enumerate(value):
+            # null is legal inside arrays only as a placeholder aligned with a primitive extension array
+            if item is not None:
+                _shape_issues(item, f"{path}[{index}]", depth + 1, limits, out)
+    elif value is None:
+        out.append(Issue("structure", "null is not allowed in FHIR JSON", expression=(path,)))
+    elif isinstance(value, str) and value.strip() == "" and not path.endswith(".div"):
+        out.append(Issue("value", "Empty or blank strings are not allowed in FHIR JSON", expression=(path,)))
+
+
+def reference_issue(reference: str, path: str) -> Issue | None:
+    """An issue when a Reference.reference is not a relative, absolute, urn or local reference."""
+    if reference.startswith("#") or _URN_REF.fullmatch(reference) or _ABSOLUTE_REF.fullmatch(reference):
+        return None
+    match = _RELATIVE_REF.fullmatch(reference)
+    if match is None:
+        if "?" in reference and reference.split("?", 1)[0] in resource_types():
+            return None  # conditional reference: resolved (or refused) by the transaction processor
+        return Issue("value", f"Reference '{reference}' is not of the form Type/id, an absolute URL, "
+                              "a urn:uuid/urn:oid or a #local reference", expression=(path,))
+    if match.group(1) not in resource_types():
+        return Issue("value", f"Reference '{reference}' names unknown resource type '{match.group(1)}'",
+                     expression=(path,))
+    return None
+
+
+def _reference_issues(value: Any, path: str, out: list[Issue]) -> None:
+    if isinstance(value, dict):
+        ref = value.get("reference")
+        if isinstance(ref, str):
+            problem = reference_issue(ref, f"{path}.reference")
+            if problem:
+                out.append(problem)
+        for key, item in value.items():
+            if key != "contained" or not isinstance(item, list):
+                _reference_issues(item, f"{path}.{key}", out)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _reference_issues(item, f"{path}[{index}]", out)
+
+
+def check_resource_type(data: Any, expected: str | None) -> str:
+    """The resourceType of a body, refusing non-objects, unknown types and a mismatch with the URL."""
+    if not isinstance(data, dict):
+        raise Invalid("The request body must be a JSON object holding a FHIR resource", code="structure")
+    resource_type = data.get("resourceType")
+    if resource_type is None:
+        raise Invalid("The resource has no resourceType", code="required", expression=("resourceType",))
+    if not isinstance(resource_type, str) or resource_type not in resource_types():
+        raise Invalid(f"Unknown resourceType '{resource_type}'", code="not-supported",
+                      expression=("resourceType",))
+    if expected is not None and resource_type != expected:
+        raise Invalid(f"resourceType '{resource_type}' does not match the type '{expected}' of the URL",
+                      code="invalid", expression=("resourceType",))
+    return resource_type
+
+
+def validate_resource(data: Any, *, expected_type: str | None = None,
+                      limits: ValidationLimits = ValidationLimits()) -> str:
+    """Validate a resource completely and return its type; raises Invalid or Unprocessable."""
+    resource_type = check_resource_type(data, expected_type)
+    if "id" in data and not valid_id(data["id"]):
+        raise Invalid(f"Resource id '{data['id']}' does not match [A-Za-z0-9-.]{{1,64}}", code="value",
+                      expression=(f"{resource_type}.id",))
+    issues: list[Issue] = []
+    _shape_issues(data, resource_type, 0, limits, issues)
+    issues.extend(schema_issues(resource_type, data))
+    if not issues:
+        issues.extend(model_issues(resource_type, data))
+    if issues:
+        raise Invalid(f"{resource_type} failed validation: {issues[0].diagnostics}", issues=tuple(issues))
+    _reference_check(data, resource_type)
+    return resource_type
+
+
+def _reference_check(data: dict[str, Any], resource_type: str) -> None:
+    ref_issues: list[Issue] = []
+    _reference_issues(data, resource_type, ref_issues)
+    if ref_issues:
+        raise Unprocessable(f"{resource_type} has malformed references: {ref_issues[0].diagnostics}",
+                            issues=tuple(ref_issues))

@@ -1,0 +1,83 @@
+"""create_app: the composition root (settings, store, registries, routes, error handlers).
+
+https://hl7.org/fhir/R4B/http.html
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+
+from resources.models import resource_types, warm_up
+from resources.repository import Repository
+from resources.search.index import Indexer, load_patient_compartment
+from resources.search.parse import SearchLimits
+from resources.search.registry import default_registry
+from resources.store.sqlite.store import SqliteStore
+from resources.validation import ValidationLimits
+from server import errors
+from server.capability import capability_bytes
+from server.context import FHIR_PREFIX, Services
+from server.negotiation import NegotiationMiddleware
+from server.routes import instance, system
+from server.routes import type as type_routes
+from server.settings import Settings
+
+VERSION = "0.1.0"
+log = logging.getLogger("careloop")
+
+
+def build_services(settings: Settings) -> Services:
+    """Store, registry, indexer and repository for the settings (not yet opened)."""
+    if settings.store != "sqlite":
+        raise SystemExit(f"CARELOOP_STORE={settings.store!r} is not available; use 'sqlite'")
+    registry = default_registry(resource_types())
+    indexer = Indexer(registry, load_patient_compartment())
+    limits = SearchLimits(settings.default_count, settings.max_count, settings.max_or_values)
+    store = SqliteStore(settings.sqlite_path, readers=settings.sqlite_readers)
+    repository = Repository(store, registry, indexer, ValidationLimits(settings.max_depth), limits)
+    base = settings.base_url or f"http://{settings.host}:{settings.port}{FHIR_PREFIX}"
+    return Services(settings, repository, limits, capability_bytes(registry, base, VERSION))
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The CareLoop ASGI application."""
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        svc = build_services(settings)
+        warm_up()
+        await svc.repository.store.open()
+        app.state.services = svc
+        log.info("CareLoop serving FHIR %s on the %s store", "4.3.0", settings.store)
+        try:
+            yield
+        finally:
+            await svc.repository.store.close()
+
+    app = FastAPI(title="CareLoop FHIR server", version=VERSION, lifespan=lifespan, docs_url="/docs",
+                  redoc_url=None)
+    errors.install(app)
+    app.add_middleware(NegotiationMiddleware)
+    app.include_router(system.router)
+    app.include_router(type_routes.router)
+    app.include_router(instance.router)
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(title=app.title, version=app.version, routes=app.routes,
+                                 description="FHIR R4B REST API (application/fhir+json)")
+            for path in schema.get("paths", {}).values():
+                for op in path.values():
+                    op.get("responses", {}).pop("422", None) if "requestBody" not in op else None
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    return app

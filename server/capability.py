@@ -1,0 +1,63 @@
+"""The CapabilityStatement, generated from the resource types, search registry and interactions served.
+
+https://hl7.org/fhir/R4B/capabilitystatement.html
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from resources.models import FHIR_VERSION, resource_types
+from resources.search.registry import SearchRegistry
+
+TYPE_INTERACTIONS = ("read", "vread", "update", "patch", "delete", "history-instance", "history-type", "create",
+                     "search-type")
+SUPPORTED_SEARCH_TYPES = ("token", "string", "reference", "date", "number", "quantity", "uri")
+
+
+def capability_statement(registry: SearchRegistry, base_url: str, software_version: str) -> dict[str, Any]:
+    """A CapabilityStatement describing exactly what this server implements."""
+    resources = []
+    for name in sorted(resource_types()):
+        params = [
+            {"name": p.code, "definition": p.url, "type": p.type}
+            for p in sorted(registry.for_type(name).values(), key=lambda p: p.code)
+            if p.type in SUPPORTED_SEARCH_TYPES and (p.expression or p.code in ("_id", "_lastUpdated"))
+        ]
+        resources.append({
+            "type": name,
+            "interaction": [{"code": code} for code in TYPE_INTERACTIONS],
+            "versioning": "versioned-update",
+            "readHistory": True,
+            "updateCreate": True,
+            "conditionalCreate": True,
+            "conditionalRead": "not-supported",
+            "conditionalUpdate": True,
+            "conditionalDelete": "single",
+            "referencePolicy": ["literal", "logical"],
+            "searchParam": params,
+        })
+    return {
+        "resourceType": "CapabilityStatement",
+        "status": "active",
+        "date": "2026-11-24",
+        "publisher": "CareLoop",
+        "kind": "instance",
+        "software": {"name": "CareLoop", "version": software_version},
+        "implementation": {"description": "CareLoop FHIR server", "url": base_url},
+        "fhirVersion": FHIR_VERSION,
+        "format": ["application/fhir+json", "json"],
+        "patchFormat": ["application/json-patch+json"],
+        "rest": [{
+            "mode": "server",
+            "resource": resources,
+            "interaction": [{"code": "transaction"}, {"code": "batch"}, {"code": "history-system"}],
+        }],
+    }
+
+
+def capability_bytes(registry: SearchRegistry, base_url: str, software_version: str) -> bytes:
+    """The CapabilityStatement serialised once at start-up."""
+    return orjson.dumps(capability_statement(registry, base_url, software_version))

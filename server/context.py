@@ -1,0 +1,128 @@
+"""Per-request helpers: the visible base URL, Prefer, body reading with limits, query parameters.
+
+https://hl7.org/fhir/R4B/http.html#general
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from fastapi import Request
+
+from resources.errors import Invalid, TooLarge
+from resources.repository import Repository
+from resources.search.parse import SearchLimits
+from server.responses import check_content_type
+from server.settings import Settings
+
+FHIR_PREFIX = "/fhir"
+
+
+@dataclass
+class Services:
+    """What the routes use, built once by create_app's lifespan."""
+
+    settings: Settings
+    repository: Repository
+    search_limits: SearchLimits
+    capability: bytes = b""
+
+
+def services(request: Request) -> Services:
+    """The app's services."""
+    found: Services = request.app.state.services
+    return found
+
+
+def _forwarded(request: Request) -> tuple[str | None, str | None]:
+    header = request.headers.get("forwarded")
+    proto = host = None
+    if header:
+        for part in header.split(",")[0].split(";"):
+            key, _, value = part.strip().partition("=")
+            value = value.strip('"')
+            if key.lower() == "proto":
+                proto = value
+            elif key.lower() == "host":
+                host = value
+    proto = request.headers.get("x-forwarded-proto", proto)
+    host = request.headers.get("x-forwarded-host", host)
+    return (proto.split(",")[0].strip() if proto else None), (host.split(",")[0].strip() if host else None)
+
+
+def base_url(request: Request) -> str:
+    """The externally visible FHIR base: configured, else from forwarded headers, else from the request."""
+    svc = services(request)
+    if svc.settings.base_url:
+        return svc.settings.base_url.rstrip("/")
+    scheme, host = request.url.scheme, request.headers.get("host") or request.url.netloc
+    prefix = ""
+    if svc.settings.trust_forwarded:
+        proto, fwd_host = _forwarded(request)
+        scheme, host = proto or scheme, fwd_host or host
+        prefix = request.headers.get("x-forwarded-prefix", "").rstrip("/")
+    return f"{scheme}://{host}{prefix}{FHIR_PREFIX}"
+
+
+def prefer_return(request: Request) -> str:
+    """The Prefer return= preference: minimal, representation (default) or OperationOutcome."""
+    for part in request.headers.get("prefer", "").split(","):
+        for item in part.split(";"):
+            key, _, value = item.strip().partition("=")
+            if key.strip().lower() == "return":
+                value = value.strip().strip('"')
+                if value in ("minimal", "representation", "OperationOutcome"):
+                    return value
+    return "representation"
+
+
+def prefer_strict(request: Request) -> bool:
+    """True when the client sent Prefer: handling=strict."""
+    return "handling=strict" in request.headers.get("prefer", "").replace(" ", "")
+
+
+def query_pairs(request: Request) -> list[tuple[str, str]]:
+    """Query parameters in order, repeated keys kept."""
+    return list(request.query_params.multi_items())
+
+
+def is_pretty(request: Request) -> bool:
+    """_pretty=true."""
+    return request.query_params.get("_pretty", "false").lower() == "true"
+
+
+async def read_body(request: Request, *, patch: bool = False) -> Any:
+    """The JSON body, refusing a wrong content type (415), an oversized body (413) or malformed JSON (400)."""
+    check_content_type(request.headers.get("content-type"), patch=patch)
+    limit = services(request).settings.max_body_bytes
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise TooLarge(f"The request body of {declared} bytes exceeds the limit of {limit} bytes")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise TooLarge(f"The request body exceeds the limit of {limit} bytes")
+        chunks.append(chunk)
+    raw = b"".join(chunks)
+    if not raw.strip():
+        raise Invalid("The request has no body", code="required")
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise Invalid(f"The body is not valid JSON: {exc}", code="structure") from exc
+
+
+def if_match_version(request: Request) -> int | None:
+    """The version number of an If-Match header (W/"3" or "3")."""
+    value = request.headers.get("if-match")
+    if value is None:
+        return None
+    text = value.strip()
+    text = text[2:] if text.startswith("W/") else text
+    text = text.strip('"')
+    if not text.isdigit():
+        raise Invalid(f"If-Match must be an ETag like W/\"3\", not '{value}'", code="value")
+    return int(text)

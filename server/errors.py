@@ -1,0 +1,63 @@
+"""Every error answer as an OperationOutcome: FhirError, framework errors and unexpected faults.
+
+https://hl7.org/fhir/R4B/http.html#Status-Codes
+"""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+from resources.errors import FhirError, Issue
+from resources.outcome import from_error, outcome
+from server.responses import json_response
+
+log = logging.getLogger("careloop")
+
+_HTTP_CODES = {404: "not-found", 405: "not-supported", 413: "too-costly", 415: "not-supported",
+               406: "not-supported", 400: "invalid"}
+
+
+def error_response(error: FhirError) -> Response:
+    """The HTTP answer of a FhirError."""
+    return json_response(from_error(error), error.status, headers=error.headers)
+
+
+async def _fhir_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, FhirError)
+    return error_response(exc)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StarletteHTTPException)
+    code = _HTTP_CODES.get(exc.status_code, "processing")
+    detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+    if exc.status_code == 404:
+        detail = f"No FHIR endpoint at {request.url.path}"
+    elif exc.status_code == 405:
+        detail = f"{request.method} is not allowed on {request.url.path}"
+    return json_response(outcome(Issue(code, detail)), exc.status_code, headers=getattr(exc, "headers", None))
+
+
+async def _validation_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    issues = [Issue("invalid", str(e.get("msg")), expression=(".".join(str(p) for p in e.get("loc", ())),))
+              for e in exc.errors()]
+    return json_response(outcome(*issues or [Issue("invalid", "Invalid request")]), 400)
+
+
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    log.exception("unexpected error on %s %s", request.method, request.url.path)
+    return json_response(outcome(Issue("exception", "Internal server error; the fault was logged")), 500)
+
+
+def install(app: FastAPI) -> None:
+    """Register the handlers on an app."""
+    app.add_exception_handler(FhirError, _fhir_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(Exception, _unexpected)

@@ -1,0 +1,80 @@
+"""FHIR responses: content negotiation (_format, Accept), _pretty, and the fhir+json media type.
+
+https://hl7.org/fhir/R4B/http.html#mime-type
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from starlette.responses import Response
+
+from resources.errors import NotAcceptable, UnsupportedMediaType
+
+FHIR_JSON = "application/fhir+json"
+JSON_TYPES = frozenset({"application/fhir+json", "application/json", "json", "application/*", "*/*",
+                        "application/json+fhir", "text/json"})
+XML_TYPES = frozenset({"application/fhir+xml", "application/xml", "xml", "text/xml", "application/xml+fhir"})
+_MEDIA = f"{FHIR_JSON}; charset=utf-8"
+
+
+def _media_types(header: str) -> list[str]:
+    return [part.split(";")[0].strip().lower() for part in header.split(",") if part.strip()]
+
+
+def negotiate(accept: str | None, format_param: str | None) -> None:
+    """Refuse (406) a request that only accepts XML or another format we do not produce."""
+    if format_param:
+        wanted = format_param.strip().lower()
+        if wanted in JSON_TYPES or wanted.startswith("application/fhir+json"):
+            return
+        if wanted in XML_TYPES or "xml" in wanted:
+            raise NotAcceptable("This server speaks FHIR JSON only; _format=xml is not supported")
+        raise NotAcceptable(f"Unsupported _format '{format_param}'; use json")
+    if not accept:
+        return
+    types = _media_types(accept)
+    if any(t in JSON_TYPES or t.endswith("/*") for t in types):
+        return
+    if any(t in XML_TYPES for t in types):
+        raise NotAcceptable("This server speaks FHIR JSON only; ask for application/fhir+json")
+    if any(t in ("text/html", "text/plain", "text/*") for t in types):
+        return  # browsers and curl get JSON
+    raise NotAcceptable(f"Cannot produce any of '{accept}'; ask for application/fhir+json")
+
+
+def check_content_type(content_type: str | None, *, patch: bool = False) -> str:
+    """The request body's media type; 415 for anything but FHIR JSON (and JSON Patch on PATCH)."""
+    if not content_type:
+        return FHIR_JSON  # lenient: a body without a type is read as FHIR JSON
+    media = content_type.split(";")[0].strip().lower()
+    if patch and media == "application/json-patch+json":
+        return media
+    if media in ("application/fhir+json", "application/json", "application/json+fhir"):
+        return media
+    if patch:
+        raise UnsupportedMediaType(f"PATCH takes application/json-patch+json, not '{media}'")
+    raise UnsupportedMediaType(f"Unsupported Content-Type '{media}'; send application/fhir+json")
+
+
+def pretty_bytes(body: bytes) -> bytes:
+    """Indented JSON for _pretty=true."""
+    return orjson.dumps(orjson.loads(body), option=orjson.OPT_INDENT_2)
+
+
+def bytes_response(body: bytes | None, status: int = 200, headers: dict[str, str] | None = None,
+                   pretty: bool = False) -> Response:
+    """A FHIR JSON response from bytes."""
+    if body is not None and pretty:
+        body = pretty_bytes(body)
+    if body is None:
+        return Response(status_code=status, headers=headers)
+    return Response(body, status_code=status, headers=headers, media_type=_MEDIA)
+
+
+def json_response(value: Any, status: int = 200, headers: dict[str, str] | None = None,
+                  pretty: bool = False) -> Response:
+    """A FHIR JSON response from a value."""
+    option = orjson.OPT_INDENT_2 if pretty else 0
+    return Response(orjson.dumps(value, option=option), status_code=status, headers=headers, media_type=_MEDIA)

@@ -1,0 +1,48 @@
+"""System-level interactions: capabilities, batch/transaction, system history.
+
+https://hl7.org/fhir/R4B/http.html#capabilities
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from server.bundle_exec import require_bundle, run_bundle
+from server.context import base_url, is_pretty, prefer_return, read_body, services
+from server.history import history_response
+from server.openapi import BODY, ERRORS, RESOURCE_OK
+from server.responses import bytes_response
+
+router = APIRouter()
+
+
+@router.get("/fhir/metadata", responses=RESOURCE_OK | ERRORS, summary="capabilities")
+async def metadata(request: Request) -> Response:
+    """The CapabilityStatement of this server."""
+    return bytes_response(services(request).capability, pretty=is_pretty(request))
+
+
+@router.get("/fhir/_history", responses=RESOURCE_OK | ERRORS, summary="history-system")
+async def system_history(request: Request) -> Response:
+    """The versions of every resource."""
+    return await history_response(request, None, None)
+
+
+async def _bundle(request: Request) -> Response:
+    body = await read_body(request)
+    require_bundle(body)
+    result = await run_bundle(services(request), base_url(request), body, prefer_return(request) != "minimal")
+    return bytes_response(result, pretty=is_pretty(request))
+
+
+@router.post("/fhir", responses=RESOURCE_OK | ERRORS, openapi_extra=BODY, summary="batch/transaction")
+async def bundle(request: Request) -> Response:
+    """Process a batch or transaction Bundle."""
+    return await _bundle(request)
+
+
+@router.post("/fhir/", responses=RESOURCE_OK | ERRORS, openapi_extra=BODY, include_in_schema=False)
+async def bundle_slash(request: Request) -> Response:
+    """Process a batch or transaction Bundle (trailing-slash form some clients send)."""
+    return await _bundle(request)

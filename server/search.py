@@ -1,0 +1,44 @@
+"""Search answers: parse, run in the store, assemble a searchset Bundle with absolute paging links.
+
+https://hl7.org/fhir/R4B/search.html
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from urllib.parse import urlencode
+
+from resources.bundles import searchset
+from resources.outcome import outcome
+from resources.search.parse import parse_search
+from resources.shaping import check_summary
+from resources.store.protocol import StoredResource
+from server.context import Services
+from server.render import shape_bytes
+
+
+async def search_bundle(svc: Services, base: str, resource_type: str, params: Sequence[tuple[str, str]],
+                        *, strict: bool = False) -> bytes:
+    """A searchset Bundle for one page of a type-level search."""
+    parsed = parse_search(resource_type, params, svc.repository.registry, svc.search_limits, strict=strict)
+    values = dict(params)
+    summary, elements = values.get("_summary"), values.get("_elements")
+    check_summary(summary)
+    kept = [(k, v) for k, v in params if k != "_cursor"]
+    path = f"{base}/{resource_type}"
+    links = {"self": f"{path}?{urlencode(list(params))}".rstrip("?"),
+             "first": f"{path}?{urlencode(kept)}".rstrip("?")}
+    if summary == "count":
+        page = await svc.repository.search(replace(parsed.query, total="accurate", count=0))
+        return searchset([], base, links, page.total)
+    page = await svc.repository.search(parsed.query)
+    if page.next_cursor is not None:
+        links["next"] = f"{path}?{urlencode([*kept, ('_cursor', page.next_cursor)])}"
+    body_of: Callable[[StoredResource], bytes] | None = None
+    if (summary and summary != "false") or elements:
+        def body_of(res: StoredResource) -> bytes:
+            return shape_bytes(res.body or b"{}", summary, elements)
+
+    issues = outcome(*parsed.ignored) if parsed.ignored else None
+    return searchset(page.resources, base, links, page.total, issues, body_of)

@@ -1,0 +1,30 @@
+"""Settings: one pydantic-settings class, environment variables prefixed CARELOOP_.
+
+https://docs.pydantic.dev/latest/concepts/pydantic_settings/
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Server configuration; build one in create_app() or the CLI, never at import time."""
+
+    model_config = SettingsConfigDict(env_prefix="CARELOOP_", env_ignore_empty=True, extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    store: str = Field("sqlite", description="sqlite (embedded) or mongodb")
+    sqlite_path: str = Field("./data/careloop.db", description="SQLite file; ':memory:' for a throw-away store")
+    sqlite_readers: int = 2
+    base_url: str | None = Field(None, description="Externally visible FHIR base URL, e.g. https://x.org/fhir")
+    trust_forwarded: bool = Field(True, description="Honour Forwarded / X-Forwarded-* headers for links")
+    max_body_bytes: int = 16 * 1024 * 1024
+    max_depth: int = 64
+    max_bundle_entries: int = 5000
+    default_count: int = 50
+    max_count: int = 1000
+    max_or_values: int = 100
+    log_level: str = "info"
