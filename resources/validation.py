@@ -31,8 +31,9 @@ def valid_id(value: object) -> bool:
     return isinstance(value, str) and ID_PATTERN.fullmatch(value) is not None
 
 
-def _shape_issues(value: Any, path: str, depth: int, limits: ValidationLimits, out: list[Issue]) -> None:
-    # FHIR JSON forbids nulls, empty strings, empty arrays and empty objects (json.html#null).
+def _walk(value: Any, path: str, depth: int, limits: ValidationLimits, out: list[Issue]) -> None:
+    # One pass for the JSON shape rules (json.html#null: no nulls, no empty strings, arrays or objects)
+    # and for the form of every Reference.reference.
     if depth > limits.max_depth:
         raise Invalid(f"Resource nesting is deeper than the limit of {limits.max_depth}", code="too-costly",
                       expression=(path,))
@@ -40,17 +41,21 @@ def _shape_issues(value: Any, path: str, depth: int, limits: ValidationLimits, o
         if not value:
             out.append(Issue("structure", "Empty objects are not allowed in FHIR JSON", expression=(path,)))
         for key, item in value.items():
-            _shape_issues(item, f"{path}.{key}", depth + 1, limits, out)
+            if key == "reference" and isinstance(item, str):
+                problem = reference_issue(item, f"{path}.reference")
+                if problem:
+                    out.append(problem)
+            _walk(item, f"{path}.{key}", depth + 1, limits, out)
     elif isinstance(value, list):
         if not value:
             out.append(Issue("structure", "Empty arrays are not allowed in FHIR JSON", expression=(path,)))
         for index, item in enumerate(value):
             # null is legal inside arrays only as a placeholder aligned with a primitive extension array
             if item is not None:
-                _shape_issues(item, f"{path}[{index}]", depth + 1, limits, out)
+                _walk(item, f"{path}[{index}]", depth + 1, limits, out)
     elif value is None:
         out.append(Issue("structure", "null is not allowed in FHIR JSON", expression=(path,)))
-    elif isinstance(value, str) and value.strip() == "" and not path.endswith(".div"):
+    elif isinstance(value, str) and not value.strip() and not path.endswith(".div"):
         out.append(Issue("value", "Empty or blank strings are not allowed in FHIR JSON", expression=(path,)))
 
 
@@ -70,21 +75,6 @@ def reference_issue(reference: str, path: str) -> Issue | None:
     return None
 
 
-def _reference_issues(value: Any, path: str, out: list[Issue]) -> None:
-    if isinstance(value, dict):
-        ref = value.get("reference")
-        if isinstance(ref, str):
-            problem = reference_issue(ref, f"{path}.reference")
-            if problem:
-                out.append(problem)
-        for key, item in value.items():
-            if key != "contained" or not isinstance(item, list):
-                _reference_issues(item, f"{path}.{key}", out)
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            _reference_issues(item, f"{path}[{index}]", out)
-
-
 def check_resource_type(data: Any, expected: str | None) -> str:
     """The resourceType of a body, refusing non-objects, unknown types and a mismatch with the URL."""
     if not isinstance(data, dict):
@@ -101,27 +91,35 @@ def check_resource_type(data: Any, expected: str | None) -> str:
     return resource_type
 
 
-def validate_resource(data: Any, *, expected_type: str | None = None,
-                      limits: ValidationLimits = ValidationLimits()) -> str:
-    """Validate a resource completely and return its type; raises Invalid or Unprocessable."""
+def precheck(data: Any, *, expected_type: str | None = None,
+             limits: ValidationLimits = ValidationLimits()) -> tuple[str, list[Issue], list[Issue]]:
+    """Type, id, shape, schema and reference checks: (type, structural issues, reference issues)."""
     resource_type = check_resource_type(data, expected_type)
     if "id" in data and not valid_id(data["id"]):
         raise Invalid(f"Resource id '{data['id']}' does not match [A-Za-z0-9-.]{{1,64}}", code="value",
                       expression=(f"{resource_type}.id",))
-    issues: list[Issue] = []
-    _shape_issues(data, resource_type, 0, limits, issues)
-    issues.extend(schema_issues(resource_type, data))
-    if not issues:
-        issues.extend(model_issues(resource_type, data))
+    walked: list[Issue] = []
+    _walk(data, resource_type, 0, limits, walked)
+    structural = [i for i in walked if not i.expression or not i.expression[0].endswith(".reference")]
+    references = [i for i in walked if i not in structural]
+    structural.extend(schema_issues(resource_type, data))
+    return resource_type, structural, references
+
+
+def raise_issues(resource_type: str, structural: list[Issue], model: list[Issue], references: list[Issue]) -> None:
+    """Raise Invalid (400) for structural or model issues, else Unprocessable (422) for bad references."""
+    issues = structural + model
     if issues:
         raise Invalid(f"{resource_type} failed validation: {issues[0].diagnostics}", issues=tuple(issues))
-    _reference_check(data, resource_type)
+    if references:
+        raise Unprocessable(f"{resource_type} has malformed references: {references[0].diagnostics}",
+                            issues=tuple(references))
+
+
+def validate_resource(data: Any, *, expected_type: str | None = None,
+                      limits: ValidationLimits = ValidationLimits()) -> str:
+    """Validate a resource completely and return its type; raises Invalid or Unprocessable."""
+    resource_type, structural, references = precheck(data, expected_type=expected_type, limits=limits)
+    model = [] if structural else model_issues(resource_type, data)
+    raise_issues(resource_type, structural, model, references)
     return resource_type
-
-
-def _reference_check(data: dict[str, Any], resource_type: str) -> None:
-    ref_issues: list[Issue] = []
-    _reference_issues(data, resource_type, ref_issues)
-    if ref_issues:
-        raise Unprocessable(f"{resource_type} has malformed references: {ref_issues[0].diagnostics}",
-                            issues=tuple(ref_issues))

@@ -6,6 +6,7 @@ https://hl7.org/fhir/R4B/http.html
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -13,6 +14,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
+from resources.model_pool import ModelValidator
 from resources.models import resource_types, warm_up
 from resources.repository import Repository
 from resources.search.index import Indexer, load_patient_compartment
@@ -40,7 +42,9 @@ def build_services(settings: Settings) -> Services:
     indexer = Indexer(registry, load_patient_compartment())
     limits = SearchLimits(settings.default_count, settings.max_count, settings.max_or_values)
     store = SqliteStore(settings.sqlite_path, readers=settings.sqlite_readers)
-    repository = Repository(store, registry, indexer, ValidationLimits(settings.max_depth), limits)
+    workers = settings.validation_workers if settings.validation_workers >= 0 else max(0, (os.cpu_count() or 1) - 1)
+    repository = Repository(store, registry, indexer, ValidationLimits(settings.max_depth), limits,
+                            models=ModelValidator(workers))
     base = settings.base_url or f"http://{settings.host}:{settings.port}{FHIR_PREFIX}"
     return Services(settings, repository, limits, capability_bytes(registry, base, VERSION))
 
@@ -52,6 +56,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         svc = build_services(settings)
+        svc.repository.models.start()
         warm_up()
         await svc.repository.store.open()
         app.state.services = svc
@@ -60,6 +65,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             await svc.repository.store.close()
+            svc.repository.models.close()
 
     app = FastAPI(title="CareLoop FHIR server", version=VERSION, lifespan=lifespan, docs_url="/docs",
                   redoc_url=None)

@@ -27,4 +27,5 @@ class Settings(BaseSettings):
     default_count: int = 50
     max_count: int = 1000
     max_or_values: int = 100
+    validation_workers: int = Field(-1, description="Processes validating large bundles; -1 = one per spare core")
     log_level: str = "info"

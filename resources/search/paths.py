@@ -28,12 +28,13 @@ _AS_SUFFIX = re.compile(r"^(.*\S)\s+as\s+([A-Za-z]+)$")
 
 
 @cache
-def _choice_types() -> tuple[str, ...]:
-    names: set[str] = set()
-    for types in fhirpath_models["r4"]["choiceTypePaths"].values():
-        names.update(types)
-    # longest first so that "CodeableConcept" wins over "Code"
-    return tuple(sorted(names, key=len, reverse=True))
+def _choice_keys() -> dict[str, tuple[str, ...]]:
+    # element name -> the JSON keys its [x] choice can take (value -> valueQuantity, valueString, ...)
+    keys: dict[str, set[str]] = {}
+    for path, types in fhirpath_models["r4"]["choiceTypePaths"].items():
+        name = path.rsplit(".", 1)[-1]
+        keys.setdefault(name, set()).update(name + t[0].upper() + t[1:] for t in types)
+    return {name: tuple(sorted(found)) for name, found in keys.items()}
 
 
 def _split_steps(text: str) -> list[str]:
@@ -61,7 +62,7 @@ def _flatten(value: Any, out: list[Any]) -> None:
 
 def _field_step(name: str, cast: str | None) -> Step:
     typed_key = name + cast[0].upper() + cast[1:] if cast else None
-    choices = _choice_types()
+    choices = _choice_keys().get(name, ())
 
     def step(nodes: list[Any]) -> list[Any]:
         out: list[Any] = []
@@ -77,8 +78,8 @@ def _field_step(name: str, cast: str | None) -> Step:
             if name in node:
                 _flatten(node[name], out)
                 continue
-            for key in node:  # a choice element [x]: valueQuantity, effectiveDateTime, ...
-                if key.startswith(name) and key[len(name):] in choices:
+            for key in choices:  # a choice element [x]: valueQuantity, effectiveDateTime, ...
+                if key in node:
                     _flatten(node[key], out)
         return out
 
@@ -92,7 +93,8 @@ def _resolve_is(type_name: str) -> Step:
             if not isinstance(node, dict):
                 continue
             ref = node.get("reference")
-            if isinstance(ref, str) and (ref.startswith(type_name + "/") or f"/{type_name}/" in ref) or node.get("type") == type_name:
+            typed = isinstance(ref, str) and (ref.startswith(type_name + "/") or f"/{type_name}/" in ref)
+            if typed or node.get("type") == type_name:
                 kept.append(node)
         return kept
 
