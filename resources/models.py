@@ -12,7 +12,7 @@ from fhir.resources.R4B import get_fhir_model_class
 from pydantic import ValidationError
 
 from resources.errors import Issue
-from resources.schema import resource_type_names, warm_up_schema
+from resources.schema import resource_type_names
 
 FHIR_VERSION = "4.3.0"
 
@@ -64,8 +64,7 @@ def model_issues(resource_type: str, data: dict[str, Any]) -> list[Issue]:
 
 
 def warm_up() -> None:
-    """Import every model class and compile the schema once so the first request does not pay for it."""
-    warm_up_schema()
+    """Import every model class once so the first request does not pay for it."""
     for name in resource_types():
         _model(name)
 

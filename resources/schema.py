@@ -27,20 +27,32 @@ def resource_type_names() -> frozenset[str]:
     return frozenset(_schema()["discriminator"]["mapping"])
 
 
+# The schema's string patterns use XML-schema semantics, where \S is "not space, tab, CR or LF"; in the
+# validator's (Unicode) regex dialect \S also excludes no-break spaces, which FHIR strings may hold.
+# This is the rule the pattern means: no control characters but tab, CR and LF (datatypes.html#string).
+_TEXT_PATTERN = "^[^\\u0000-\\u0008\\u000B\\u000C\\u000E-\\u001F]+$"
+
+
+def _fixed_patterns(definitions: dict[str, Any]) -> dict[str, Any]:
+    patched = dict(definitions)
+    for name in ("string", "markdown"):
+        if "pattern" in patched.get(name, {}):
+            patched[name] = {**patched[name], "pattern": _TEXT_PATTERN}
+    return patched
+
+
 @cache
-def _validator() -> Any:
-    # One validator for every type, dispatching on resourceType with if/then (draft-07): compiling the
-    # 3.4 MB of definitions once costs ~0.1 s, where one validator per type would cost that 141 times.
-    schema = _schema()
+def build_validator() -> Any:
+    """One validator for every type, dispatching on resourceType with if/then (draft-07).
+
+    Compiling the 3.4 MB of definitions once costs ~0.1 s, where one validator per type would cost that
+    141 times.
+    """
+    definitions = _fixed_patterns(_schema()["definitions"])
     dispatch = [{"if": {"properties": {"resourceType": {"const": name}}, "required": ["resourceType"]},
                  "then": {"$ref": f"#/definitions/{name}"}} for name in sorted(resource_type_names())]
     return jsonschema_rs.validator_for({"$schema": "http://json-schema.org/draft-07/schema#",
-                                        "definitions": schema["definitions"], "allOf": dispatch})
-
-
-def warm_up_schema() -> None:
-    """Compile the validator ahead of the first request."""
-    _validator()
+                                        "definitions": definitions, "allOf": dispatch})
 
 
 def _path(resource_type: str, parts: Any) -> str:
@@ -50,9 +62,8 @@ def _path(resource_type: str, parts: Any) -> str:
     return out
 
 
-def schema_issues(resource_type: str, data: dict[str, Any], limit: int = 20) -> list[Issue]:
+def schema_issues(validator: Any, resource_type: str, data: dict[str, Any], limit: int = 20) -> list[Issue]:
     """Validate against the JSON schema definition of the type; empty when valid."""
-    validator = _validator()
     if validator.is_valid(data):
         return []
     issues: list[Issue] = []

@@ -11,7 +11,7 @@ from typing import Any
 
 from resources.errors import Invalid, Issue, Unprocessable
 from resources.models import model_issues, resource_types
-from resources.schema import schema_issues
+from resources.schema import build_validator, schema_issues
 
 ID_PATTERN = re.compile(r"[A-Za-z0-9\-.]{1,64}")
 _RELATIVE_REF = re.compile(r"([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})(/_history/[A-Za-z0-9\-.]{1,64})?")
@@ -24,6 +24,11 @@ class ValidationLimits:
     """Bounds that keep hostile bodies from exhausting the server."""
 
     max_depth: int = 64
+
+
+def schema_validator() -> Any:
+    """The JSON-schema validator (compiled once)."""
+    return build_validator()
 
 
 def valid_id(value: object) -> bool:
@@ -102,7 +107,7 @@ def precheck(data: Any, *, expected_type: str | None = None,
     _walk(data, resource_type, 0, limits, walked)
     structural = [i for i in walked if not i.expression or not i.expression[0].endswith(".reference")]
     references = [i for i in walked if i not in structural]
-    structural.extend(schema_issues(resource_type, data))
+    structural.extend(schema_issues(schema_validator(), resource_type, data))
     return resource_type, structural, references
 
 

@@ -21,7 +21,7 @@ from resources.search.index import Indexer, load_patient_compartment
 from resources.search.parse import SearchLimits
 from resources.search.registry import default_registry
 from resources.store.sqlite.store import SqliteStore
-from resources.validation import ValidationLimits
+from resources.validation import ValidationLimits, schema_validator
 from server import errors
 from server.capability import capability_bytes
 from server.context import FHIR_PREFIX, Services
@@ -58,6 +58,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         svc = build_services(settings)
         svc.repository.models.start()
         warm_up()
+        schema_validator()
         await svc.repository.store.open()
         app.state.services = svc
         log.info("CareLoop serving FHIR %s on the %s store", "4.3.0", settings.store)

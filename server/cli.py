@@ -19,8 +19,9 @@ def _serve(args: argparse.Namespace) -> int:
     overrides = {k: v for k, v in (("host", args.host), ("port", args.port), ("sqlite_path", args.db)) if v}
     settings = Settings(**overrides)  # type: ignore[arg-type]
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    print(f"CareLoop: FHIR R4B at http://{settings.host}:{settings.port}/fhir "
-          f"(store: {settings.store}, file: {settings.sqlite_path})", flush=True)
+    sys.stdout.write(f"CareLoop: FHIR R4B at http://{settings.host}:{settings.port}/fhir "
+          f"(store: {settings.store}, file: {settings.sqlite_path})\n")
+    sys.stdout.flush()
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level,
                 access_log=False)
     return 0
