@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from server.settings import Settings
-from tests.conftest import FHIR_JSON, body, issue_code
+from tests.conftest import FHIR_JSON, body, client_for, issue_code
 from tests.factories import patient
 
 pytestmark = pytest.mark.anyio
@@ -111,7 +111,8 @@ async def test_patch_needs_json_patch_media_type(client: httpx.AsyncClient) -> N
 
 
 async def test_body_over_limit_is_413(tmp_path: Path) -> None:
-    async with client_for(Settings(sqlite_path=str(tmp_path / "l.db"), max_body_bytes=2048, validation_workers=0)) as c:
+    settings = Settings(sqlite_path=str(tmp_path / "l.db"), max_body_bytes=2048, validation_workers=0)
+    async with client_for(settings) as c:
         big = patient(text={"status": "generated",
                             "div": '<div xmlns="http://www.w3.org/1999/xhtml">' + "x" * 5000 + "</div>"})
         response = await c.post("/fhir/Patient", content=body(big), headers=FHIR_JSON)
@@ -145,7 +146,8 @@ async def test_sql_in_search_values_is_data(client: httpx.AsyncClient) -> None:
 
 
 async def test_bundle_over_entry_limit_is_413(tmp_path: Path) -> None:
-    async with client_for(Settings(sqlite_path=str(tmp_path / "e.db"), max_bundle_entries=3, validation_workers=0)) as c:
+    settings = Settings(sqlite_path=str(tmp_path / "e.db"), max_bundle_entries=3, validation_workers=0)
+    async with client_for(settings) as c:
         entries = [{"resource": patient(), "request": {"method": "POST", "url": "Patient"}} for _ in range(4)]
         bundle = {"resourceType": "Bundle", "type": "transaction", "entry": entries}
         response = await c.post("/fhir", content=body(bundle), headers=FHIR_JSON)
