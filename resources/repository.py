@@ -20,7 +20,15 @@ from resources.search.index import Indexer
 from resources.search.parse import SearchLimits, parse_search
 from resources.search.query import SearchQuery
 from resources.search.registry import SearchRegistry
-from resources.store.protocol import HistoryQuery, SearchPage, Store, StoredResource, Write, WriteSession
+from resources.store.protocol import (
+    HistoryQuery,
+    ReadSource,
+    SearchPage,
+    Store,
+    StoredResource,
+    Write,
+    WriteSession,
+)
 from resources.validation import ValidationLimits, precheck, raise_issues, valid_id, validate_resource
 
 Params = Sequence[tuple[str, str]]
@@ -118,20 +126,20 @@ class Repository:
         return await session.search_ids(query, 2)
 
     # -- reads -----------------------------------------------------------------------------------
-    async def read(self, resource_type: str, id_: str) -> StoredResource:
+    async def read(self, resource_type: str, id_: str, source: ReadSource | None = None) -> StoredResource:
         """The current version; NotFound or Gone otherwise."""
-        found = await self.store.read(resource_type, id_) if valid_id(id_) else None
+        found = await (source or self.store).read(resource_type, id_) if valid_id(id_) else None
         if found is None:
             raise NotFound(f"{resource_type}/{id_} is not known")
         if found.deleted:
             raise Gone(f"{resource_type}/{id_} was deleted", headers={"ETag": f'W/"{found.vid}"'})
         return found
 
-    async def vread(self, resource_type: str, id_: str, vid: str) -> StoredResource:
+    async def vread(self, resource_type: str, id_: str, vid: str, source: ReadSource | None = None) -> StoredResource:
         """One version; NotFound for an unknown version, Gone for a deletion version."""
         found = None
         if valid_id(id_) and vid.isdigit():
-            found = await self.store.vread(resource_type, id_, int(vid))
+            found = await (source or self.store).vread(resource_type, id_, int(vid))
         if found is None:
             raise NotFound(f"{resource_type}/{id_}/_history/{vid} is not known")
         if found.deleted:
@@ -142,9 +150,9 @@ class Repository:
         """Versions newest first."""
         return await self.store.history(query)
 
-    async def search(self, query: SearchQuery) -> SearchPage:
+    async def search(self, query: SearchQuery, source: ReadSource | None = None) -> SearchPage:
         """One page of search results."""
-        return await self.store.search(query)
+        return await (source or self.store).search(query)
 
     # -- writes ----------------------------------------------------------------------------------
     async def create(self, resource_type: str, body: Any, *, if_none_exist: Params = ()) -> WriteOutcome:

@@ -18,10 +18,10 @@ from resources.ids import new_id
 from resources.models import resource_types
 from resources.references import conditional_references, rewrite_blob
 from resources.repository import Repository, ValidationJob, WriteOutcome
-from resources.store.protocol import StoredResource, Write, WriteSession
+from resources.store.protocol import ReadSource, StoredResource, Write, WriteSession
 
 _ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}
-Reader = Callable[[str, str, bytes | None], Awaitable["EntryResult"]]
+Reader = Callable[[str, ReadSource], Awaitable["EntryResult"]]
 
 
 @dataclass
@@ -212,11 +212,14 @@ class TransactionProcessor:
                 await self._finish_validation(validated, job)
                 await self._write_all(session, entries, creates)
                 await self._existing_results(session, entries)
+                for entry in entries:  # reads run last and see this transaction's writes
+                    if entry.method in ("GET", "HEAD"):
+                        try:
+                            entry.result = await read(entry.url, session)
+                        except FhirError as exc:
+                            raise _at_entry(exc, entry) from exc
         finally:
             job.models.cancel()
-        for entry in entries:
-            if entry.method in ("GET", "HEAD"):
-                entry.result = await read(entry.method, entry.url, None)
         return [e.result or EntryResult("200 OK") for e in entries]
 
     async def _write_all(self, session: WriteSession, entries: list[Entry], creates: list[Write]) -> None:

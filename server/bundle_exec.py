@@ -15,27 +15,30 @@ from resources.bundles import response_bundle
 from resources.errors import FhirError, Invalid, NotSupported
 from resources.outcome import from_error
 from resources.search.dates import format_instant
+from resources.store.protocol import ReadSource
 from resources.transaction import EntryResult, TransactionProcessor, _json_patch, parse_bundle, parse_entry
 from server.context import Services
 from server.search import search_bundle
+from server.types import known_type
 
 
 def _status_text(code: int) -> str:
     return f"{code} {HTTPStatus(code).phrase}"
 
 
-async def internal_get(svc: Services, base: str, url: str) -> EntryResult:
-    """A GET entry: read, vread or search."""
+async def internal_get(svc: Services, base: str, url: str, source: ReadSource | None = None) -> EntryResult:
+    """A GET entry: read, vread or search (inside a transaction, through its session)."""
     split = urlsplit(url)
     parts = [p for p in split.path.split("/") if p]
     repo = svc.repository
     if len(parts) == 1:
-        body = await search_bundle(svc, base, parts[0], parse_qsl(split.query, keep_blank_values=True))
+        body = await search_bundle(svc, base, known_type(parts[0]), parse_qsl(split.query, keep_blank_values=True),
+                                   source=source)
         return EntryResult("200 OK", body=body)
     if len(parts) == 2:
-        return EntryResult("200 OK", await repo.read(parts[0], parts[1]))
+        return EntryResult("200 OK", await repo.read(known_type(parts[0]), parts[1], source))
     if len(parts) == 4 and parts[2] == "_history":
-        return EntryResult("200 OK", await repo.vread(parts[0], parts[1], parts[3]))
+        return EntryResult("200 OK", await repo.vread(known_type(parts[0]), parts[1], parts[3], source))
     raise NotSupported(f"GET {url} is not supported inside a bundle")
 
 
@@ -93,8 +96,8 @@ async def run_bundle(svc: Services, base: str, bundle: Any, with_body: bool) -> 
     if kind == "transaction":
         processor = TransactionProcessor(svc.repository, base)
 
-        async def read(method: str, url: str, _: bytes | None) -> EntryResult:
-            return await internal_get(svc, base, url)
+        async def read(url: str, source: ReadSource) -> EntryResult:
+            return await internal_get(svc, base, url, source)
 
         results = await processor.run(entries, read)
         return response_bundle(kind, [_entry_bytes(r, base, with_body) for r in results])

@@ -13,13 +13,13 @@ from resources.bundles import searchset
 from resources.outcome import outcome
 from resources.search.parse import parse_search
 from resources.shaping import check_summary
-from resources.store.protocol import StoredResource
+from resources.store.protocol import ReadSource, StoredResource
 from server.context import Services
 from server.render import shape_bytes
 
 
 async def search_bundle(svc: Services, base: str, resource_type: str, params: Sequence[tuple[str, str]],
-                        *, strict: bool = False) -> bytes:
+                        *, strict: bool = False, source: ReadSource | None = None) -> bytes:
     """A searchset Bundle for one page of a type-level search."""
     parsed = parse_search(resource_type, params, svc.repository.registry, svc.search_limits, strict=strict)
     values = dict(params)
@@ -30,9 +30,9 @@ async def search_bundle(svc: Services, base: str, resource_type: str, params: Se
     links = {"self": f"{path}?{urlencode(list(params))}".rstrip("?"),
              "first": f"{path}?{urlencode(kept)}".rstrip("?")}
     if summary == "count":
-        page = await svc.repository.search(replace(parsed.query, total="accurate", count=0))
+        page = await svc.repository.search(replace(parsed.query, total="accurate", count=0), source)
         return searchset([], base, links, page.total)
-    page = await svc.repository.search(parsed.query)
+    page = await svc.repository.search(parsed.query, source)
     if page.next_cursor is not None:
         links["next"] = f"{path}?{urlencode([*kept, ('_cursor', page.next_cursor)])}"
     body_of: Callable[[StoredResource], bytes] | None = None

@@ -75,7 +75,20 @@ class OutboxEvent:
     at_ms: int
 
 
-class WriteSession(Protocol):
+class ReadSource(Protocol):
+    """Where reads come from: the store (committed state) or a write session (its own uncommitted changes)."""
+
+    async def read(self, type: str, id: str) -> StoredResource | None:
+        """The current version of a resource."""
+
+    async def vread(self, type: str, id: str, vid: int) -> StoredResource | None:
+        """A specific version of a resource."""
+
+    async def search(self, query: SearchQuery) -> SearchPage:
+        """One page of current resources matching a query."""
+
+
+class WriteSession(ReadSource, Protocol):
     """An exclusive write transaction: reads inside it see a stable state, writes commit together."""
 
     async def head(self, type: str, id: str) -> StoredResource | None:

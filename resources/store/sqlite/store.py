@@ -229,6 +229,18 @@ class SqliteWriteSession:
         """The current version row, body included."""
         return await self._store._on_writer(_read_current, self._store._wconn(), type, id)
 
+    async def read(self, type: str, id: str) -> StoredResource | None:
+        """The current version as this transaction sees it."""
+        return await self.head(type, id)
+
+    async def vread(self, type: str, id: str, vid: int) -> StoredResource | None:
+        """One version as this transaction sees it."""
+        return await self._store._on_writer(_read_version, self._store._wconn(), type, id, vid)
+
+    async def search(self, query: SearchQuery) -> SearchPage:
+        """A page of matches as this transaction sees them."""
+        return await self._store._on_writer(_search, self._store._wconn(), query, self._pid)
+
     async def search_ids(self, query: SearchQuery, limit: int) -> list[tuple[str, str, int]]:
         """Matches of a query as seen inside this transaction."""
         page = await self._store._on_writer(_search, self._store._wconn(), query, self._pid)
