@@ -1,0 +1,121 @@
+"""The embedded SQLite store: durability, optimistic concurrency, the outbox, atomic rollback.
+
+https://hl7.org/fhir/R4B/http.html#concurrency
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import httpx
+import pytest
+
+from resources.errors import Invalid
+from resources.models import resource_types
+from resources.repository import Repository
+from resources.search.index import Indexer, load_patient_compartment
+from resources.search.registry import default_registry
+from resources.store.protocol import HistoryQuery
+from resources.store.sqlite.store import SqliteStore
+from server.settings import Settings
+from tests.conftest import FHIR_JSON, body, client_for, create
+from tests.factories import patient
+
+pytestmark = pytest.mark.anyio
+
+
+def repository(store: SqliteStore) -> Repository:
+    registry = default_registry(resource_types())
+    return Repository(store, registry, Indexer(registry, load_patient_compartment()))
+
+
+async def test_data_survives_restart(tmp_path: Path) -> None:
+    settings = Settings(sqlite_path=str(tmp_path / "durable.db"), validation_workers=0)
+    async with client_for(settings) as client:
+        stored = await create(client, patient(mrn="9"))
+        await client.put(f"/fhir/Patient/{stored['id']}", content=body({**stored, "active": True}),
+                         headers=FHIR_JSON)
+    async with client_for(settings) as client:
+        read = await client.get(f"/fhir/Patient/{stored['id']}")
+        assert read.status_code == 200
+        assert read.json()["active"] is True
+        assert (await client.get(f"/fhir/Patient/{stored['id']}/_history/1")).status_code == 200
+        found = await client.get("/fhir/Patient", params={"identifier": "urn:oid:1.2.36.146.595.217.0.1|9"})
+        assert len(found.json()["entry"]) == 1
+
+
+async def test_concurrent_updates_with_same_if_match_one_wins(client: httpx.AsyncClient) -> None:
+    stored = await create(client, patient())
+    url = f"/fhir/Patient/{stored['id']}"
+
+    async def attempt(n: int) -> int:
+        changed = {**stored, "name": [{"family": f"Writer{n}"}]}
+        response = await client.put(url, content=body(changed), headers={**FHIR_JSON, "If-Match": 'W/"1"'})
+        return response.status_code
+
+    statuses = await asyncio.gather(*(attempt(n) for n in range(12)))
+    assert sorted(statuses) == [200] + [412] * 11
+    final = (await client.get(url)).json()
+    assert final["meta"]["versionId"] == "2"
+    history = (await client.get(f"{url}/_history")).json()
+    assert len(history["entry"]) == 2
+
+
+async def test_concurrent_creates_lose_nothing(client: httpx.AsyncClient) -> None:
+    responses = await asyncio.gather(*(client.post("/fhir/Patient", content=body(patient(mrn=str(n))),
+                                                   headers=FHIR_JSON) for n in range(40)))
+    assert all(r.status_code == 201 for r in responses)
+    ids = {r.json()["id"] for r in responses}
+    assert len(ids) == 40
+    listed = (await client.get("/fhir/Patient", params={"_count": "100"})).json()
+    assert {e["resource"]["id"] for e in listed["entry"]} == ids
+
+
+async def test_outbox_records_every_change_in_order(tmp_path: Path) -> None:
+    store = SqliteStore(str(tmp_path / "o.db"))
+    await store.open()
+    try:
+        repo = repository(store)
+        created = await repo.create("Patient", patient())
+        await repo.update("Patient", created.resource.id, {**patient(), "id": created.resource.id})
+        await repo.delete("Patient", created.resource.id)
+        events = await store.outbox(0, 10)
+        assert [(e.type, e.id, e.vid, e.action) for e in events] == [
+            ("Patient", created.resource.id, 1, "create"), ("Patient", created.resource.id, 2, "update"),
+            ("Patient", created.resource.id, 3, "delete")]
+        assert [e.seq for e in events] == sorted(e.seq for e in events)
+        assert await store.outbox(events[-1].seq, 10) == []
+    finally:
+        await store.close()
+
+
+async def test_failed_write_leaves_no_version_and_no_event(tmp_path: Path) -> None:
+    store = SqliteStore(str(tmp_path / "f.db"))
+    await store.open()
+    try:
+        repo = repository(store)
+        with pytest.raises(RuntimeError):
+            async with store.write_session() as session:
+                write = repo.prepare("Patient", "p1", patient(), 1, 1_700_000_000_000, "create", 0, "PUT")
+                await session.apply([write])
+                raise RuntimeError("abort after the write")
+        assert await store.read("Patient", "p1") is None
+        assert await store.outbox(0, 10) == []
+        assert await store.history(HistoryQuery()) == []
+        with pytest.raises(Invalid):
+            await repo.create("Patient", {"resourceType": "Patient", "gender": 7})
+        assert await store.outbox(0, 10) == []
+    finally:
+        await store.close()
+
+
+async def test_in_memory_store_works() -> None:
+    store = SqliteStore(":memory:")
+    await store.open()
+    try:
+        repo = repository(store)
+        created = await repo.create("Patient", patient())
+        assert (await repo.read("Patient", created.resource.id)).vid == 1
+    finally:
+        await store.close()
