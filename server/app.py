@@ -26,6 +26,7 @@ from server import errors
 from server.capability import capability_bytes
 from server.context import FHIR_PREFIX, Services
 from server.negotiation import NegotiationMiddleware
+from server.openapi import describe_parameters
 from server.routes import instance, system
 from server.routes import type as type_routes
 from server.settings import Settings
@@ -80,9 +81,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if app.openapi_schema is None:
             schema = get_openapi(title=app.title, version=app.version, routes=app.routes,
                                  description="FHIR R4B REST API (application/fhir+json)")
-            for path in schema.get("paths", {}).values():
-                for op in path.values():
-                    op.get("responses", {}).pop("422", None) if "requestBody" not in op else None
+            describe_parameters(schema)
             app.openapi_schema = schema
         return app.openapi_schema
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from resources.models import resource_types
+
 _RESOURCE_SCHEMA: dict[str, Any] = {
     "type": "object", "required": ["resourceType"],
     "properties": {"resourceType": {"type": "string"}, "id": {"type": "string"}},
@@ -56,3 +58,17 @@ FORM_BODY: dict[str, Any] = {
     "requestBody": {"required": False, "content": {
         "application/x-www-form-urlencoded": {"schema": {"type": "object", "additionalProperties": True}}}},
 }
+
+
+def describe_parameters(schema: dict[str, Any]) -> None:
+    """Type the generic path parameters: resource types as an enum, ids and versions by the FHIR id rule."""
+    types = sorted(resource_types())
+    for path in schema.get("paths", {}).values():
+        for operation in path.values():
+            for param in operation.get("parameters", []):
+                if param.get("in") != "path":
+                    continue
+                if param["name"] == "type":
+                    param["schema"] = {"type": "string", "enum": types}
+                elif param["name"] in ("id", "vid"):
+                    param["schema"] = {"type": "string", "pattern": "^[A-Za-z0-9\\-.]{1,64}$"}
