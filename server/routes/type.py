@@ -15,6 +15,7 @@ from resources.outcome import information
 from server.context import base_url, if_match_version, is_pretty, prefer_strict, query_pairs, read_body, services
 from server.history import history_response
 from server.openapi import BODY, ERRORS, FORM_BODY, RESOURCE_OK
+from server.paths import TYPE, path_parameters
 from server.render import resource_response, write_response
 from server.responses import bytes_response, json_response
 from server.search import search_bundle
@@ -28,25 +29,30 @@ def _criteria(request: Request) -> list[tuple[str, str]]:
     return [(k, v) for k, v in query_pairs(request) if k not in _RESULT_ONLY]
 
 
-@router.get("/fhir/{type}/_history", responses=RESOURCE_OK | ERRORS, summary="history-type")
-async def type_history(request: Request, type: str) -> Response:
+@router.get(f"/fhir/{TYPE}/_history", responses=RESOURCE_OK | ERRORS, summary="history-type",
+            openapi_extra=path_parameters("type"))
+async def type_history(request: Request) -> Response:
     """The versions of every resource of a type."""
+    type = request.path_params["type"]
     return await history_response(request, known_type(type), None)
 
 
-@router.get("/fhir/{type}", responses=RESOURCE_OK | ERRORS, summary="search-type")
-async def search(request: Request, type: str) -> Response:
+@router.get(f"/fhir/{TYPE}", responses=RESOURCE_OK | ERRORS, summary="search-type",
+            openapi_extra=path_parameters("type"))
+async def search(request: Request) -> Response:
     """Search a resource type."""
+    type = request.path_params["type"]
     svc = services(request)
     body = await search_bundle(svc, base_url(request), known_type(type), query_pairs(request),
                                strict=prefer_strict(request))
     return bytes_response(body, pretty=is_pretty(request))
 
 
-@router.post("/fhir/{type}/_search", responses=RESOURCE_OK | ERRORS, openapi_extra=FORM_BODY,
-             summary="search-type (POST)")
-async def search_post(request: Request, type: str) -> Response:
+@router.post(f"/fhir/{TYPE}/_search", responses=RESOURCE_OK | ERRORS, summary="search-type (POST)",
+             openapi_extra=FORM_BODY | path_parameters("type"))
+async def search_post(request: Request) -> Response:
     """Search with parameters in an x-www-form-urlencoded body (and the query string)."""
+    type = request.path_params["type"]
     resource_type = known_type(type)
     media = (request.headers.get("content-type") or "application/x-www-form-urlencoded").split(";")[0].strip()
     if media != "application/x-www-form-urlencoded":
@@ -57,9 +63,11 @@ async def search_post(request: Request, type: str) -> Response:
     return bytes_response(body, pretty=is_pretty(request))
 
 
-@router.post("/fhir/{type}", responses=RESOURCE_OK | ERRORS, openapi_extra=BODY, summary="create")
-async def create(request: Request, type: str) -> Response:
+@router.post(f"/fhir/{TYPE}", responses=RESOURCE_OK | ERRORS, summary="create",
+             openapi_extra=BODY | path_parameters("type"))
+async def create(request: Request) -> Response:
     """Create a resource; If-None-Exist (or criteria in the query string) makes it conditional."""
+    type = request.path_params["type"]
     resource_type = known_type(type)
     body = await read_body(request)
     header = request.headers.get("if-none-exist")
@@ -70,9 +78,11 @@ async def create(request: Request, type: str) -> Response:
     return write_response(request, outcome.resource, 201, f"Created {resource_type}/{outcome.resource.id}")
 
 
-@router.put("/fhir/{type}", responses=RESOURCE_OK | ERRORS, openapi_extra=BODY, summary="conditional update")
-async def conditional_update(request: Request, type: str) -> Response:
+@router.put(f"/fhir/{TYPE}", responses=RESOURCE_OK | ERRORS, summary="conditional update",
+            openapi_extra=BODY | path_parameters("type"))
+async def conditional_update(request: Request) -> Response:
     """Update the single resource matching the query string (or create one)."""
+    type = request.path_params["type"]
     resource_type = known_type(type)
     body = await read_body(request)
     outcome = await services(request).repository.conditional_update(
@@ -81,9 +91,11 @@ async def conditional_update(request: Request, type: str) -> Response:
                           "Created" if outcome.created else "Updated")
 
 
-@router.patch("/fhir/{type}", responses=RESOURCE_OK | ERRORS, openapi_extra=BODY, summary="conditional patch")
-async def conditional_patch(request: Request, type: str) -> Response:
+@router.patch(f"/fhir/{TYPE}", responses=RESOURCE_OK | ERRORS, summary="conditional patch",
+              openapi_extra=BODY | path_parameters("type"))
+async def conditional_patch(request: Request) -> Response:
     """Patch the single resource matching the query string."""
+    type = request.path_params["type"]
     resource_type = known_type(type)
     body = await read_body(request, patch=True)
     outcome = await services(request).repository.conditional_patch(
@@ -91,9 +103,11 @@ async def conditional_patch(request: Request, type: str) -> Response:
     return write_response(request, outcome.resource, 200, "Patched")
 
 
-@router.delete("/fhir/{type}", responses=ERRORS, summary="conditional delete")
-async def conditional_delete(request: Request, type: str) -> Response:
+@router.delete(f"/fhir/{TYPE}", responses=ERRORS, summary="conditional delete",
+               openapi_extra=path_parameters("type"))
+async def conditional_delete(request: Request) -> Response:
     """Delete the single resource matching the query string."""
+    type = request.path_params["type"]
     resource_type = known_type(type)
     deleted = await services(request).repository.conditional_delete(resource_type, _criteria(request))
     message = f"Deleted {resource_type}/{deleted.id}" if deleted else "No resource matched; nothing deleted"

@@ -1,0 +1,105 @@
+"""Helpers shared by the benchmarks: pinned subprocesses, free ports, waiting for readiness, results."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).parent.parent
+PYTHON = sys.executable
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def pinned(command: Sequence[str], cpu: int | None) -> list[str]:
+    """The command run on one core (taskset), or as is where that is not possible."""
+    if cpu is None or shutil.which("taskset") is None or (os.cpu_count() or 1) <= cpu:
+        return list(command)
+    return ["taskset", "-c", str(cpu), *command]
+
+
+def start(command: Sequence[str], ready_url: str, env: dict[str, str] | None = None,
+          timeout: float = 120) -> subprocess.Popen[bytes]:
+    """Start a server process and wait until ready_url answers 200."""
+    process = subprocess.Popen(list(command), cwd=ROOT, env={**os.environ, **(env or {})},
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(ready_url, timeout=2).status_code == 200:
+                return process
+        except httpx.TransportError:
+            pass
+        if process.poll() is not None:
+            break
+        time.sleep(0.2)
+    process.kill()
+    raise RuntimeError(f"{command} did not become ready")
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    """Terminate a server process."""
+    process.terminate()
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time a process (all its threads) has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def loadgen(port: int, paths: list[str], connections: int, seconds: float, warmup: float,
+            cpu: int | None, server_pid: int | None = None) -> dict[str, float]:
+    """Run bench/loadgen.py in its own process and return its summary (with server CPU use when given a pid)."""
+    paths_file = ROOT / "bench" / "out" / f"paths-{port}.json"
+    paths_file.parent.mkdir(exist_ok=True)
+    paths_file.write_text(json.dumps(paths))
+    command = [PYTHON, "-m", "bench.loadgen", "--port", str(port), "--paths", str(paths_file),
+               "--connections", str(connections), "--seconds", str(seconds), "--warmup", str(warmup)]
+    if cpu is not None:
+        command += ["--cpu", str(cpu)]
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    before = None
+    if server_pid is not None:
+        time.sleep(warmup)
+        before = cpu_seconds(server_pid)
+    stdout, _ = process.communicate()
+    summary: dict[str, float] = json.loads(stdout)
+    if server_pid is not None and before is not None:
+        used = cpu_seconds(server_pid) - before
+        summary["server_cpu_s"] = used
+        summary["req_per_cpu_s"] = summary["requests"] / used if used else 0.0
+    return summary
+
+
+def median(values: Sequence[float]) -> float:
+    """The median of a few values."""
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+
+
+def record(name: str, figures: dict[str, object]) -> None:
+    """Keep a benchmark's figures in bench/out/<name>.json for the report."""
+    out = ROOT / "bench" / "out"
+    out.mkdir(exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps(figures, indent=2))

@@ -1,0 +1,103 @@
+"""A closed-loop HTTP/1.1 keep-alive load generator on raw asyncio streams (loopback only).
+
+Each of `connections` clients sends a request, waits for the whole answer, records the latency and sends the
+next. Like wrk it has coordinated omission: latencies are service times under a closed loop.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import time
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Result:
+    """Counts and latencies (seconds) of one run."""
+
+    ok: int = 0
+    errors: int = 0
+    latencies: list[float] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def summary(self) -> dict[str, float]:
+        lat = sorted(self.latencies) or [0.0]
+        return {"requests": self.ok, "errors": self.errors, "rps": self.ok / self.seconds if self.seconds else 0.0,
+                "p50_ms": lat[len(lat) // 2] * 1000, "p99_ms": lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000}
+
+
+async def _read_response(reader: asyncio.StreamReader) -> int:
+    head = await reader.readuntil(b"\r\n\r\n")
+    status = int(head[9:12])
+    length = 0
+    for line in head.split(b"\r\n"):
+        if line[:15].lower() == b"content-length:":
+            length = int(line[15:])
+    if length:
+        await reader.readexactly(length)
+    return status
+
+
+async def _client(host: str, port: int, requests: list[bytes], stop: float, warm: float, result: Result,
+                  index: int) -> None:
+    reader, writer = await asyncio.open_connection(host, port)
+    n = index
+    try:
+        while True:
+            now = time.perf_counter()
+            if now >= stop:
+                return
+            writer.write(requests[n % len(requests)])
+            n += 1
+            status = await _read_response(reader)
+            done = time.perf_counter()
+            if now >= warm:
+                if 200 <= status < 400:
+                    result.ok += 1
+                    result.latencies.append(done - now)
+                else:
+                    result.errors += 1
+    finally:
+        writer.close()
+
+
+async def run(host: str, port: int, requests: list[bytes], connections: int, seconds: float,
+              warmup: float) -> Result:
+    """Drive the server for warmup + seconds and measure the last `seconds`."""
+    result = Result()
+    start = time.perf_counter()
+    warm, stop = start + warmup, start + warmup + seconds
+    await asyncio.gather(*(_client(host, port, requests, stop, warm, result, i) for i in range(connections)))
+    result.seconds = seconds
+    return result
+
+
+def get_request(host: str, port: int, path: str) -> bytes:
+    """A keep-alive GET request."""
+    return (f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nAccept: application/fhir+json\r\n\r\n").encode()
+
+
+def main() -> None:
+    """Command line: paths from a JSON file, results as JSON on stdout."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--paths", required=True, help="JSON file with a list of request paths")
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--warmup", type=float, default=3)
+    parser.add_argument("--cpu", type=int, default=None, help="pin the load generator to this core")
+    args = parser.parse_args()
+    if args.cpu is not None and hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {args.cpu})
+    with open(args.paths) as handle:
+        paths = json.load(handle)
+    requests = [get_request("127.0.0.1", args.port, p) for p in paths]
+    result = asyncio.run(run("127.0.0.1", args.port, requests, args.connections, args.seconds, args.warmup))
+    print(json.dumps(result.summary()))  # noqa: T201
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,81 @@
+"""Read by id: CareLoop's GET /fhir/Patient/{id} against a trivial FastAPI endpoint, side by side.
+
+Both run as one uvicorn worker pinned to core 0; the load generator runs on core 1 (c=32, closed loop).
+Rounds alternate between the two servers and the median round of each is reported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import tempfile
+from pathlib import Path
+
+import httpx
+import orjson
+
+from bench.common import PYTHON, free_port, loadgen, median, pinned, record, start, stop
+
+FHIR = {"content-type": "application/fhir+json", "prefer": "return=minimal"}
+
+
+async def _load(base: str, patients: int) -> list[str]:
+    ids: list[str] = []
+    async with httpx.AsyncClient(base_url=base, timeout=120) as client:
+        for start_at in range(0, patients, 500):
+            entries = [{"resource": {"resourceType": "Patient", "name": [{"family": f"Family{n}", "given": ["Ann"]}],
+                                     "gender": "female", "birthDate": "1970-04-01",
+                                     "identifier": [{"system": "urn:bench", "value": str(n)}]},
+                        "request": {"method": "POST", "url": "Patient"}}
+                       for n in range(start_at, min(patients, start_at + 500))]
+            bundle = {"resourceType": "Bundle", "type": "transaction", "entry": entries}
+            response = await client.post("/", content=orjson.dumps(bundle), headers=FHIR)
+            response.raise_for_status()
+            ids.extend(e["response"]["location"].split("/")[1] for e in response.json()["entry"])
+    return ids
+
+
+def main() -> None:
+    """Run the comparison and print and record the figures."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--patients", type=int, default=10_000)
+    parser.add_argument("--seconds", type=float, default=8)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--connections", type=int, default=32)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        port, base_port = free_port(), free_port()
+        db = str(Path(tmp) / "read.db")
+        server = start(pinned([PYTHON, "-m", "server", "serve", "--port", str(port), "--db", db], 0),
+                       f"http://127.0.0.1:{port}/fhir/metadata", env={"CARELOOP_LOG_LEVEL": "warning"})
+        baseline = start(pinned([PYTHON, "-m", "bench.trivial_app", "--port", str(base_port)], 0),
+                         f"http://127.0.0.1:{base_port}/fhir/Patient/x")
+        try:
+            ids = asyncio.run(_load(f"http://127.0.0.1:{port}/fhir", args.patients))
+            paths = [f"/fhir/Patient/{i}" for i in ids[:: max(1, len(ids) // 2000)]]
+            ours, theirs = [], []
+            for _ in range(args.rounds):
+                theirs.append(loadgen(base_port, paths, args.connections, args.seconds, 2, 1, baseline.pid))
+                ours.append(loadgen(port, paths, args.connections, args.seconds, 2, 1, server.pid))
+        finally:
+            stop(server)
+            stop(baseline)
+    ours_rps = median([r["rps"] for r in ours])
+    theirs_rps = median([r["rps"] for r in theirs])
+    figures = {"patients": args.patients, "connections": args.connections,
+               "careloop_rps": round(ours_rps), "trivial_fastapi_rps": round(theirs_rps),
+               "ratio": round(ours_rps / theirs_rps, 3),
+               "careloop_req_per_cpu_s": round(median([r["req_per_cpu_s"] for r in ours])),
+               "trivial_req_per_cpu_s": round(median([r["req_per_cpu_s"] for r in theirs])),
+               "cpu_ratio": round(median([r["req_per_cpu_s"] for r in ours])
+                                  / median([r["req_per_cpu_s"] for r in theirs]), 3),
+               "careloop_p50_ms": round(median([r["p50_ms"] for r in ours]), 2),
+               "careloop_p99_ms": round(median([r["p99_ms"] for r in ours]), 2),
+               "errors": sum(r["errors"] for r in ours + theirs), "rounds": {"careloop": ours, "trivial": theirs}}
+    record("read_by_id", figures)
+    print(json.dumps({k: v for k, v in figures.items() if k != "rounds"}, indent=2))  # noqa: T201
+
+
+if __name__ == "__main__":
+    main()
