@@ -26,7 +26,7 @@ def _validate_chunk(chunk: list[tuple[str, bytes]]) -> list[list[Issue]]:
 class ModelValidator:
     """Validates resources against their R4B models, in parallel when a batch is large enough."""
 
-    def __init__(self, workers: int = 0, threshold: int = 24, local_share: float = 0.1) -> None:
+    def __init__(self, workers: int = 0, threshold: int = 24, local_share: float = 0.0) -> None:
         self._workers = workers
         self._local_share = local_share
         self._threshold = threshold
@@ -37,6 +37,10 @@ class ModelValidator:
         if self._workers > 0 and self._pool is None:
             context = multiprocessing.get_context("spawn")  # no fork of a process that runs threads
             self._pool = ProcessPoolExecutor(self._workers, mp_context=context, initializer=warm_up)
+            # workers are spawned on demand: ask for them now, so their model imports (seconds) happen
+            # at start-up instead of inside the first large bundle
+            for _ in range(self._workers):
+                self._pool.submit(_validate_chunk, [])
 
     def close(self) -> None:
         """Stop the worker processes."""
@@ -50,7 +54,8 @@ class ModelValidator:
             return ModelJob(items, [])
         # the event loop also parses, indexes and stores, so it keeps the smaller share
         local_count = int(len(items) * self._local_share)
-        size = max(1, -(-(len(items) - local_count) // self._workers))
+        # several chunks per worker, so the first results arrive while later ones are still checked
+        size = max(8, -(-(len(items) - local_count) // (self._workers * 4)))
         local, remote = items[:local_count], items[local_count:]
         loop = asyncio.get_running_loop()
         futures = [

@@ -14,6 +14,7 @@ import orjson
 from resources.errors import FhirError, Gone, Invalid, Issue, NotFound, PreconditionFailed
 from resources.ids import new_id, now_ms
 from resources.model_pool import ModelJob, ModelValidator
+from resources.models import resource_types
 from resources.patch import apply_json_patch
 from resources.search.dates import format_instant
 from resources.search.index import Indexer
@@ -50,6 +51,7 @@ class ValidationJob:
     errors: list[Exception | None]
     pending: list[tuple[int, str, list[Issue]]]
     models: ModelJob
+    submitted: list[int]  # body index of each model result, in order
 
     def first_error(self) -> tuple[int, Exception] | None:
         """The first error already known (before the model checks finish)."""
@@ -57,8 +59,10 @@ class ValidationJob:
 
     async def finish(self) -> list[Exception | None]:
         """Wait for the model checks and return one error or None per body."""
-        issues = await self.models.result()
-        for (index, kind, references), model in zip(self.pending, issues, strict=True):
+        results = await self.models.result()
+        by_index = dict(zip(self.submitted, results, strict=True))
+        for index, kind, references in self.pending:
+            model = by_index.get(index, [])
             try:
                 raise_issues(kind, [], model, references)
             except FhirError as exc:
@@ -96,7 +100,10 @@ class Repository:
         return validate_resource(body, expected_type=resource_type, limits=self.validation)
 
     def begin_validation(self, bodies: list[tuple[Any, str | None]]) -> ValidationJob:
-        """Check shape, schema and references now; start the model checks (in parallel when large)."""
+        """Start the model checks (in parallel when large), then check shape, schema and references meanwhile."""
+        typed = [(b.get("resourceType") if isinstance(b, dict) else None, b) for b, _ in bodies]
+        plausible = [(i, kind, body) for i, (kind, body) in enumerate(typed) if isinstance(kind, str)]
+        job = self.models.submit([(kind, body) for _, kind, body in plausible if kind in resource_types()])
         errors: list[Exception | None] = [None] * len(bodies)
         pending: list[tuple[int, str, list[Issue]]] = []
         for index, (body, expected) in enumerate(bodies):
@@ -107,8 +114,8 @@ class Repository:
                 pending.append((index, kind, references))
             except FhirError as exc:
                 errors[index] = exc
-        job = self.models.submit([(kind, bodies[i][0]) for i, kind, _ in pending])
-        return ValidationJob(errors, pending, job)
+        submitted = [i for i, kind, _ in plausible if kind in resource_types()]
+        return ValidationJob(errors, pending, job, submitted)
 
     async def validate_many(self, bodies: list[tuple[Any, str | None]]) -> list[Exception | None]:
         """Validate many resources; one error or None per body."""
