@@ -1,4 +1,4 @@
-"""JSON Patch (RFC 6902) applied to a resource's JSON.
+"""PATCH documents: JSON Patch (RFC 6902) and, through resources.fhirpath_patch, FHIRPath Patch.
 
 https://hl7.org/fhir/R4B/http.html#patch and https://www.rfc-editor.org/rfc/rfc6902
 """
@@ -9,6 +9,7 @@ import copy
 from typing import Any
 
 from resources.errors import Invalid, Unprocessable
+from resources.fhirpath_patch import apply_fhirpath_patch
 
 _OPS = ("add", "remove", "replace", "move", "copy", "test")
 
@@ -132,3 +133,10 @@ def apply_json_patch(doc: Any, patch: Any) -> Any:
             raise Invalid("Each JSON Patch operation must be an object", code="structure")
         result = _apply_one(result, op)
     return result
+
+
+def apply_patch(resource: dict[str, Any], patch: Any) -> Any:
+    """Apply a JSON Patch (an array) or a FHIRPath Patch (a Parameters resource)."""
+    if isinstance(patch, dict) and patch.get("resourceType") == "Parameters":
+        return apply_fhirpath_patch(resource, patch)
+    return apply_json_patch(resource, patch)

@@ -15,7 +15,7 @@ from resources.errors import FhirError, Gone, Invalid, Issue, NotFound, Precondi
 from resources.ids import new_id, now_ms
 from resources.model_pool import ModelJob, ModelValidator
 from resources.models import resource_types
-from resources.patch import apply_json_patch
+from resources.patch import apply_patch
 from resources.search.dates import format_instant
 from resources.search.index import Indexer
 from resources.search.parse import SearchLimits, parse_search
@@ -221,7 +221,7 @@ class Repository:
             raise Gone(f"{resource_type}/{id_} was deleted")
         _check_if_match(current, if_match, resource_type, id_)
         assert current.body is not None
-        patched = apply_json_patch(orjson.loads(current.body), patch)
+        patched = apply_patch(orjson.loads(current.body), patch)
         if not isinstance(patched, dict) or patched.get("id") != id_ or patched.get(
                 "resourceType") != resource_type:
             raise Invalid("A patch may not change the resource type or id", code="invalid")

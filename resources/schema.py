@@ -74,3 +74,15 @@ def schema_issues(validator: Any, resource_type: str, data: dict[str, Any], limi
         if len(issues) >= limit:
             break
     return issues
+
+
+def element_info(definition: str, name: str) -> tuple[bool, str | None] | None:
+    """(repeats, type definition) of element `name` of a schema definition, or None when unknown."""
+    prop = _schema()["definitions"].get(definition, {}).get("properties", {}).get(name)
+    if prop is None:
+        return None
+    if prop.get("type") == "array":
+        ref = prop.get("items", {}).get("$ref")
+        return True, ref.rsplit("/", 1)[-1] if ref else None
+    ref = prop.get("$ref")
+    return False, ref.rsplit("/", 1)[-1] if ref else None

@@ -116,9 +116,12 @@ def _status(outcome: WriteOutcome) -> str:
 
 def _json_patch(entry: Entry) -> Any:
     resource = entry.resource
+    if isinstance(resource, dict) and resource.get("resourceType") == "Parameters":
+        return resource  # a FHIRPath Patch
     if not isinstance(resource, dict) or resource.get("resourceType") != "Binary" or "data" not in resource:
-        raise Invalid(f"Bundle.entry[{entry.index}] (PATCH) needs a Binary resource holding a JSON Patch",
-                      code="required", expression=(f"Bundle.entry[{entry.index}].resource",))
+        raise Invalid(f"Bundle.entry[{entry.index}] (PATCH) needs a Parameters resource (FHIRPath Patch) or a "
+                      "Binary holding a JSON Patch", code="required",
+                      expression=(f"Bundle.entry[{entry.index}].resource",))
     try:
         return orjson.loads(base64.b64decode(resource["data"]))
     except (ValueError, orjson.JSONDecodeError) as exc:

@@ -95,7 +95,7 @@ def is_pretty(request: Request) -> bool:
 
 async def read_body(request: Request, *, patch: bool = False) -> Any:
     """The JSON body, refusing a wrong content type (415), an oversized body (413) or malformed JSON (400)."""
-    check_content_type(request.headers.get("content-type"), patch=patch)
+    media = check_content_type(request.headers.get("content-type"), patch=patch)
     limit = services(request).settings.max_body_bytes
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
@@ -110,9 +110,21 @@ async def read_body(request: Request, *, patch: bool = False) -> Any:
     if not raw.strip():
         raise Invalid("The request has no body", code="required")
     try:
-        return orjson.loads(raw)
+        parsed = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise Invalid(f"The body is not valid JSON: {exc}", code="structure") from exc
+    if patch:
+        _check_patch_shape(media, parsed)
+    return parsed
+
+
+def _check_patch_shape(media: str, parsed: Any) -> None:
+    if media == "application/json-patch+json" and not isinstance(parsed, list):
+        raise Invalid("An application/json-patch+json body must be a JSON array of operations", code="structure")
+    if media != "application/json-patch+json" and not (
+            isinstance(parsed, dict) and parsed.get("resourceType") == "Parameters"):
+        raise Invalid("A FHIR JSON PATCH body must be a FHIRPath Patch Parameters resource; send JSON Patch as "
+                      "application/json-patch+json", code="structure")
 
 
 def if_match_version(request: Request) -> int | None:

@@ -55,7 +55,8 @@ def check_content_type(content_type: str | None, *, patch: bool = False) -> str:
     if media in ("application/fhir+json", "application/json", "application/json+fhir"):
         return media
     if patch:
-        raise UnsupportedMediaType(f"PATCH takes application/json-patch+json, not '{media}'")
+        raise UnsupportedMediaType(f"PATCH takes application/json-patch+json (JSON Patch) or "
+                                   f"application/fhir+json (FHIRPath Patch), not '{media}'")
     raise UnsupportedMediaType(f"Unsupported Content-Type '{media}'; send application/fhir+json")
 
 

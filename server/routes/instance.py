@@ -16,9 +16,10 @@ from server.openapi import BODY, ERRORS, RESOURCE_OK
 from server.paths import ID, TYPE, VID, path_parameters
 from server.render import resource_response, write_response
 from server.responses import json_response
+from server.routing import FhirRoute
 from server.types import known_type
 
-router = APIRouter()
+router = APIRouter(route_class=FhirRoute)
 
 
 @router.get(f"/fhir/{TYPE}/{ID}", responses=RESOURCE_OK | ERRORS, summary="read",

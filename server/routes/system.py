@@ -13,8 +13,9 @@ from server.context import base_url, is_pretty, prefer_return, read_body, servic
 from server.history import history_response
 from server.openapi import BODY, ERRORS, RESOURCE_OK
 from server.responses import bytes_response
+from server.routing import FhirRoute
 
-router = APIRouter()
+router = APIRouter(route_class=FhirRoute)
 
 
 @router.get("/fhir/metadata", responses=RESOURCE_OK | ERRORS, summary="capabilities")

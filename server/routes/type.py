@@ -18,10 +18,11 @@ from server.openapi import BODY, ERRORS, FORM_BODY, RESOURCE_OK
 from server.paths import TYPE, path_parameters
 from server.render import resource_response, write_response
 from server.responses import bytes_response, json_response
+from server.routing import FhirRoute
 from server.search import search_bundle
 from server.types import known_type
 
-router = APIRouter()
+router = APIRouter(route_class=FhirRoute)
 _RESULT_ONLY = ("_format", "_pretty", "_summary", "_elements")
 
 

@@ -223,3 +223,15 @@ async def test_history_since_and_at(client: httpx.AsyncClient) -> None:
 async def test_history_of_unknown_instance_is_404(client: httpx.AsyncClient) -> None:
     response = await client.get("/fhir/Patient/none/_history")
     assert response.status_code == 404
+
+
+async def test_fhirpath_patch_over_http(client: httpx.AsyncClient) -> None:
+    stored = await create(client, patient())
+    parameters = {"resourceType": "Parameters", "parameter": [{"name": "operation", "part": [
+        {"name": "type", "valueCode": "replace"}, {"name": "path", "valueString": "Patient.name[0].family"},
+        {"name": "value", "valueString": "Patched"}]}]}
+    response = await client.patch(f"/fhir/Patient/{stored['id']}", content=body(parameters), headers=FHIR_JSON)
+    assert response.status_code == 200, response.text
+    assert response.json()["name"][0]["family"] == "Patched"
+    wrong_shape = await client.patch(f"/fhir/Patient/{stored['id']}", content=body([]), headers=FHIR_JSON)
+    assert wrong_shape.status_code == 400
