@@ -1,14 +1,16 @@
 """Model validation spread over worker processes for large bundles (the R4B models are pure-Python CPU work).
 
-The event loop validates its own share while the workers validate theirs, so a transaction bundle uses
-every core. https://docs.python.org/3/library/concurrent.futures.html#processpoolexecutor
+Chunks go to the workers as soon as a bundle arrives; when the event loop needs the results it takes back the
+chunks no worker has started, from the end, one at a time, while the workers go on from the front. The two
+meet in the middle, so every core is used whatever else the event loop had to do meanwhile.
+https://docs.python.org/3/library/concurrent.futures.html#processpoolexecutor
 """
 
 from __future__ import annotations
 
 import asyncio
 import multiprocessing
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from typing import Any
 
 import orjson
@@ -17,18 +19,22 @@ from resources.errors import Issue
 from resources.models import model_issues, warm_up
 
 Item = tuple[str, dict[str, Any]]
+CHUNK = 16
 
 
 def _validate_chunk(chunk: list[tuple[str, bytes]]) -> list[list[Issue]]:
     return [model_issues(kind, orjson.loads(body)) for kind, body in chunk]
 
 
+def _validate_local(chunk: list[Item]) -> list[list[Issue]]:
+    return [model_issues(kind, data) for kind, data in chunk]
+
+
 class ModelValidator:
     """Validates resources against their R4B models, in parallel when a batch is large enough."""
 
-    def __init__(self, workers: int = 0, threshold: int = 24, local_share: float = 0.0) -> None:
+    def __init__(self, workers: int = 0, threshold: int = 24) -> None:
         self._workers = workers
-        self._local_share = local_share
         self._threshold = threshold
         self._pool: ProcessPoolExecutor | None = None
 
@@ -49,21 +55,14 @@ class ModelValidator:
             self._pool = None
 
     def submit(self, items: list[Item]) -> ModelJob:
-        """Start validating; the workers' shares run while the caller does other work."""
+        """Start validating; the workers take chunks while the caller does other work."""
+        chunks = [items[i:i + CHUNK] for i in range(0, len(items), CHUNK)]
         if self._pool is None or len(items) < self._threshold:
-            return ModelJob(items, [])
-        # the event loop also parses, indexes and stores, so it keeps the smaller share
-        local_count = int(len(items) * self._local_share)
-        # several chunks per worker, so the first results arrive while later ones are still checked
-        size = max(8, -(-(len(items) - local_count) // (self._workers * 4)))
-        local, remote = items[:local_count], items[local_count:]
-        loop = asyncio.get_running_loop()
-        futures = [
-            loop.run_in_executor(self._pool, _validate_chunk,
-                                 [(kind, orjson.dumps(data)) for kind, data in remote[i:i + size]])
-            for i in range(0, len(remote), size)
-        ]
-        return ModelJob(local, futures)
+            return ModelJob(chunks, [None] * len(chunks))
+        pool = self._pool
+        futures: list[Future[list[list[Issue]]] | None] = [
+            pool.submit(_validate_chunk, [(kind, orjson.dumps(data)) for kind, data in chunk]) for chunk in chunks]
+        return ModelJob(chunks, futures)
 
     async def issues_many(self, items: list[Item]) -> list[list[Issue]]:
         """Model issues per item, in order."""
@@ -71,20 +70,31 @@ class ModelValidator:
 
 
 class ModelJob:
-    """Model validation under way: a local share and the futures of the workers' shares."""
+    """Model validation under way: chunks and, for those sent to a worker, their futures."""
 
-    def __init__(self, local: list[Item], futures: list[asyncio.Future[list[list[Issue]]]]) -> None:
-        self._local = local
+    def __init__(self, chunks: list[list[Item]], futures: list[Future[list[list[Issue]]] | None]) -> None:
+        self._chunks = chunks
         self._futures = futures
 
     async def result(self) -> list[list[Issue]]:
-        """Validate the local share, then collect the workers' results, in item order."""
-        results = [model_issues(kind, data) for kind, data in self._local]
-        for future in self._futures:
-            results.extend(await future)
+        """Every item's issues in order: unstarted chunks are taken back from the end and validated here."""
+        done: list[list[list[Issue]] | None] = [None] * len(self._chunks)
+        for index in reversed(range(len(self._chunks))):
+            future = self._futures[index]
+            if future is not None and not future.cancel():
+                break  # a worker has it, and so every chunk before it
+            done[index] = _validate_local(self._chunks[index])
+        results: list[list[Issue]] = []
+        for index, chunk_result in enumerate(done):
+            if chunk_result is None:
+                future = self._futures[index]
+                assert future is not None
+                chunk_result = await asyncio.wrap_future(future)
+            results.extend(chunk_result)
         return results
 
     def cancel(self) -> None:
-        """Drop pending worker shares (the request failed before they were needed)."""
+        """Drop chunks no worker has started (the request failed before they were needed)."""
         for future in self._futures:
-            future.cancel()
+            if future is not None:
+                future.cancel()

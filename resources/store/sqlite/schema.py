@@ -1,5 +1,8 @@
 """SQLite schema of the embedded store: current resources, versions, outbox and typed index tables.
 
+Index tables are clustered by (rid, n): a new resource's entries append at the end of each table, and the
+entries of one resource are deleted as one range, so each table needs only its search index beside it.
+
 https://www.sqlite.org/wal.html
 """
 
@@ -55,37 +58,32 @@ CREATE TABLE IF NOT EXISTS sp (
     code TEXT NOT NULL,
     UNIQUE (type, code)
 );
-CREATE TABLE IF NOT EXISTS idx_token (pid INTEGER NOT NULL, system TEXT, code TEXT, text TEXT,
-                                      rid INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS idx_token (rid INTEGER NOT NULL, n INTEGER NOT NULL, pid INTEGER NOT NULL, system TEXT,
+                                      code TEXT, text TEXT, PRIMARY KEY (rid, n)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS idx_token_code ON idx_token (pid, code, system);
 CREATE INDEX IF NOT EXISTS idx_token_text ON idx_token (pid, text) WHERE text IS NOT NULL;
-CREATE INDEX IF NOT EXISTS idx_token_rid ON idx_token (rid);
-CREATE TABLE IF NOT EXISTS idx_string (pid INTEGER NOT NULL, norm TEXT NOT NULL, exact TEXT NOT NULL,
-                                       rid INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS idx_string (rid INTEGER NOT NULL, n INTEGER NOT NULL, pid INTEGER NOT NULL,
+                                       norm TEXT NOT NULL, exact TEXT NOT NULL, PRIMARY KEY (rid, n)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS idx_string_norm ON idx_string (pid, norm);
-CREATE INDEX IF NOT EXISTS idx_string_rid ON idx_string (rid);
-CREATE TABLE IF NOT EXISTS idx_ref (pid INTEGER NOT NULL, target_type TEXT, target_id TEXT, url TEXT,
-                                    rid INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS idx_ref (rid INTEGER NOT NULL, n INTEGER NOT NULL, pid INTEGER NOT NULL, target_type TEXT,
+                                    target_id TEXT, url TEXT, PRIMARY KEY (rid, n)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS idx_ref_target ON idx_ref (pid, target_id, target_type);
 CREATE INDEX IF NOT EXISTS idx_ref_url ON idx_ref (pid, url) WHERE url IS NOT NULL;
-CREATE INDEX IF NOT EXISTS idx_ref_rid ON idx_ref (rid);
-CREATE TABLE IF NOT EXISTS idx_date (pid INTEGER NOT NULL, low INTEGER NOT NULL, high INTEGER NOT NULL,
-                                     rid INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS idx_date (rid INTEGER NOT NULL, n INTEGER NOT NULL, pid INTEGER NOT NULL,
+                                     low INTEGER NOT NULL, high INTEGER NOT NULL, PRIMARY KEY (rid, n)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS idx_date_low ON idx_date (pid, low, high);
-CREATE INDEX IF NOT EXISTS idx_date_rid ON idx_date (rid);
-CREATE TABLE IF NOT EXISTS idx_number (pid INTEGER NOT NULL, value REAL NOT NULL, rid INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS idx_number (rid INTEGER NOT NULL, n INTEGER NOT NULL, pid INTEGER NOT NULL,
+                                       value REAL NOT NULL, PRIMARY KEY (rid, n)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS idx_number_value ON idx_number (pid, value);
-CREATE INDEX IF NOT EXISTS idx_number_rid ON idx_number (rid);
-CREATE TABLE IF NOT EXISTS idx_quantity (pid INTEGER NOT NULL, system TEXT, code TEXT, value REAL NOT NULL,
-                                         rid INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS idx_quantity (rid INTEGER NOT NULL, n INTEGER NOT NULL, pid INTEGER NOT NULL, system TEXT,
+                                         code TEXT, value REAL NOT NULL, PRIMARY KEY (rid, n)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS idx_quantity_value ON idx_quantity (pid, value);
-CREATE INDEX IF NOT EXISTS idx_quantity_rid ON idx_quantity (rid);
-CREATE TABLE IF NOT EXISTS idx_uri (pid INTEGER NOT NULL, value TEXT NOT NULL, rid INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS idx_uri (rid INTEGER NOT NULL, n INTEGER NOT NULL, pid INTEGER NOT NULL,
+                                    value TEXT NOT NULL, PRIMARY KEY (rid, n)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS idx_uri_value ON idx_uri (pid, value);
-CREATE INDEX IF NOT EXISTS idx_uri_rid ON idx_uri (rid);
-CREATE TABLE IF NOT EXISTS compartment (patient TEXT NOT NULL, rid INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS compartment (rid INTEGER NOT NULL, patient TEXT NOT NULL, PRIMARY KEY (rid, patient))
+    WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS compartment_patient ON compartment (patient, rid);
-CREATE INDEX IF NOT EXISTS compartment_rid ON compartment (rid);
 """
 
 INDEX_TABLES = ("idx_token", "idx_string", "idx_ref", "idx_date", "idx_number", "idx_quantity", "idx_uri",

@@ -218,14 +218,14 @@ class SqliteStore:
         def pid(code: str) -> int:
             return self._pid_for_write(w.type, code, pending)
 
-        tables["idx_token"].extend((pid(c), s, v, t, rid) for c, s, v, t in rows.tokens)
-        tables["idx_string"].extend((pid(c), n, e, rid) for c, n, e in rows.strings)
-        tables["idx_ref"].extend((pid(c), tt, ti, u, rid) for c, tt, ti, u in rows.references)
-        tables["idx_date"].extend((pid(c), lo, hi, rid) for c, lo, hi in rows.dates)
-        tables["idx_number"].extend((pid(c), v, rid) for c, v in rows.numbers)
-        tables["idx_quantity"].extend((pid(c), s, u, v, rid) for c, s, u, v in rows.quantities)
-        tables["idx_uri"].extend((pid(c), v, rid) for c, v in rows.uris)
-        tables["compartment"].extend((p, rid) for p in rows.compartments)
+        tables["idx_token"].extend((rid, n, pid(c), s, v, t) for n, (c, s, v, t) in enumerate(rows.tokens))
+        tables["idx_string"].extend((rid, n, pid(c), no, e) for n, (c, no, e) in enumerate(rows.strings))
+        tables["idx_ref"].extend((rid, n, pid(c), tt, ti, u) for n, (c, tt, ti, u) in enumerate(rows.references))
+        tables["idx_date"].extend((rid, n, pid(c), lo, hi) for n, (c, lo, hi) in enumerate(rows.dates))
+        tables["idx_number"].extend((rid, n, pid(c), v) for n, (c, v) in enumerate(rows.numbers))
+        tables["idx_quantity"].extend((rid, n, pid(c), s, u, v) for n, (c, s, u, v) in enumerate(rows.quantities))
+        tables["idx_uri"].extend((rid, n, pid(c), v) for n, (c, v) in enumerate(rows.uris))
+        tables["compartment"].extend((rid, p) for p in dict.fromkeys(rows.compartments))
 
     @staticmethod
     def _insert_rows(conn: sqlite3.Connection, tables: dict[str, list[tuple[Any, ...]]]) -> None:
