@@ -183,32 +183,50 @@ class SqliteStore:
     def _apply_sync(self, writes: list[Write], pending: dict[tuple[str, str], int]) -> None:
         conn = self._wconn()
         tables: dict[str, list[tuple[Any, ...]]] = {name: [] for name in INDEX_TABLES}
+        # This connection holds the only write transaction, so row ids and version sequence numbers can be
+        # assigned here and every insert batched.
+        next_rid = conn.execute("SELECT coalesce(max(rid), 0) FROM resource").fetchone()[0] + 1
+        next_seq = conn.execute("SELECT coalesce(max(seq), 0) FROM version").fetchone()[0] + 1
+        new_rows, versions, events = [], [], []
         for w in writes:
-            row = conn.execute("SELECT rid, vid FROM resource WHERE type = ? AND id = ?", (w.type, w.id)).fetchone()
-            current = row[1] if row else 0
-            if w.expected_vid is not None and w.expected_vid != current:
-                raise Conflict(f"{w.type}/{w.id} changed concurrently (expected version {w.expected_vid}, "
-                               f"found {current})")
             deleted = 1 if w.action == "delete" else 0
-            if row is None:
-                rid = conn.execute(
-                    "INSERT INTO resource (type, id, vid, updated, deleted, body) VALUES (?, ?, ?, ?, ?, ?)",
-                    (w.type, w.id, w.vid, w.updated_ms, deleted, w.body)).lastrowid
+            # a new resource skips the lookup: UNIQUE (type, id) still refuses a duplicate
+            existing = None if w.action == "create" and w.expected_vid == 0 else self._update_row(conn, w, deleted)
+            if existing is None:
+                rid, next_rid = next_rid, next_rid + 1
+                new_rows.append((rid, w.type, w.id, w.vid, w.updated_ms, deleted, w.body))
             else:
-                rid = row[0]
-                conn.execute("UPDATE resource SET vid = ?, updated = ?, deleted = ?, body = ? WHERE rid = ?",
-                             (w.vid, w.updated_ms, deleted, w.body, rid))
-                for name in INDEX_TABLES:
-                    conn.execute(f"DELETE FROM {name} WHERE rid = ?", (rid,))
-            seq = conn.execute(
-                "INSERT INTO version (rid, type, id, vid, updated, method, deleted, body) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (rid, w.type, w.id, w.vid, w.updated_ms, w.method, deleted, w.body)).lastrowid
-            conn.execute("INSERT INTO outbox (version_seq, type, id, vid, action, at) VALUES (?, ?, ?, ?, ?, ?)",
-                         (seq, w.type, w.id, w.vid, w.action, w.updated_ms))
+                rid = existing
+            seq, next_seq = next_seq, next_seq + 1
+            versions.append((seq, rid, w.type, w.id, w.vid, w.updated_ms, w.method, deleted, w.body))
+            events.append((seq, w.type, w.id, w.vid, w.action, w.updated_ms))
             if w.rows is not None and not deleted:
-                self._collect_rows(w, int(rid or 0), tables, pending)
+                self._collect_rows(w, rid, tables, pending)
+        try:
+            conn.executemany("INSERT INTO resource (rid, type, id, vid, updated, deleted, body) "
+                             "VALUES (?, ?, ?, ?, ?, ?, ?)", new_rows)
+        except sqlite3.IntegrityError as exc:
+            raise Conflict(f"A resource with this id was created concurrently: {exc}") from exc
+        conn.executemany("INSERT INTO version (seq, rid, type, id, vid, updated, method, deleted, body) "
+                         "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", versions)
+        conn.executemany("INSERT INTO outbox (version_seq, type, id, vid, action, at) VALUES (?, ?, ?, ?, ?, ?)",
+                         events)
         self._insert_rows(conn, tables)
+
+    def _update_row(self, conn: sqlite3.Connection, w: Write, deleted: int) -> int | None:
+        """Update the current row in place; None when there is none yet (the caller inserts it)."""
+        row = conn.execute("SELECT rid, vid FROM resource WHERE type = ? AND id = ?", (w.type, w.id)).fetchone()
+        current = row[1] if row else 0
+        if w.expected_vid is not None and w.expected_vid != current:
+            raise Conflict(f"{w.type}/{w.id} changed concurrently (expected version {w.expected_vid}, "
+                           f"found {current})")
+        if row is None:
+            return None
+        conn.execute("UPDATE resource SET vid = ?, updated = ?, deleted = ?, body = ? WHERE rid = ?",
+                     (w.vid, w.updated_ms, deleted, w.body, row[0]))
+        for name in INDEX_TABLES:
+            conn.execute(f"DELETE FROM {name} WHERE rid = ?", (row[0],))
+        return int(row[0])
 
     def _collect_rows(self, w: Write, rid: int, tables: dict[str, list[tuple[Any, ...]]],
                       pending: dict[tuple[str, str], int]) -> None:

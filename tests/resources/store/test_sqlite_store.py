@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from resources.errors import Invalid
+from resources.errors import Conflict, Invalid
 from resources.models import resource_types
 from resources.repository import Repository
 from resources.search.index import Indexer, load_patient_compartment
@@ -117,5 +117,26 @@ async def test_in_memory_store_works() -> None:
         repo = repository(store)
         created = await repo.create("Patient", patient())
         assert (await repo.read("Patient", created.resource.id)).vid == 1
+    finally:
+        await store.close()
+
+
+async def test_mixed_writes_in_one_transaction_and_duplicate_create(tmp_path: Path) -> None:
+    store = SqliteStore(str(tmp_path / "m.db"))
+    await store.open()
+    try:
+        repo = repository(store)
+        stamp = 1_700_000_000_000
+        async with store.write_session() as session:
+            await session.apply([
+                repo.prepare("Patient", "a", patient(), 1, stamp, "create", 0, "POST"),
+                repo.prepare("Patient", "b", patient(), 1, stamp, "create", None, "PUT"),
+                repo.prepare("Patient", "c", patient(), 1, stamp, "create", 0, "POST"),
+            ])
+        assert [(await store.read("Patient", i)).vid for i in "abc"] == [1, 1, 1]  # type: ignore[union-attr]
+        with pytest.raises(Conflict):
+            async with store.write_session() as session:
+                await session.apply([repo.prepare("Patient", "a", patient(), 1, stamp, "create", 0, "POST")])
+        assert len(await store.outbox(0, 10)) == 3
     finally:
         await store.close()
