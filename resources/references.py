@@ -17,15 +17,28 @@ _URN = re.compile(rb"urn:(?:uuid|oid):[0-9A-Za-z\-.]+")
 _CONDITIONAL = re.compile(rb'"reference":"([A-Z][A-Za-z]+\?[^"]*)"')
 
 
+class Rewriter:
+    """Replaces placeholder ids, absolute fullUrls and conditional references in serialised JSON."""
+
+    def __init__(self, mapping: dict[str, str]) -> None:
+        self.mapping = mapping
+        self._urns = {k.encode(): v.encode() for k, v in mapping.items() if k.startswith("urn:")}
+        self._others = [(b'"' + k.encode() + b'"', b'"' + v.encode() + b'"')
+                        for k, v in mapping.items() if not k.startswith("urn:")]
+
+    def rewrite(self, blob: bytes) -> bytes:
+        """The JSON bytes with every known link replaced."""
+        if self._urns and b"urn:" in blob:
+            blob = _URN.sub(lambda m: self._urns.get(m.group(0), m.group(0)), blob)
+        for key, value in self._others:
+            if key in blob:
+                blob = blob.replace(key, value)
+        return blob
+
+
 def rewrite_blob(resources: list[Any], mapping: dict[str, str]) -> list[Any]:
     """Copies of the resources where every placeholder or conditional reference in mapping is replaced."""
-    blob = orjson.dumps(resources)
-    encoded = {k.encode(): v.encode() for k, v in mapping.items()}
-    blob = _URN.sub(lambda m: encoded.get(m.group(0), m.group(0)), blob)
-    for key, value in encoded.items():
-        if not key.startswith(b"urn:"):
-            blob = blob.replace(b'"' + key + b'"', b'"' + value + b'"')
-    result: list[Any] = orjson.loads(blob)
+    result: list[Any] = orjson.loads(Rewriter(mapping).rewrite(orjson.dumps(resources)))
     return result
 
 

@@ -84,7 +84,8 @@ class Repository:
 
     # -- building writes -------------------------------------------------------------------------
     def prepare(self, resource_type: str, id_: str, body: dict[str, Any], vid: int, updated_ms: int,
-                action: str, expected_vid: int | None, method: str) -> Write:
+                action: str, expected_vid: int | None, method: str,
+                pending_links: dict[str, str] | None = None) -> Write:
         """Stamp id and meta onto a validated body and extract its index rows."""
         resource = dict(body)
         resource["id"] = id_
@@ -92,7 +93,7 @@ class Repository:
         meta["versionId"] = str(vid)
         meta["lastUpdated"] = format_instant(updated_ms)
         resource["meta"] = meta
-        rows = self.indexer.extract(resource_type, resource)
+        rows = self.indexer.extract(resource_type, resource, pending_links)
         return Write(resource_type, id_, vid, updated_ms, action, orjson.dumps(resource), rows, expected_vid, method)
 
     def validate(self, body: Any, resource_type: str | None) -> str:

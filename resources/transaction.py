@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -16,7 +16,7 @@ import orjson
 from resources.errors import FhirError, Invalid, Issue, NotFound, PreconditionFailed, TooLarge
 from resources.ids import new_id
 from resources.models import resource_types
-from resources.references import conditional_references, rewrite_blob
+from resources.references import Rewriter, conditional_references, rewrite_blob
 from resources.repository import Repository, ValidationJob, WriteOutcome
 from resources.store.protocol import ReadSource, StoredResource, Write, WriteSession
 
@@ -207,11 +207,13 @@ class TransactionProcessor:
             async with self.repo.store.write_session() as session:
                 await self._assign_ids(session, entries)
                 await self._resolve_conditional_references(session, entries)
-                if self.mapping:
-                    rewritten = rewrite_blob([e.resource for e in entries], self.mapping)
-                    for entry, resource in zip(entries, rewritten, strict=True):
+                rewriter = Rewriter(self.mapping)
+                creates = self._prepare_creates(entries, rewriter)  # indexing overlaps the model checks
+                others = [e for e in entries if e.resource is not None and e.method != "POST"]
+                if self.mapping and others:
+                    for entry, resource in zip(others, rewrite_blob([e.resource for e in others], self.mapping),
+                                               strict=True):
                         entry.resource = resource
-                creates = self._prepare_creates(entries)  # indexing overlaps the model checks
                 await self._finish_validation(validated, job)
                 await self._write_all(session, entries, creates)
                 await self._existing_results(session, entries)
@@ -237,14 +239,20 @@ class TransactionProcessor:
             except FhirError as exc:
                 raise _at_entry(exc, entry) from exc
 
-    def _prepare_creates(self, entries: list[Entry]) -> list[Write]:
+    def _prepare_creates(self, entries: list[Entry], rewriter: Rewriter) -> list[Write]:
+        # Created resources are indexed and serialised as sent; their links are then replaced in the bytes
+        # and in the index rows, which spares a second parse of the whole bundle.
         writes = []
         clock = self.repo.clock()
         for entry in entries:
             if entry.method != "POST" or entry.extra.get("existing"):
                 continue
             assert entry.target_id is not None and entry.resource is not None
-            write = self.repo.prepare(entry.type, entry.target_id, entry.resource, 1, clock, "create", 0, "POST")
+            write = self.repo.prepare(entry.type, entry.target_id, entry.resource, 1, clock, "create", 0, "POST",
+                                      self.mapping)
+            if self.mapping and write.rows is not None and write.body is not None:
+                rows = self.repo.indexer.remap(entry.type, entry.target_id, write.rows, self.mapping)
+                write = replace(write, body=rewriter.rewrite(write.body), rows=rows)
             writes.append(write)
             entry.result = EntryResult("201 Created", StoredResource(write.type, write.id, 1, clock, False,
                                                                     write.body, "POST"))

@@ -5,7 +5,7 @@ https://hl7.org/fhir/R4B/search.html
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from importlib import resources as pkg
 from typing import Any
@@ -14,7 +14,7 @@ import orjson
 
 from resources.search import extract
 from resources.search.normalize import normalize_string
-from resources.search.paths import Accessor, compile_expression
+from resources.search.paths import PENDING_LINKS, Accessor, compile_expression
 from resources.search.registry import RESOURCE_TABLE_PARAMS, SearchParam, SearchRegistry
 
 
@@ -108,8 +108,18 @@ class Indexer:
             self._plans[resource_type] = plan
         return plan
 
-    def extract(self, resource_type: str, resource: dict[str, Any]) -> IndexRows:
-        """All index rows of one resource, plus its patient-compartment membership."""
+    def extract(self, resource_type: str, resource: dict[str, Any],
+                pending_links: Mapping[str, str] | None = None) -> IndexRows:
+        """All index rows of one resource, plus its patient-compartment membership.
+
+        pending_links are placeholder links a transaction will replace; remap() then rewrites the rows.
+        """
+        if pending_links:
+            token = PENDING_LINKS.set(pending_links)
+            try:
+                return self.extract(resource_type, resource)
+            finally:
+                PENDING_LINKS.reset(token)
         rows = IndexRows()
         for code, accessor, emitter in self._plan(resource_type):
             for value in accessor(resource):
@@ -118,6 +128,29 @@ class Indexer:
         rows.references = list(dict.fromkeys(rows.references))
         rows.strings = list(dict.fromkeys(rows.strings))
         rows.compartments = self._patients(resource_type, resource, rows)
+        return rows
+
+    def remap(self, resource_type: str, resource_id: str, rows: IndexRows, mapping: dict[str, str]) -> IndexRows:
+        """Index rows as they would be after the transaction's placeholder and conditional links are replaced."""
+        if not mapping:
+            return rows
+
+        def target(url: str | None) -> tuple[str, str] | None:
+            found = mapping.get(url) if url else None
+            if found is None or "/" not in found:
+                return None
+            kind, _, id_ = found.rpartition("/")
+            return kind.rsplit("/", 1)[-1], id_
+
+        references = []
+        for code, kind, id_, url in rows.references:
+            mapped = target(url)
+            references.append((code, mapped[0], mapped[1], None) if mapped else (code, kind, id_, url))
+        rows.references = list(dict.fromkeys(references))
+        rows.uris = [(code, mapping.get(value, value)) for code, value in rows.uris]
+        rows.tokens = [(code, system, mapping.get(value, value) if value else value, text)
+                       for code, system, value, text in rows.tokens]
+        rows.compartments = self._patients(resource_type, {"id": resource_id}, rows)
         return rows
 
     def _patients(self, resource_type: str, resource: dict[str, Any], rows: IndexRows) -> list[str]:

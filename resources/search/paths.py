@@ -8,7 +8,8 @@ https://hl7.org/fhir/R4B/searchparameter.html#expression
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from contextvars import ContextVar
 from functools import cache
 from typing import Any
 
@@ -86,13 +87,21 @@ def _field_step(name: str, cast: str | None) -> Step:
     return step
 
 
+# Links a transaction will replace (placeholder -> Type/id): resolve() sees through them while a resource is
+# indexed before its references are rewritten.
+PENDING_LINKS: ContextVar[Mapping[str, str] | None] = ContextVar("pending_links", default=None)
+
+
 def _resolve_is(type_name: str) -> Step:
     def step(nodes: list[Any]) -> list[Any]:
         kept = []
+        links = PENDING_LINKS.get()
         for node in nodes:
             if not isinstance(node, dict):
                 continue
             ref = node.get("reference")
+            if links and isinstance(ref, str) and ref in links:
+                ref = links[ref]
             typed = isinstance(ref, str) and (ref.startswith(type_name + "/") or f"/{type_name}/" in ref)
             if typed or node.get("type") == type_name:
                 kept.append(node)
