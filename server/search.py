@@ -41,4 +41,5 @@ async def search_bundle(svc: Services, base: str, resource_type: str, params: Se
             return shape_bytes(res.body or b"{}", summary, elements)
 
     issues = outcome(*parsed.ignored) if parsed.ignored else None
-    return searchset(page.resources, base, links, page.total, issues, body_of)
+    included = await svc.repository.included(page.resources, parsed.query, source)
+    return searchset(page.resources, base, links, page.total, issues, body_of, included)

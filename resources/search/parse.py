@@ -9,15 +9,19 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from resources.errors import Invalid, Issue
+from resources.errors import Invalid, Issue, NotSupported
 from resources.search.dates import date_range
 from resources.search.normalize import normalize_string
 from resources.search.query import (
     PREFIXES,
+    Chained,
     Filter,
+    Has,
+    Include,
     RangeValue,
     ReferenceValue,
     SearchQuery,
+    Sort,
     StringValue,
     TokenValue,
     UriValue,
@@ -26,8 +30,8 @@ from resources.search.query import (
 from resources.search.registry import SearchParam, SearchRegistry
 
 # Result parameters handled outside the filters; known, so never reported as unknown.
-RESULT_PARAMS = frozenset({"_count", "_cursor", "_total", "_summary", "_elements", "_sort", "_include",
-                           "_revinclude", "_format", "_pretty", "_contained", "_containedType"})
+RESULT_PARAMS = frozenset({"_count", "_cursor", "_total", "_summary", "_elements", "_format", "_pretty",
+                           "_contained", "_containedType"})
 _MODIFIERS = {
     "token": {"not", "text", "missing", "of-type", "in", "not-in", "above", "below"},
     "string": {"exact", "contains", "missing"},
@@ -45,6 +49,8 @@ class SearchLimits:
     default_count: int = 50
     max_count: int = 1000
     max_or_values: int = 100
+    max_chain_depth: int = 3
+    max_includes: int = 10
 
 
 @dataclass(frozen=True)
@@ -182,14 +188,111 @@ def _count(raw: str, limits: SearchLimits) -> int:
     return min(int(raw), limits.max_count)
 
 
+class UnknownParameter(Exception):
+    """A parameter this type does not define (reported or refused by the caller)."""
+
+
+def parse_filter(registry: SearchRegistry, resource_type: str, key: str, raw: str, limits: SearchLimits,
+                 depth: int = 0) -> Filter:
+    """One parameter (plain, chained or _has) on a resource type."""
+    if depth > limits.max_chain_depth:
+        raise Invalid(f"'{key}' chains deeper than the limit of {limits.max_chain_depth}", code="too-costly",
+                      expression=(key,))
+    if key.startswith("_has:"):
+        return _parse_has(registry, resource_type, key, raw, limits, depth)
+    head, dot, rest = key.partition(".")
+    name, _, modifier = head.partition(":")
+    param = registry.get(resource_type, name)
+    if param is None:
+        raise UnknownParameter(name)
+    if not param.expression and name not in ("_id", "_lastUpdated"):
+        raise NotSupported(f"Search parameter '{name}' is not supported yet", expression=(name,))
+    if not dot:
+        return _filter(param, modifier or None, raw, limits)
+    if param.type != "reference":
+        raise Invalid(f"Cannot chain through '{name}': it is a {param.type} parameter, not a reference",
+                      code="invalid", expression=(key,))
+    targets = (modifier,) if modifier else param.targets
+    chained = []
+    for target in targets:
+        try:
+            chained.append(Chained(target, parse_filter(registry, target, rest, raw, limits, depth + 1)))
+        except UnknownParameter:
+            continue
+    if not chained:
+        raise Invalid(f"'{rest}' is not a search parameter of {', '.join(targets) or 'the targets of ' + name}",
+                      code="invalid", expression=(key,))
+    return Filter(name, "reference", modifier or None, (), chain=tuple(chained))
+
+
+def _parse_has(registry: SearchRegistry, resource_type: str, key: str, raw: str, limits: SearchLimits,
+               depth: int) -> Filter:
+    parts = key.split(":", 3)
+    if len(parts) < 4 or not all(parts[1:]):
+        raise Invalid(f"_has needs the form _has:Type:reference:parameter, not '{key}'", code="invalid",
+                      expression=(key,))
+    _, source, reference, inner_key = parts
+    ref_param = registry.get(source, reference)
+    if ref_param is None or ref_param.type != "reference":
+        raise Invalid(f"'{reference}' is not a reference parameter of {source}", code="invalid", expression=(key,))
+    if ref_param.targets and resource_type not in ref_param.targets:
+        raise Invalid(f"{source}.{reference} cannot point at {resource_type}", code="invalid", expression=(key,))
+    try:
+        inner = parse_filter(registry, source, inner_key, raw, limits, depth + 1)
+    except UnknownParameter as exc:
+        raise Invalid(f"'{exc}' is not a search parameter of {source}", code="invalid", expression=(key,)) from exc
+    return Filter("_has", "special", None, (), has=Has(source, reference, inner))
+
+
+def _parse_sort(registry: SearchRegistry, resource_type: str, raw: str) -> tuple[Sort, ...]:
+    keys = []
+    for item in (part.strip() for part in raw.split(",")):
+        descending = item.startswith("-")
+        code = item.lstrip("-")
+        param = registry.get(resource_type, code)
+        if param is None or param.type in ("composite", "special") or not (
+                param.expression or code in ("_id", "_lastUpdated")):
+            raise Invalid(f"Cannot sort by '{code}': it is not a sortable search parameter of {resource_type}",
+                          code="invalid", expression=("_sort",))
+        keys.append(Sort(code, param.type, descending))
+    return tuple(keys)
+
+
+def _parse_include(registry: SearchRegistry, resource_type: str, key: str, raw: str) -> list[Include]:
+    reverse = key.startswith("_revinclude")
+    iterate = key.endswith(":iterate") or key.endswith(":recurse")
+    parts = raw.split(":")
+    if len(parts) not in (2, 3) or not all(parts):
+        raise Invalid(f"{key} takes Type:parameter[:targetType], not '{raw}'", code="invalid", expression=(key,))
+    source, code = parts[0], parts[1]
+    target = parts[2] if len(parts) == 3 else None
+    if not registry.for_type(source):
+        raise Invalid(f"{key}: unknown resource type '{source}'", code="invalid", expression=(key,))
+    if not reverse and not iterate and source != resource_type:
+        raise Invalid(f"_include must start with the searched type {resource_type} (or use :iterate)",
+                      code="invalid", expression=(key,))
+    codes = [p.code for p in registry.for_type(source).values() if p.type == "reference"] if code == "*" else [code]
+    includes = []
+    for each in codes:
+        param = registry.get(source, each)
+        if param is None or param.type != "reference":
+            raise Invalid(f"{key}: '{each}' is not a reference parameter of {source}", code="invalid",
+                          expression=(key,))
+        includes.append(Include(source, each, target, reverse, iterate))
+    return includes
+
+
 def parse_search(resource_type: str, params: Sequence[tuple[str, str]], registry: SearchRegistry,
                  limits: SearchLimits = SearchLimits(), *, strict: bool = False) -> ParsedSearch:
     """Parse query parameters into a SearchQuery; unknown parameters are ignored or, when strict, refused."""
     filters: list[Filter] = []
     ignored: list[Issue] = []
+    includes: list[Include] = []
+    sort: tuple[Sort, ...] = ()
+    include_params = 0
     count, cursor, total = limits.default_count, None, "none"
     for key, raw in params:
-        name, _, modifier = key.partition(":")
+        name = key.partition(":")[0]
         if name == "_count":
             count = _count(raw, limits)
         elif name == "_cursor":
@@ -201,17 +304,25 @@ def parse_search(resource_type: str, params: Sequence[tuple[str, str]], registry
                 raise Invalid(f"_total must be none, estimate or accurate, not '{raw}'", code="value",
                               expression=("_total",))
             total = raw
+        elif name == "_sort":
+            sort = _parse_sort(registry, resource_type, raw)
+        elif name in ("_include", "_revinclude"):
+            includes.extend(_parse_include(registry, resource_type, key, raw))
+            include_params += 1
+            if include_params > limits.max_includes:
+                raise Invalid(f"Too many _include/_revinclude parameters; the limit is {limits.max_includes}",
+                              code="too-costly", expression=(name,))
         elif name in RESULT_PARAMS:
             continue
         else:
-            param = registry.get(resource_type, name)
-            if param is None:
-                issue = Issue("not-supported", f"Unknown search parameter '{name}' for {resource_type}",
-                              severity="warning", expression=(name,))
+            try:
+                filters.append(parse_filter(registry, resource_type, key, raw, limits))
+            except UnknownParameter as exc:
+                issue = Issue("not-supported", f"Unknown search parameter '{exc}' for {resource_type}",
+                              severity="warning", expression=(str(exc),))
                 if strict:
-                    raise Invalid(issue.diagnostics, code="not-supported", expression=(name,))
+                    raise Invalid(issue.diagnostics, code="not-supported", expression=(str(exc),)) from exc
                 ignored.append(issue)
-                continue
-            filters.append(_filter(param, modifier or None, raw, limits))
-    query = SearchQuery(resource_type, tuple(filters), count=count, cursor=cursor, total=total)
+    query = SearchQuery(resource_type, tuple(filters), count=count, cursor=cursor, total=total, sort=sort,
+                        includes=tuple(includes))
     return ParsedSearch(query, tuple(ignored))

@@ -66,11 +66,50 @@ class Filter:
     modifier: str | None
     values: tuple[Value, ...]
     missing: bool | None = None
+    chain: tuple[Chained, ...] = ()  # reference param followed by a parameter of its target (per target type)
+    has: Has | None = None  # _has reverse chain
+
+
+@dataclass(frozen=True)
+class Chained:
+    """The part of a chain that applies to one target type: subject:Patient.name=x -> (Patient, name=x)."""
+
+    target_type: str
+    inner: Filter
+
+
+@dataclass(frozen=True)
+class Has:
+    """_has:Source:reference:inner -- resources that some Source points at through `reference`."""
+
+    source_type: str
+    reference: str
+    inner: Filter
+
+
+@dataclass(frozen=True)
+class Sort:
+    """One _sort key."""
+
+    code: str
+    type: str
+    descending: bool = False
+
+
+@dataclass(frozen=True)
+class Include:
+    """_include (forward) or _revinclude (reverse), with its optional target type and :iterate."""
+
+    source_type: str
+    code: str
+    target_type: str | None = None
+    reverse: bool = False
+    iterate: bool = False
 
 
 @dataclass(frozen=True)
 class SearchQuery:
-    """A parsed search: type, filters, page size, cursor and the total mode."""
+    """A parsed search: type, filters, sort, includes, page size, cursor and the total mode."""
 
     resource_type: str
     filters: tuple[Filter, ...] = ()
@@ -78,3 +117,5 @@ class SearchQuery:
     cursor: int | None = None
     total: str = "none"
     ids: tuple[str, ...] = field(default=())
+    sort: tuple[Sort, ...] = ()
+    includes: tuple[Include, ...] = ()

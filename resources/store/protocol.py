@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from resources.search.index import IndexRows
-from resources.search.query import SearchQuery
+from resources.search.query import Include, SearchQuery
 
 
 @dataclass(frozen=True)
@@ -87,6 +87,10 @@ class ReadSource(Protocol):
     async def search(self, query: SearchQuery) -> SearchPage:
         """One page of current resources matching a query."""
 
+    async def included(self, page: list[StoredResource], includes: tuple[Include, ...],
+                       limit: int) -> list[StoredResource]:
+        """Resources _include/_revinclude add to a page (iterating where asked), at most `limit`."""
+
 
 class WriteSession(ReadSource, Protocol):
     """An exclusive write transaction: reads inside it see a stable state, writes commit together."""
@@ -121,6 +125,10 @@ class Store(Protocol):
 
     async def search(self, query: SearchQuery) -> SearchPage:
         """One page of current resources matching a query."""
+
+    async def included(self, page: list[StoredResource], includes: tuple[Include, ...],
+                       limit: int) -> list[StoredResource]:
+        """Resources _include/_revinclude add to a page (iterating where asked), at most `limit`."""
 
     def write_session(self) -> AbstractAsyncContextManager[WriteSession]:
         """An exclusive write transaction."""

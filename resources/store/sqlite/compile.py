@@ -9,7 +9,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from resources.search.query import Filter, RangeValue, ReferenceValue, SearchQuery, StringValue, TokenValue, UriValue
+from resources.search.query import (
+    Filter,
+    RangeValue,
+    ReferenceValue,
+    SearchQuery,
+    Sort,
+    StringValue,
+    TokenValue,
+    UriValue,
+)
 
 ParamId = Callable[[str, str], int | None]
 Clause = tuple[str, list[Any]]
@@ -100,24 +109,57 @@ def _value_match(flt: Filter, value: Any) -> Clause:
     return _NEVER
 
 
-def _resource_filter(flt: Filter) -> Clause:
+def _resource_filter(flt: Filter, alias: str) -> Clause:
     if flt.code == "_id":
         ids = [v.code for v in flt.values if isinstance(v, TokenValue)]
-        sql = f"r.id IN ({','.join('?' * len(ids))})"
+        sql = f"{alias}.id IN ({','.join('?' * len(ids))})"
         return (f"NOT ({sql})" if flt.modifier == "not" else sql), list(ids)
     parts, args = [], []
     for value in flt.values:
         assert isinstance(value, RangeValue)
-        sql, more = _range_match(value, "r.updated", "r.updated")
+        sql, more = _range_match(value, f"{alias}.updated", f"{alias}.updated")
         parts.append(f"({sql})")
         args.extend(more)
     return "(" + " OR ".join(parts) + ")", args
 
 
-def compile_filter(flt: Filter, resource_type: str, param_id: ParamId) -> Clause:
-    """One filter as a condition on the resource row `r`."""
+def _chain(flt: Filter, resource_type: str, param_id: ParamId, alias: str, depth: int) -> Clause:
+    # resources whose reference points at a target that matches the inner filter
+    pid = param_id(resource_type, flt.code)
+    if pid is None:
+        return _NEVER
+    i, t = f"i{depth}", f"t{depth}"
+    ors, args = [], []
+    for chained in flt.chain:
+        inner, more = compile_filter(chained.inner, chained.target_type, param_id, t, depth + 1)
+        ors.append(f"({t}.type = ? AND {inner})")
+        args.extend([chained.target_type, *more])
+    sql = (f"{alias}.rid IN (SELECT {i}.rid FROM idx_ref {i} WHERE {i}.pid = ? AND ({i}.target_type, {i}.target_id) "
+           f"IN (SELECT {t}.type, {t}.id FROM resource {t} WHERE {t}.deleted = 0 AND ({' OR '.join(ors)})))")
+    return sql, [pid, *args]
+
+
+def _has(flt: Filter, resource_type: str, param_id: ParamId, alias: str, depth: int) -> Clause:
+    # resources that some other resource points at, through a given reference, when that one matches
+    assert flt.has is not None
+    pid = param_id(flt.has.source_type, flt.has.reference)
+    if pid is None:
+        return _NEVER
+    i, src = f"h{depth}", f"s{depth}"
+    inner, more = compile_filter(flt.has.inner, flt.has.source_type, param_id, src, depth + 1)
+    sql = (f"{alias}.id IN (SELECT {i}.target_id FROM idx_ref {i} JOIN resource {src} ON {src}.rid = {i}.rid "
+           f"WHERE {i}.pid = ? AND {i}.target_type = ? AND {src}.deleted = 0 AND {inner})")
+    return sql, [pid, resource_type, *more]
+
+
+def compile_filter(flt: Filter, resource_type: str, param_id: ParamId, alias: str = "r", depth: int = 0) -> Clause:
+    """One filter as a condition on the resource row `alias`."""
     if flt.code in ("_id", "_lastUpdated"):
-        return _resource_filter(flt)
+        return _resource_filter(flt, alias)
+    if flt.chain:
+        return _chain(flt, resource_type, param_id, alias, depth)
+    if flt.has is not None:
+        return _has(flt, resource_type, param_id, alias, depth)
     table = _TABLE.get(flt.type)
     key = f"{flt.code}:identifier" if flt.modifier == "identifier" else flt.code
     pid = param_id(resource_type, key)
@@ -129,7 +171,7 @@ def compile_filter(flt: Filter, resource_type: str, param_id: ParamId) -> Clause
         if pid is None:
             return ("1", []) if flt.missing else _NEVER
         sub = f"SELECT rid FROM {table} WHERE pid = ?"
-        return (f"r.rid NOT IN ({sub})" if flt.missing else f"r.rid IN ({sub})"), [pid]
+        return (f"{alias}.rid NOT IN ({sub})" if flt.missing else f"{alias}.rid IN ({sub})"), [pid]
     if pid is None:
         return ("1", []) if flt.modifier == "not" else _NEVER
     ors, args = [], [pid]
@@ -138,7 +180,28 @@ def compile_filter(flt: Filter, resource_type: str, param_id: ParamId) -> Clause
         ors.append(f"({sql})")
         args.extend(more)
     sub = f"SELECT rid FROM {table} WHERE pid = ? AND ({' OR '.join(ors)})"
-    return (f"r.rid NOT IN ({sub})" if flt.modifier == "not" else f"r.rid IN ({sub})"), args
+    return (f"{alias}.rid NOT IN ({sub})" if flt.modifier == "not" else f"{alias}.rid IN ({sub})"), args
+
+
+_SORT_COLUMN = {"string": ("idx_string", "norm", "norm"), "token": ("idx_token", "code", "code"),
+                "date": ("idx_date", "low", "high"), "number": ("idx_number", "value", "value"),
+                "quantity": ("idx_quantity", "value", "value"), "reference": ("idx_ref", "target_id", "target_id"),
+                "uri": ("idx_uri", "value", "value")}
+
+
+def _sort_key(key: Sort, resource_type: str, param_id: ParamId) -> Clause:
+    direction = " DESC" if key.descending else ""
+    if key.code == "_id":
+        return f"r.id{direction}", []
+    if key.code == "_lastUpdated":
+        return f"r.updated{direction}", []
+    table, low, high = _SORT_COLUMN[key.type]
+    pid = param_id(resource_type, key.code)
+    if pid is None:
+        return "", []
+    # a resource sorts by its smallest value ascending and by its largest descending (search.html#sort)
+    value = f"(SELECT {'max(' + high if key.descending else 'min(' + low}) FROM {table} WHERE rid = r.rid AND pid = ?)"
+    return f"{value} IS NULL, {value}{direction}", [pid, pid]
 
 
 def compile_search(query: SearchQuery, param_id: ParamId) -> tuple[str, list[Any], str, list[Any]]:
@@ -150,6 +213,18 @@ def compile_search(query: SearchQuery, param_id: ParamId) -> tuple[str, list[Any
         args.extend(more)
     count_sql = f"SELECT count(*) FROM resource r WHERE {' AND '.join(where)}"
     count_args = list(args)
+    if query.sort:
+        # sorted pages are cut by offset (the cursor); unsorted ones by row id, which new rows never shift
+        order, order_args = [], []
+        for key in query.sort:
+            sql, more = _sort_key(key, query.resource_type, param_id)
+            if sql:
+                order.append(sql)
+                order_args.extend(more)
+        order.append("r.rid")
+        page_sql = (f"SELECT r.rid, r.type, r.id, r.vid, r.updated, r.body FROM resource r "
+                    f"WHERE {' AND '.join(where)} ORDER BY {', '.join(order)} LIMIT ? OFFSET ?")
+        return page_sql, [*args, *order_args, query.count + 1, query.cursor or 0], count_sql, count_args
     if query.cursor is not None:
         where.append("r.rid > ?")
         args.append(query.cursor)

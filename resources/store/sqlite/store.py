@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from resources.errors import Conflict
-from resources.search.query import SearchQuery
+from resources.search.query import Include, SearchQuery
 from resources.store.protocol import HistoryQuery, OutboxEvent, SearchPage, StoredResource, Write
 from resources.store.sqlite.compile import compile_search
 from resources.store.sqlite.schema import DDL, INDEX_TABLES, PRAGMAS
@@ -137,6 +137,11 @@ class SqliteStore:
     async def search(self, query: SearchQuery) -> SearchPage:
         """One page of matches, and the total when the query asks for it."""
         return await self._on_reader(_search, query, self.param_id)
+
+    async def included(self, page: list[StoredResource], includes: tuple[Include, ...],
+                       limit: int) -> list[StoredResource]:
+        """Resources that _include/_revinclude add to a page."""
+        return await self._on_reader(_included, page, includes, self.param_id, limit)
 
     async def outbox(self, after_seq: int, limit: int) -> list[OutboxEvent]:
         """Change events after a sequence number."""
@@ -276,6 +281,11 @@ class SqliteWriteSession:
         """A page of matches as this transaction sees them."""
         return await self._store._on_writer(_search, self._store._wconn(), query, self._pid)
 
+    async def included(self, page: list[StoredResource], includes: tuple[Include, ...],
+                       limit: int) -> list[StoredResource]:
+        """Resources that _include/_revinclude add to a page, as this transaction sees them."""
+        return await self._store._on_writer(_included, self._store._wconn(), page, includes, self._pid, limit)
+
     async def search_ids(self, query: SearchQuery, limit: int) -> list[tuple[str, str, int]]:
         """Matches of a query as seen inside this transaction."""
         page = await self._store._on_writer(_search, self._store._wconn(), query, self._pid)
@@ -339,8 +349,60 @@ def _search(conn: sqlite3.Connection, query: SearchQuery, param_id: Callable[[st
     total = None
     if query.total in ("accurate", "estimate"):
         total = conn.execute(count_sql, count_args).fetchone()[0]
-    next_cursor = str(rows[-1][0]) if more and rows else None
+    next_cursor = None
+    if more and rows:
+        next_cursor = str((query.cursor or 0) + query.count) if query.sort else str(rows[-1][0])
     return SearchPage(resources, next_cursor, total)
+
+
+_INCLUDE_COLUMNS = "t.rid, t.type, t.id, t.vid, t.updated, t.body"
+
+
+def _include_rows(conn: sqlite3.Connection, frontier: list[StoredResource], inc: Include,
+                  param_id: Callable[[str, str], int | None]) -> list[tuple[Any, ...]]:
+    pid = param_id(inc.source_type, inc.code)
+    if pid is None:
+        return []
+    target = " AND i.target_type = ?" if inc.target_type else ""
+    extra = [inc.target_type] if inc.target_type else []
+    if not inc.reverse:
+        rids = [r.seq for r in frontier if r.type == inc.source_type]
+        if not rids:
+            return []
+        return conn.execute(
+            f"SELECT {_INCLUDE_COLUMNS} FROM idx_ref i JOIN resource t ON t.type = i.target_type AND "
+            f"t.id = i.target_id WHERE i.pid = ? AND t.deleted = 0{target} AND i.rid IN "
+            f"({','.join('?' * len(rids))})", [pid, *extra, *rids]).fetchall()
+    pairs = [(r.type, r.id) for r in frontier if not inc.target_type or r.type == inc.target_type]
+    if not pairs:
+        return []
+    values = ",".join("(?, ?)" for _ in pairs)
+    return conn.execute(
+        f"SELECT {_INCLUDE_COLUMNS} FROM idx_ref i JOIN resource t ON t.rid = i.rid WHERE i.pid = ? AND "
+        f"t.deleted = 0{target} AND (i.target_type, i.target_id) IN (VALUES {values})",
+        [pid, *extra, *(v for pair in pairs for v in pair)]).fetchall()
+
+
+def _included(conn: sqlite3.Connection, page: list[StoredResource], includes: tuple[Include, ...],
+              param_id: Callable[[str, str], int | None], limit: int) -> list[StoredResource]:
+    seen = {(r.type, r.id) for r in page}
+    found: list[StoredResource] = []
+    frontier = page
+    for round_ in range(4):  # :iterate goes at most this many levels deep
+        fresh: list[StoredResource] = []
+        for inc in includes:
+            if round_ > 0 and not inc.iterate:
+                continue
+            for rid, type_, id_, vid, updated, body in _include_rows(conn, frontier, inc, param_id):
+                if (type_, id_) not in seen and len(found) < limit:
+                    seen.add((type_, id_))
+                    res = StoredResource(type_, id_, vid, updated, False, body, seq=rid)
+                    found.append(res)
+                    fresh.append(res)
+        if not fresh or not any(inc.iterate for inc in includes):
+            break
+        frontier = fresh
+    return found
 
 
 def _outbox(conn: sqlite3.Connection, after_seq: int, limit: int) -> list[OutboxEvent]:
