@@ -173,12 +173,11 @@ def compile_fast(expression: str) -> Accessor | None:
     return evaluate
 
 
-def _resolve(ctx: Any, nodes: list[Any]) -> list[Any]:
+def _resolve(nodes: list[Any]) -> list[Any]:
     # fhirpathpy has no resolve(): type a reference from its URL, enough for `resolve() is T`.
     out = []
     for node in nodes:
-        data = getattr(node, "data", node)
-        ref = data.get("reference") if isinstance(data, dict) else None
+        ref = node.get("reference") if isinstance(node, dict) else None
         if isinstance(ref, str) and "/" in ref:
             parts = ref.split("/")
             type_name = parts[-4] if "_history" in parts and len(parts) >= 4 else parts[-2]

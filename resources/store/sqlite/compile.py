@@ -86,6 +86,8 @@ def _value_match(flt: Filter, value: Any) -> Clause:
         sql = " AND ".join(parts)
         if value.url:
             return f"(({sql}) OR url = ?)", [*args, value.url]
+        if value.type is None:  # a bare value may also be a canonical or local (#id) reference
+            return f"({sql} OR url = ?)", [*args, value.id]
         return sql, args
     if flt.type == "date":
         return _range_match(value, "low", "high")
