@@ -14,7 +14,7 @@ from resources.search.registry import SearchRegistry
 
 TYPE_INTERACTIONS = ("read", "vread", "update", "patch", "delete", "history-instance", "history-type", "create",
                      "search-type")
-SUPPORTED_SEARCH_TYPES = ("token", "string", "reference", "date", "number", "quantity", "uri")
+SUPPORTED_SEARCH_TYPES = ("token", "string", "reference", "date", "number", "quantity", "uri", "composite")
 
 
 def capability_statement(registry: SearchRegistry, base_url: str, software_version: str) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from typing import Any
 import orjson
 
 from resources.search import extract
+from resources.search.composite import CompositePlan, composite_rows, plan_composite
 from resources.search.normalize import normalize_string
 from resources.search.paths import PENDING_LINKS, Accessor, compile_expression
 from resources.search.registry import RESOURCE_TABLE_PARAMS, SearchParam, SearchRegistry
@@ -29,6 +30,8 @@ class IndexRows:
     numbers: list[tuple[str, float]] = field(default_factory=list)
     quantities: list[tuple[str, str | None, str | None, float]] = field(default_factory=list)
     uris: list[tuple[str, str]] = field(default_factory=list)
+    composites: list[tuple[str, str | None, str | None, str | None, str | None, float | None, float | None]] = field(
+        default_factory=list)
     compartments: list[str] = field(default_factory=list)
 
 
@@ -92,10 +95,22 @@ class Indexer:
         self._registry = registry
         self._compartment = compartment
         self._plans: dict[str, list[tuple[str, Accessor, Emitter]]] = {}
+        self._composites: dict[str, list[tuple[str, CompositePlan]]] = {}
 
     def invalidate(self) -> None:
         """Forget compiled plans after the registry changed."""
         self._plans.clear()
+        self._composites.clear()
+
+    def _composite_plan(self, resource_type: str) -> list[tuple[str, CompositePlan]]:
+        plans = self._composites.get(resource_type)
+        if plans is None:
+            plans = []
+            for param in self._registry.for_type(resource_type).values():
+                if param.type == "composite" and (plan := plan_composite(self._registry, param)) is not None:
+                    plans.append((param.code, plan))
+            self._composites[resource_type] = plans
+        return plans
 
     def _plan(self, resource_type: str) -> list[tuple[str, Accessor, Emitter]]:
         plan = self._plans.get(resource_type)
@@ -124,6 +139,9 @@ class Indexer:
         for code, accessor, emitter in self._plan(resource_type):
             for value in accessor(resource):
                 emitter(rows, code, value)
+        for code, plan in self._composite_plan(resource_type):
+            rows.composites.extend((code, *row) for row in composite_rows(plan, resource))
+        rows.composites = list(dict.fromkeys(rows.composites))
         rows.tokens = list(dict.fromkeys(rows.tokens))
         rows.references = list(dict.fromkeys(rows.references))
         rows.strings = list(dict.fromkeys(rows.strings))

@@ -8,13 +8,16 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from resources.errors import Invalid, Issue, NotSupported
+from resources.search.composite import component_types
 from resources.search.dates import date_range
 from resources.search.normalize import normalize_string
 from resources.search.query import (
     PREFIXES,
     Chained,
+    CompositeValue,
     Filter,
     Has,
     Include,
@@ -38,6 +41,7 @@ _MODIFIERS = {
     "reference": {"missing", "identifier"},
     "date": {"missing"}, "number": {"missing"}, "quantity": {"missing"},
     "uri": {"missing", "above", "below"},
+    "composite": {"missing"},
 }
 _NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
 
@@ -207,6 +211,8 @@ def parse_filter(registry: SearchRegistry, resource_type: str, key: str, raw: st
         raise UnknownParameter(name)
     if not param.expression and name not in ("_id", "_lastUpdated"):
         raise NotSupported(f"Search parameter '{name}' is not supported yet", expression=(name,))
+    if param.type == "composite" and not dot:
+        return _composite(registry, param, modifier or None, raw, limits)
     if not dot:
         return _filter(param, modifier or None, raw, limits)
     if param.type != "reference":
@@ -223,6 +229,42 @@ def parse_filter(registry: SearchRegistry, resource_type: str, key: str, raw: st
         raise Invalid(f"'{rest}' is not a search parameter of {', '.join(targets) or 'the targets of ' + name}",
                       code="invalid", expression=(key,))
     return Filter(name, "reference", modifier or None, (), chain=tuple(chained))
+
+
+def _composite(registry: SearchRegistry, param: SearchParam, modifier: str | None, raw: str,
+               limits: SearchLimits) -> Filter:
+    types = component_types(registry, param)
+    if types is None or len(types) != 2 or types[0] not in ("token", "reference"):
+        raise NotSupported(f"Composite parameter '{param.code}' is not supported", expression=(param.code,))
+    if modifier == "missing":
+        return _filter(param, modifier, raw, limits)
+    if modifier is not None:
+        raise Invalid(f"Unknown modifier ':{modifier}' on composite parameter '{param.code}'", code="value",
+                      expression=(param.code,))
+    raws = [r for r in _split_values(raw) if r]
+    if not raws or len(raws) > limits.max_or_values:
+        raise Invalid(f"Parameter '{param.code}' needs between 1 and {limits.max_or_values} values", code="value",
+                      expression=(param.code,))
+    values = []
+    for item in raws:
+        first, dollar, second = item.partition("$")
+        if not dollar or not first or not second:
+            raise Invalid(f"Composite parameter '{param.code}' takes code$value, not '{item}'", code="value",
+                          expression=(param.code,))
+        if types[1] == "token":
+            parsed: Any = _token(param.code, second)
+        elif types[1] == "string":
+            parsed = StringValue(second, normalize_string(second))
+        elif types[1] == "reference":
+            parsed = ReferenceValue(None, second)
+        elif types[1] == "date":
+            parsed = _date(param.code, second)
+        elif types[1] == "quantity":
+            parsed = _quantity(param.code, second)
+        else:
+            parsed = _number(param.code, second)
+        values.append(CompositeValue(_token(param.code, first), parsed, types[1]))
+    return Filter(param.code, "composite", None, tuple(values))
 
 
 def _parse_has(registry: SearchRegistry, resource_type: str, key: str, raw: str, limits: SearchLimits,

@@ -54,7 +54,16 @@ class UriValue:
     uri: str
 
 
-Value = TokenValue | StringValue | ReferenceValue | RangeValue | UriValue
+@dataclass(frozen=True)
+class CompositeValue:
+    """code$value: a token for the first component and a typed value for the second."""
+
+    first: TokenValue
+    second: TokenValue | StringValue | ReferenceValue | RangeValue
+    second_type: str
+
+
+Value = TokenValue | StringValue | ReferenceValue | RangeValue | UriValue | CompositeValue
 
 
 @dataclass(frozen=True)

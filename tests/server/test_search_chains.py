@@ -118,3 +118,22 @@ async def test_sorted_paging_has_no_gaps(client: httpx.AsyncClient) -> None:
         seen.extend(e["resource"]["name"][0]["family"] for e in page.get("entry", []))
         url = next((link["url"] for link in page["link"] if link["relation"] == "next"), None)
     assert seen == [f"Sorted{n:02d}" for n in range(11)]
+
+
+async def test_composite_pairs_code_and_value_of_the_same_component(client: httpx.AsyncClient) -> None:
+    def component(code: str, value: float) -> dict[str, Any]:
+        return {"code": {"coding": [{"system": "http://loinc.org", "code": code}]},
+                "valueQuantity": {"value": value, "system": "http://unitsofmeasure.org", "code": "mm[Hg]"}}
+
+    high = await create(client, {"resourceType": "Observation", "status": "final",
+                                 "code": {"coding": [{"system": "http://loinc.org", "code": "85354-9"}]},
+                                 "component": [component("8480-6", 150), component("8462-4", 85)]})
+    normal = await create(client, {"resourceType": "Observation", "status": "final",
+                                   "code": {"coding": [{"system": "http://loinc.org", "code": "85354-9"}]},
+                                   "component": [component("8480-6", 118), component("8462-4", 142)]})
+    query = "Observation?component-code-value-quantity=http://loinc.org|8480-6$gt140"
+    assert await matches(client, query) == [high["id"]]
+    assert set(await matches(client, "Observation?component-code-value-quantity=8462-4$gt140")) == {normal["id"]}
+    assert await matches(client, "Observation?combo-code-value-quantity=8480-6$150||mm[Hg]") == [high["id"]]
+    bad = await client.get("/fhir/Observation", params={"component-code-value-quantity": "8480-6"})
+    assert bad.status_code == 400

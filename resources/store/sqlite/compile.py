@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 from resources.search.query import (
+    CompositeValue,
     Filter,
     RangeValue,
     ReferenceValue,
@@ -24,7 +25,7 @@ ParamId = Callable[[str, str], int | None]
 Clause = tuple[str, list[Any]]
 
 _TABLE = {"token": "idx_token", "string": "idx_string", "reference": "idx_ref", "date": "idx_date",
-          "number": "idx_number", "quantity": "idx_quantity", "uri": "idx_uri"}
+          "number": "idx_number", "quantity": "idx_quantity", "uri": "idx_uri", "composite": "idx_composite"}
 _NEVER: Clause = ("0", [])
 
 
@@ -65,7 +66,40 @@ def _range_match(value: RangeValue, low: str, high: str) -> Clause:
     return sql, list(args)
 
 
+def _composite_match(value: CompositeValue) -> Clause:
+    parts, args = ["c1 = ?"], [value.first.code]
+    if not value.first.any_system:
+        parts.append("s1 IS NULL" if value.first.system is None else "s1 = ?")
+        args.extend([] if value.first.system is None else [value.first.system])
+    second = value.second
+    if isinstance(second, TokenValue):
+        parts.append("c2 = ?")
+        args.append(second.code)
+        if not second.any_system and second.system is not None:
+            parts.append("s2 = ?")
+            args.append(second.system)
+    elif isinstance(second, StringValue):
+        parts.append("c2 >= ? AND c2 < ?")
+        args.extend([second.normalized, second.normalized + "\U0010ffff"])
+    elif isinstance(second, ReferenceValue):
+        parts.append("c2 = ?")
+        args.append(second.id)
+    elif isinstance(second, RangeValue):
+        sql, more = _range_match(second, "lo", "hi")
+        parts.append(sql)
+        args.extend(more)
+        if second.system:
+            parts.append("s2 = ?")
+            args.append(second.system)
+        if second.code:
+            parts.append("c2 = ?")
+            args.append(second.code)
+    return " AND ".join(parts), args
+
+
 def _value_match(flt: Filter, value: Any) -> Clause:
+    if isinstance(value, CompositeValue):
+        return _composite_match(value)
     if flt.type == "token" or flt.modifier == "identifier":
         if flt.modifier == "text":
             return "text >= ? AND text < ?", [value.code or "", (value.code or "") + "\U0010ffff"]

@@ -81,10 +81,14 @@ CREATE INDEX IF NOT EXISTS idx_quantity_value ON idx_quantity (pid, value);
 CREATE TABLE IF NOT EXISTS idx_uri (rid INTEGER NOT NULL, n INTEGER NOT NULL, pid INTEGER NOT NULL,
                                     value TEXT NOT NULL, PRIMARY KEY (rid, n)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS idx_uri_value ON idx_uri (pid, value);
+CREATE TABLE IF NOT EXISTS idx_composite (rid INTEGER NOT NULL, n INTEGER NOT NULL, pid INTEGER NOT NULL,
+                                          s1 TEXT, c1 TEXT, s2 TEXT, c2 TEXT, lo REAL, hi REAL,
+                                          PRIMARY KEY (rid, n)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS idx_composite_codes ON idx_composite (pid, c1, c2);
 CREATE TABLE IF NOT EXISTS compartment (rid INTEGER NOT NULL, patient TEXT NOT NULL, PRIMARY KEY (rid, patient))
     WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS compartment_patient ON compartment (patient, rid);
 """
 
 INDEX_TABLES = ("idx_token", "idx_string", "idx_ref", "idx_date", "idx_number", "idx_quantity", "idx_uri",
-                "compartment")
+                "idx_composite", "compartment")

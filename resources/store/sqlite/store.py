@@ -248,6 +248,7 @@ class SqliteStore:
         tables["idx_number"].extend((rid, n, pid(c), v) for n, (c, v) in enumerate(rows.numbers))
         tables["idx_quantity"].extend((rid, n, pid(c), s, u, v) for n, (c, s, u, v) in enumerate(rows.quantities))
         tables["idx_uri"].extend((rid, n, pid(c), v) for n, (c, v) in enumerate(rows.uris))
+        tables["idx_composite"].extend((rid, n, pid(c), *rest) for n, (c, *rest) in enumerate(rows.composites))
         tables["compartment"].extend((rid, p) for p in dict.fromkeys(rows.compartments))
 
     @staticmethod
