@@ -53,7 +53,8 @@ def capability_statement(registry: SearchRegistry, base_url: str, software_versi
         "rest": [{
             "mode": "server",
             "resource": resources,
-            "interaction": [{"code": "transaction"}, {"code": "batch"}, {"code": "history-system"}],
+            "interaction": [{"code": "transaction"}, {"code": "batch"}, {"code": "history-system"},
+                            {"code": "search-system"}],
         }],
     }
 

@@ -11,7 +11,8 @@ from urllib.parse import urlencode
 
 from resources.bundles import searchset
 from resources.outcome import outcome
-from resources.search.parse import parse_search
+from resources.search.parse import parse_search, parse_system_search
+from resources.search.query import SYSTEM
 from resources.shaping import check_summary
 from resources.store.protocol import ReadSource, StoredResource
 from server.context import Services
@@ -20,13 +21,16 @@ from server.render import shape_bytes
 
 async def search_bundle(svc: Services, base: str, resource_type: str, params: Sequence[tuple[str, str]],
                         *, strict: bool = False, source: ReadSource | None = None) -> bytes:
-    """A searchset Bundle for one page of a type-level search."""
-    parsed = parse_search(resource_type, params, svc.repository.registry, svc.search_limits, strict=strict)
+    """A searchset Bundle for one page of a type-level (or, with SYSTEM, system-level) search."""
+    if resource_type == SYSTEM:
+        parsed = parse_system_search(params, svc.repository.registry, svc.search_limits, strict=strict)
+    else:
+        parsed = parse_search(resource_type, params, svc.repository.registry, svc.search_limits, strict=strict)
     values = dict(params)
     summary, elements = values.get("_summary"), values.get("_elements")
     check_summary(summary)
     kept = [(k, v) for k, v in params if k != "_cursor"]
-    path = f"{base}/{resource_type}"
+    path = base if resource_type == SYSTEM else f"{base}/{resource_type}"
     links = {"self": f"{path}?{urlencode(list(params))}".rstrip("?"),
              "first": f"{path}?{urlencode(kept)}".rstrip("?")}
     if summary == "count":

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
+SYSTEM = "*"  # the resource_type of a system-level search
 
 
 @dataclass(frozen=True)
@@ -128,3 +129,9 @@ class SearchQuery:
     ids: tuple[str, ...] = field(default=())
     sort: tuple[Sort, ...] = ()
     includes: tuple[Include, ...] = ()
+    types: tuple[str, ...] = ()  # system-level search: the _type list (every type when empty)
+
+    @property
+    def is_system(self) -> bool:
+        """True for a search across resource types (GET [base]?...)."""
+        return self.resource_type == SYSTEM

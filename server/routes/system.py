@@ -8,12 +8,14 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
+from resources.search.query import SYSTEM
 from server.bundle_exec import require_bundle, run_bundle
-from server.context import base_url, is_pretty, prefer_return, read_body, services
+from server.context import base_url, is_pretty, prefer_return, prefer_strict, query_pairs, read_body, services
 from server.history import history_response
 from server.openapi import BODY, ERRORS, RESOURCE_OK
 from server.responses import bytes_response
 from server.routing import FhirRoute
+from server.search import search_bundle
 
 router = APIRouter(route_class=FhirRoute)
 
@@ -22,6 +24,14 @@ router = APIRouter(route_class=FhirRoute)
 async def metadata(request: Request) -> Response:
     """The CapabilityStatement of this server."""
     return bytes_response(services(request).capability, pretty=is_pretty(request))
+
+
+@router.get("/fhir", responses=RESOURCE_OK | ERRORS, summary="search-system")
+async def system_search(request: Request) -> Response:
+    """Search across resource types (_type narrows them)."""
+    body = await search_bundle(services(request), base_url(request), SYSTEM, query_pairs(request),
+                               strict=prefer_strict(request))
+    return bytes_response(body, pretty=is_pretty(request))
 
 
 @router.get("/fhir/_history", responses=RESOURCE_OK | ERRORS, summary="history-system")

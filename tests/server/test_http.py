@@ -103,7 +103,7 @@ async def test_configured_base_url_wins(tmp_path: Path) -> None:
 
 
 async def test_method_not_allowed_is_operation_outcome(client: httpx.AsyncClient) -> None:
-    response = await client.delete("/fhir")
+    response = await client.put("/fhir", content=b"{}", headers=FHIR_JSON)
     assert response.status_code == 405
     assert issue_code(response) == "not-supported"
 
@@ -125,7 +125,8 @@ async def test_capability_statement(client: httpx.AsyncClient) -> None:
     codes = {i["code"] for i in patient_caps["interaction"]}
     assert {"read", "vread", "update", "patch", "delete", "history-instance", "create", "search-type"} <= codes
     assert any(p["name"] == "identifier" for p in patient_caps["searchParam"])
-    assert {i["code"] for i in cap["rest"][0]["interaction"]} == {"transaction", "batch", "history-system"}
+    assert {i["code"] for i in cap["rest"][0]["interaction"]} == {"transaction", "batch", "history-system",
+                                                                "search-system"}
 
 
 async def test_openapi_declares_fhir_content_and_outcomes(client: httpx.AsyncClient) -> None:

@@ -31,7 +31,7 @@ async def clinic(client: httpx.AsyncClient) -> dict[str, Any]:
 
 
 async def matches(client: httpx.AsyncClient, query: str) -> list[str]:
-    response = await client.get(f"/fhir/{query}")
+    response = await client.get(f"/fhir{query}" if query.startswith("?") else f"/fhir/{query}")
     assert response.status_code == 200, response.text
     return [e["resource"]["id"] for e in response.json().get("entry", []) if e["search"]["mode"] == "match"]
 
@@ -137,3 +137,20 @@ async def test_composite_pairs_code_and_value_of_the_same_component(client: http
     assert await matches(client, "Observation?combo-code-value-quantity=8480-6$150||mm[Hg]") == [high["id"]]
     bad = await client.get("/fhir/Observation", params={"component-code-value-quantity": "8480-6"})
     assert bad.status_code == 400
+
+
+async def test_system_search(client: httpx.AsyncClient, clinic: dict[str, Any]) -> None:
+    tagged = await create(client, patient(meta={"tag": [{"system": "urn:careloop", "code": "vip"}]}))
+    tagged_obs = await create(client, observation(f"Patient/{tagged['id']}",
+                                                  meta={"tag": [{"system": "urn:careloop", "code": "vip"}]}))
+    assert set(await matches(client, "?_tag=urn:careloop|vip")) == {tagged["id"], tagged_obs["id"]}
+    assert set(await matches(client, "?_tag=vip&_type=Patient")) == {tagged["id"]}
+    everything = await matches(client, "?_count=100")
+    assert len(everything) == 9
+    assert set(await matches(client, f"?_id={clinic['org']['id']}")) == {clinic["org"]["id"]}
+    both = await matches(client, "?_type=Patient,Observation&_count=100")
+    assert len(both) == 8
+    response = await client.get("/fhir", params={"_type": "Unicorn"})
+    assert response.status_code == 400
+    response = await client.get("/fhir", params={"family": "smith"})
+    assert "Unknown search parameter" in response.text

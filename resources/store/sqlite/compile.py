@@ -240,13 +240,40 @@ def _sort_key(key: Sort, resource_type: str, param_id: ParamId) -> Clause:
     return f"{value} IS NULL, {value}{direction}", [pid, pid]
 
 
-def compile_search(query: SearchQuery, param_id: ParamId) -> tuple[str, list[Any], str, list[Any]]:
-    """SQL for one page (count + 1 rows, to know whether a next page exists) and for the total."""
-    where, args = ["r.type = ?", "r.deleted = 0"], [query.resource_type]
-    for flt in query.filters:
-        sql, more = compile_filter(flt, query.resource_type, param_id)
-        where.append(sql)
-        args.extend(more)
+def _system_filter(flt: Filter, types: tuple[str, ...], param_id: ParamId) -> Clause:
+    # a parameter common to every type has an index id per type: one branch per type that has entries
+    if flt.code in ("_id", "_lastUpdated"):
+        return compile_filter(flt, types[0] if types else "Resource", param_id)
+    ors, args = [], []
+    for type_ in types:
+        sql, more = compile_filter(flt, type_, param_id)
+        if sql != _NEVER[0]:
+            ors.append(f"(r.type = ? AND {sql})")
+            args.extend([type_, *more])
+    return ("(" + " OR ".join(ors) + ")", args) if ors else _NEVER
+
+
+def compile_search(query: SearchQuery, param_id: ParamId,
+                   stored_types: tuple[str, ...] = ()) -> tuple[str, list[Any], str, list[Any]]:
+    """SQL for one page (count + 1 rows, to know whether a next page exists) and for the total.
+
+    stored_types are the types that have index entries: a system search without _type looks in those.
+    """
+    if query.is_system:
+        where, args = ["r.deleted = 0"], []
+        if query.types:
+            where.append(f"r.type IN ({','.join('?' * len(query.types))})")
+            args.extend(query.types)
+        for flt in query.filters:
+            sql, more = _system_filter(flt, query.types or stored_types, param_id)
+            where.append(sql)
+            args.extend(more)
+    else:
+        where, args = ["r.type = ?", "r.deleted = 0"], [query.resource_type]
+        for flt in query.filters:
+            sql, more = compile_filter(flt, query.resource_type, param_id)
+            where.append(sql)
+            args.extend(more)
     count_sql = f"SELECT count(*) FROM resource r WHERE {' AND '.join(where)}"
     count_args = list(args)
     if query.sort:

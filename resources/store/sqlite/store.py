@@ -342,7 +342,10 @@ def _history(conn: sqlite3.Connection, q: HistoryQuery) -> list[StoredResource]:
 
 
 def _search(conn: sqlite3.Connection, query: SearchQuery, param_id: Callable[[str, str], int | None]) -> SearchPage:
-    page_sql, args, count_sql, count_args = compile_search(query, param_id)
+    stored_types: tuple[str, ...] = ()
+    if query.is_system and not query.types:
+        stored_types = tuple(t for (t,) in conn.execute("SELECT DISTINCT type FROM sp"))
+    page_sql, args, count_sql, count_args = compile_search(query, param_id, stored_types)
     rows = conn.execute(page_sql, args).fetchall()
     more = len(rows) > query.count
     rows = rows[: query.count]
