@@ -12,6 +12,7 @@ from typing import Any
 from resources.errors import Invalid, Issue, Unprocessable
 from resources.models import model_issues, resource_types
 from resources.schema import build_validator, schema_issues
+from resources.search.custom import definition_issues
 
 ID_PATTERN = re.compile(r"[A-Za-z0-9\-.]{1,64}")
 _RELATIVE_REF = re.compile(r"([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})(/_history/[A-Za-z0-9\-.]{1,64})?")
@@ -108,16 +109,19 @@ def precheck(data: Any, *, expected_type: str | None = None,
     structural = [i for i in walked if not i.expression or not i.expression[0].endswith(".reference")]
     references = [i for i in walked if i not in structural]
     structural.extend(schema_issues(schema_validator(), resource_type, data))
+    if resource_type == "SearchParameter" and not structural and data.get("status") != "retired":
+        # a business rule: a stored SearchParameter becomes a live search parameter, so it must work as one
+        references.extend(definition_issues(data, resource_types()))
     return resource_type, structural, references
 
 
 def raise_issues(resource_type: str, structural: list[Issue], model: list[Issue], references: list[Issue]) -> None:
-    """Raise Invalid (400) for structural or model issues, else Unprocessable (422) for bad references."""
+    """Raise Invalid (400) for structural or model issues, else Unprocessable (422) for business rules."""
     issues = structural + model
     if issues:
         raise Invalid(f"{resource_type} failed validation: {issues[0].diagnostics}", issues=tuple(issues))
     if references:
-        raise Unprocessable(f"{resource_type} has malformed references: {references[0].diagnostics}",
+        raise Unprocessable(f"{resource_type} breaks a business rule: {references[0].diagnostics}",
                             issues=tuple(references))
 
 

@@ -12,27 +12,31 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import orjson
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from resources.model_pool import ModelValidator
 from resources.models import resource_types, warm_up
+from resources.reindex import Reindexer
 from resources.repository import Repository
+from resources.search.custom import CustomParameters
 from resources.search.index import Indexer, load_patient_compartment
 from resources.search.parse import SearchLimits
+from resources.search.query import SearchQuery
 from resources.search.registry import default_registry
+from resources.store.protocol import Write
 from resources.store.sqlite.store import SqliteStore
 from resources.validation import ValidationLimits, schema_validator
 from server import errors
-from server.capability import capability_bytes
-from server.context import FHIR_PREFIX, Services
+from server.capability import VERSION
+from server.context import Services
 from server.negotiation import NegotiationMiddleware
 from server.openapi import describe_parameters
-from server.routes import instance, system
+from server.routes import instance, reindex, system
 from server.routes import type as type_routes
 from server.settings import Settings
 
-VERSION = "0.1.0"
 log = logging.getLogger("careloop")
 
 
@@ -47,8 +51,29 @@ def build_services(settings: Settings) -> Services:
     workers = settings.validation_workers if settings.validation_workers >= 0 else max(0, (os.cpu_count() or 1) - 1)
     repository = Repository(store, registry, indexer, ValidationLimits(settings.max_depth), limits,
                             models=ModelValidator(workers))
-    base = settings.base_url or f"http://{settings.host}:{settings.port}{FHIR_PREFIX}"
-    return Services(settings, repository, limits, capability_bytes(registry, base, VERSION))
+    custom = CustomParameters(registry, indexer, resource_types())
+    reindexer = Reindexer(store, indexer)
+
+    def on_commit(writes: list[Write]) -> None:
+        types = custom.on_commit(writes)
+        if types:  # a new or changed SearchParameter: existing data gets its entries in the background
+            reindexer.start(types)
+
+    store.add_commit_listener(on_commit)
+    return Services(settings, repository, limits, custom, reindexer)
+
+
+async def load_custom_parameters(svc: Services) -> None:
+    """Register the SearchParameter resources stored by earlier runs."""
+    cursor: int | None = None
+    while True:
+        page = await svc.repository.store.search(SearchQuery("SearchParameter", count=500, cursor=cursor))
+        for res in page.resources:
+            if res.body:
+                svc.custom.apply(res.id, orjson.loads(res.body))
+        if page.next_cursor is None:
+            return
+        cursor = int(page.next_cursor)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -62,6 +87,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         warm_up()
         schema_validator()
         await svc.repository.store.open()
+        await load_custom_parameters(svc)
         app.state.services = svc
         # The R4B models, schema and registry are ~100 MB of long-lived objects; freezing them keeps every
         # garbage collection from walking them again (otherwise a full collection costs milliseconds).
@@ -73,6 +99,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
+            await svc.reindexer.close()
             await svc.repository.store.close()
             svc.repository.models.close()
 
@@ -80,7 +107,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                   redoc_url=None)
     errors.install(app)
     app.add_middleware(NegotiationMiddleware)
-    for module in (instance, type_routes, system):
+    for module in (reindex, instance, type_routes, system):
         # routes join the app's own table: FastAPI walks included routers one by one on every request,
         # which cost a third of the time of a read
         app.router.routes.extend(module.router.routes)

@@ -12,6 +12,7 @@ import orjson
 from resources.models import FHIR_VERSION, resource_types
 from resources.search.registry import SearchRegistry
 
+VERSION = "0.1.0"
 TYPE_INTERACTIONS = ("read", "vread", "update", "patch", "delete", "history-instance", "history-type", "create",
                      "search-type")
 SUPPORTED_SEARCH_TYPES = ("token", "string", "reference", "date", "number", "quantity", "uri", "composite")

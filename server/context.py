@@ -12,7 +12,9 @@ import orjson
 from fastapi import Request
 
 from resources.errors import Invalid, TooLarge
+from resources.reindex import Reindexer
 from resources.repository import Repository
+from resources.search.custom import CustomParameters
 from resources.search.parse import SearchLimits
 from server.responses import check_content_type
 from server.settings import Settings
@@ -27,7 +29,10 @@ class Services:
     settings: Settings
     repository: Repository
     search_limits: SearchLimits
+    custom: CustomParameters
+    reindexer: Reindexer
     capability: bytes = b""
+    capability_version: int = -1
 
 
 def services(request: Request) -> Services:

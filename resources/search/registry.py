@@ -93,9 +93,11 @@ class SearchRegistry:
 
     by_type: dict[str, dict[str, SearchParam]] = field(default_factory=dict)
     common: dict[str, SearchParam] = field(default_factory=dict)
+    version: int = 0  # bumped on every change, so derived views (the CapabilityStatement) know to rebuild
 
     def add_definition(self, definition: Mapping[str, Any], resource_types: Iterable[str]) -> list[SearchParam]:
         """Register one SearchParameter resource for each of its base types."""
+        self.version += 1
         added: list[SearchParam] = []
         bases = definition.get("base", [])
         expression = definition.get("expression")
@@ -125,6 +127,15 @@ class SearchRegistry:
     def for_type(self, resource_type: str) -> dict[str, SearchParam]:
         """All parameters of a resource type by code."""
         return self.by_type.get(resource_type, {})
+
+    def remove_url(self, url: str) -> None:
+        """Forget every registration of the definition with this canonical URL."""
+        self.version += 1
+        for params in self.by_type.values():
+            for code in [c for c, p in params.items() if p.url == url]:
+                del params[code]
+        for code in [c for c, p in self.common.items() if p.url == url]:
+            del self.common[code]
 
     def by_url(self, url: str) -> list[SearchParam]:
         """Every per-type registration of the definition with this canonical URL."""

@@ -5,6 +5,7 @@ https://hl7.org/fhir/R4B/http.html
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Protocol
@@ -104,6 +105,9 @@ class WriteSession(ReadSource, Protocol):
     async def apply(self, writes: list[Write]) -> None:
         """Apply writes; raises Conflict/PreconditionFailed if an expected version no longer holds."""
 
+    async def replace_index(self, type: str, items: list[tuple[int, int, IndexRows]]) -> None:
+        """Replace the index entries of (row id, version) pairs that are still the current version."""
+
 
 class Store(Protocol):
     """A FHIR resource store with versions, history, search and an outbox of change events."""
@@ -132,6 +136,9 @@ class Store(Protocol):
 
     def write_session(self) -> AbstractAsyncContextManager[WriteSession]:
         """An exclusive write transaction."""
+
+    def add_commit_listener(self, listener: Callable[[list[Write]], None]) -> None:
+        """Call listener with the writes of every committed write session, after the commit."""
 
     async def outbox(self, after_seq: int, limit: int) -> list[OutboxEvent]:
         """Change events after a sequence number, oldest first."""

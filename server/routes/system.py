@@ -10,6 +10,7 @@ from starlette.responses import Response
 
 from resources.search.query import SYSTEM
 from server.bundle_exec import require_bundle, run_bundle
+from server.capability import VERSION, capability_bytes
 from server.context import base_url, is_pretty, prefer_return, prefer_strict, query_pairs, read_body, services
 from server.history import history_response
 from server.openapi import BODY, ERRORS, RESOURCE_OK
@@ -22,8 +23,13 @@ router = APIRouter(route_class=FhirRoute)
 
 @router.get("/fhir/metadata", responses=RESOURCE_OK | ERRORS, summary="capabilities")
 async def metadata(request: Request) -> Response:
-    """The CapabilityStatement of this server."""
-    return bytes_response(services(request).capability, pretty=is_pretty(request))
+    """The CapabilityStatement of this server (rebuilt when search parameters change)."""
+    svc = services(request)
+    registry = svc.repository.registry
+    if svc.capability_version != registry.version:
+        svc.capability = capability_bytes(registry, base_url(request), VERSION)
+        svc.capability_version = registry.version
+    return bytes_response(svc.capability, pretty=is_pretty(request))
 
 
 @router.get("/fhir", responses=RESOURCE_OK | ERRORS, summary="search-system")

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from resources.errors import Conflict
+from resources.search.index import IndexRows
 from resources.search.query import Include, SearchQuery
 from resources.store.protocol import HistoryQuery, OutboxEvent, SearchPage, StoredResource, Write
 from resources.store.sqlite.compile import compile_search
@@ -52,6 +53,11 @@ class SqliteStore:
         self._pids: dict[tuple[str, str], int] = {}
         self._reader_conns: list[sqlite3.Connection] = []
         self._loop_conn: sqlite3.Connection | None = None
+        self._listeners: list[Callable[[list[Write]], None]] = []
+
+    def add_commit_listener(self, listener: Callable[[list[Write]], None]) -> None:
+        """Call listener with the writes of every committed write session."""
+        self._listeners.append(listener)
 
     # -- threads ---------------------------------------------------------------------------------
     async def _on_writer(self, fn: Callable[..., T], *args: Any) -> T:
@@ -165,6 +171,9 @@ class SqliteStore:
                 raise
             else:
                 await self._on_writer(self._commit, session.new_pids)
+                if session.applied:
+                    for listener in self._listeners:
+                        listener(session.applied)
 
     def _begin(self) -> None:
         self._wconn().execute("BEGIN IMMEDIATE")
@@ -233,6 +242,19 @@ class SqliteStore:
             conn.execute(f"DELETE FROM {name} WHERE rid = ?", (row[0],))
         return int(row[0])
 
+    def _replace_index_sync(self, type_: str, items: list[tuple[int, int, IndexRows]],
+                            pending: dict[tuple[str, str], int]) -> None:
+        conn = self._wconn()
+        tables: dict[str, list[tuple[Any, ...]]] = {name: [] for name in INDEX_TABLES}
+        for rid, vid, rows in items:
+            row = conn.execute("SELECT id, vid, deleted FROM resource WHERE rid = ?", (rid,)).fetchone()
+            if row is None or row[1] != vid or row[2]:
+                continue  # changed since it was read: its own write indexed it with the current parameters
+            for name in INDEX_TABLES:
+                conn.execute(f"DELETE FROM {name} WHERE rid = ?", (rid,))
+            self._collect_rows(Write(type_, row[0], vid, 0, "update", None, rows), rid, tables, pending)
+        self._insert_rows(conn, tables)
+
     def _collect_rows(self, w: Write, rid: int, tables: dict[str, list[tuple[Any, ...]]],
                       pending: dict[tuple[str, str], int]) -> None:
         rows = w.rows
@@ -265,6 +287,7 @@ class SqliteWriteSession:
     def __init__(self, store: SqliteStore) -> None:
         self._store = store
         self.new_pids: dict[tuple[str, str], int] = {}
+        self.applied: list[Write] = []
 
     async def head(self, type: str, id: str) -> StoredResource | None:
         """The current version row, body included."""
@@ -298,6 +321,11 @@ class SqliteWriteSession:
     async def apply(self, writes: list[Write]) -> None:
         """Write versions, index rows and outbox events."""
         await self._store._on_writer(self._store._apply_sync, writes, self.new_pids)
+        self.applied.extend(writes)
+
+    async def replace_index(self, type: str, items: list[tuple[int, int, IndexRows]]) -> None:
+        """Replace the index entries of versions that are still current."""
+        await self._store._on_writer(self._store._replace_index_sync, type, items, self.new_pids)
 
 
 def _read_current(conn: sqlite3.Connection, type_: str, id_: str) -> StoredResource | None:
