@@ -19,13 +19,14 @@ import httpx
 import orjson
 
 from bench.common import PYTHON, ROOT, free_port, record, start, stop
+from resources.bundle_entries import parse_bundle
 from resources.model_pool import ModelValidator
 from resources.models import resource_types, warm_up
 from resources.repository import Repository
 from resources.search.index import Indexer, load_patient_compartment
 from resources.search.registry import default_registry
 from resources.store.sqlite.store import SqliteStore
-from resources.transaction import TransactionProcessor, parse_bundle
+from resources.transaction import TransactionProcessor
 from resources.validation import schema_validator
 
 SYNTHEA = sorted((ROOT / "tests" / "data" / "synthea").glob("*.json"))

@@ -13,7 +13,7 @@ import orjson
 
 from resources.errors import FhirError, Gone, Invalid, Issue, NotFound, PreconditionFailed
 from resources.ids import new_id, now_ms
-from resources.model_pool import ModelJob, ModelValidator
+from resources.model_pool import ModelValidator
 from resources.models import resource_types
 from resources.patch import apply_patch
 from resources.search.dates import format_instant
@@ -31,6 +31,7 @@ from resources.store.protocol import (
     WriteSession,
 )
 from resources.validation import ValidationLimits, precheck, raise_issues, valid_id, validate_resource
+from resources.validation_job import ValidationJob
 
 Params = Sequence[tuple[str, str]]
 
@@ -42,32 +43,6 @@ class WriteOutcome:
     resource: StoredResource
     created: bool
     changed: bool = True
-
-
-@dataclass
-class ValidationJob:
-    """Validation of many resources under way: errors found so far and the model checks still running."""
-
-    errors: list[Exception | None]
-    pending: list[tuple[int, str, list[Issue]]]
-    models: ModelJob
-    submitted: list[int]  # body index of each model result, in order
-
-    def first_error(self) -> tuple[int, Exception] | None:
-        """The first error already known (before the model checks finish)."""
-        return next(((i, e) for i, e in enumerate(self.errors) if e is not None), None)
-
-    async def finish(self) -> list[Exception | None]:
-        """Wait for the model checks and return one error or None per body."""
-        results = await self.models.result()
-        by_index = dict(zip(self.submitted, results, strict=True))
-        for index, kind, references in self.pending:
-            model = by_index.get(index, [])
-            try:
-                raise_issues(kind, [], model, references)
-            except FhirError as exc:
-                self.errors[index] = exc
-        return self.errors
 
 
 @dataclass

@@ -11,12 +11,13 @@ from urllib.parse import parse_qsl, urlsplit
 
 import orjson
 
+from resources.bundle_entries import EntryResult, json_patch_of, parse_bundle, parse_entry
 from resources.bundles import response_bundle
 from resources.errors import FhirError, Invalid, NotSupported
 from resources.outcome import from_error
 from resources.search.dates import format_instant
 from resources.store.protocol import ReadSource
-from resources.transaction import EntryResult, TransactionProcessor, _json_patch, parse_bundle, parse_entry
+from resources.transaction import TransactionProcessor
 from server.context import Services
 from server.search import search_bundle
 from server.types import known_type
@@ -77,7 +78,7 @@ async def _batch_entry(svc: Services, base: str, index: int, raw: Any) -> EntryR
             outcome = await repo.conditional_update(entry.type, entry.query, entry.resource, if_match=entry.if_match)
         return EntryResult("201 Created" if outcome.created else "200 OK", outcome.resource)
     if entry.method == "PATCH":
-        patch = _json_patch(entry)
+        patch = json_patch_of(entry)
         if entry.id:
             outcome = await repo.patch(entry.type, entry.id, patch, if_match=entry.if_match)
         else:

@@ -11,8 +11,9 @@ from urllib.parse import urlencode
 
 from resources.bundles import searchset
 from resources.outcome import outcome
-from resources.search.parse import parse_search, parse_system_search
+from resources.search.parse import parse_search
 from resources.search.query import SYSTEM
+from resources.search.system import parse_system_search
 from resources.shaping import check_summary
 from resources.store.protocol import ReadSource, StoredResource
 from server.context import Services

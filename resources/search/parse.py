@@ -5,33 +5,33 @@ https://hl7.org/fhir/R4B/search.html
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from resources.errors import Invalid, Issue, NotSupported
 from resources.search.composite import component_types
-from resources.search.dates import date_range
 from resources.search.normalize import normalize_string
 from resources.search.query import (
-    PREFIXES,
-    SYSTEM,
     Chained,
     CompositeValue,
     Filter,
     Has,
     Include,
-    RangeValue,
     ReferenceValue,
     SearchQuery,
     Sort,
     StringValue,
-    TokenValue,
-    UriValue,
-    Value,
 )
 from resources.search.registry import SearchParam, SearchRegistry
+from resources.search.values import (
+    date_value,
+    number_value,
+    parse_value,
+    quantity_value,
+    split_values,
+    token_value,
+)
 
 # Result parameters handled outside the filters; known, so never reported as unknown.
 RESULT_PARAMS = frozenset({"_count", "_cursor", "_total", "_summary", "_elements", "_format", "_pretty",
@@ -44,7 +44,6 @@ _MODIFIERS = {
     "uri": {"missing", "above", "below"},
     "composite": {"missing"},
 }
-_NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
 
 
 @dataclass(frozen=True)
@@ -66,103 +65,6 @@ class ParsedSearch:
     ignored: tuple[Issue, ...]
 
 
-def _split_values(raw: str) -> list[str]:
-    # commas separate OR values; '\,' is a literal comma
-    parts, current, escaped = [], "", False
-    for ch in raw:
-        if escaped:
-            current += ch if ch in ",|$\\" else "\\" + ch
-            escaped = False
-        elif ch == "\\":
-            escaped = True
-        elif ch == ",":
-            parts.append(current)
-            current = ""
-        else:
-            current += ch
-    parts.append(current)
-    return parts
-
-
-def _split_prefix(code: str, raw: str) -> tuple[str, str]:
-    if len(raw) > 2 and raw[:2] in PREFIXES and not raw[2].isalpha():
-        return raw[:2], raw[2:]
-    if raw[:2].isalpha() and raw[:2].islower() and len(raw) > 2:
-        raise Invalid(f"Unknown prefix '{raw[:2]}' in value '{raw}' of parameter '{code}'", code="value",
-                      expression=(code,))
-    return "eq", raw
-
-
-def _token(code: str, raw: str) -> TokenValue:
-    if "|" in raw:
-        system, value = raw.split("|", 1)
-        return TokenValue(code=value or None, system=system or None, any_system=False)
-    return TokenValue(code=raw)
-
-
-def _date(code: str, raw: str) -> RangeValue:
-    prefix, text = _split_prefix(code, raw)
-    found = date_range(text)
-    if found is None:
-        raise Invalid(f"Invalid date '{text}' for parameter '{code}'", code="value", expression=(code,))
-    return RangeValue(prefix, found[0], found[1])
-
-
-def _number(code: str, raw: str) -> RangeValue:
-    prefix, text = _split_prefix(code, raw)
-    if not _NUMBER.fullmatch(text):
-        raise Invalid(f"Invalid number '{text}' for parameter '{code}'", code="value", expression=(code,))
-    value = float(text)
-    mantissa = text.lower().split("e")[0]
-    decimals = len(mantissa.split(".")[1]) if "." in mantissa else 0
-    exponent = int(text.lower().split("e")[1]) if "e" in text.lower() else 0
-    half = 0.5 * 10 ** (exponent - decimals)  # precision-implied range for eq (search.html#number)
-    return RangeValue(prefix, value - half, value + half)
-
-
-def _quantity(code: str, raw: str) -> RangeValue:
-    number, _, rest = raw.partition("|")
-    value = _number(code, number)
-    system, _, unit = rest.partition("|") if rest else ("", "", "")
-    return RangeValue(value.prefix, value.low, value.high, system=system or None, code=unit or None)
-
-
-def _reference(code: str, raw: str, param: SearchParam, modifier: str | None) -> ReferenceValue:
-    if "://" in raw:
-        parts = raw.rstrip("/").split("/")
-        return ReferenceValue(parts[-2] if len(parts) > 3 else None, parts[-1], url=raw)
-    parts = raw.split("/")
-    if len(parts) == 2 and parts[0] and parts[1]:
-        return ReferenceValue(parts[0], parts[1])
-    if len(parts) == 1 and raw:
-        target = modifier if modifier and modifier[0].isupper() else None
-        return ReferenceValue(target, raw)
-    raise Invalid(f"Invalid reference '{raw}' for parameter '{code}'", code="value", expression=(code,))
-
-
-def parse_value(param: SearchParam, modifier: str | None, raw: str) -> Value:
-    """One raw value parsed by its parameter's type."""
-    kind = param.type
-    if kind == "token":
-        return _token(param.code, raw)
-    if kind == "string":
-        return StringValue(raw, normalize_string(raw))
-    if kind == "date":
-        return _date(param.code, raw)
-    if kind == "number":
-        return _number(param.code, raw)
-    if kind == "quantity":
-        return _quantity(param.code, raw)
-    if kind == "reference":
-        if modifier == "identifier":
-            return _token(param.code, raw)
-        return _reference(param.code, raw, param, modifier)
-    if kind == "uri":
-        return UriValue(raw)
-    raise Invalid(f"Search on parameter '{param.code}' of type {kind} is not supported",
-                  code="not-supported", expression=(param.code,))
-
-
 def _filter(param: SearchParam, modifier: str | None, raw: str, limits: SearchLimits) -> Filter:
     if modifier == "missing":
         if raw not in ("true", "false"):
@@ -177,7 +79,7 @@ def _filter(param: SearchParam, modifier: str | None, raw: str, limits: SearchLi
     if modifier in ("in", "not-in", "above", "below") and param.type == "token":
         raise Invalid(f"Modifier ':{modifier}' needs terminology support, not available yet",
                       code="not-supported", expression=(param.code,))
-    raws = _split_values(raw)
+    raws = split_values(raw)
     if len(raws) > limits.max_or_values:
         raise Invalid(f"Too many values ({len(raws)}) for parameter '{param.code}'; the limit is "
                       f"{limits.max_or_values}", code="too-costly", expression=(param.code,))
@@ -242,7 +144,7 @@ def _composite(registry: SearchRegistry, param: SearchParam, modifier: str | Non
     if modifier is not None:
         raise Invalid(f"Unknown modifier ':{modifier}' on composite parameter '{param.code}'", code="value",
                       expression=(param.code,))
-    raws = [r for r in _split_values(raw) if r]
+    raws = [r for r in split_values(raw) if r]
     if not raws or len(raws) > limits.max_or_values:
         raise Invalid(f"Parameter '{param.code}' needs between 1 and {limits.max_or_values} values", code="value",
                       expression=(param.code,))
@@ -253,18 +155,18 @@ def _composite(registry: SearchRegistry, param: SearchParam, modifier: str | Non
             raise Invalid(f"Composite parameter '{param.code}' takes code$value, not '{item}'", code="value",
                           expression=(param.code,))
         if types[1] == "token":
-            parsed: Any = _token(param.code, second)
+            parsed: Any = token_value(param.code, second)
         elif types[1] == "string":
             parsed = StringValue(second, normalize_string(second))
         elif types[1] == "reference":
             parsed = ReferenceValue(None, second)
         elif types[1] == "date":
-            parsed = _date(param.code, second)
+            parsed = date_value(param.code, second)
         elif types[1] == "quantity":
-            parsed = _quantity(param.code, second)
+            parsed = quantity_value(param.code, second)
         else:
-            parsed = _number(param.code, second)
-        values.append(CompositeValue(_token(param.code, first), parsed, types[1]))
+            parsed = number_value(param.code, second)
+        values.append(CompositeValue(token_value(param.code, first), parsed, types[1]))
     return Filter(param.code, "composite", None, tuple(values))
 
 
@@ -323,35 +225,6 @@ def _parse_include(registry: SearchRegistry, resource_type: str, key: str, raw: 
                           expression=(key,))
         includes.append(Include(source, each, target, reverse, iterate))
     return includes
-
-
-def parse_system_search(params: Sequence[tuple[str, str]], registry: SearchRegistry,
-                        limits: SearchLimits = SearchLimits(), *, strict: bool = False) -> ParsedSearch:
-    """A search across types: _type narrows the types; filters must be parameters every listed type has."""
-    types: list[str] = []
-    rest = []
-    for key, raw in params:
-        if key == "_type":
-            for name in (t.strip() for t in raw.split(",") if t.strip()):
-                if not registry.for_type(name):
-                    raise Invalid(f"_type names unknown resource type '{name}'", code="value", expression=("_type",))
-                types.append(name)
-        elif key.partition(":")[0] in ("_sort", "_include", "_revinclude"):
-            raise NotSupported(f"{key} is not supported in a search across types", expression=(key,))
-        else:
-            rest.append((key, raw))
-    if types:
-        parsed = [parse_search(t, rest, registry, limits, strict=strict) for t in dict.fromkeys(types)]
-        first = parsed[0]
-        for other in parsed[1:]:
-            if [f.code for f in other.query.filters] != [f.code for f in first.query.filters]:
-                raise Invalid("Every type in _type must define the search parameters used", code="invalid",
-                              expression=("_type",))
-        query = replace(first.query, resource_type=SYSTEM, types=tuple(dict.fromkeys(types)))
-        return ParsedSearch(query, first.ignored)
-    common = SearchRegistry(by_type={"Resource": dict(registry.common)})
-    parsed_all = parse_search("Resource", rest, common, limits, strict=strict)
-    return ParsedSearch(replace(parsed_all.query, resource_type=SYSTEM), parsed_all.ignored)
 
 
 def parse_search(resource_type: str, params: Sequence[tuple[str, str]], registry: SearchRegistry,

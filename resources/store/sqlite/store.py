@@ -16,15 +16,14 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
-from resources.errors import Conflict
 from resources.search.index import IndexRows
 from resources.search.query import Include, SearchQuery
 from resources.store.protocol import HistoryQuery, OutboxEvent, SearchPage, StoredResource, Write
-from resources.store.sqlite.compile import compile_search
-from resources.store.sqlite.schema import DDL, INDEX_TABLES, PRAGMAS
+from resources.store.sqlite import reads
+from resources.store.sqlite.schema import DDL, PRAGMAS
+from resources.store.sqlite.writes import apply_writes, replace_index
 
 T = TypeVar("T")
-_VERSION_COLUMNS = "seq, type, id, vid, updated, deleted, body, method"
 
 
 def _connect(path: str) -> sqlite3.Connection:
@@ -33,10 +32,6 @@ def _connect(path: str) -> sqlite3.Connection:
         conn.execute(pragma)
     return conn
 
-
-def _version(row: tuple[Any, ...]) -> StoredResource:
-    seq, type_, id_, vid, updated, deleted, body, method = row
-    return StoredResource(type_, id_, vid, updated, bool(deleted), body, method, seq)
 
 
 class SqliteStore:
@@ -118,14 +113,14 @@ class SqliteStore:
     async def read(self, type: str, id: str) -> StoredResource | None:
         """The current version of a resource (a primary-key lookup, run inline: see _inline_conn)."""
         if self._memory:
-            return await self._on_reader(_read_current, type, id)
-        return _read_current(self._inline_conn(), type, id)
+            return await self._on_reader(reads.read_current, type, id)
+        return reads.read_current(self._inline_conn(), type, id)
 
     async def vread(self, type: str, id: str, vid: int) -> StoredResource | None:
         """One version of a resource (a primary-key lookup, run inline)."""
         if self._memory:
-            return await self._on_reader(_read_version, type, id, vid)
-        return _read_version(self._inline_conn(), type, id, vid)
+            return await self._on_reader(reads.read_version, type, id, vid)
+        return reads.read_version(self._inline_conn(), type, id, vid)
 
     def _inline_conn(self) -> sqlite3.Connection:
         # Point reads by primary key take ~20 us from SQLite's page cache, less than handing the call to a
@@ -138,20 +133,20 @@ class SqliteStore:
 
     async def history(self, query: HistoryQuery) -> list[StoredResource]:
         """Versions newest first, filtered by scope, _since, _at and a paging cursor."""
-        return await self._on_reader(_history, query)
+        return await self._on_reader(reads.history, query)
 
     async def search(self, query: SearchQuery) -> SearchPage:
         """One page of matches, and the total when the query asks for it."""
-        return await self._on_reader(_search, query, self.param_id)
+        return await self._on_reader(reads.search, query, self.param_id)
 
     async def included(self, page: list[StoredResource], includes: tuple[Include, ...],
                        limit: int) -> list[StoredResource]:
         """Resources that _include/_revinclude add to a page."""
-        return await self._on_reader(_included, page, includes, self.param_id, limit)
+        return await self._on_reader(reads.included, page, includes, self.param_id, limit)
 
     async def outbox(self, after_seq: int, limit: int) -> list[OutboxEvent]:
         """Change events after a sequence number."""
-        return await self._on_reader(_outbox, after_seq, limit)
+        return await self._on_reader(reads.outbox, after_seq, limit)
 
     def param_id(self, type: str, code: str) -> int | None:
         """The numeric id of a search parameter in the index tables, if any entry was ever written."""
@@ -195,90 +190,11 @@ class SqliteStore:
         return pid
 
     def _apply_sync(self, writes: list[Write], pending: dict[tuple[str, str], int]) -> None:
-        conn = self._wconn()
-        tables: dict[str, list[tuple[Any, ...]]] = {name: [] for name in INDEX_TABLES}
-        # This connection holds the only write transaction, so row ids and version sequence numbers can be
-        # assigned here and every insert batched.
-        next_rid = conn.execute("SELECT coalesce(max(rid), 0) FROM resource").fetchone()[0] + 1
-        next_seq = conn.execute("SELECT coalesce(max(seq), 0) FROM version").fetchone()[0] + 1
-        new_rows, versions, events = [], [], []
-        for w in writes:
-            deleted = 1 if w.action == "delete" else 0
-            # a new resource skips the lookup: UNIQUE (type, id) still refuses a duplicate
-            existing = None if w.action == "create" and w.expected_vid == 0 else self._update_row(conn, w, deleted)
-            if existing is None:
-                rid, next_rid = next_rid, next_rid + 1
-                new_rows.append((rid, w.type, w.id, w.vid, w.updated_ms, deleted, w.body))
-            else:
-                rid = existing
-            seq, next_seq = next_seq, next_seq + 1
-            versions.append((seq, rid, w.type, w.id, w.vid, w.updated_ms, w.method, deleted, w.body))
-            events.append((seq, w.type, w.id, w.vid, w.action, w.updated_ms))
-            if w.rows is not None and not deleted:
-                self._collect_rows(w, rid, tables, pending)
-        try:
-            conn.executemany("INSERT INTO resource (rid, type, id, vid, updated, deleted, body) "
-                             "VALUES (?, ?, ?, ?, ?, ?, ?)", new_rows)
-        except sqlite3.IntegrityError as exc:
-            raise Conflict(f"A resource with this id was created concurrently: {exc}") from exc
-        conn.executemany("INSERT INTO version (seq, rid, type, id, vid, updated, method, deleted, body) "
-                         "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", versions)
-        conn.executemany("INSERT INTO outbox (version_seq, type, id, vid, action, at) VALUES (?, ?, ?, ?, ?, ?)",
-                         events)
-        self._insert_rows(conn, tables)
-
-    def _update_row(self, conn: sqlite3.Connection, w: Write, deleted: int) -> int | None:
-        """Update the current row in place; None when there is none yet (the caller inserts it)."""
-        row = conn.execute("SELECT rid, vid FROM resource WHERE type = ? AND id = ?", (w.type, w.id)).fetchone()
-        current = row[1] if row else 0
-        if w.expected_vid is not None and w.expected_vid != current:
-            raise Conflict(f"{w.type}/{w.id} changed concurrently (expected version {w.expected_vid}, "
-                           f"found {current})")
-        if row is None:
-            return None
-        conn.execute("UPDATE resource SET vid = ?, updated = ?, deleted = ?, body = ? WHERE rid = ?",
-                     (w.vid, w.updated_ms, deleted, w.body, row[0]))
-        for name in INDEX_TABLES:
-            conn.execute(f"DELETE FROM {name} WHERE rid = ?", (row[0],))
-        return int(row[0])
+        apply_writes(self._wconn(), writes, lambda t, c: self._pid_for_write(t, c, pending))
 
     def _replace_index_sync(self, type_: str, items: list[tuple[int, int, IndexRows]],
                             pending: dict[tuple[str, str], int]) -> None:
-        conn = self._wconn()
-        tables: dict[str, list[tuple[Any, ...]]] = {name: [] for name in INDEX_TABLES}
-        for rid, vid, rows in items:
-            row = conn.execute("SELECT id, vid, deleted FROM resource WHERE rid = ?", (rid,)).fetchone()
-            if row is None or row[1] != vid or row[2]:
-                continue  # changed since it was read: its own write indexed it with the current parameters
-            for name in INDEX_TABLES:
-                conn.execute(f"DELETE FROM {name} WHERE rid = ?", (rid,))
-            self._collect_rows(Write(type_, row[0], vid, 0, "update", None, rows), rid, tables, pending)
-        self._insert_rows(conn, tables)
-
-    def _collect_rows(self, w: Write, rid: int, tables: dict[str, list[tuple[Any, ...]]],
-                      pending: dict[tuple[str, str], int]) -> None:
-        rows = w.rows
-        assert rows is not None
-
-        def pid(code: str) -> int:
-            return self._pid_for_write(w.type, code, pending)
-
-        tables["idx_token"].extend((rid, n, pid(c), s, v, t) for n, (c, s, v, t) in enumerate(rows.tokens))
-        tables["idx_string"].extend((rid, n, pid(c), no, e) for n, (c, no, e) in enumerate(rows.strings))
-        tables["idx_ref"].extend((rid, n, pid(c), tt, ti, u) for n, (c, tt, ti, u) in enumerate(rows.references))
-        tables["idx_date"].extend((rid, n, pid(c), lo, hi) for n, (c, lo, hi) in enumerate(rows.dates))
-        tables["idx_number"].extend((rid, n, pid(c), v) for n, (c, v) in enumerate(rows.numbers))
-        tables["idx_quantity"].extend((rid, n, pid(c), s, u, v) for n, (c, s, u, v) in enumerate(rows.quantities))
-        tables["idx_uri"].extend((rid, n, pid(c), v) for n, (c, v) in enumerate(rows.uris))
-        tables["idx_composite"].extend((rid, n, pid(c), *rest) for n, (c, *rest) in enumerate(rows.composites))
-        tables["compartment"].extend((rid, p) for p in dict.fromkeys(rows.compartments))
-
-    @staticmethod
-    def _insert_rows(conn: sqlite3.Connection, tables: dict[str, list[tuple[Any, ...]]]) -> None:
-        for name, rows in tables.items():
-            if rows:
-                marks = ",".join("?" * len(rows[0]))
-                conn.executemany(f"INSERT INTO {name} VALUES ({marks})", rows)
+        replace_index(self._wconn(), type_, items, lambda t, c: self._pid_for_write(t, c, pending))
 
 
 class SqliteWriteSession:
@@ -291,7 +207,7 @@ class SqliteWriteSession:
 
     async def head(self, type: str, id: str) -> StoredResource | None:
         """The current version row, body included."""
-        return await self._store._on_writer(_read_current, self._store._wconn(), type, id)
+        return await self._store._on_writer(reads.read_current, self._store._wconn(), type, id)
 
     async def read(self, type: str, id: str) -> StoredResource | None:
         """The current version as this transaction sees it."""
@@ -299,20 +215,20 @@ class SqliteWriteSession:
 
     async def vread(self, type: str, id: str, vid: int) -> StoredResource | None:
         """One version as this transaction sees it."""
-        return await self._store._on_writer(_read_version, self._store._wconn(), type, id, vid)
+        return await self._store._on_writer(reads.read_version, self._store._wconn(), type, id, vid)
 
     async def search(self, query: SearchQuery) -> SearchPage:
         """A page of matches as this transaction sees them."""
-        return await self._store._on_writer(_search, self._store._wconn(), query, self._pid)
+        return await self._store._on_writer(reads.search, self._store._wconn(), query, self._pid)
 
     async def included(self, page: list[StoredResource], includes: tuple[Include, ...],
                        limit: int) -> list[StoredResource]:
         """Resources that _include/_revinclude add to a page, as this transaction sees them."""
-        return await self._store._on_writer(_included, self._store._wconn(), page, includes, self._pid, limit)
+        return await self._store._on_writer(reads.included, self._store._wconn(), page, includes, self._pid, limit)
 
     async def search_ids(self, query: SearchQuery, limit: int) -> list[tuple[str, str, int]]:
         """Matches of a query as seen inside this transaction."""
-        page = await self._store._on_writer(_search, self._store._wconn(), query, self._pid)
+        page = await self._store._on_writer(reads.search, self._store._wconn(), query, self._pid)
         return [(r.type, r.id, r.vid) for r in page.resources[:limit]]
 
     def _pid(self, type: str, code: str) -> int | None:
@@ -326,118 +242,3 @@ class SqliteWriteSession:
     async def replace_index(self, type: str, items: list[tuple[int, int, IndexRows]]) -> None:
         """Replace the index entries of versions that are still current."""
         await self._store._on_writer(self._store._replace_index_sync, type, items, self.new_pids)
-
-
-def _read_current(conn: sqlite3.Connection, type_: str, id_: str) -> StoredResource | None:
-    row = conn.execute("SELECT rid, type, id, vid, updated, deleted, body FROM resource WHERE type = ? AND id = ?",
-                       (type_, id_)).fetchone()
-    if row is None:
-        return None
-    return StoredResource(row[1], row[2], row[3], row[4], bool(row[5]), row[6], seq=row[0])
-
-
-def _read_version(conn: sqlite3.Connection, type_: str, id_: str, vid: int) -> StoredResource | None:
-    row = conn.execute(f"SELECT {_VERSION_COLUMNS} FROM version WHERE type = ? AND id = ? AND vid = ?",
-                       (type_, id_, vid)).fetchone()
-    return _version(row) if row else None
-
-
-def _history(conn: sqlite3.Connection, q: HistoryQuery) -> list[StoredResource]:
-    where, args = [], []
-    if q.type is not None:
-        where.append("v.type = ?")
-        args.append(q.type)
-    if q.id is not None:
-        where.append("v.id = ?")
-        args.append(q.id)
-    if q.since_ms is not None:
-        where.append("v.updated >= ?")
-        args.append(q.since_ms)
-    if q.at_ms is not None:
-        # versions current at that moment: written by then and not superseded before it
-        where.append("v.updated <= ? AND NOT EXISTS (SELECT 1 FROM version n WHERE n.type = v.type AND "
-                     "n.id = v.id AND n.vid > v.vid AND n.updated <= ?)")
-        args.extend([q.at_ms, q.at_ms])
-    if q.before_seq is not None:
-        where.append("v.seq < ?")
-        args.append(q.before_seq)
-    sql = f"SELECT {', '.join('v.' + c.strip() for c in _VERSION_COLUMNS.split(','))} FROM version v"
-    if where:
-        sql += " WHERE " + " AND ".join(where)
-    sql += " ORDER BY v.seq DESC LIMIT ?"
-    args.append(q.count)
-    return [_version(r) for r in conn.execute(sql, args)]
-
-
-def _search(conn: sqlite3.Connection, query: SearchQuery, param_id: Callable[[str, str], int | None]) -> SearchPage:
-    stored_types: tuple[str, ...] = ()
-    if query.is_system and not query.types:
-        stored_types = tuple(t for (t,) in conn.execute("SELECT DISTINCT type FROM sp"))
-    page_sql, args, count_sql, count_args = compile_search(query, param_id, stored_types)
-    rows = conn.execute(page_sql, args).fetchall()
-    more = len(rows) > query.count
-    rows = rows[: query.count]
-    resources = [StoredResource(t, i, v, u, False, b, seq=rid) for rid, t, i, v, u, b in rows]
-    total = None
-    if query.total in ("accurate", "estimate"):
-        total = conn.execute(count_sql, count_args).fetchone()[0]
-    next_cursor = None
-    if more and rows:
-        next_cursor = str((query.cursor or 0) + query.count) if query.sort else str(rows[-1][0])
-    return SearchPage(resources, next_cursor, total)
-
-
-_INCLUDE_COLUMNS = "t.rid, t.type, t.id, t.vid, t.updated, t.body"
-
-
-def _include_rows(conn: sqlite3.Connection, frontier: list[StoredResource], inc: Include,
-                  param_id: Callable[[str, str], int | None]) -> list[tuple[Any, ...]]:
-    pid = param_id(inc.source_type, inc.code)
-    if pid is None:
-        return []
-    target = " AND i.target_type = ?" if inc.target_type else ""
-    extra = [inc.target_type] if inc.target_type else []
-    if not inc.reverse:
-        rids = [r.seq for r in frontier if r.type == inc.source_type]
-        if not rids:
-            return []
-        return conn.execute(
-            f"SELECT {_INCLUDE_COLUMNS} FROM idx_ref i JOIN resource t ON t.type = i.target_type AND "
-            f"t.id = i.target_id WHERE i.pid = ? AND t.deleted = 0{target} AND i.rid IN "
-            f"({','.join('?' * len(rids))})", [pid, *extra, *rids]).fetchall()
-    pairs = [(r.type, r.id) for r in frontier if not inc.target_type or r.type == inc.target_type]
-    if not pairs:
-        return []
-    values = ",".join("(?, ?)" for _ in pairs)
-    return conn.execute(
-        f"SELECT {_INCLUDE_COLUMNS} FROM idx_ref i JOIN resource t ON t.rid = i.rid WHERE i.pid = ? AND "
-        f"t.deleted = 0{target} AND (i.target_type, i.target_id) IN (VALUES {values})",
-        [pid, *extra, *(v for pair in pairs for v in pair)]).fetchall()
-
-
-def _included(conn: sqlite3.Connection, page: list[StoredResource], includes: tuple[Include, ...],
-              param_id: Callable[[str, str], int | None], limit: int) -> list[StoredResource]:
-    seen = {(r.type, r.id) for r in page}
-    found: list[StoredResource] = []
-    frontier = page
-    for round_ in range(4):  # :iterate goes at most this many levels deep
-        fresh: list[StoredResource] = []
-        for inc in includes:
-            if round_ > 0 and not inc.iterate:
-                continue
-            for rid, type_, id_, vid, updated, body in _include_rows(conn, frontier, inc, param_id):
-                if (type_, id_) not in seen and len(found) < limit:
-                    seen.add((type_, id_))
-                    res = StoredResource(type_, id_, vid, updated, False, body, seq=rid)
-                    found.append(res)
-                    fresh.append(res)
-        if not fresh or not any(inc.iterate for inc in includes):
-            break
-        frontier = fresh
-    return found
-
-
-def _outbox(conn: sqlite3.Connection, after_seq: int, limit: int) -> list[OutboxEvent]:
-    rows = conn.execute("SELECT seq, type, id, vid, action, at FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?",
-                        (after_seq, limit))
-    return [OutboxEvent(*row) for row in rows]

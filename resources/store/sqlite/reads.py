@@ -1,0 +1,137 @@
+"""Read queries of the SQLite store: current and past versions, history, search pages, includes, outbox.
+
+Plain functions of a connection, run on reader threads (or inline for primary-key reads).
+https://hl7.org/fhir/R4B/http.html#read
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from typing import Any
+
+from resources.search.query import Include, SearchQuery
+from resources.store.protocol import HistoryQuery, OutboxEvent, SearchPage, StoredResource
+from resources.store.sqlite.compile import compile_search
+
+_VERSION_COLUMNS = "seq, type, id, vid, updated, deleted, body, method"
+
+
+def _version(row: tuple[Any, ...]) -> StoredResource:
+    seq, type_, id_, vid, updated, deleted, body, method = row
+    return StoredResource(type_, id_, vid, updated, bool(deleted), body, method, seq)
+
+
+def read_current(conn: sqlite3.Connection, type_: str, id_: str) -> StoredResource | None:
+    row = conn.execute("SELECT rid, type, id, vid, updated, deleted, body FROM resource WHERE type = ? AND id = ?",
+                       (type_, id_)).fetchone()
+    if row is None:
+        return None
+    return StoredResource(row[1], row[2], row[3], row[4], bool(row[5]), row[6], seq=row[0])
+
+
+def read_version(conn: sqlite3.Connection, type_: str, id_: str, vid: int) -> StoredResource | None:
+    row = conn.execute(f"SELECT {_VERSION_COLUMNS} FROM version WHERE type = ? AND id = ? AND vid = ?",
+                       (type_, id_, vid)).fetchone()
+    return _version(row) if row else None
+
+
+def history(conn: sqlite3.Connection, q: HistoryQuery) -> list[StoredResource]:
+    where, args = [], []
+    if q.type is not None:
+        where.append("v.type = ?")
+        args.append(q.type)
+    if q.id is not None:
+        where.append("v.id = ?")
+        args.append(q.id)
+    if q.since_ms is not None:
+        where.append("v.updated >= ?")
+        args.append(q.since_ms)
+    if q.at_ms is not None:
+        # versions current at that moment: written by then and not superseded before it
+        where.append("v.updated <= ? AND NOT EXISTS (SELECT 1 FROM version n WHERE n.type = v.type AND "
+                     "n.id = v.id AND n.vid > v.vid AND n.updated <= ?)")
+        args.extend([q.at_ms, q.at_ms])
+    if q.before_seq is not None:
+        where.append("v.seq < ?")
+        args.append(q.before_seq)
+    sql = f"SELECT {', '.join('v.' + c.strip() for c in _VERSION_COLUMNS.split(','))} FROM version v"
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    sql += " ORDER BY v.seq DESC LIMIT ?"
+    args.append(q.count)
+    return [_version(r) for r in conn.execute(sql, args)]
+
+
+def search(conn: sqlite3.Connection, query: SearchQuery, param_id: Callable[[str, str], int | None]) -> SearchPage:
+    stored_types: tuple[str, ...] = ()
+    if query.is_system and not query.types:
+        stored_types = tuple(t for (t,) in conn.execute("SELECT DISTINCT type FROM sp"))
+    page_sql, args, count_sql, count_args = compile_search(query, param_id, stored_types)
+    rows = conn.execute(page_sql, args).fetchall()
+    more = len(rows) > query.count
+    rows = rows[: query.count]
+    resources = [StoredResource(t, i, v, u, False, b, seq=rid) for rid, t, i, v, u, b in rows]
+    total = None
+    if query.total in ("accurate", "estimate"):
+        total = conn.execute(count_sql, count_args).fetchone()[0]
+    next_cursor = None
+    if more and rows:
+        next_cursor = str((query.cursor or 0) + query.count) if query.sort else str(rows[-1][0])
+    return SearchPage(resources, next_cursor, total)
+
+
+_INCLUDE_COLUMNS = "t.rid, t.type, t.id, t.vid, t.updated, t.body"
+
+
+def _include_rows(conn: sqlite3.Connection, frontier: list[StoredResource], inc: Include,
+                  param_id: Callable[[str, str], int | None]) -> list[tuple[Any, ...]]:
+    pid = param_id(inc.source_type, inc.code)
+    if pid is None:
+        return []
+    target = " AND i.target_type = ?" if inc.target_type else ""
+    extra = [inc.target_type] if inc.target_type else []
+    if not inc.reverse:
+        rids = [r.seq for r in frontier if r.type == inc.source_type]
+        if not rids:
+            return []
+        return conn.execute(
+            f"SELECT {_INCLUDE_COLUMNS} FROM idx_ref i JOIN resource t ON t.type = i.target_type AND "
+            f"t.id = i.target_id WHERE i.pid = ? AND t.deleted = 0{target} AND i.rid IN "
+            f"({','.join('?' * len(rids))})", [pid, *extra, *rids]).fetchall()
+    pairs = [(r.type, r.id) for r in frontier if not inc.target_type or r.type == inc.target_type]
+    if not pairs:
+        return []
+    values = ",".join("(?, ?)" for _ in pairs)
+    return conn.execute(
+        f"SELECT {_INCLUDE_COLUMNS} FROM idx_ref i JOIN resource t ON t.rid = i.rid WHERE i.pid = ? AND "
+        f"t.deleted = 0{target} AND (i.target_type, i.target_id) IN (VALUES {values})",
+        [pid, *extra, *(v for pair in pairs for v in pair)]).fetchall()
+
+
+def included(conn: sqlite3.Connection, page: list[StoredResource], includes: tuple[Include, ...],
+              param_id: Callable[[str, str], int | None], limit: int) -> list[StoredResource]:
+    seen = {(r.type, r.id) for r in page}
+    found: list[StoredResource] = []
+    frontier = page
+    for round_ in range(4):  # :iterate goes at most this many levels deep
+        fresh: list[StoredResource] = []
+        for inc in includes:
+            if round_ > 0 and not inc.iterate:
+                continue
+            for rid, type_, id_, vid, updated, body in _include_rows(conn, frontier, inc, param_id):
+                if (type_, id_) not in seen and len(found) < limit:
+                    seen.add((type_, id_))
+                    res = StoredResource(type_, id_, vid, updated, False, body, seq=rid)
+                    found.append(res)
+                    fresh.append(res)
+        if not fresh or not any(inc.iterate for inc in includes):
+            break
+        frontier = fresh
+    return found
+
+
+def outbox(conn: sqlite3.Connection, after_seq: int, limit: int) -> list[OutboxEvent]:
+    rows = conn.execute("SELECT seq, type, id, vid, action, at FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?",
+                        (after_seq, limit))
+    return [OutboxEvent(*row) for row in rows]

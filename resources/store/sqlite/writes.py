@@ -1,0 +1,102 @@
+"""Write statements of the SQLite store: resources, versions, outbox events and index entries.
+
+Run on the writer thread inside the (exclusive) write transaction.
+https://hl7.org/fhir/R4B/http.html#update
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from typing import Any
+
+from resources.errors import Conflict
+from resources.search.index import IndexRows
+from resources.store.protocol import Write
+from resources.store.sqlite.schema import INDEX_TABLES
+
+PidFor = Callable[[str, str], int]
+
+
+def apply_writes(conn: sqlite3.Connection, writes: list[Write], pid: PidFor) -> None:
+    """Insert or update resources with their versions, outbox events and index entries."""
+    tables: dict[str, list[tuple[Any, ...]]] = {name: [] for name in INDEX_TABLES}
+    # This connection holds the only write transaction, so row ids and version sequence numbers can be
+    # assigned here and every insert batched.
+    next_rid = conn.execute("SELECT coalesce(max(rid), 0) FROM resource").fetchone()[0] + 1
+    next_seq = conn.execute("SELECT coalesce(max(seq), 0) FROM version").fetchone()[0] + 1
+    new_rows, versions, events = [], [], []
+    for w in writes:
+        deleted = 1 if w.action == "delete" else 0
+        # a new resource skips the lookup: UNIQUE (type, id) still refuses a duplicate
+        existing = None if w.action == "create" and w.expected_vid == 0 else _update_row(conn, w, deleted)
+        if existing is None:
+            rid, next_rid = next_rid, next_rid + 1
+            new_rows.append((rid, w.type, w.id, w.vid, w.updated_ms, deleted, w.body))
+        else:
+            rid = existing
+        seq, next_seq = next_seq, next_seq + 1
+        versions.append((seq, rid, w.type, w.id, w.vid, w.updated_ms, w.method, deleted, w.body))
+        events.append((seq, w.type, w.id, w.vid, w.action, w.updated_ms))
+        if w.rows is not None and not deleted:
+            _collect_rows(w, rid, tables, pid)
+    try:
+        conn.executemany("INSERT INTO resource (rid, type, id, vid, updated, deleted, body) "
+                         "VALUES (?, ?, ?, ?, ?, ?, ?)", new_rows)
+    except sqlite3.IntegrityError as exc:
+        raise Conflict(f"A resource with this id was created concurrently: {exc}") from exc
+    conn.executemany("INSERT INTO version (seq, rid, type, id, vid, updated, method, deleted, body) "
+                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", versions)
+    conn.executemany("INSERT INTO outbox (version_seq, type, id, vid, action, at) VALUES (?, ?, ?, ?, ?, ?)",
+                     events)
+    _insert_rows(conn, tables)
+
+def _update_row(conn: sqlite3.Connection, w: Write, deleted: int) -> int | None:
+    """Update the current row in place; None when there is none yet (the caller inserts it)."""
+    row = conn.execute("SELECT rid, vid FROM resource WHERE type = ? AND id = ?", (w.type, w.id)).fetchone()
+    current = row[1] if row else 0
+    if w.expected_vid is not None and w.expected_vid != current:
+        raise Conflict(f"{w.type}/{w.id} changed concurrently (expected version {w.expected_vid}, "
+                       f"found {current})")
+    if row is None:
+        return None
+    conn.execute("UPDATE resource SET vid = ?, updated = ?, deleted = ?, body = ? WHERE rid = ?",
+                 (w.vid, w.updated_ms, deleted, w.body, row[0]))
+    for name in INDEX_TABLES:
+        conn.execute(f"DELETE FROM {name} WHERE rid = ?", (row[0],))
+    return int(row[0])
+
+def replace_index(conn: sqlite3.Connection, type_: str, items: list[tuple[int, int, IndexRows]], pid: PidFor) -> None:
+    """Replace the index entries of versions that are still current."""
+    tables: dict[str, list[tuple[Any, ...]]] = {name: [] for name in INDEX_TABLES}
+    for rid, vid, rows in items:
+        row = conn.execute("SELECT id, vid, deleted FROM resource WHERE rid = ?", (rid,)).fetchone()
+        if row is None or row[1] != vid or row[2]:
+            continue  # changed since it was read: its own write indexed it with the current parameters
+        for name in INDEX_TABLES:
+            conn.execute(f"DELETE FROM {name} WHERE rid = ?", (rid,))
+        _collect_rows(Write(type_, row[0], vid, 0, "update", None, rows), rid, tables, pid)
+    _insert_rows(conn, tables)
+
+def _collect_rows(w: Write, rid: int, tables: dict[str, list[tuple[Any, ...]]], pid_for: PidFor) -> None:
+    rows = w.rows
+    assert rows is not None
+
+    def pid(code: str) -> int:
+        return pid_for(w.type, code)
+
+    tables["idx_token"].extend((rid, n, pid(c), s, v, t) for n, (c, s, v, t) in enumerate(rows.tokens))
+    tables["idx_string"].extend((rid, n, pid(c), no, e) for n, (c, no, e) in enumerate(rows.strings))
+    tables["idx_ref"].extend((rid, n, pid(c), tt, ti, u) for n, (c, tt, ti, u) in enumerate(rows.references))
+    tables["idx_date"].extend((rid, n, pid(c), lo, hi) for n, (c, lo, hi) in enumerate(rows.dates))
+    tables["idx_number"].extend((rid, n, pid(c), v) for n, (c, v) in enumerate(rows.numbers))
+    tables["idx_quantity"].extend((rid, n, pid(c), s, u, v) for n, (c, s, u, v) in enumerate(rows.quantities))
+    tables["idx_uri"].extend((rid, n, pid(c), v) for n, (c, v) in enumerate(rows.uris))
+    tables["idx_composite"].extend((rid, n, pid(c), *rest) for n, (c, *rest) in enumerate(rows.composites))
+    tables["compartment"].extend((rid, p) for p in dict.fromkeys(rows.compartments))
+
+def _insert_rows(conn: sqlite3.Connection, tables: dict[str, list[tuple[Any, ...]]]) -> None:
+    for name, rows in tables.items():
+        if rows:
+            marks = ",".join("?" * len(rows[0]))
+            conn.executemany(f"INSERT INTO {name} VALUES ({marks})", rows)
