@@ -13,6 +13,7 @@ from typing import Any
 
 from resources.errors import Invalid, Unprocessable
 from resources.schema import element_info
+from resources.search.paths import split_steps
 
 _STEP = re.compile(r"(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:\[(?P<index>\d+)\])?$")
 _WHERE = re.compile(
@@ -33,22 +34,6 @@ class Node:
         return self.container[self.key]
 
 
-def _split(path: str) -> list[str]:
-    parts, depth, start, quote = [], 0, 0, False
-    for i, ch in enumerate(path):
-        if ch == "'":
-            quote = not quote
-        elif not quote and ch == "(":
-            depth += 1
-        elif not quote and ch == ")":
-            depth -= 1
-        elif not quote and depth == 0 and ch == ".":
-            parts.append(path[start:i])
-            start = i + 1
-    parts.append(path[start:])
-    return parts
-
-
 def _child(node: Node, name: str) -> list[Node]:
     value = node.value
     if not isinstance(value, dict):
@@ -67,7 +52,7 @@ def _child(node: Node, name: str) -> list[Node]:
 
 def locate(resource: dict[str, Any], path: str) -> list[Node]:
     """The elements a patch path selects, with where they live."""
-    steps = _split(path.strip())
+    steps = split_steps(path.strip())
     if not steps or steps[0] != resource.get("resourceType"):
         raise Invalid(f"FHIRPath Patch path '{path}' must start with {resource.get('resourceType')}", code="value")
     nodes = [Node({"root": resource}, "root", resource.get("resourceType"))]

@@ -108,6 +108,13 @@ class Repository:
         """Up to two matches of conditional criteria, inside the write transaction."""
         return await session.search_ids(query, 2)
 
+    async def single_match(self, session: WriteSession, query: SearchQuery, what: str) -> str | None:
+        """The id of the one match of conditional criteria, None for no match, 412 for several."""
+        found = await self.matches(session, query)
+        if len(found) > 1:
+            raise PreconditionFailed(f"{what} criteria match more than one resource", code="multiple-matches")
+        return found[0][1] if found else None
+
     # -- reads -----------------------------------------------------------------------------------
     async def read(self, resource_type: str, id_: str, source: ReadSource | None = None) -> StoredResource:
         """The current version; NotFound or Gone otherwise."""
@@ -150,15 +157,11 @@ class Repository:
         self.validate(body, resource_type)
         criteria = self.parse_criteria(resource_type, if_none_exist, "If-None-Exist") if if_none_exist else None
         async with self.store.write_session() as session:
-            if criteria is not None:
-                found = await self.matches(session, criteria)
-                if len(found) > 1:
-                    raise PreconditionFailed("If-None-Exist criteria match more than one resource",
-                                             code="multiple-matches")
-                if found:
-                    existing = await session.head(found[0][0], found[0][1])
-                    assert existing is not None
-                    return WriteOutcome(existing, created=False, changed=False)
+            match = await self.single_match(session, criteria, "If-None-Exist") if criteria else None
+            if match is not None:
+                existing = await session.head(resource_type, match)
+                assert existing is not None
+                return WriteOutcome(existing, created=False, changed=False)
             write = self.prepare(resource_type, new_id(), body, 1, self.clock(), "create", 0, "POST")
             await session.apply([write])
         return WriteOutcome(_stored(write), created=True)
@@ -239,12 +242,8 @@ class Repository:
         self.validate(body, resource_type)
         criteria = self.parse_criteria(resource_type, params, "Conditional update")
         async with self.store.write_session() as session:
-            found = await self.matches(session, criteria)
-            if len(found) > 1:
-                raise PreconditionFailed("Conditional update criteria match more than one resource",
-                                         code="multiple-matches")
-            if found:
-                target = found[0][1]
+            target = await self.single_match(session, criteria, "Conditional update")
+            if target is not None:
                 if body.get("id") not in (None, target):
                     raise Invalid(f"The resource id '{body['id']}' differs from the matched resource '{target}'",
                                   code="invalid")
@@ -257,26 +256,18 @@ class Repository:
         """PATCH Type?criteria: patch the single match."""
         criteria = self.parse_criteria(resource_type, params, "Conditional patch")
         async with self.store.write_session() as session:
-            found = await self.matches(session, criteria)
-            if len(found) > 1:
-                raise PreconditionFailed("Conditional patch criteria match more than one resource",
-                                         code="multiple-matches")
-            if not found:
+            target = await self.single_match(session, criteria, "Conditional patch")
+            if target is None:
                 raise NotFound("Conditional patch criteria match no resource")
-            current = await session.head(resource_type, found[0][1])
-            return await self.patch_in(session, resource_type, found[0][1], current, patch, if_match)
+            current = await session.head(resource_type, target)
+            return await self.patch_in(session, resource_type, target, current, patch, if_match)
 
     async def conditional_delete(self, resource_type: str, params: Params) -> StoredResource | None:
         """DELETE Type?criteria: delete the single match; 412 when several match."""
         criteria = self.parse_criteria(resource_type, params, "Conditional delete")
         async with self.store.write_session() as session:
-            found = await self.matches(session, criteria)
-            if len(found) > 1:
-                raise PreconditionFailed("Conditional delete criteria match more than one resource",
-                                         code="multiple-matches")
-            if not found:
-                return None
-            return await self.delete_in(session, resource_type, found[0][1], None)
+            target = await self.single_match(session, criteria, "Conditional delete")
+            return None if target is None else await self.delete_in(session, resource_type, target, None)
 
 
 def _check_if_match(current: StoredResource | None, if_match: int | None, resource_type: str, id_: str) -> None:

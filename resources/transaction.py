@@ -84,13 +84,11 @@ class TransactionProcessor:
             if entry.method == "POST":
                 if entry.if_none_exist:
                     criteria = self.repo.parse_criteria(entry.type, entry.if_none_exist, "ifNoneExist")
-                    found = await self.repo.matches(session, criteria)
-                    if len(found) > 1:
-                        raise _at_entry(PreconditionFailed("ifNoneExist matches more than one resource",
-                                                           code="multiple-matches"), entry)
-                    if found:
-                        entry.target_id = found[0][1]
-                        entry.extra["existing"] = True
+                    try:
+                        entry.target_id = await self.repo.single_match(session, criteria, "ifNoneExist")
+                    except FhirError as exc:
+                        raise _at_entry(exc, entry) from exc
+                    entry.extra["existing"] = entry.target_id is not None
                 entry.target_id = entry.target_id or new_id()
             elif entry.method == "PUT" and entry.id:
                 entry.target_id = entry.id
@@ -162,12 +160,9 @@ class TransactionProcessor:
                 await repo.delete_in(session, entry.type, entry.id, entry.if_match)
             else:
                 criteria = repo.parse_criteria(entry.type, entry.query, "Conditional delete")
-                found = await repo.matches(session, criteria)
-                if len(found) > 1:
-                    raise PreconditionFailed("Conditional delete matches more than one resource",
-                                             code="multiple-matches")
-                if found:
-                    await repo.delete_in(session, entry.type, found[0][1], None)
+                found = await repo.single_match(session, criteria, "Conditional delete")
+                if found is not None:
+                    await repo.delete_in(session, entry.type, found, None)
             return EntryResult("204 No Content")
         if entry.method == "POST":
             return None  # written together in _flush_creates
@@ -176,11 +171,8 @@ class TransactionProcessor:
             target = entry.id
             if target is None:
                 criteria = repo.parse_criteria(entry.type, entry.query, "Conditional update")
-                found = await repo.matches(session, criteria)
-                if len(found) > 1:
-                    raise PreconditionFailed("Conditional update matches more than one resource",
-                                             code="multiple-matches")
-                target = found[0][1] if found else (entry.resource.get("id") or new_id())
+                target = (await repo.single_match(session, criteria, "Conditional update")
+                          or entry.resource.get("id") or new_id())
             elif entry.resource.get("id") != target:
                 raise Invalid(f"The resource id does not match the url {entry.url}", code="invalid")
             outcome = await repo.update_in(session, entry.type, target, {**entry.resource, "id": target},
@@ -189,10 +181,10 @@ class TransactionProcessor:
         # PATCH
         target = entry.id
         if target is None:
-            found = await repo.matches(session, repo.parse_criteria(entry.type, entry.query, "Conditional patch"))
-            if len(found) != 1:
-                raise PreconditionFailed("Conditional patch must match exactly one resource")
-            target = found[0][1]
+            criteria = repo.parse_criteria(entry.type, entry.query, "Conditional patch")
+            target = await repo.single_match(session, criteria, "Conditional patch")
+            if target is None:
+                raise PreconditionFailed("Conditional patch criteria match no resource", code="not-found")
         current = await session.head(entry.type, target)
         outcome = await repo.patch_in(session, entry.type, target, current, json_patch_of(entry), entry.if_match)
         return EntryResult("200 OK", outcome.resource)

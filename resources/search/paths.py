@@ -38,7 +38,8 @@ def _choice_keys() -> dict[str, tuple[str, ...]]:
     return {name: tuple(sorted(found)) for name, found in keys.items()}
 
 
-def _split_steps(text: str) -> list[str]:
+def split_steps(text: str) -> list[str]:
+    """A FHIRPath path split on its top-level dots."""
     steps, depth, start, quote = [], 0, 0, False
     for i, ch in enumerate(text):
         if ch == "'":
@@ -123,7 +124,7 @@ def _compile_part(part: str) -> list[Step] | None:
     suffix = _AS_SUFFIX.match(text)
     if suffix:
         text, cast = strip_parens(suffix.group(1)), suffix.group(2)
-    raw = _split_steps(text)
+    raw = split_steps(text)
     if not raw or not _IDENT.fullmatch(raw[0]):
         return None
     steps: list[Step] = []
