@@ -52,6 +52,16 @@ def tokens(value: Any) -> list[TokenValue]:
     return []
 
 
+def identifier_types(value: Any) -> list[tuple[str | None, str, str]]:
+    """(type system, type code, value) of an Identifier with a coded type (for :of-type)."""
+    if not isinstance(value, dict) or not isinstance(value.get("value"), str):
+        return []
+    kind = value.get("type")
+    codings = kind.get("coding", []) if isinstance(kind, dict) else []
+    return [(c.get("system"), c["code"], value["value"]) for c in codings
+            if isinstance(c, dict) and isinstance(c.get("code"), str)]
+
+
 def strings(value: Any) -> list[str]:
     """String index values: the string itself, or the parts of a HumanName or Address."""
     if isinstance(value, str):

@@ -41,6 +41,8 @@ Emitter = Callable[[IndexRows, str, Any], None]
 def _emit_token(rows: IndexRows, code: str, value: Any) -> None:
     for entry in extract.tokens(value):
         rows.tokens.append((code, *entry))
+    for system, type_code, identifier in extract.identifier_types(value):
+        rows.tokens.append((f"{code}:of-type", system, f"{type_code}|{identifier}", None))
 
 
 def _emit_string(rows: IndexRows, code: str, value: Any) -> None:

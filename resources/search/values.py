@@ -101,6 +101,12 @@ def reference_value(code: str, raw: str, param: SearchParam, modifier: str | Non
 def parse_value(param: SearchParam, modifier: str | None, raw: str) -> Value:
     """One raw value parsed by its parameter's type."""
     kind = param.type
+    if kind == "token" and modifier == "of-type":
+        parts = raw.split("|")
+        if len(parts) != 3 or not parts[1] or not parts[2]:
+            raise Invalid(f":of-type on '{param.code}' takes system|code|value, not '{raw}'", code="value",
+                          expression=(param.code,))
+        return TokenValue(code=f"{parts[1]}|{parts[2]}", system=parts[0] or None, any_system=not parts[0])
     if kind == "token":
         return token_value(param.code, raw)
     if kind == "string":

@@ -203,3 +203,21 @@ async def test_search_reflects_updates_and_deletes(client: httpx.AsyncClient) ->
     assert await ids(client, "Patient?identifier=U2") == {stored["id"]}
     await client.delete(f"/fhir/Patient/{stored['id']}")
     assert await ids(client, "Patient?identifier=U2") == set()
+
+
+async def test_identifier_of_type_and_meta_parameters(client: httpx.AsyncClient) -> None:
+    mr = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": "MR"}]}
+    stored = await create(client, patient(
+        identifier=[{"type": mr, "system": "urn:hospital", "value": "777"}],
+        meta={"profile": ["http://careloop.example/StructureDefinition/clinic-patient"],
+              "security": [{"system": "http://terminology.hl7.org/CodeSystem/v3-Confidentiality", "code": "R"}],
+              "source": "urn:device:cuff-9"}))
+    await create(client, patient(identifier=[{"system": "urn:hospital", "value": "777"}]))
+    of_type = "Patient?identifier:of-type=http://terminology.hl7.org/CodeSystem/v2-0203|MR|777"
+    assert await ids(client, of_type) == {stored["id"]}
+    assert await ids(client, "Patient?_profile=http://careloop.example/StructureDefinition/clinic-patient") == {
+        stored["id"]}
+    assert await ids(client, "Patient?_security=R") == {stored["id"]}
+    assert await ids(client, "Patient?_source=urn:device:cuff-9") == {stored["id"]}
+    bad = await client.get("/fhir/Patient", params={"identifier:of-type": "MR|777"})
+    assert bad.status_code == 400

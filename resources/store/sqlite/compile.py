@@ -197,9 +197,9 @@ def compile_filter(flt: Filter, resource_type: str, param_id: ParamId, alias: st
     if flt.has is not None:
         return _has(flt, resource_type, param_id, alias, depth)
     table = _TABLE.get(flt.type)
-    key = f"{flt.code}:identifier" if flt.modifier == "identifier" else flt.code
+    key = f"{flt.code}:{flt.modifier}" if flt.modifier in ("identifier", "of-type") else flt.code
     pid = param_id(resource_type, key)
-    if flt.modifier == "identifier":
+    if flt.modifier in ("identifier", "of-type"):
         table = "idx_token"
     if table is None:
         return _NEVER
