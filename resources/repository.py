@@ -144,13 +144,6 @@ class Repository:
         """One page of search results."""
         return await (source or self.store).search(query)
 
-    async def included(self, page: list[StoredResource], query: SearchQuery,
-                       source: ReadSource | None = None) -> list[StoredResource]:
-        """What the query's _include/_revinclude add to a page."""
-        if not query.includes or not page:
-            return []
-        return await (source or self.store).included(page, query.includes, self.search_limits.max_count)
-
     # -- writes ----------------------------------------------------------------------------------
     async def create(self, resource_type: str, body: Any, *, if_none_exist: Params = ()) -> WriteOutcome:
         """Create with a server-assigned id; with If-None-Exist, return the match instead."""

@@ -46,5 +46,4 @@ async def search_bundle(svc: Services, base: str, resource_type: str, params: Se
             return shape_bytes(res.body or b"{}", summary, elements)
 
     issues = outcome(*parsed.ignored) if parsed.ignored else None
-    included = await svc.repository.included(page.resources, parsed.query, source)
-    return searchset(page.resources, base, links, page.total, issues, body_of, included)
+    return searchset(page.resources, base, links, page.total, issues, body_of, page.included)

@@ -94,6 +94,8 @@ def reference_value(code: str, raw: str, param: SearchParam, modifier: str | Non
         return ReferenceValue(parts[0], parts[1])
     if len(parts) == 1 and raw:
         target = modifier if modifier and modifier[0].isupper() else None
+        if target is None and len(param.targets) == 1 and not raw.startswith("#") and ":" not in raw:
+            target = param.targets[0]  # a bare id of a single-target parameter names its type
         return ReferenceValue(target, raw)
     raise Invalid(f"Invalid reference '{raw}' for parameter '{code}'", code="value", expression=(code,))
 

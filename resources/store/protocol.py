@@ -7,11 +7,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from resources.search.index import IndexRows
-from resources.search.query import Include, SearchQuery
+from resources.search.query import SearchQuery
 
 
 @dataclass(frozen=True)
@@ -50,6 +50,7 @@ class SearchPage:
     resources: list[StoredResource]
     next_cursor: str | None
     total: int | None = None
+    included: list[StoredResource] = field(default_factory=list)  # _include/_revinclude, same snapshot
 
 
 @dataclass(frozen=True)
@@ -88,10 +89,6 @@ class ReadSource(Protocol):
     async def search(self, query: SearchQuery) -> SearchPage:
         """One page of current resources matching a query."""
 
-    async def included(self, page: list[StoredResource], includes: tuple[Include, ...],
-                       limit: int) -> list[StoredResource]:
-        """Resources _include/_revinclude add to a page (iterating where asked), at most `limit`."""
-
 
 class WriteSession(ReadSource, Protocol):
     """An exclusive write transaction: reads inside it see a stable state, writes commit together."""
@@ -129,10 +126,6 @@ class Store(Protocol):
 
     async def search(self, query: SearchQuery) -> SearchPage:
         """One page of current resources matching a query."""
-
-    async def included(self, page: list[StoredResource], includes: tuple[Include, ...],
-                       limit: int) -> list[StoredResource]:
-        """Resources _include/_revinclude add to a page (iterating where asked), at most `limit`."""
 
     def write_session(self) -> AbstractAsyncContextManager[WriteSession]:
         """An exclusive write transaction."""

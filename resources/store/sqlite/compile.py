@@ -120,8 +120,8 @@ def _value_match(flt: Filter, value: Any) -> Clause:
         sql = " AND ".join(parts)
         if value.url:
             return f"(({sql}) OR url = ?)", [*args, value.url]
-        if value.type is None:  # a bare value may also be a canonical or local (#id) reference
-            return f"({sql} OR url = ?)", [*args, value.id]
+        if value.type is None and value.id and (value.id.startswith("#") or ":" in value.id):
+            return f"({sql} OR url = ?)", [*args, value.id]  # a canonical or local (#id) reference
         return sql, args
     if flt.type == "date":
         return _range_match(value, "low", "high")
@@ -188,8 +188,13 @@ def _has(flt: Filter, resource_type: str, param_id: ParamId, alias: str, depth: 
     return sql, [pid, resource_type, *more]
 
 
-def compile_filter(flt: Filter, resource_type: str, param_id: ParamId, alias: str = "r", depth: int = 0) -> Clause:
-    """One filter as a condition on the resource row `alias`."""
+def compile_filter(flt: Filter, resource_type: str, param_id: ParamId, alias: str = "r", depth: int = 0,
+                   correlated: bool = False) -> Clause:
+    """One filter as a condition on the resource row `alias`.
+
+    The driving filter selects row ids (`rid IN (...)`); the others (correlated) test each candidate row through
+    the (rid, n) key of the index tables, which costs a few rows per candidate instead of a whole value range.
+    """
     if flt.code in ("_id", "_lastUpdated"):
         return _resource_filter(flt, alias)
     if flt.chain:
@@ -206,6 +211,9 @@ def compile_filter(flt: Filter, resource_type: str, param_id: ParamId, alias: st
     if flt.missing is not None:
         if pid is None:
             return ("1", []) if flt.missing else _NEVER
+        if correlated:
+            sub = f"SELECT 1 FROM {table} WHERE rid = {alias}.rid AND +pid = ?"
+            return (f"NOT EXISTS ({sub})" if flt.missing else f"EXISTS ({sub})"), [pid]
         sub = f"SELECT rid FROM {table} WHERE pid = ?"
         return (f"{alias}.rid NOT IN ({sub})" if flt.missing else f"{alias}.rid IN ({sub})"), [pid]
     if pid is None:
@@ -215,8 +223,23 @@ def compile_filter(flt: Filter, resource_type: str, param_id: ParamId, alias: st
         sql, more = _value_match(flt, value)
         ors.append(f"({sql})")
         args.extend(more)
+    if correlated:
+        # `+pid` keeps SQLite on the (rid, n) key: a few rows per candidate, not every row of the value
+        sub = f"SELECT 1 FROM {table} WHERE rid = {alias}.rid AND +pid = ? AND ({' OR '.join(ors)})"
+        return (f"NOT EXISTS ({sub})" if flt.modifier == "not" else f"EXISTS ({sub})"), args
     sub = f"SELECT rid FROM {table} WHERE pid = ? AND ({' OR '.join(ors)})"
     return (f"{alias}.rid NOT IN ({sub})" if flt.modifier == "not" else f"{alias}.rid IN ({sub})"), args
+
+
+def _selectivity(flt: Filter) -> int:
+    # a rough order of how few rows a filter selects: the first one drives the query
+    if flt.code == "_id" or flt.missing is not None or flt.modifier == "not":
+        return 0 if flt.code == "_id" and flt.modifier != "not" else 9
+    if flt.chain or flt.has is not None:
+        return 6
+    ranks = {"reference": 1, "token": 2, "composite": 2, "uri": 3, "string": 4, "quantity": 5, "number": 5,
+             "date": 7}
+    return ranks.get(flt.type, 8)
 
 
 _SORT_COLUMN = {"string": ("idx_string", "norm", "norm"), "token": ("idx_token", "code", "code"),
@@ -269,9 +292,12 @@ def compile_search(query: SearchQuery, param_id: ParamId,
             where.append(sql)
             args.extend(more)
     else:
-        where, args = ["r.type = ?", "r.deleted = 0"], [query.resource_type]
-        for flt in query.filters:
-            sql, more = compile_filter(flt, query.resource_type, param_id)
+        ordered = sorted(query.filters, key=_selectivity)
+        drives = bool(ordered) and _selectivity(ordered[0]) < 9
+        # with a driving filter the rows come by row id; `+r.type` keeps SQLite from scanning the whole type
+        where, args = ["+r.type = ?" if drives else "r.type = ?", "r.deleted = 0"], [query.resource_type]
+        for position, flt in enumerate(ordered):
+            sql, more = compile_filter(flt, query.resource_type, param_id, correlated=position > 0)
             where.append(sql)
             args.extend(more)
     count_sql = f"SELECT count(*) FROM resource r WHERE {' AND '.join(where)}"

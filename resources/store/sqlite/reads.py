@@ -15,6 +15,7 @@ from resources.store.protocol import HistoryQuery, OutboxEvent, SearchPage, Stor
 from resources.store.sqlite.compile import compile_search
 
 _VERSION_COLUMNS = "seq, type, id, vid, updated, deleted, body, method"
+INCLUDE_LIMIT = 1000
 
 
 def _version(row: tuple[Any, ...]) -> StoredResource:
@@ -78,7 +79,9 @@ def search(conn: sqlite3.Connection, query: SearchQuery, param_id: Callable[[str
     next_cursor = None
     if more and rows:
         next_cursor = str((query.cursor or 0) + query.count) if query.sort else str(rows[-1][0])
-    return SearchPage(resources, next_cursor, total)
+    # includes run in the same call: one snapshot, one hand-off to the reader thread
+    extra = included(conn, resources, query.includes, param_id, INCLUDE_LIMIT) if query.includes else []
+    return SearchPage(resources, next_cursor, total, extra)
 
 
 _INCLUDE_COLUMNS = "t.rid, t.type, t.id, t.vid, t.updated, t.body"
@@ -96,8 +99,9 @@ def _include_rows(conn: sqlite3.Connection, frontier: list[StoredResource], inc:
         if not rids:
             return []
         return conn.execute(
+            # `+i.pid`: reach the page's entries through the (rid, n) key, not every entry of the parameter
             f"SELECT {_INCLUDE_COLUMNS} FROM idx_ref i JOIN resource t ON t.type = i.target_type AND "
-            f"t.id = i.target_id WHERE i.pid = ? AND t.deleted = 0{target} AND i.rid IN "
+            f"t.id = i.target_id WHERE +i.pid = ? AND t.deleted = 0{target} AND i.rid IN "
             f"({','.join('?' * len(rids))})", [pid, *extra, *rids]).fetchall()
     pairs = [(r.type, r.id) for r in frontier if not inc.target_type or r.type == inc.target_type]
     if not pairs:

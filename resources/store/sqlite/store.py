@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from resources.search.index import IndexRows
-from resources.search.query import Include, SearchQuery
+from resources.search.query import SearchQuery
 from resources.store.protocol import HistoryQuery, OutboxEvent, SearchPage, StoredResource, Write
 from resources.store.sqlite import reads
 from resources.store.sqlite.schema import DDL, PRAGMAS
@@ -139,11 +139,6 @@ class SqliteStore:
         """One page of matches, and the total when the query asks for it."""
         return await self._on_reader(reads.search, query, self.param_id)
 
-    async def included(self, page: list[StoredResource], includes: tuple[Include, ...],
-                       limit: int) -> list[StoredResource]:
-        """Resources that _include/_revinclude add to a page."""
-        return await self._on_reader(reads.included, page, includes, self.param_id, limit)
-
     async def outbox(self, after_seq: int, limit: int) -> list[OutboxEvent]:
         """Change events after a sequence number."""
         return await self._on_reader(reads.outbox, after_seq, limit)
@@ -220,11 +215,6 @@ class SqliteWriteSession:
     async def search(self, query: SearchQuery) -> SearchPage:
         """A page of matches as this transaction sees them."""
         return await self._store._on_writer(reads.search, self._store._wconn(), query, self._pid)
-
-    async def included(self, page: list[StoredResource], includes: tuple[Include, ...],
-                       limit: int) -> list[StoredResource]:
-        """Resources that _include/_revinclude add to a page, as this transaction sees them."""
-        return await self._store._on_writer(reads.included, self._store._wconn(), page, includes, self._pid, limit)
 
     async def search_ids(self, query: SearchQuery, limit: int) -> list[tuple[str, str, int]]:
         """Matches of a query as seen inside this transaction."""
