@@ -39,15 +39,37 @@ def _run(module: str, *args: str) -> dict[str, object]:
     return figures
 
 
+def _search_rows(found: dict[str, object]) -> list[str]:
+    size = f"{found['resources']:,}"
+    return [
+        f"| `Observation?patient&code&date=ge` p50 / p99 at {size} | {found['observation_p50_ms']} / "
+        f"{found['observation_p99_ms']} ms | raw SQL {found['observation_raw_p50_ms']} ms + trivial endpoint "
+        f"{found['trivial_p50_ms']} ms | {found['observation_ratio']} | <= 2 |",
+        f"| same with `_include=Observation:patient` at {size} | {found['include_p50_ms']} ms | without include | "
+        f"{found['include_overhead']} | <= 1.3 |",
+        f"| `Patient?name=` prefix p50 / p99 at {size} | {found['name_p50_ms']} / {found['name_p99_ms']} ms | "
+        f"raw SQL {found['name_raw_p50_ms']} ms + trivial endpoint | {found['name_ratio']} | p99 <= 20 ms |",
+        f"| generated-population ingest at {size}, 2 bundles in flight | {found['ingest_resources_per_s']} res/s "
+        f"| | | |",
+    ]
+
+
 def main() -> None:
     """Run every benchmark of the chosen tier and rewrite the figures section of the report."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="shorter runs (for a smoke check)")
+    parser.add_argument("--search-tiers", default="10000",
+                        help="population sizes for the search benchmark, comma separated (10000,100000,1000000)")
     args = parser.parse_args()
     seconds, rounds, passes = ("3", "2", "1") if args.quick else ("6", "5", "3")
     read = _run("bench.read_by_id", "--seconds", seconds, "--rounds", rounds)
     ingest = _run("bench.ingest", "--passes", passes, "--concurrency", "2")
     ingest_single = _run("bench.ingest", "--passes", passes, "--concurrency", "1")
+    searches = []
+    for tier in (t.strip() for t in args.search_tiers.split(",") if t.strip()):
+        subprocess.run([PYTHON, "-m", "bench.search", "--resources", tier, "--seconds", seconds], cwd=ROOT,
+                       check=True, stdout=sys.stderr)
+        searches.append(json.loads((ROOT / "bench" / "out" / f"search_{tier}.json").read_text()))
     stamp = datetime.date.today().isoformat()
     machine = f"{os.cpu_count()} cores, {_cpu()}, Python {platform.python_version()}"
     lines = [
@@ -65,6 +87,7 @@ def main() -> None:
         f"validate+store {ingest['in_process_resources_per_s']} | {ingest['ratio']} | >= 1,500 res/s |",
         f"| transaction ingest, res/s, 1 bundle at a time | {ingest_single['http_resources_per_s']} | in-process "
         f"{ingest_single['in_process_resources_per_s']} | {ingest_single['ratio']} | |",
+        *(row for found in searches for row in _search_rows(found)),
         "",
         f"Read: {read['patients']} patients, {read['errors']} error answers. Ingest: {ingest['resources']} "
         f"Synthea resources in {ingest['bundles']} transaction bundles, full validation.",
