@@ -14,8 +14,6 @@ import orjson
 from resources.search.dates import format_instant
 from resources.store.protocol import StoredResource
 
-_METHOD = {"POST": "POST", "PUT": "PUT", "PATCH": "PATCH", "DELETE": "DELETE"}
-
 
 def _dumps(value: Any) -> bytes:
     return orjson.dumps(value)
@@ -60,12 +58,13 @@ def history(versions: Sequence[StoredResource], base_url: str, links: dict[str, 
             entries.append(b'{"fullUrl":' + full + b',"request":' + _dumps(request) + b',"response":'
                            + _dumps(response) + b"}")
             continue
-        method = "POST" if v.vid == 1 and v.method == "POST" else _METHOD.get(v.method, "PUT")
+        # a version is listed as the PUT of its full result, which a client can replay (patch bodies are not kept)
+        method = "POST" if v.vid == 1 and v.method == "POST" else "PUT"
         url = v.type if method == "POST" else f"{v.type}/{v.id}"
         status = "201 Created" if v.vid == 1 else "200 OK"
         response = {"status": status, "etag": f'W/"{v.vid}"', "lastModified": format_instant(v.updated_ms)}
         entries.append(b'{"fullUrl":' + full + b',"resource":' + (v.body or b"{}") + b',"request":'
-                       + _dumps({"method": "PUT" if method == "PATCH" else method, "url": url})
+                       + _dumps({"method": method, "url": url})
                        + b',"response":' + _dumps(response) + b"}")
     return _splice(head, entries)
 

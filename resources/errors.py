@@ -5,7 +5,7 @@ https://hl7.org/fhir/R4B/operationoutcome.html
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
@@ -130,12 +130,3 @@ class Unavailable(FhirError):
     status = 503
     code = "transient"
 
-
-@dataclass
-class IssueList:
-    """Collects several issues before raising one error."""
-
-    issues: list[Issue] = field(default_factory=list)
-
-    def add(self, code: str, diagnostics: str, *expression: str) -> None:
-        self.issues.append(Issue(code, diagnostics, expression=expression))

@@ -42,7 +42,6 @@ class WriteOutcome:
 
     resource: StoredResource
     created: bool
-    changed: bool = True
 
 
 @dataclass
@@ -92,10 +91,6 @@ class Repository:
                 errors[index] = exc
         submitted = [i for i, kind, _ in plausible if kind in resource_types()]
         return ValidationJob(errors, pending, job, submitted)
-
-    async def validate_many(self, bodies: list[tuple[Any, str | None]]) -> list[Exception | None]:
-        """Validate many resources; one error or None per body."""
-        return await self.begin_validation(bodies).finish()
 
     def parse_criteria(self, resource_type: str, params: Params, what: str) -> SearchQuery:
         """Search criteria of a conditional interaction; unknown parameters are refused, never ignored."""
@@ -154,7 +149,7 @@ class Repository:
             if match is not None:
                 existing = await session.head(resource_type, match)
                 assert existing is not None
-                return WriteOutcome(existing, created=False, changed=False)
+                return WriteOutcome(existing, created=False)
             write = self.prepare(resource_type, new_id(), body, 1, self.clock(), "create", 0, "POST")
             await session.apply([write])
         return WriteOutcome(_stored(write), created=True)

@@ -33,9 +33,6 @@ class TransactionProcessor:
         self.base_url = base_url
         self.mapping: dict[str, str] = {}
 
-    def _map(self, reference: str) -> str | None:
-        return self.mapping.get(reference)
-
     def _begin_validation(self, entries: list[Entry]) -> tuple[list[Entry], ValidationJob]:
         seen: set[str] = set()
         for entry in entries:

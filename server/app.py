@@ -60,7 +60,7 @@ def build_services(settings: Settings) -> Services:
             reindexer.start(types)
 
     store.add_commit_listener(on_commit)
-    return Services(settings, repository, limits, custom, reindexer)
+    return Services(settings, repository, custom, reindexer)
 
 
 async def load_custom_parameters(svc: Services) -> None:

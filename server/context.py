@@ -15,7 +15,6 @@ from resources.errors import Invalid, TooLarge
 from resources.reindex import Reindexer
 from resources.repository import Repository
 from resources.search.custom import CustomParameters
-from resources.search.parse import SearchLimits
 from server.responses import check_content_type
 from server.settings import Settings
 
@@ -28,7 +27,6 @@ class Services:
 
     settings: Settings
     repository: Repository
-    search_limits: SearchLimits
     custom: CustomParameters
     reindexer: Reindexer
     capability: bytes = b""
@@ -101,6 +99,20 @@ def is_pretty(request: Request) -> bool:
 async def read_body(request: Request, *, patch: bool = False) -> Any:
     """The JSON body, refusing a wrong content type (415), an oversized body (413) or malformed JSON (400)."""
     media = check_content_type(request.headers.get("content-type"), patch=patch)
+    raw = await read_raw(request)
+    if not raw.strip():
+        raise Invalid("The request has no body", code="required")
+    try:
+        parsed = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise Invalid(f"The body is not valid JSON: {exc}", code="structure") from exc
+    if patch:
+        _check_patch_shape(media, parsed)
+    return parsed
+
+
+async def read_raw(request: Request) -> bytes:
+    """The request body, refusing (413) one over the configured size limit before reading it all."""
     limit = services(request).settings.max_body_bytes
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
@@ -111,16 +123,7 @@ async def read_body(request: Request, *, patch: bool = False) -> Any:
         if size > limit:
             raise TooLarge(f"The request body exceeds the limit of {limit} bytes")
         chunks.append(chunk)
-    raw = b"".join(chunks)
-    if not raw.strip():
-        raise Invalid("The request has no body", code="required")
-    try:
-        parsed = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise Invalid(f"The body is not valid JSON: {exc}", code="structure") from exc
-    if patch:
-        _check_patch_shape(media, parsed)
-    return parsed
+    return b"".join(chunks)
 
 
 def _check_patch_shape(media: str, parsed: Any) -> None:

@@ -40,7 +40,8 @@ def _int_param(request: Request, name: str, default: int | None) -> int | None:
 async def history_response(request: Request, type_: str | None, id_: str | None) -> Response:
     """A history Bundle for the given scope with self and next links."""
     svc = services(request)
-    count = min(_int_param(request, "_count", svc.search_limits.default_count) or 0, svc.search_limits.max_count)
+    limits = svc.repository.search_limits
+    count = min(_int_param(request, "_count", limits.default_count) or 0, limits.max_count)
     query = HistoryQuery(type=type_, id=id_, since_ms=_date_param(request, "_since", 0),
                          at_ms=_date_param(request, "_at", 1), before_seq=_int_param(request, "_cursor", None),
                          count=count + 1)

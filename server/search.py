@@ -9,6 +9,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from urllib.parse import urlencode
 
+from fastapi import Request
+from starlette.responses import Response
+
 from resources.bundles import searchset
 from resources.outcome import outcome
 from resources.search.parse import parse_search
@@ -16,17 +19,27 @@ from resources.search.query import SYSTEM
 from resources.search.system import parse_system_search
 from resources.shaping import check_summary
 from resources.store.protocol import ReadSource, StoredResource
-from server.context import Services
+from server.context import Services, base_url, is_pretty, prefer_strict, services
 from server.render import shape_bytes
+from server.responses import bytes_response
+
+
+async def search_response(request: Request, resource_type: str, params: Sequence[tuple[str, str]]) -> Response:
+    """The HTTP answer of a type-level or system-level search."""
+    body = await search_bundle(services(request), base_url(request), resource_type, params,
+                               strict=prefer_strict(request))
+    return bytes_response(body, pretty=is_pretty(request))
 
 
 async def search_bundle(svc: Services, base: str, resource_type: str, params: Sequence[tuple[str, str]],
                         *, strict: bool = False, source: ReadSource | None = None) -> bytes:
     """A searchset Bundle for one page of a type-level (or, with SYSTEM, system-level) search."""
     if resource_type == SYSTEM:
-        parsed = parse_system_search(params, svc.repository.registry, svc.search_limits, strict=strict)
+        parsed = parse_system_search(params, svc.repository.registry, svc.repository.search_limits,
+                                     strict=strict)
     else:
-        parsed = parse_search(resource_type, params, svc.repository.registry, svc.search_limits, strict=strict)
+        parsed = parse_search(resource_type, params, svc.repository.registry, svc.repository.search_limits,
+                              strict=strict)
     values = dict(params)
     summary, elements = values.get("_summary"), values.get("_elements")
     check_summary(summary)

@@ -6,7 +6,6 @@ coded 8480-6. https://hl7.org/fhir/R4B/search.html#composite
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -90,5 +89,3 @@ def composite_rows(plan: CompositePlan, resource: dict[str, Any]) -> list[Compos
         rows.extend((s1, c1, s2, c2, lo, hi) for s1, c1 in firsts for s2, c2, lo, hi in seconds)
     return rows
 
-
-Planner = Callable[[SearchRegistry, SearchParam], CompositePlan | None]

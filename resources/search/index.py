@@ -5,7 +5,7 @@ https://hl7.org/fhir/R4B/search.html
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from importlib import resources as pkg
 from typing import Any
@@ -16,7 +16,7 @@ from resources.search import extract
 from resources.search.composite import CompositePlan, composite_rows, plan_composite
 from resources.search.normalize import normalize_string
 from resources.search.paths import PENDING_LINKS, Accessor, compile_expression
-from resources.search.registry import RESOURCE_TABLE_PARAMS, SearchParam, SearchRegistry
+from resources.search.registry import RESOURCE_TABLE_PARAMS, SearchRegistry
 
 
 @dataclass
@@ -180,6 +180,3 @@ class Indexer:
                    if code in params and target_type == "Patient" and target_id)
         return list(dict.fromkeys(ids))
 
-    def params_of(self, resource_type: str) -> Iterable[SearchParam]:
-        """The registered parameters of a type."""
-        return self._registry.for_type(resource_type).values()

@@ -5,7 +5,7 @@ https://hl7.org/fhir/R4B/search.html
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
 SYSTEM = "*"  # the resource_type of a system-level search
@@ -126,7 +126,6 @@ class SearchQuery:
     count: int = 50
     cursor: int | None = None
     total: str = "none"
-    ids: tuple[str, ...] = field(default=())
     sort: tuple[Sort, ...] = ()
     includes: tuple[Include, ...] = ()
     types: tuple[str, ...] = ()  # system-level search: the _type list (every type when empty)

@@ -11,12 +11,12 @@ from starlette.responses import Response
 from resources.search.query import SYSTEM
 from server.bundle_exec import require_bundle, run_bundle
 from server.capability import VERSION, capability_bytes
-from server.context import base_url, is_pretty, prefer_return, prefer_strict, query_pairs, read_body, services
+from server.context import base_url, is_pretty, prefer_return, query_pairs, read_body, services
 from server.history import history_response
 from server.openapi import BODY, ERRORS, RESOURCE_OK
 from server.responses import bytes_response
 from server.routing import FhirRoute
-from server.search import search_bundle
+from server.search import search_response
 
 router = APIRouter(route_class=FhirRoute)
 
@@ -35,9 +35,7 @@ async def metadata(request: Request) -> Response:
 @router.get("/fhir", responses=RESOURCE_OK | ERRORS, summary="search-system")
 async def system_search(request: Request) -> Response:
     """Search across resource types (_type narrows them)."""
-    body = await search_bundle(services(request), base_url(request), SYSTEM, query_pairs(request),
-                               strict=prefer_strict(request))
-    return bytes_response(body, pretty=is_pretty(request))
+    return await search_response(request, SYSTEM, query_pairs(request))
 
 
 @router.get("/fhir/_history", responses=RESOURCE_OK | ERRORS, summary="history-system")

@@ -12,14 +12,21 @@ from starlette.responses import Response
 
 from resources.errors import UnsupportedMediaType
 from resources.outcome import information
-from server.context import base_url, if_match_version, is_pretty, prefer_strict, query_pairs, read_body, services
+from server.context import (
+    if_match_version,
+    is_pretty,
+    query_pairs,
+    read_body,
+    read_raw,
+    services,
+)
 from server.history import history_response
 from server.openapi import BODY, ERRORS, FORM_BODY, RESOURCE_OK
 from server.paths import TYPE, path_parameters
 from server.render import resource_response, write_response
-from server.responses import bytes_response, json_response
+from server.responses import json_response
 from server.routing import FhirRoute
-from server.search import search_bundle
+from server.search import search_response
 from server.types import known_type
 
 router = APIRouter(route_class=FhirRoute)
@@ -42,26 +49,19 @@ async def type_history(request: Request) -> Response:
             openapi_extra=path_parameters("type"))
 async def search(request: Request) -> Response:
     """Search a resource type."""
-    type = request.path_params["type"]
-    svc = services(request)
-    body = await search_bundle(svc, base_url(request), known_type(type), query_pairs(request),
-                               strict=prefer_strict(request))
-    return bytes_response(body, pretty=is_pretty(request))
+    return await search_response(request, known_type(request.path_params["type"]), query_pairs(request))
 
 
 @router.post(f"/fhir/{TYPE}/_search", responses=RESOURCE_OK | ERRORS, summary="search-type (POST)",
              openapi_extra=FORM_BODY | path_parameters("type"))
 async def search_post(request: Request) -> Response:
     """Search with parameters in an x-www-form-urlencoded body (and the query string)."""
-    type = request.path_params["type"]
-    resource_type = known_type(type)
+    resource_type = known_type(request.path_params["type"])
     media = (request.headers.get("content-type") or "application/x-www-form-urlencoded").split(";")[0].strip()
     if media != "application/x-www-form-urlencoded":
         raise UnsupportedMediaType(f"POST _search takes application/x-www-form-urlencoded, not '{media}'")
-    form = parse_qsl((await request.body()).decode("utf-8", "replace"), keep_blank_values=True)
-    body = await search_bundle(services(request), base_url(request), resource_type,
-                               [*query_pairs(request), *form], strict=prefer_strict(request))
-    return bytes_response(body, pretty=is_pretty(request))
+    form = parse_qsl((await read_raw(request)).decode("utf-8", "replace"), keep_blank_values=True)
+    return await search_response(request, resource_type, [*query_pairs(request), *form])
 
 
 @router.post(f"/fhir/{TYPE}", responses=RESOURCE_OK | ERRORS, summary="create",

@@ -154,3 +154,13 @@ async def test_bundle_over_entry_limit_is_413(tmp_path: Path) -> None:
         assert response.status_code == 413
         assert "limit is 3" in response.text
         assert "entry" not in (await c.get("/fhir/_history")).json()
+
+
+async def test_post_search_body_over_limit_is_413(tmp_path: Path) -> None:
+    settings = Settings(sqlite_path=str(tmp_path / "s.db"), max_body_bytes=1024, validation_workers=0)
+    async with client_for(settings) as c:
+        form = "family=" + "x" * 4000
+        response = await c.post("/fhir/Patient/_search", content=form.encode(),
+                                headers={"content-type": "application/x-www-form-urlencoded"})
+        assert response.status_code == 413
+        assert issue_code(response) == "too-costly"
