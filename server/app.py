@@ -33,9 +33,11 @@ from server.capability import VERSION
 from server.context import Services
 from server.negotiation import NegotiationMiddleware
 from server.openapi import describe_parameters
-from server.routes import instance, reindex, system
+from server.routes import instance, operations, reindex, system
 from server.routes import type as type_routes
 from server.settings import Settings
+from terminology.seed import seed
+from terminology.service import TerminologyService
 
 log = logging.getLogger("careloop")
 
@@ -60,7 +62,8 @@ def build_services(settings: Settings) -> Services:
             reindexer.start(types)
 
     store.add_commit_listener(on_commit)
-    return Services(settings, repository, custom, reindexer)
+    terminology = TerminologyService(store, settings.expansion_limit)
+    return Services(settings, repository, custom, reindexer, terminology)
 
 
 async def load_custom_parameters(svc: Services) -> None:
@@ -88,6 +91,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         schema_validator()
         await svc.repository.store.open()
         await load_custom_parameters(svc)
+        if settings.terminology_seed:
+            await seed(svc.repository)
         app.state.services = svc
         # The R4B models, schema and registry are ~100 MB of long-lived objects; freezing them keeps every
         # garbage collection from walking them again (otherwise a full collection costs milliseconds).
@@ -107,7 +112,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                   redoc_url=None)
     errors.install(app)
     app.add_middleware(NegotiationMiddleware)
-    for module in (reindex, instance, type_routes, system):
+    for module in (reindex, operations, instance, type_routes, system):
         # routes join the app's own table: FastAPI walks included routers one by one on every request,
         # which cost a third of the time of a read
         app.router.routes.extend(module.router.routes)

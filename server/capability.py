@@ -9,6 +9,7 @@ from typing import Any
 
 import orjson
 
+from operations.registry import OPERATIONS
 from resources.models import FHIR_VERSION, resource_types
 from resources.search.registry import SearchRegistry
 
@@ -27,6 +28,8 @@ def capability_statement(registry: SearchRegistry, base_url: str, software_versi
             for p in sorted(registry.for_type(name).values(), key=lambda p: p.code)
             if p.type in SUPPORTED_SEARCH_TYPES and (p.expression or p.code in ("_id", "_lastUpdated"))
         ]
+        operations = [{"name": op.name, "definition": op.definition} for op in OPERATIONS
+                      if name in op.resource_types and (op.type_level or op.instance_level)]
         resources.append({
             "type": name,
             "interaction": [{"code": code} for code in TYPE_INTERACTIONS],
@@ -39,6 +42,7 @@ def capability_statement(registry: SearchRegistry, base_url: str, software_versi
             "conditionalDelete": "single",
             "referencePolicy": ["literal", "logical"],
             "searchParam": params,
+            **({"operation": operations} if operations else {}),
         })
     return {
         "resourceType": "CapabilityStatement",
@@ -56,6 +60,7 @@ def capability_statement(registry: SearchRegistry, base_url: str, software_versi
             "resource": resources,
             "interaction": [{"code": "transaction"}, {"code": "batch"}, {"code": "history-system"},
                             {"code": "search-system"}],
+            "operation": [{"name": op.name, "definition": op.definition} for op in OPERATIONS if op.system_level],
         }],
     }
 

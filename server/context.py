@@ -17,6 +17,7 @@ from resources.repository import Repository
 from resources.search.custom import CustomParameters
 from server.responses import check_content_type
 from server.settings import Settings
+from terminology.service import TerminologyService
 
 FHIR_PREFIX = "/fhir"
 
@@ -29,6 +30,7 @@ class Services:
     repository: Repository
     custom: CustomParameters
     reindexer: Reindexer
+    terminology: TerminologyService
     capability: bytes = b""
     capability_version: int = -1
 

@@ -54,6 +54,11 @@ BODY: dict[str, Any] = {
         "application/json-patch+json": {"schema": {"type": "array", "items": {"type": "object"}}},
     }},
 }
+PARAMETERS_BODY: dict[str, Any] = {
+    "requestBody": {"required": True, "content": {_FHIR: {"schema": {
+        "type": "object", "required": ["resourceType"],
+        "properties": {"resourceType": {"const": "Parameters"}, "parameter": {"type": "array"}}}}}},
+}
 FORM_BODY: dict[str, Any] = {
     "requestBody": {"required": False, "content": {
         "application/x-www-form-urlencoded": {"schema": {"type": "object", "additionalProperties": True}}}},
@@ -70,5 +75,7 @@ def describe_parameters(schema: dict[str, Any]) -> None:
                     continue
                 if param["name"] == "type":
                     param["schema"] = {"type": "string", "enum": types}
+                elif param["name"] == "op":
+                    param["schema"] = {"type": "string", "pattern": "^[a-z][A-Za-z0-9\\-]{0,63}$"}
                 elif param["name"] in ("id", "vid"):
                     param["schema"] = {"type": "string", "pattern": "^[A-Za-z0-9\\-.]{1,64}$"}

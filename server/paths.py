@@ -35,10 +35,23 @@ class FhirIdConvertor(Convertor[str]):
         return value
 
 
+class OperationNameConvertor(Convertor[str]):
+    """The name of an operation after its `$`."""
+
+    regex = "[a-z][A-Za-z0-9\\-]{0,63}"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
 def register() -> None:
     """Make {name:fhirtype} and {name:fhirid} usable in route paths."""
     register_url_convertor("fhirtype", FhirTypeConvertor())
     register_url_convertor("fhirid", FhirIdConvertor())
+    register_url_convertor("opname", OperationNameConvertor())
 
 
 register()
@@ -46,6 +59,7 @@ register()
 TYPE = "{type:fhirtype}"
 ID = "{id:fhirid}"
 VID = "{vid:fhirid}"
+OP = "${op:opname}"
 
 
 def path_parameters(*names: str) -> dict[str, Any]:

@@ -29,3 +29,6 @@ class Settings(BaseSettings):
     max_or_values: int = 100
     validation_workers: int = Field(-1, description="Processes validating large bundles; -1 = one per spare core")
     log_level: str = "info"
+    terminology_seed: bool = Field(True, description="Load the shipped CodeSystems, ValueSets, ConceptMaps and "
+                                   "ObservationDefinitions into the store at start (once per content version)")
+    expansion_limit: int = Field(10_000, description="Largest ValueSet expansion ($expand, :in, :not-in)")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -12,11 +13,14 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx
 import orjson
 import pytest
 from fastapi import FastAPI
 
+from resources.ids import now_ms
+from resources.search.dates import format_instant
 from server.app import create_app
 from server.settings import Settings
 
@@ -63,9 +67,40 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         process.wait(timeout=30)
 
 
+@pytest.fixture(scope="session")
+def seeded_database(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A store holding the shipped terminology, made once: each test starts from a copy of the file."""
+    path = tmp_path_factory.mktemp("template") / "seeded.db"
+
+    async def build() -> None:
+        application = create_app(Settings(sqlite_path=str(path), validation_workers=0))
+        async with application.router.lifespan_context(application):
+            pass
+
+    anyio.run(build)
+    assert not Path(f"{path}-wal").exists() or Path(f"{path}-wal").stat().st_size == 0
+    return path
+
+
+_started = {"at": "1970-01-01T00:00:00Z"}
+
+
+@pytest.fixture(autouse=True)
+def _mark_test_start() -> None:
+    """Remember when the test began: the shipped terminology in the store is older than that."""
+    _started["at"] = format_instant(now_ms())
+
+
+def changes_since_start() -> dict[str, str]:
+    """Query parameters of a system history holding only what the running test wrote."""
+    return {"_since": _started["at"]}
+
+
 @pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    return Settings(sqlite_path=str(tmp_path / "careloop.db"), validation_workers=0)
+def settings(tmp_path: Path, seeded_database: Path) -> Settings:
+    target = tmp_path / "careloop.db"
+    shutil.copyfile(seeded_database, target)
+    return Settings(sqlite_path=str(target), validation_workers=0)
 
 
 @pytest.fixture

@@ -12,14 +12,14 @@ import httpx
 import pytest
 
 from server.settings import Settings
-from tests.conftest import FHIR_JSON, body, client_for, issue_code
+from tests.conftest import FHIR_JSON, body, changes_since_start, client_for, issue_code
 from tests.factories import patient
 
 pytestmark = pytest.mark.anyio
 
 
 async def assert_nothing_stored(client: httpx.AsyncClient) -> None:
-    history = (await client.get("/fhir/_history")).json()
+    history = (await client.get("/fhir/_history", params=changes_since_start())).json()
     assert "entry" not in history, history
 
 
@@ -111,14 +111,14 @@ async def test_patch_needs_json_patch_media_type(client: httpx.AsyncClient) -> N
 
 
 async def test_body_over_limit_is_413(tmp_path: Path) -> None:
-    settings = Settings(sqlite_path=str(tmp_path / "l.db"), max_body_bytes=2048, validation_workers=0)
+    settings = Settings(sqlite_path=str(tmp_path / "l.db"), max_body_bytes=2048, validation_workers=0, terminology_seed=False)
     async with client_for(settings) as c:
         big = patient(text={"status": "generated",
                             "div": '<div xmlns="http://www.w3.org/1999/xhtml">' + "x" * 5000 + "</div>"})
         response = await c.post("/fhir/Patient", content=body(big), headers=FHIR_JSON)
         assert response.status_code == 413
         assert issue_code(response) == "too-costly"
-        assert "entry" not in (await c.get("/fhir/_history")).json()
+        assert "entry" not in (await c.get("/fhir/_history", params=changes_since_start())).json()
 
 
 async def test_dollar_keys_are_data_not_operators(client: httpx.AsyncClient) -> None:
@@ -146,18 +146,18 @@ async def test_sql_in_search_values_is_data(client: httpx.AsyncClient) -> None:
 
 
 async def test_bundle_over_entry_limit_is_413(tmp_path: Path) -> None:
-    settings = Settings(sqlite_path=str(tmp_path / "e.db"), max_bundle_entries=3, validation_workers=0)
+    settings = Settings(sqlite_path=str(tmp_path / "e.db"), max_bundle_entries=3, validation_workers=0, terminology_seed=False)
     async with client_for(settings) as c:
         entries = [{"resource": patient(), "request": {"method": "POST", "url": "Patient"}} for _ in range(4)]
         bundle = {"resourceType": "Bundle", "type": "transaction", "entry": entries}
         response = await c.post("/fhir", content=body(bundle), headers=FHIR_JSON)
         assert response.status_code == 413
         assert "limit is 3" in response.text
-        assert "entry" not in (await c.get("/fhir/_history")).json()
+        assert "entry" not in (await c.get("/fhir/_history", params=changes_since_start())).json()
 
 
 async def test_post_search_body_over_limit_is_413(tmp_path: Path) -> None:
-    settings = Settings(sqlite_path=str(tmp_path / "s.db"), max_body_bytes=1024, validation_workers=0)
+    settings = Settings(sqlite_path=str(tmp_path / "s.db"), max_body_bytes=1024, validation_workers=0, terminology_seed=False)
     async with client_for(settings) as c:
         form = "family=" + "x" * 4000
         response = await c.post("/fhir/Patient/_search", content=form.encode(),

@@ -8,7 +8,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from tests.conftest import FHIR_JSON, body, create, issue_code
+from tests.conftest import FHIR_JSON, body, changes_since_start, create, issue_code
 from tests.factories import patient
 
 pytestmark = pytest.mark.anyio
@@ -193,10 +193,10 @@ async def test_history_levels_and_paging(client: httpx.AsyncClient) -> None:
     type_history = (await client.get("/fhir/Patient/_history")).json()
     assert type_history["type"] == "history"
     assert len(type_history["entry"]) == 3
-    system = (await client.get("/fhir/_history")).json()
+    system = (await client.get("/fhir/_history", params=changes_since_start())).json()
     assert len(system["entry"]) == 4
     seen: list[str] = []
-    url: str | None = "/fhir/_history?_count=1"
+    url: str | None = f"/fhir/_history?_count=1&_since={changes_since_start()['_since']}"
     while url:
         page = (await client.get(url)).json()
         seen.extend(f"{e['fullUrl']}|{e['response']['etag']}" for e in page["entry"])

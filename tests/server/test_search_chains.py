@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import FHIR_JSON, body, create
+from tests.conftest import FHIR_JSON, body, changes_since_start, create
 from tests.factories import observation, patient
 
 pytestmark = pytest.mark.anyio
@@ -145,7 +145,7 @@ async def test_system_search(client: httpx.AsyncClient, clinic: dict[str, Any]) 
                                                   meta={"tag": [{"system": "urn:careloop", "code": "vip"}]}))
     assert set(await matches(client, "?_tag=urn:careloop|vip")) == {tagged["id"], tagged_obs["id"]}
     assert set(await matches(client, "?_tag=vip&_type=Patient")) == {tagged["id"]}
-    everything = await matches(client, "?_count=100")
+    everything = await matches(client, f"?_count=100&_lastUpdated=ge{changes_since_start()['_since']}")
     assert len(everything) == 9
     assert set(await matches(client, f"?_id={clinic['org']['id']}")) == {clinic["org"]["id"]}
     both = await matches(client, "?_type=Patient,Observation&_count=100")

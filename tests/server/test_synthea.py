@@ -34,7 +34,7 @@ BUNDLES = sorted((DATA / "synthea").glob("*.json"))
 async def test_synthea_bundles_load_and_resolve(tmp_path: Path) -> None:
     assert len(BUNDLES) == 16
     # one validation worker process, as production runs, so the parallel path is exercised too
-    settings = Settings(sqlite_path=str(tmp_path / "s.db"), validation_workers=1)
+    settings = Settings(sqlite_path=str(tmp_path / "s.db"), validation_workers=1, terminology_seed=False)
     async with client_for(settings) as client:
         total = 0
         for path in BUNDLES:

@@ -12,7 +12,7 @@ import httpx
 import orjson
 import pytest
 
-from tests.conftest import FHIR_JSON, body, create, issue_code
+from tests.conftest import FHIR_JSON, body, changes_since_start, create, issue_code
 from tests.factories import observation, patient
 
 pytestmark = pytest.mark.anyio
@@ -65,7 +65,7 @@ async def test_transaction_is_atomic(client: httpx.AsyncClient) -> None:
     response = await send(client, tx)
     assert response.status_code == 400
     assert "Bundle.entry[3]" in response.text
-    history = (await client.get("/fhir/_history")).json()
+    history = (await client.get("/fhir/_history", params=changes_since_start())).json()
     assert len(history["entry"]) == 1
     assert (await client.get(f"/fhir/Patient/{existing['id']}")).json()["meta"]["versionId"] == "1"
 
@@ -100,7 +100,7 @@ async def test_failing_read_fails_the_whole_transaction(client: httpx.AsyncClien
     response = await send(client, tx)
     assert response.status_code == 404
     assert "Bundle.entry[1]" in response.text
-    assert "entry" not in (await client.get("/fhir/_history")).json()
+    assert "entry" not in (await client.get("/fhir/_history", params=changes_since_start())).json()
 
 
 async def test_transaction_get_runs_after_writes(client: httpx.AsyncClient) -> None:
@@ -136,7 +136,7 @@ async def test_unresolvable_conditional_reference_fails_transaction(client: http
     response = await send(client, tx)
     assert response.status_code == 412
     assert issue_code(response) == "not-found"
-    assert "entry" not in (await client.get("/fhir/_history")).json()
+    assert "entry" not in (await client.get("/fhir/_history", params=changes_since_start())).json()
 
 
 async def test_transaction_conditional_update_and_delete(client: httpx.AsyncClient) -> None:

@@ -1,0 +1,61 @@
+"""The operation registry: every `$operation` the server offers, at which levels and for which types.
+
+The routes dispatch through it and the CapabilityStatement lists it. A new operation is one module plus one
+line in `OPERATIONS`. https://hl7.org/fhir/R4B/operations.html
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from operations import expand, lookup, subsumes, translate, validate_code
+from operations.context import OperationCall
+from resources.errors import MethodNotAllowed, NotFound
+
+Handler = Callable[[OperationCall], Awaitable[dict[str, Any]]]
+
+
+@dataclass(frozen=True)
+class Operation:
+    """One operation: its name, the types and levels it runs at, its definition and its handler."""
+
+    name: str
+    resource_types: tuple[str, ...]  # empty: system level only
+    handler: Handler
+    definition: str
+    type_level: bool = True
+    instance_level: bool = True
+    system_level: bool = False
+    affects_state: bool = False  # False: GET is allowed too
+
+    def levels(self) -> tuple[str, ...]:
+        """The levels this operation runs at."""
+        return tuple(name for name, on in (("system", self.system_level), ("type", self.type_level),
+                                           ("instance", self.instance_level)) if on)
+
+
+_HL7 = "http://hl7.org/fhir/OperationDefinition/"
+
+OPERATIONS: tuple[Operation, ...] = (
+    Operation("lookup", ("CodeSystem",), lookup.run, _HL7 + "CodeSystem-lookup"),
+    Operation("validate-code", ("CodeSystem", "ValueSet"), validate_code.run, _HL7 + "ValueSet-validate-code"),
+    Operation("subsumes", ("CodeSystem",), subsumes.run, _HL7 + "CodeSystem-subsumes"),
+    Operation("expand", ("ValueSet",), expand.run, _HL7 + "ValueSet-expand"),
+    Operation("translate", ("ConceptMap",), translate.run, _HL7 + "ConceptMap-translate"),
+)
+
+
+def find(name: str, resource_type: str | None, level: str, method: str) -> Operation:
+    """The operation `name` at this level and type; 404 when unknown there, 405 for GET on a state change."""
+    for op in OPERATIONS:
+        if op.name != name or level not in op.levels():
+            continue
+        if level != "system" and resource_type not in op.resource_types:
+            continue
+        if method == "GET" and op.affects_state:
+            raise MethodNotAllowed(f"${name} changes data: use POST")
+        return op
+    where = f"on {resource_type}" if resource_type else "at the system level"
+    raise NotFound(f"Operation ${name} is not supported {where} ({level} level)", code="not-supported")
