@@ -11,11 +11,12 @@ from typing import Any
 
 import orjson
 
-from resources.errors import FhirError, Gone, Invalid, Issue, NotFound, PreconditionFailed
+from resources.errors import FhirError, Gone, Invalid, Issue, NotFound, NotSupported, PreconditionFailed
 from resources.ids import new_id, now_ms
 from resources.model_pool import ModelValidator
 from resources.models import resource_types
 from resources.patch import apply_patch
+from resources.search.codesets import TERMINOLOGY_MODIFIERS, TerminologyResolver, needs_resolution, resolve
 from resources.search.dates import format_instant
 from resources.search.index import Indexer
 from resources.search.parse import SearchLimits, parse_search
@@ -34,6 +35,8 @@ from resources.validation import ValidationLimits, precheck, raise_issues, valid
 from resources.validation_job import ValidationJob
 
 Params = Sequence[tuple[str, str]]
+# a rule every stored version passes through: it may complete the resource in place or refuse it (FhirError)
+WriteHook = Callable[[str, dict[str, Any]], None]
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,8 @@ class Repository:
     search_limits: SearchLimits = field(default_factory=SearchLimits)
     clock: Callable[[], int] = now_ms
     models: ModelValidator = field(default_factory=ModelValidator)
+    write_hooks: list[WriteHook] = field(default_factory=list)
+    terminology: TerminologyResolver | None = None  # for :in, :not-in, :above, :below and unit conversion
 
     # -- building writes -------------------------------------------------------------------------
     def prepare(self, resource_type: str, id_: str, body: dict[str, Any], vid: int, updated_ms: int,
@@ -67,6 +72,8 @@ class Repository:
         meta["versionId"] = str(vid)
         meta["lastUpdated"] = format_instant(updated_ms)
         resource["meta"] = meta
+        for hook in self.write_hooks:
+            hook(resource_type, resource)
         rows = self.indexer.extract(resource_type, resource, pending_links)
         return Write(resource_type, id_, vid, updated_ms, action, orjson.dumps(resource), rows, expected_vid, method)
 
@@ -99,9 +106,17 @@ class Repository:
         parsed = parse_search(resource_type, params, self.registry, self.search_limits, strict=True)
         return SearchQuery(parsed.query.resource_type, parsed.query.filters, count=2)
 
+    async def resolve(self, query: SearchQuery) -> SearchQuery:
+        """The query with its terminology modifiers and units resolved into plain filters."""
+        if self.terminology is None or not needs_resolution(query):
+            if needs_resolution(query) and any(f.modifier in TERMINOLOGY_MODIFIERS for f in query.filters):
+                raise NotSupported("This server has no terminology service for :in, :not-in, :above or :below")
+            return query
+        return await resolve(query, self.terminology)
+
     async def matches(self, session: WriteSession, query: SearchQuery) -> list[tuple[str, str, int]]:
         """Up to two matches of conditional criteria, inside the write transaction."""
-        return await session.search_ids(query, 2)
+        return await session.search_ids(await self.resolve(query), 2)
 
     async def single_match(self, session: WriteSession, query: SearchQuery, what: str) -> str | None:
         """The id of the one match of conditional criteria, None for no match, 412 for several."""
@@ -137,7 +152,7 @@ class Repository:
 
     async def search(self, query: SearchQuery, source: ReadSource | None = None) -> SearchPage:
         """One page of search results."""
-        return await (source or self.store).search(query)
+        return await (source or self.store).search(await self.resolve(query))
 
     # -- writes ----------------------------------------------------------------------------------
     async def create(self, resource_type: str, body: Any, *, if_none_exist: Params = ()) -> WriteOutcome:

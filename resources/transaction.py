@@ -140,8 +140,11 @@ class TransactionProcessor:
             if entry.method != "POST" or entry.extra.get("existing"):
                 continue
             assert entry.target_id is not None and entry.resource is not None
-            write = self.repo.prepare(entry.type, entry.target_id, entry.resource, 1, clock, "create", 0, "POST",
-                                      self.mapping)
+            try:
+                write = self.repo.prepare(entry.type, entry.target_id, entry.resource, 1, clock, "create", 0, "POST",
+                                          self.mapping)
+            except FhirError as exc:
+                raise _at_entry(exc, entry) from exc
             if self.mapping and write.rows is not None and write.body is not None:
                 rows = self.repo.indexer.remap(entry.type, entry.target_id, write.rows, self.mapping)
                 write = replace(write, body=rewriter.rewrite(write.body), rows=rows)

@@ -36,6 +36,7 @@ from server.openapi import describe_parameters
 from server.routes import instance, operations, reindex, system
 from server.routes import type as type_routes
 from server.settings import Settings
+from terminology.device_rules import DeviceRules
 from terminology.seed import seed
 from terminology.service import TerminologyService
 
@@ -63,7 +64,12 @@ def build_services(settings: Settings) -> Services:
 
     store.add_commit_listener(on_commit)
     terminology = TerminologyService(store, settings.expansion_limit)
-    return Services(settings, repository, custom, reindexer, terminology)
+    repository.terminology = terminology
+    rules = DeviceRules()
+    store.add_commit_listener(rules.on_commit)
+    repository.write_hooks.append(rules.check)
+    indexer.canonical = rules.canonical_quantities
+    return Services(settings, repository, custom, reindexer, terminology, rules)
 
 
 async def load_custom_parameters(svc: Services) -> None:
@@ -91,6 +97,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         schema_validator()
         await svc.repository.store.open()
         await load_custom_parameters(svc)
+        await svc.device_rules.load(svc.repository.store)
         if settings.terminology_seed:
             await seed(svc.repository)
         app.state.services = svc

@@ -17,6 +17,7 @@ from resources.repository import Repository
 from resources.search.custom import CustomParameters
 from server.responses import check_content_type
 from server.settings import Settings
+from terminology.device_rules import DeviceRules
 from terminology.service import TerminologyService
 
 FHIR_PREFIX = "/fhir"
@@ -31,6 +32,7 @@ class Services:
     custom: CustomParameters
     reindexer: Reindexer
     terminology: TerminologyService
+    device_rules: DeviceRules
     capability: bytes = b""
     capability_version: int = -1
 

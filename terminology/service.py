@@ -14,6 +14,7 @@ from resources.errors import Invalid, NotFound
 from resources.search.query import Filter, SearchQuery, UriValue
 from resources.store.protocol import Store, Write
 from terminology.codesystem import CodeSystemIndex, Concept
+from terminology.device_rules import canonical_range
 from terminology.expansion import Coded, Expander, split_canonical
 
 TERMINOLOGY_TYPES = frozenset({"CodeSystem", "ValueSet", "ConceptMap"})
@@ -145,7 +146,11 @@ class TerminologyService:
                                expression=(name,))
         return index.subsumes(code_a, code_b)
 
-    # -- search modifiers (resources.search.codesets.CodeSetResolver) -----------------------------
+    # -- search (resources.search.codesets.TerminologyResolver) -----------------------------------
+    def canonical_range(self, unit: str, low: float, high: float) -> tuple[str, float, float] | None:
+        """A quantity search range in its canonical UCUM unit."""
+        return canonical_range(unit, low, high)
+
     async def value_set_codes(self, canonical: str) -> frozenset[tuple[str, str]]:
         """(system, code) of every code in a value set, for :in and :not-in."""
         return frozenset((c.system, c.code) for c in await self.expand(canonical))

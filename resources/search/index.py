@@ -13,6 +13,7 @@ from typing import Any
 import orjson
 
 from resources.search import extract
+from resources.search.codesets import CANONICAL_SYSTEM
 from resources.search.composite import CompositePlan, composite_rows, plan_composite
 from resources.search.normalize import normalize_string
 from resources.search.paths import PENDING_LINKS, Accessor, compile_expression
@@ -36,6 +37,8 @@ class IndexRows:
 
 
 Emitter = Callable[[IndexRows, str, Any], None]
+# (resource type, resource, parameter code, system, unit, value) -> [(canonical unit, canonical value)]
+CanonicalQuantities = Callable[[str, dict[str, Any], str, str | None, str | None, float], list[tuple[str, float]]]
 
 
 def _emit_token(rows: IndexRows, code: str, value: Any) -> None:
@@ -93,9 +96,11 @@ def load_patient_compartment() -> dict[str, tuple[str, ...]]:
 class Indexer:
     """Extracts index rows per resource type, compiling each parameter's accessor once."""
 
-    def __init__(self, registry: SearchRegistry, compartment: dict[str, tuple[str, ...]]) -> None:
+    def __init__(self, registry: SearchRegistry, compartment: dict[str, tuple[str, ...]],
+                 canonical: CanonicalQuantities | None = None) -> None:
         self._registry = registry
         self._compartment = compartment
+        self.canonical = canonical  # set by the composition root once terminology (UCUM) is available
         self._plans: dict[str, list[tuple[str, Accessor, Emitter]]] = {}
         self._composites: dict[str, list[tuple[str, CompositePlan]]] = {}
 
@@ -143,6 +148,11 @@ class Indexer:
                 emitter(rows, code, value)
         for code, plan in self._composite_plan(resource_type):
             rows.composites.extend((code, *row) for row in composite_rows(plan, resource))
+        if self.canonical is not None and rows.quantities:
+            rows.quantities.extend((code, CANONICAL_SYSTEM, unit, number)
+                                   for code, system, given_unit, value in list(rows.quantities)
+                                   for unit, number in self.canonical(resource_type, resource, code, system,
+                                                                      given_unit, value))
         rows.composites = list(dict.fromkeys(rows.composites))
         rows.tokens = list(dict.fromkeys(rows.tokens))
         rows.references = list(dict.fromkeys(rows.references))

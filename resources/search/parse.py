@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from resources.errors import Invalid, Issue, NotSupported
+from resources.search.codesets import code_set_filter
 from resources.search.composite import component_types
 from resources.search.normalize import normalize_string
 from resources.search.query import (
@@ -77,8 +78,7 @@ def _filter(param: SearchParam, modifier: str | None, raw: str, limits: SearchLi
         raise Invalid(f"Unknown modifier ':{modifier}' on parameter '{param.code}' of type {param.type}",
                       code="value", expression=(param.code,))
     if modifier in ("in", "not-in", "above", "below") and param.type == "token":
-        raise Invalid(f"Modifier ':{modifier}' needs terminology support, not available yet",
-                      code="not-supported", expression=(param.code,))
+        return code_set_filter(param.code, modifier, raw, limits.max_or_values)
     raws = split_values(raw)
     if len(raws) > limits.max_or_values:
         raise Invalid(f"Too many values ({len(raws)}) for parameter '{param.code}'; the limit is "

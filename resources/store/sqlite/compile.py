@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from resources.search.codesets import CANONICAL_SYSTEM
 from resources.search.query import (
     CompositeValue,
     Filter,
@@ -131,6 +132,9 @@ def _value_match(flt: Filter, value: Any) -> Clause:
             if value.system:
                 sql += " AND system = ?"
                 args.append(value.system)
+            else:  # unit-converted copies answer only the converted form of a query
+                sql += " AND system IS NOT ?"
+                args.append(CANONICAL_SYSTEM)
             if value.code:
                 sql += " AND code = ?"
                 args.append(value.code)
@@ -143,6 +147,20 @@ def _value_match(flt: Filter, value: Any) -> Clause:
             return "? >= value AND substr(?, 1, length(value)) = value", [value.uri, value.uri]
         return "value = ?", [value.uri]
     return _NEVER
+
+
+def _value_matches(flt: Filter) -> list[Clause]:
+    """One clause per value; many system|code tokens (an expanded value set) as one IN list per system."""
+    plain = [v for v in flt.values if isinstance(v, TokenValue) and v.code is not None and not v.any_system
+             and v.system is not None]
+    if flt.type != "token" or flt.modifier not in (None, "not") or len(plain) < 4 or len(plain) != len(flt.values):
+        return [_value_match(flt, value) for value in flt.values]
+    by_system: dict[str, list[str]] = {}
+    for value in plain:
+        assert value.system is not None and value.code is not None
+        by_system.setdefault(value.system, []).append(value.code)
+    return [(f"system = ? AND code IN ({','.join('?' * len(codes))})", [system, *codes])
+            for system, codes in by_system.items()]
 
 
 def _resource_filter(flt: Filter, alias: str) -> Clause:
@@ -218,9 +236,10 @@ def compile_filter(flt: Filter, resource_type: str, param_id: ParamId, alias: st
         return (f"{alias}.rid NOT IN ({sub})" if flt.missing else f"{alias}.rid IN ({sub})"), [pid]
     if pid is None:
         return ("1", []) if flt.modifier == "not" else _NEVER
+    if not flt.values:  # a value set (or hierarchy) that resolved to no code
+        return ("1", []) if flt.modifier == "not" else _NEVER
     ors, args = [], [pid]
-    for value in flt.values:
-        sql, more = _value_match(flt, value)
+    for sql, more in _value_matches(flt):
         ors.append(f"({sql})")
         args.extend(more)
     if correlated:
@@ -259,8 +278,13 @@ def _sort_key(key: Sort, resource_type: str, param_id: ParamId) -> Clause:
     if pid is None:
         return "", []
     # a resource sorts by its smallest value ascending and by its largest descending (search.html#sort)
-    value = f"(SELECT {'max(' + high if key.descending else 'min(' + low}) FROM {table} WHERE rid = r.rid AND pid = ?)"
-    return f"{value} IS NULL, {value}{direction}", [pid, pid]
+    args: list[Any] = [pid]
+    where = "rid = r.rid AND pid = ?"
+    if key.type == "quantity":  # sort by the values as sent, not by their unit-converted copies
+        where += " AND system IS NOT ?"
+        args.append(CANONICAL_SYSTEM)
+    value = f"(SELECT {'max(' + high if key.descending else 'min(' + low}) FROM {table} WHERE {where})"
+    return f"{value} IS NULL, {value}{direction}", args + args
 
 
 def _system_filter(flt: Filter, types: tuple[str, ...], param_id: ParamId) -> Clause:
