@@ -93,6 +93,10 @@ class Expander:
         imported: list[set[tuple[str, str]]] = []
         imported_items: dict[tuple[str, str], Coded] = {}
         for canonical in part.get("valueSet") or []:
+            url, version = split_canonical(canonical)
+            if await self.source.value_set(url, version) is None:
+                raise NotSupported(f"The value set imports {canonical}, which is not available on this server",
+                                   code="not-supported")
             items = await self.expand_url(canonical, depth + 1)
             imported.append({(c.system, c.code) for c in items})
             for item in items:
@@ -127,6 +131,9 @@ class Expander:
         if index.content not in ("complete", "fragment"):
             raise NotSupported(f"The code system {system} is stored without its concepts (content "
                                f"'{index.content}'), so it cannot be expanded", code="not-supported")
+        if index.content == "fragment" and not part.get("filter"):
+            raise NotSupported(f"Only a subset of the code system {system} is available on this server, so a value "
+                               f"set including all of it cannot be expanded", code="not-supported")
         selected: Iterable[Concept] = index.concepts.values()
         for flt in part.get("filter") or []:
             selected = apply_filter(index, flt, selected)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Protocol
 
-from resources.errors import Invalid
+from resources.errors import FhirError, Invalid
 from resources.search.query import Chained, Filter, Has, RangeValue, SearchQuery, TokenValue, UriValue
 
 TERMINOLOGY_MODIFIERS = ("in", "not-in", "above", "below")
@@ -74,6 +74,17 @@ async def resolve(query: SearchQuery, resolver: TerminologyResolver) -> SearchQu
 
 
 async def _resolve(flt: Filter, resolver: TerminologyResolver) -> Filter:
+    try:
+        return await _resolve_one(flt, resolver)
+    except FhirError as exc:
+        if exc.status >= 500 or exc.issues[0].expression == (flt.code,):
+            raise
+        # an unknown value set or code is a problem of this search parameter: 400 naming it
+        raise Invalid(f"Parameter '{flt.code}:{flt.modifier}': {exc.diagnostics}", code=exc.issues[0].code,
+                      expression=(flt.code,)) from exc
+
+
+async def _resolve_one(flt: Filter, resolver: TerminologyResolver) -> Filter:
     if flt.chain:
         chain = tuple([Chained(c.target_type, await _resolve(c.inner, resolver)) for c in flt.chain])
         return replace(flt, chain=chain)
