@@ -5,6 +5,7 @@ https://hl7.org/fhir/R4B/http.html#transaction
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,7 @@ import orjson
 import pytest
 
 from server.settings import Settings
-from tests.conftest import DATA, FHIR_JSON, client_for
+from tests.conftest import DATA, FHIR_JSON, changes_since_start, client_for
 
 pytestmark = pytest.mark.anyio
 
@@ -31,10 +32,12 @@ def collect_references(value: Any, out: set[str]) -> set[str]:
 BUNDLES = sorted((DATA / "synthea").glob("*.json"))
 
 
-async def test_synthea_bundles_load_and_resolve(tmp_path: Path) -> None:
+async def test_synthea_bundles_load_and_resolve(tmp_path: Path, seeded_database: Path) -> None:
     assert len(BUNDLES) == 16
-    # one validation worker process, as production runs, so the parallel path is exercised too
-    settings = Settings(sqlite_path=str(tmp_path / "s.db"), validation_workers=1, terminology_seed=False)
+    # the device-reading rules are in force (Synthea's vitals carry the UCUM units their codes accept), and
+    # one validation worker process runs, as in production, so the parallel path is exercised too
+    shutil.copyfile(seeded_database, tmp_path / "s.db")
+    settings = Settings(sqlite_path=str(tmp_path / "s.db"), validation_workers=1)
     async with client_for(settings) as client:
         total = 0
         for path in BUNDLES:
@@ -46,10 +49,11 @@ async def test_synthea_bundles_load_and_resolve(tmp_path: Path) -> None:
             assert statuses == {"201 Created"}
             total += entries
         assert total == 3108
-        history = (await client.get("/fhir/_history", params={"_count": "1000"})).json()
+        since = changes_since_start()["_since"]
+        history = (await client.get("/fhir/_history", params={"_count": "1000", "_since": since})).json()
         checked = 0
         resolved: set[str] = set()
-        url: str | None = "/fhir/_history?_count=1000"
+        url: str | None = f"/fhir/_history?_count=1000&_since={since}"
         while url:
             page = (await client.get(url)).json()
             for entry in page["entry"]:
