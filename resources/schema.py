@@ -69,7 +69,8 @@ def schema_issues(validator: Any, resource_type: str, data: dict[str, Any], limi
     issues: list[Issue] = []
     for err in validator.iter_errors(data):
         message = err.message
-        code = "structure" if "Additional properties" in message or "is not of type" in message else "value"
+        code = "structure" if "Additional properties" in message or "is not of type" in message else (
+            "code-invalid" if "is not one of" in message else "value")  # the schema's enums are required bindings
         issues.append(Issue(code, message, expression=(_path(resource_type, err.instance_path),)))
         if len(issues) >= limit:
             break

@@ -36,6 +36,7 @@ from server.openapi import describe_parameters
 from server.routes import instance, operations, reindex, system
 from server.routes import type as type_routes
 from server.settings import Settings
+from terminology.bindings import RequiredBindings
 from terminology.device_rules import DeviceRules
 from terminology.seed import seed
 from terminology.service import TerminologyService
@@ -65,6 +66,7 @@ def build_services(settings: Settings) -> Services:
     store.add_commit_listener(on_commit)
     terminology = TerminologyService(store, settings.expansion_limit)
     repository.terminology = terminology
+    repository.write_hooks.append(RequiredBindings().check)
     rules = DeviceRules()
     store.add_commit_listener(rules.on_commit)
     repository.write_hooks.append(rules.check)
