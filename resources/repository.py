@@ -6,12 +6,13 @@ https://hl7.org/fhir/R4B/http.html
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import orjson
 
-from resources.errors import FhirError, Gone, Invalid, Issue, NotFound, NotSupported, PreconditionFailed
+from resources.errors import FhirError, Forbidden, Gone, Invalid, Issue, NotFound, NotSupported, PreconditionFailed
+from resources.guard import Guard, current_guard
 from resources.ids import new_id, now_ms
 from resources.model_pool import ModelValidator
 from resources.models import resource_types
@@ -20,7 +21,7 @@ from resources.search.codesets import TERMINOLOGY_MODIFIERS, TerminologyResolver
 from resources.search.dates import format_instant
 from resources.search.index import Indexer
 from resources.search.parse import SearchLimits, parse_search
-from resources.search.query import SearchQuery
+from resources.search.query import SYSTEM, SearchQuery
 from resources.search.registry import SearchRegistry
 from resources.store.protocol import (
     HistoryQuery,
@@ -72,6 +73,10 @@ class Repository:
         meta["versionId"] = str(vid)
         meta["lastUpdated"] = format_instant(updated_ms)
         resource["meta"] = meta
+        guard = current_guard()
+        if guard is not None and not guard.visible(resource_type, resource, "c" if method == "POST" else "u"):
+            raise Forbidden(f"The access token does not allow writing this {resource_type}: it would fall outside "
+                            f"the patient context or the granted filters", code="forbidden")
         for hook in self.write_hooks:
             hook(resource_type, resource)
         rows = self.indexer.extract(resource_type, resource, pending_links)
@@ -115,7 +120,10 @@ class Repository:
         return await resolve(query, self.terminology)
 
     async def matches(self, session: WriteSession, query: SearchQuery) -> list[tuple[str, str, int]]:
-        """Up to two matches of conditional criteria, inside the write transaction."""
+        """Up to two matches of conditional criteria (among what the caller may see), inside the transaction."""
+        guard = current_guard()
+        if guard is not None:
+            query = guard.narrow(query)
         return await session.search_ids(await self.resolve(query), 2)
 
     async def single_match(self, session: WriteSession, query: SearchQuery, what: str) -> str | None:
@@ -127,9 +135,12 @@ class Repository:
 
     # -- reads -----------------------------------------------------------------------------------
     async def read(self, resource_type: str, id_: str, source: ReadSource | None = None) -> StoredResource:
-        """The current version; NotFound or Gone otherwise."""
+        """The current version; NotFound or Gone otherwise (NotFound too for what the caller may not see)."""
+        guard = current_guard()
+        if guard is not None:
+            guard.require(resource_type, "r")
         found = await (source or self.store).read(resource_type, id_) if valid_id(id_) else None
-        if found is None:
+        if found is None or not _visible(guard, resource_type, found, "r"):
             raise NotFound(f"{resource_type}/{id_} is not known")
         if found.deleted:
             raise Gone(f"{resource_type}/{id_} was deleted", headers={"ETag": f'W/"{found.vid}"'})
@@ -137,26 +148,53 @@ class Repository:
 
     async def vread(self, resource_type: str, id_: str, vid: str, source: ReadSource | None = None) -> StoredResource:
         """One version; NotFound for an unknown version, Gone for a deletion version."""
+        guard = current_guard()
+        if guard is not None:
+            guard.require(resource_type, "r")
         found = None
         if valid_id(id_) and vid.isdigit():
             found = await (source or self.store).vread(resource_type, id_, int(vid))
-        if found is None:
+        if found is None or not _visible(guard, resource_type, found, "r"):
             raise NotFound(f"{resource_type}/{id_}/_history/{vid} is not known")
         if found.deleted:
             raise Gone(f"{resource_type}/{id_} version {vid} is a deletion")
         return found
 
     async def history(self, query: HistoryQuery) -> list[StoredResource]:
-        """Versions newest first."""
+        """Versions newest first (of one resource: only the versions the caller may see)."""
+        guard = current_guard()
+        if guard is None:
+            return await self.store.history(query)
+        if query.id is not None and query.type is not None:
+            guard.require(query.type, "r")
+            versions = await self.store.history(query)
+            visible = [v for v in versions if _visible(guard, query.type, v, "r")]
+            if versions and not visible:
+                raise NotFound(f"{query.type}/{query.id} is not known")
+            return visible
+        # type and system history are only for callers whose scopes reach every resource of the type(s)
+        narrowed = guard.narrow(SearchQuery(query.type or SYSTEM))
+        if narrowed.filters:
+            raise Forbidden(f"History of all {query.type or 'resources'} needs a scope that is not limited to one "
+                            f"patient or by filters; read each resource's history instead", code="forbidden")
         return await self.store.history(query)
 
     async def search(self, query: SearchQuery, source: ReadSource | None = None) -> SearchPage:
-        """One page of search results."""
-        return await (source or self.store).search(await self.resolve(query))
+        """One page of search results, narrowed to what the caller may see (included resources too)."""
+        guard = current_guard()
+        if guard is not None:
+            query = guard.narrow(query)
+        page = await (source or self.store).search(await self.resolve(query))
+        if guard is not None and page.included:
+            kept = [r for r in page.included if _may_include(guard, r)]
+            if len(kept) != len(page.included):
+                page = replace(page, included=kept)
+        return page
 
     # -- writes ----------------------------------------------------------------------------------
     async def create(self, resource_type: str, body: Any, *, if_none_exist: Params = ()) -> WriteOutcome:
         """Create with a server-assigned id; with If-None-Exist, return the match instead."""
+        _require(resource_type, "cs" if if_none_exist else "c")
         self.validate(body, resource_type)
         criteria = self.parse_criteria(resource_type, if_none_exist, "If-None-Exist") if if_none_exist else None
         async with self.store.write_session() as session:
@@ -171,6 +209,7 @@ class Repository:
 
     async def update(self, resource_type: str, id_: str, body: Any, *, if_match: int | None = None) -> WriteOutcome:
         """Update, or create with the client's id when the resource does not exist."""
+        _require(resource_type, "u")
         self.validate(body, resource_type)
         if not valid_id(id_):
             raise Invalid(f"Invalid id '{id_}' in the URL", code="value")
@@ -187,6 +226,7 @@ class Repository:
                         if_match: int | None, method: str = "PUT") -> WriteOutcome:
         """Update inside an open write transaction."""
         current = await session.head(resource_type, id_)
+        _check_writable(current, resource_type, "u")
         _check_if_match(current, if_match, resource_type, id_)
         vid = (current.vid + 1) if current else 1
         created = current is None or current.deleted
@@ -197,6 +237,7 @@ class Repository:
 
     async def patch(self, resource_type: str, id_: str, patch: Any, *, if_match: int | None = None) -> WriteOutcome:
         """Apply a JSON Patch to the current version and store the result as a new version."""
+        _require(resource_type, "u")
         async with self.store.write_session() as session:
             current = await session.head(resource_type, id_) if valid_id(id_) else None
             return await self.patch_in(session, resource_type, id_, current, patch, if_match)
@@ -208,6 +249,7 @@ class Repository:
             raise NotFound(f"{resource_type}/{id_} is not known")
         if current.deleted:
             raise Gone(f"{resource_type}/{id_} was deleted")
+        _check_writable(current, resource_type, "u")
         _check_if_match(current, if_match, resource_type, id_)
         assert current.body is not None
         patched = apply_patch(orjson.loads(current.body), patch)
@@ -222,6 +264,7 @@ class Repository:
 
     async def delete(self, resource_type: str, id_: str, *, if_match: int | None = None) -> StoredResource | None:
         """Delete (a new, empty version); deleting an absent or deleted resource changes nothing."""
+        _require(resource_type, "d")
         if not valid_id(id_):
             raise Invalid(f"Invalid id '{id_}' in the URL", code="value")
         async with self.store.write_session() as session:
@@ -233,6 +276,7 @@ class Repository:
         current = await session.head(resource_type, id_)
         if current is None or current.deleted:
             return None
+        _check_writable(current, resource_type, "d")
         _check_if_match(current, if_match, resource_type, id_)
         write = Write(resource_type, id_, current.vid + 1, self.clock(), "delete", None, None, current.vid,
                       "DELETE")
@@ -242,6 +286,7 @@ class Repository:
     async def conditional_update(self, resource_type: str, params: Params, body: Any,
                                  *, if_match: int | None = None) -> WriteOutcome:
         """PUT Type?criteria: update the single match, create when none, 412 when several."""
+        _require(resource_type, "us")
         self.validate(body, resource_type)
         criteria = self.parse_criteria(resource_type, params, "Conditional update")
         async with self.store.write_session() as session:
@@ -257,6 +302,7 @@ class Repository:
     async def conditional_patch(self, resource_type: str, params: Params, patch: Any,
                                 *, if_match: int | None = None) -> WriteOutcome:
         """PATCH Type?criteria: patch the single match."""
+        _require(resource_type, "us")
         criteria = self.parse_criteria(resource_type, params, "Conditional patch")
         async with self.store.write_session() as session:
             target = await self.single_match(session, criteria, "Conditional patch")
@@ -267,10 +313,46 @@ class Repository:
 
     async def conditional_delete(self, resource_type: str, params: Params) -> StoredResource | None:
         """DELETE Type?criteria: delete the single match; 412 when several match."""
+        _require(resource_type, "ds")
         criteria = self.parse_criteria(resource_type, params, "Conditional delete")
         async with self.store.write_session() as session:
             target = await self.single_match(session, criteria, "Conditional delete")
             return None if target is None else await self.delete_in(session, resource_type, target, None)
+
+
+def _require(resource_type: str, letters: str) -> None:
+    guard = current_guard()
+    if guard is not None:
+        for letter in letters:
+            guard.require(resource_type, letter)
+
+
+def _visible(guard: Guard | None, resource_type: str, found: StoredResource, letter: str) -> bool:
+    """Whether the caller may see this version; a deletion is visible unless the caller is patient-bound."""
+    if guard is None:
+        return True
+    if found.body is None:
+        return not guard.patient_bound(resource_type, letter)
+    return guard.visible(resource_type, orjson.loads(found.body), letter)
+
+
+def _may_include(guard: Guard, found: StoredResource) -> bool:
+    """An _include/_revinclude target: the caller needs r or s on its type and must be allowed to see it."""
+    for letter in ("r", "s"):
+        try:
+            guard.require(found.type, letter)
+        except FhirError:
+            continue
+        return _visible(guard, found.type, found, letter)
+    return False
+
+
+def _check_writable(current: StoredResource | None, resource_type: str, letter: str) -> None:
+    # changing or deleting a resource the caller may not write is refused, whatever the new content
+    guard = current_guard()
+    if guard is not None and current is not None and not current.deleted and not _visible(
+            guard, resource_type, current, letter):
+        raise Forbidden(f"The access token does not allow changing this {resource_type}", code="forbidden")
 
 
 def _check_if_match(current: StoredResource | None, if_match: int | None, resource_type: str, id_: str) -> None:

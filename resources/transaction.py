@@ -11,6 +11,7 @@ from urllib.parse import parse_qsl
 
 from resources.bundle_entries import Entry, EntryResult, json_patch_of
 from resources.errors import FhirError, Invalid, Issue, PreconditionFailed
+from resources.guard import current_guard
 from resources.ids import new_id
 from resources.references import Rewriter, conditional_references, rewrite_blob
 from resources.repository import Repository, WriteOutcome
@@ -94,6 +95,7 @@ class TransactionProcessor:
 
     async def run(self, entries: list[Entry], read: Reader) -> list[EntryResult]:
         """Process every entry in the spec's order and return the results in the request's order."""
+        _require_all(entries)  # 403 for an interaction no scope grants, before any data is read
         validated, job = self._begin_validation(entries)
         try:
             async with self.repo.store.write_session() as session:
@@ -193,6 +195,21 @@ class TransactionProcessor:
         for entry in entries:
             if entry.method == "POST" and entry.extra.get("existing") and entry.target_id:
                 entry.result = EntryResult("200 OK", await session.head(entry.type, entry.target_id))
+
+
+def _require_all(entries: list[Entry]) -> None:
+    guard = current_guard()
+    if guard is None:
+        return
+    for entry in entries:
+        letters = {"POST": "c", "PUT": "u", "PATCH": "u", "DELETE": "d"}.get(entry.method, "r" if entry.id else "s")
+        if entry.method != "GET" and (entry.id is None and entry.method != "POST" or entry.if_none_exist):
+            letters += "s"  # conditional forms search too
+        try:
+            for letter in letters:
+                guard.require(entry.type, letter)
+        except FhirError as exc:
+            raise _at_entry(exc, entry) from exc
 
 
 def _at_entry(exc: FhirError, entry: Entry) -> FhirError:

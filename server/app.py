@@ -16,6 +16,7 @@ import orjson
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
+from consent.access import AccessPolicy
 from resources.model_pool import ModelValidator
 from resources.models import resource_types, warm_up
 from resources.reindex import Reindexer
@@ -29,6 +30,9 @@ from resources.store.protocol import Write
 from resources.store.sqlite.store import SqliteStore
 from resources.validation import ValidationLimits, schema_validator
 from server import errors
+from server.auth import routes as auth_routes
+from server.auth.bearer import BearerMiddleware
+from server.auth.service import AuthService
 from server.capability import VERSION
 from server.context import Services
 from server.negotiation import NegotiationMiddleware
@@ -71,7 +75,8 @@ def build_services(settings: Settings) -> Services:
     store.add_commit_listener(rules.on_commit)
     repository.write_hooks.append(rules.check)
     indexer.canonical = rules.canonical_quantities
-    return Services(settings, repository, custom, reindexer, terminology, rules)
+    policy = AccessPolicy(registry, indexer, load_patient_compartment(), limits)
+    return Services(settings, repository, custom, reindexer, terminology, rules, policy)
 
 
 async def load_custom_parameters(svc: Services) -> None:
@@ -102,6 +107,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await svc.device_rules.load(svc.repository.store)
         if settings.terminology_seed:
             await seed(svc.repository)
+        if settings.auth == "off":
+            log.warning("CARELOOP_AUTH=off: every request has full access with no token. Never use this outside "
+                        "local development.")
+        else:
+            svc.auth = AuthService.open(settings, frozenset(resource_types()))
         app.state.services = svc
         # The R4B models, schema and registry are ~100 MB of long-lived objects; freezing them keeps every
         # garbage collection from walking them again (otherwise a full collection costs milliseconds).
@@ -115,12 +125,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             await svc.reindexer.close()
             await svc.repository.store.close()
+            if svc.auth is not None:
+                svc.auth.close()
             svc.repository.models.close()
 
     app = FastAPI(title="CareLoop FHIR server", version=VERSION, lifespan=lifespan, docs_url="/docs",
                   redoc_url=None)
     errors.install(app)
     app.add_middleware(NegotiationMiddleware)
+    app.add_middleware(BearerMiddleware)
+    app.router.routes.extend(auth_routes.router.routes)
     for module in (reindex, operations, instance, type_routes, system):
         # routes join the app's own table: FastAPI walks included routers one by one on every request,
         # which cost a third of the time of a read

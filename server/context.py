@@ -11,10 +11,12 @@ from typing import Any
 import orjson
 from fastapi import Request
 
-from resources.errors import Invalid, TooLarge
+from consent.access import FULL_ACCESS, Access, AccessPolicy
+from resources.errors import Invalid, TooLarge, Unauthorized
 from resources.reindex import Reindexer
 from resources.repository import Repository
 from resources.search.custom import CustomParameters
+from server.auth.service import AuthService
 from server.responses import check_content_type
 from server.settings import Settings
 from terminology.device_rules import DeviceRules
@@ -33,6 +35,8 @@ class Services:
     reindexer: Reindexer
     terminology: TerminologyService
     device_rules: DeviceRules
+    policy: AccessPolicy
+    auth: AuthService | None = None
     capability: bytes = b""
     capability_version: int = -1
 
@@ -41,6 +45,16 @@ def services(request: Request) -> Services:
     """The app's services."""
     found: Services = request.app.state.services
     return found
+
+
+def access_of(request: Request) -> Access:
+    """What the request's token grants; everything when authorization is off."""
+    found: Access | None = request.scope.get("state", {}).get("access")
+    if found is not None:
+        return found
+    if services(request).auth is None:
+        return FULL_ACCESS
+    raise Unauthorized("This request needs an access token", code="login")
 
 
 def _forwarded(request: Request) -> tuple[str | None, str | None]:

@@ -31,4 +31,7 @@ class Settings(BaseSettings):
     log_level: str = "info"
     terminology_seed: bool = Field(True, description="Load the shipped CodeSystems, ValueSets, ConceptMaps and "
                                    "ObservationDefinitions into the store at start (once per content version)")
+    auth: str = Field("on", description="on: SMART on FHIR tokens required; off: no authorization (development only)")
+    auth_db: str | None = Field(None, description="The authorization server's SQLite file (default: beside the "
+                                "FHIR store, <name>-auth.db)")
     expansion_limit: int = Field(10_000, description="Largest ValueSet expansion ($expand, :in, :not-in)")

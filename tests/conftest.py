@@ -46,7 +46,7 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real `python -m server serve` process on a free port; yields its FHIR base URL."""
     port = free_port()
     db = tmp_path_factory.mktemp("live") / "live.db"
-    env = {**os.environ, "CARELOOP_LOG_LEVEL": "warning"}
+    env = {**os.environ, "CARELOOP_LOG_LEVEL": "warning", "CARELOOP_AUTH": "off"}
     process = subprocess.Popen([sys.executable, "-m", "server", "serve", "--port", str(port), "--db", str(db)],
                                cwd=Path(__file__).parent.parent, env=env)
     base = f"http://127.0.0.1:{port}/fhir"
@@ -73,7 +73,7 @@ def seeded_database(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("template") / "seeded.db"
 
     async def build() -> None:
-        application = create_app(Settings(sqlite_path=str(path), validation_workers=0))
+        application = create_app(Settings(auth="off", sqlite_path=str(path), validation_workers=0))
         async with application.router.lifespan_context(application):
             pass
 
@@ -100,7 +100,7 @@ def changes_since_start() -> dict[str, str]:
 def settings(tmp_path: Path, seeded_database: Path) -> Settings:
     target = tmp_path / "careloop.db"
     shutil.copyfile(seeded_database, target)
-    return Settings(sqlite_path=str(target), validation_workers=0)
+    return Settings(auth="off", sqlite_path=str(target), validation_workers=0)
 
 
 @pytest.fixture

@@ -78,6 +78,9 @@ class Filter:
     missing: bool | None = None
     chain: tuple[Chained, ...] = ()  # reference param followed by a parameter of its target (per target type)
     has: Has | None = None  # _has reverse chain
+    # type "any-of": alternatives (OR) of filter groups (AND), e.g. the union of several granted scopes;
+    # type "compartment" (code _compartment): membership of the patient compartment of values[0].id
+    any_of: tuple[tuple[Filter, ...], ...] = ()
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from starlette.responses import Response
 from operations.context import OperationCall, OperationContext
 from operations.parameters import OperationInput
 from operations.registry import find
+from resources.guard import current_guard
 from server.context import base_url, is_pretty, query_pairs, read_body, services
 from server.openapi import ERRORS, PARAMETERS_BODY, RESOURCE_OK
 from server.paths import ID, OP, TYPE, path_parameters
@@ -24,6 +25,9 @@ router = APIRouter(route_class=FhirRoute)
 async def _invoke(request: Request, resource_type: str | None, id_: str | None, level: str) -> Response:
     name = request.path_params["op"]
     operation = find(name, resource_type, level, request.method)
+    guard = current_guard()
+    if guard is not None and resource_type is not None:
+        guard.require(resource_type, "r")  # operations on terminology resources read them
     pairs = [(k, v) for k, v in query_pairs(request) if k not in ("_format", "_pretty")]
     if request.method == "POST":
         given = OperationInput.from_body(await read_body(request), pairs)

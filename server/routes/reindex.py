@@ -11,6 +11,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from resources.errors import Invalid, NotFound
+from resources.guard import current_guard
 from resources.models import resource_types
 from resources.reindex import ReindexJob
 from resources.search.dates import format_instant
@@ -45,6 +46,10 @@ async def start_reindex(request: Request) -> Response:
     if unknown:
         raise Invalid(f"_type names unknown resource types: {', '.join(unknown)}", code="value",
                       expression=("_type",))
+    guard = current_guard()
+    if guard is not None:
+        for name in types:  # reindexing rewrites the index of every resource of the types
+            guard.require(name, "u")
     job = services(request).reindexer.start(types)
     location = f"{base_url(request)}/$reindex?job={job.id}"
     return json_response(job_parameters(job), 202, {"Content-Location": location}, pretty=is_pretty(request))

@@ -43,7 +43,7 @@ async def wait_for_jobs(client: httpx.AsyncClient, job: str) -> dict[str, Any]:
 
 
 async def test_new_parameter_finds_existing_and_new_data(tmp_path: Path) -> None:
-    settings = Settings(sqlite_path=str(tmp_path / "c.db"), validation_workers=0)
+    settings = Settings(auth="off", sqlite_path=str(tmp_path / "c.db"), validation_workers=0)
     async with client_for(settings) as client:
         gold = await create(client, tiered("A", "Gold"))
         await create(client, tiered("B", "Silver"))

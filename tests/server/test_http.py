@@ -96,7 +96,7 @@ async def test_forwarded_headers_shape_absolute_links(client: httpx.AsyncClient)
 
 
 async def test_configured_base_url_wins(tmp_path: Path) -> None:
-    async with client_for(Settings(sqlite_path=str(tmp_path / "b.db"), base_url="https://fhir.clinic.test/r4b/",
+    async with client_for(Settings(auth="off", sqlite_path=str(tmp_path / "b.db"), base_url="https://fhir.clinic.test/r4b/",
                           validation_workers=0)) as c:
         response = await c.post("/fhir/Patient", content=body(patient()), headers=FHIR_JSON)
         assert response.headers["location"].startswith("https://fhir.clinic.test/r4b/Patient/")

@@ -37,7 +37,7 @@ async def test_synthea_bundles_load_and_resolve(tmp_path: Path, seeded_database:
     # the device-reading rules are in force (Synthea's vitals carry the UCUM units their codes accept), and
     # one validation worker process runs, as in production, so the parallel path is exercised too
     shutil.copyfile(seeded_database, tmp_path / "s.db")
-    settings = Settings(sqlite_path=str(tmp_path / "s.db"), validation_workers=1)
+    settings = Settings(auth="off", sqlite_path=str(tmp_path / "s.db"), validation_workers=1)
     async with client_for(settings) as client:
         total = 0
         for path in BUNDLES:

@@ -195,7 +195,7 @@ async def test_expand_failures(client: httpx.AsyncClient, params: dict[str, str]
 
 async def test_expand_refuses_an_expansion_over_the_limit(tmp_path: Path, seeded_database: Path) -> None:
     shutil.copyfile(seeded_database, tmp_path / "small.db")
-    settings = Settings(sqlite_path=str(tmp_path / "small.db"), validation_workers=0, expansion_limit=5)
+    settings = Settings(auth="off", sqlite_path=str(tmp_path / "small.db"), validation_workers=0, expansion_limit=5)
     async with client_for(settings) as c:
         response = await c.get("/fhir/ValueSet/$expand",
                                params={"url": "http://hl7.org/fhir/ValueSet/observation-status"})

@@ -215,6 +215,19 @@ def compile_filter(flt: Filter, resource_type: str, param_id: ParamId, alias: st
     """
     if flt.code in ("_id", "_lastUpdated"):
         return _resource_filter(flt, alias)
+    if flt.type == "compartment":
+        patients = [v.id for v in flt.values if isinstance(v, ReferenceValue)]
+        marks = ",".join("?" * len(patients))
+        if correlated:
+            return f"EXISTS (SELECT 1 FROM compartment WHERE rid = {alias}.rid AND patient IN ({marks}))", patients
+        return f"{alias}.rid IN (SELECT rid FROM compartment WHERE patient IN ({marks}))", patients
+    if flt.type == "any-of":
+        ors, args = [], []
+        for group in flt.any_of:
+            parts = [compile_filter(inner, resource_type, param_id, alias, depth, correlated=True) for inner in group]
+            ors.append("(" + " AND ".join(sql for sql, _ in parts) + ")")
+            args.extend(arg for _, more in parts for arg in more)
+        return ("(" + " OR ".join(ors) + ")", args) if ors else _NEVER
     if flt.chain:
         return _chain(flt, resource_type, param_id, alias, depth)
     if flt.has is not None:
@@ -254,7 +267,9 @@ def _selectivity(flt: Filter) -> int:
     # a rough order of how few rows a filter selects: the first one drives the query
     if flt.code == "_id" or flt.missing is not None or flt.modifier == "not":
         return 0 if flt.code == "_id" and flt.modifier != "not" else 9
-    if flt.chain or flt.has is not None:
+    if flt.type == "compartment":
+        return 1
+    if flt.chain or flt.has is not None or flt.type == "any-of":
         return 6
     ranks = {"reference": 1, "token": 2, "composite": 2, "uri": 3, "string": 4, "quantity": 5, "number": 5,
              "date": 7}

@@ -31,7 +31,7 @@ def repository(store: SqliteStore) -> Repository:
 
 
 async def test_data_survives_restart(tmp_path: Path) -> None:
-    settings = Settings(sqlite_path=str(tmp_path / "durable.db"), validation_workers=0)
+    settings = Settings(auth="off", sqlite_path=str(tmp_path / "durable.db"), validation_workers=0)
     async with client_for(settings) as client:
         stored = await create(client, patient(mrn="9"))
         await client.put(f"/fhir/Patient/{stored['id']}", content=body({**stored, "active": True}),

@@ -1,0 +1,211 @@
+"""Access decisions from SMART scopes: which interactions a token may make, and on which resources.
+
+The order is SECURITY.md §1.6: an interaction no scope grants is refused (403) before any data is read; a
+search is narrowed to what the scopes allow (patient compartment, granular `?param=value` filters) inside the
+store query; a read of a resource outside that set answers exactly like a missing one (404).
+https://hl7.org/fhir/smart-app-launch/scopes-and-launch-context.html
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from typing import Any
+
+from consent.scopes import ResourceScope
+from resources.errors import FhirError, Forbidden
+from resources.search.index import Indexer, IndexRows
+from resources.search.parse import SearchLimits, parse_search
+from resources.search.query import Filter, ReferenceValue, SearchQuery, TokenValue
+from resources.search.registry import SearchRegistry
+
+COMPARTMENT = "_compartment"
+
+
+@dataclass(frozen=True)
+class Access:
+    """Who is asking and what they were granted; `unrestricted` when authorization is off."""
+
+    scopes: tuple[ResourceScope, ...] = ()
+    patient: str | None = None
+    client_id: str | None = None
+    fhir_user: str | None = None
+    unrestricted: bool = False
+
+
+FULL_ACCESS = Access(unrestricted=True)
+
+
+def _touched(filters: Iterable[Filter]) -> set[str]:
+    """Resource types a chain or _has reaches: the caller must be allowed to search each."""
+    out: set[str] = set()
+    for flt in filters:
+        for chained in flt.chain:
+            out.add(chained.target_type)
+            out |= _touched([chained.inner])
+        if flt.has is not None:
+            out.add(flt.has.source_type)
+            out |= _touched([flt.has.inner])
+    return out
+
+
+class AccessPolicy:
+    """Applies an Access to interactions, queries and resources."""
+
+    def __init__(self, registry: SearchRegistry, indexer: Indexer, compartment: dict[str, tuple[str, ...]],
+                 limits: SearchLimits) -> None:
+        self._registry = registry
+        self._indexer = indexer
+        self._compartment_types = frozenset(compartment) | {"Patient"}
+        self._limits = limits
+
+    def in_compartment_type(self, resource_type: str) -> bool:
+        """True when resources of this type can belong to a patient's compartment."""
+        return resource_type in self._compartment_types
+
+    def applicable(self, access: Access, resource_type: str, letter: str) -> list[ResourceScope]:
+        """The granted scopes that allow `letter` on the type."""
+        return [s for s in access.scopes if s.applies(resource_type, letter)]
+
+    def require(self, access: Access, resource_type: str, letter: str) -> None:
+        """403 unless some scope grants the interaction on the type (decided before any data access)."""
+        if access.unrestricted or self.applicable(access, resource_type, letter):
+            return
+        names = {"c": "create", "r": "read", "u": "update", "d": "delete", "s": "search"}
+        raise Forbidden(f"The access token has no scope that allows {names[letter]} on {resource_type}",
+                        code="forbidden")
+
+    def patient_bound(self, access: Access, resource_type: str, letter: str) -> bool:
+        """True when every applicable scope confines the token to its patient's compartment for this type."""
+        scopes = self.applicable(access, resource_type, letter)
+        return (not access.unrestricted and bool(scopes) and self.in_compartment_type(resource_type)
+                and all(s.context == "patient" for s in scopes))
+
+    def _groups(self, access: Access, resource_type: str, letter: str) -> list[tuple[Filter, ...]] | None:
+        """Alternatives (OR) of filters (AND) the scopes allow; None when one scope allows everything."""
+        groups: list[tuple[Filter, ...]] = []
+        for scope in self.applicable(access, resource_type, letter):
+            group: list[Filter] = []
+            if scope.context == "patient" and self.in_compartment_type(resource_type):
+                # a patient scope without a patient context reaches no compartment at all
+                group.append(Filter(COMPARTMENT, "compartment", None,
+                                    (ReferenceValue("Patient", access.patient or "\x00none"),)))
+            if scope.query:
+                try:
+                    parsed = parse_search(resource_type, scope.query, self._registry, self._limits, strict=True)
+                except FhirError:  # a granular filter for another type (or malformed): it grants nothing here
+                    continue
+                group.extend(parsed.query.filters)
+            if not group:
+                return None
+            groups.append(tuple(group))
+        return groups
+
+    def narrow(self, access: Access, query: SearchQuery) -> SearchQuery:
+        """The query restricted to what the token may search; 403 for types or patients it may not touch."""
+        if access.unrestricted:
+            return query
+        if query.is_system:
+            return self._narrow_system(access, query)
+        self.require(access, query.resource_type, "s")
+        for touched in sorted(_touched(query.filters)):
+            self.require(access, touched, "s")
+        if self.patient_bound(access, query.resource_type, "s"):
+            self._refuse_other_patients(access, query)
+        groups = self._groups(access, query.resource_type, "s")
+        if groups is None:
+            return query
+        if len(groups) == 1:
+            return replace(query, filters=query.filters + groups[0])
+        return replace(query, filters=(*query.filters, Filter("_any", "any-of", None, (), any_of=tuple(groups))))
+
+    def _narrow_system(self, access: Access, query: SearchQuery) -> SearchQuery:
+        # across types, only scopes that reach every resource of each type: a patient or granular scope
+        # would need a different narrowing per type, so the caller searches each type instead
+        types = query.types or ("*",)
+        for resource_type in types:
+            unlimited = [s for s in access.scopes if "s" in s.letters and s.type in ("*", resource_type)
+                         and not s.query and (s.context != "patient" or (
+                             resource_type != "*" and not self.in_compartment_type(resource_type)))]
+            if not unlimited:
+                raise Forbidden(f"A search across {'all types' if resource_type == '*' else resource_type} needs a "
+                                f"search scope that is not limited to one patient or by filters; search each type "
+                                f"instead", code="forbidden")
+        for touched in sorted(_touched(query.filters)):
+            self.require(access, touched, "s")
+        return query
+
+    def _refuse_other_patients(self, access: Access, query: SearchQuery) -> None:
+        # naming another patient explicitly is refused whether or not that patient exists (no existence oracle)
+        for flt in query.filters:
+            for value in flt.values:
+                other = None
+                if isinstance(value, ReferenceValue) and value.id and value.type in ("Patient", None):
+                    targets = self._registry.for_type(query.resource_type).get(flt.code)
+                    if value.type == "Patient" or (targets is not None and targets.targets == ("Patient",)):
+                        other = value.id
+                elif flt.code == "_id" and query.resource_type == "Patient" and isinstance(value, TokenValue):
+                    other = value.code
+                if other is not None and other != access.patient:
+                    raise Forbidden(f"Parameter '{flt.code}' names a patient outside this token's patient context",
+                                    code="forbidden", expression=(flt.code,))
+
+    def visible(self, access: Access, resource_type: str, resource: dict[str, Any], letter: str) -> bool:
+        """True when the scopes granting `letter` allow this resource (compartment and granular filters)."""
+        if access.unrestricted:
+            return True
+        groups = self._groups(access, resource_type, letter)
+        if groups is None:
+            return True
+        if not groups:
+            return False
+        rows = self._indexer.extract(resource_type, resource)
+        return any(all(_matches(f, resource, rows) for f in group) for group in groups)
+
+    def check_write(self, access: Access, resource_type: str, resource: dict[str, Any], letter: str) -> None:
+        """403 unless the token may make this write with this content (its patient's compartment, its filters)."""
+        self.require(access, resource_type, letter)
+        if not self.visible(access, resource_type, resource, letter):
+            raise Forbidden(f"The access token does not allow writing this {resource_type}: it would fall outside "
+                            f"the patient context or the granted filters", code="forbidden")
+
+
+def _matches(flt: Filter, resource: dict[str, Any], rows: IndexRows) -> bool:
+    """An in-memory check of the filters scopes produce (compartment, _id, token, reference)."""
+    if flt.code == COMPARTMENT:
+        return any(isinstance(v, ReferenceValue) and v.id in rows.compartments for v in flt.values)
+    if flt.code == "_id":
+        return any(isinstance(v, TokenValue) and v.code == resource.get("id") for v in flt.values)
+    if flt.type == "token" and flt.modifier is None:
+        found = [(system, value) for code, system, value, _ in rows.tokens if code == flt.code]
+        return any(isinstance(v, TokenValue) and any(
+            value == v.code and (v.any_system or system == v.system) for system, value in found) for v in flt.values)
+    if flt.type == "reference" and flt.modifier is None and not flt.chain:
+        found = [(kind, id_) for code, kind, id_, _ in rows.references if code == flt.code]
+        return any(isinstance(v, ReferenceValue) and any(
+            id_ == v.id and (v.type is None or kind == v.type) for kind, id_ in found) for v in flt.values)
+    return False  # a granular filter this check cannot evaluate grants nothing (fail closed)
+
+
+@dataclass(frozen=True)
+class BoundGuard:
+    """An AccessPolicy applied to one request's Access (resources.guard.Guard)."""
+
+    policy: AccessPolicy
+    access: Access
+
+    def require(self, resource_type: str, letter: str) -> None:
+        """403 unless granted."""
+        self.policy.require(self.access, resource_type, letter)
+
+    def narrow(self, query: SearchQuery) -> SearchQuery:
+        """The narrowed query."""
+        return self.policy.narrow(self.access, query)
+
+    def visible(self, resource_type: str, resource: dict[str, Any], letter: str) -> bool:
+        """Visibility of one resource."""
+        return self.policy.visible(self.access, resource_type, resource, letter)
+
+    def patient_bound(self, resource_type: str, letter: str) -> bool:
+        """Confined to the token's patient."""
+        return self.policy.patient_bound(self.access, resource_type, letter)

@@ -1,0 +1,37 @@
+"""The access guard: how the data engine asks whether the caller may do what it is about to do.
+
+The HTTP edge sets one per request (from the access token); the Repository consults it on every interaction,
+so routes, batches and transactions are checked in one place. No guard set: full access (authorization off,
+or the server's own work). https://hl7.org/fhir/smart-app-launch/scopes-and-launch-context.html
+"""
+
+from __future__ import annotations
+
+from contextvars import ContextVar
+from typing import Any, Protocol
+
+from resources.search.query import SearchQuery
+
+
+class Guard(Protocol):
+    """The decisions a request's access rights make."""
+
+    def require(self, resource_type: str, letter: str) -> None:
+        """Raise 403 unless the interaction (c, r, u, d, s) is granted on the type."""
+
+    def narrow(self, query: SearchQuery) -> SearchQuery:
+        """The query restricted to what may be searched (403 for what may not be searched at all)."""
+
+    def visible(self, resource_type: str, resource: dict[str, Any], letter: str) -> bool:
+        """True when this resource may be seen (r, s) or written (c, u, d) by the caller."""
+
+    def patient_bound(self, resource_type: str, letter: str) -> bool:
+        """True when the caller only reaches one patient's compartment of this type."""
+
+
+GUARD: ContextVar[Guard | None] = ContextVar("careloop_access_guard", default=None)
+
+
+def current_guard() -> Guard | None:
+    """The guard of the request being served, if any."""
+    return GUARD.get()

@@ -1,0 +1,96 @@
+"""The resource server's token check: every FHIR request but discovery carries a valid Bearer access token.
+
+Pure ASGI middleware: it verifies the JWT (signature, issuer, audience = this FHIR base, expiry, revocation),
+parses its scopes once per token, and leaves an `Access` in the request state for the routes.
+https://hl7.org/fhir/smart-app-launch/app-launch.html#step-6-app-accesses-clinical-data-via-fhir-api
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from consent.access import Access, BoundGuard
+from consent.scopes import ScopeError, parse_scopes
+from resources.errors import Unauthorized
+from resources.guard import GUARD
+from resources.outcome import from_error
+from server.auth.service import AuthService
+from server.auth.tokens import TokenError
+from server.context import base_url
+
+PUBLIC = ("/fhir/metadata", "/fhir/.well-known/smart-configuration")
+_CACHE_LIMIT = 10_000
+
+
+class BearerMiddleware:
+    """Authenticates FHIR requests; answers 401 with WWW-Authenticate and an OperationOutcome otherwise."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self._cache: dict[tuple[str, str], tuple[Access, float, str]] = {}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path: str = scope.get("path", "")
+        if scope["type"] != "http" or not path.startswith("/fhir") or path in PUBLIC or scope["method"] == "OPTIONS":
+            await self.app(scope, receive, send)
+            return
+        services = scope["app"].state.services
+        auth: AuthService | None = services.auth
+        if auth is None:  # CARELOOP_AUTH=off
+            await self.app(scope, receive, send)
+            return
+        request = Request(scope)
+        header = request.headers.get("authorization", "")
+        try:
+            if not header.lower().startswith("bearer ") or not header[7:].strip():
+                raise TokenError("This request needs an access token (Authorization: Bearer ...)", code="login")
+            access = self._access(auth, header[7:].strip(), base_url(request))
+        except TokenError as exc:
+            await _unauthorized(exc, send)
+            return
+        scope.setdefault("state", {})["access"] = access
+        token = GUARD.set(BoundGuard(services.policy, access))
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            GUARD.reset(token)
+
+    def _access(self, auth: AuthService, token: str, audience: str) -> Access:
+        key = (token, audience)
+        cached = self._cache.get(key)
+        now = time.time()
+        if cached is None or cached[1] < now:
+            issuer = audience.rsplit("/fhir", 1)[0] + "/auth"
+            claims = auth.signer.decode(token, "at+jwt", issuer, audience)
+            try:
+                resources, _ = parse_scopes(str(claims.get("scope", "")), auth.known_types)
+            except ScopeError as exc:
+                raise TokenError("The token carries a malformed scope") from exc
+            access = Access(resources, _text(claims.get("patient")), _text(claims.get("client_id")),
+                            _text(claims.get("fhirUser")))
+            if len(self._cache) > _CACHE_LIMIT:
+                self._cache.clear()
+            cached = (access, float(claims["exp"]), str(claims.get("jti")))
+            self._cache[key] = cached
+        if auth.signer.is_revoked(cached[2]):
+            raise TokenError("The token was revoked")
+        return cached[0]
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+async def _unauthorized(exc: TokenError, send: Send) -> None:
+    outcome = from_error(Unauthorized(exc.description, code=exc.code))
+    error = "" if exc.code == "login" else ', error="invalid_token"'
+    body = orjson.dumps(outcome)
+    await send({"type": "http.response.start", "status": 401, "headers": [
+        (b"content-type", b"application/fhir+json"), (b"content-length", str(len(body)).encode()),
+        (b"www-authenticate", f'Bearer realm="careloop"{error}'.encode())]})
+    await send({"type": "http.response.body", "body": body})

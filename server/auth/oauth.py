@@ -1,0 +1,397 @@
+"""The OAuth 2 authorization server on authlib: SMART grants, PKCE S256 for everyone, private_key_jwt, JWT tokens.
+
+authlib's server side is synchronous and framework-neutral: requests are adapted before entering it and it runs
+in worker threads. Each pitfall of SECURITY.md §2.4 is handled where marked.
+https://hl7.org/fhir/smart-app-launch/app-launch.html, https://docs.authlib.org/en/latest/oauth2/
+"""
+
+from __future__ import annotations
+
+import contextvars
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+from authlib.oauth2.rfc6749 import AuthorizationServer, ClientMixin, grants
+from authlib.oauth2.rfc6749.errors import (
+    InvalidClientError,
+    InvalidGrantError,
+    InvalidRequestError,
+    InvalidScopeError,
+)
+from authlib.oauth2.rfc6749.requests import BasicOAuth2Payload, OAuth2Request
+from authlib.oauth2.rfc7523 import JWTBearerClientAssertion
+from authlib.oauth2.rfc7636 import CodeChallenge
+from joserfc import jwt
+from joserfc.errors import JoseError
+from joserfc.jwk import KeySet
+
+from consent.scopes import ScopeError, granted, parse_scopes
+from server.auth.store import AuthStore, ClientRecord, digest
+from server.auth.tokens import Signer, new_jti
+
+APP_TOKEN_SECONDS = 3600  # SMART: SHOULD be at most an hour
+BACKEND_TOKEN_SECONDS = 300  # SMART backend services: SHOULD be at most five minutes
+CODE_SECONDS = 60
+OFFLINE_SECONDS = 90 * 86400
+ONLINE_SECONDS = 86400
+ASSERTION_ALGORITHMS = ["RS384", "ES384"]
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    """The URLs of one request's view of the server: issuer, FHIR base (the token audience), token URL."""
+
+    issuer: str
+    fhir_base: str
+    token_url: str
+
+
+CURRENT: contextvars.ContextVar[Endpoints] = contextvars.ContextVar("careloop_auth_endpoints")
+
+
+class FormRequest(OAuth2Request):
+    """An OAuth2Request built from a Starlette request's already-read query and form (pitfall 10)."""
+
+    def __init__(self, method: str, uri: str, headers: dict[str, str], query: dict[str, str],
+                 form: dict[str, str]) -> None:
+        super().__init__(method, uri, headers=headers)
+        self._args, self._form = query, form
+        self.payload = BasicOAuth2Payload({**query, **form})
+
+    @property
+    def args(self) -> dict[str, str]:
+        return self._args
+
+    @property
+    def form(self) -> dict[str, str]:
+        return self._form
+
+
+class Client(ClientMixin):  # type: ignore[misc]
+    """A registered client as authlib sees it."""
+
+    def __init__(self, record: ClientRecord, known_types: frozenset[str]) -> None:
+        self.record = record
+        self.known_types = known_types
+
+    @property
+    def client_id(self) -> str:
+        return self.record.client_id
+
+    def get_client_id(self) -> str:
+        return self.record.client_id
+
+    def get_default_redirect_uri(self) -> str | None:
+        return self.record.redirect_uris[0] if len(self.record.redirect_uris) == 1 else None
+
+    def get_allowed_scope(self, scope: str | None) -> str:
+        try:
+            return granted(scope or "", self.record.scope, self.known_types)
+        except ScopeError as exc:
+            raise InvalidScopeError(str(exc)) from exc
+
+    def check_redirect_uri(self, redirect_uri: str) -> bool:
+        return redirect_uri in self.record.redirect_uris  # exact string match, no prefixes (pitfall 6)
+
+    def check_client_secret(self, client_secret: str) -> bool:
+        return self.record.secret_hash is not None and secrets.compare_digest(digest(client_secret),
+                                                                              self.record.secret_hash)
+
+    def check_endpoint_auth_method(self, method: str, endpoint: str) -> bool:
+        expected = {"public": "none", "confidential-symmetric": "client_secret_basic",
+                    "confidential-asymmetric": "private_key_jwt"}[self.record.kind]
+        return method == expected
+
+    def check_response_type(self, response_type: str) -> bool:
+        return response_type == "code" and bool(self.record.redirect_uris)
+
+    def check_grant_type(self, grant_type: str) -> bool:
+        if grant_type == "client_credentials":
+            return self.record.kind != "public"
+        return grant_type in ("authorization_code", "refresh_token")
+
+
+@dataclass
+class GrantUser:
+    """The signed-in user with the launch context the grant carries."""
+
+    username: str | None
+    fhir_user: str | None = None
+    patient: str | None = None
+    encounter: str | None = None
+    nonce: str | None = None
+    family: str | None = None  # the refresh-token family this grant continues
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def get_user_id(self) -> str | None:
+        return self.username
+
+    def context(self) -> dict[str, Any]:
+        """What codes and refresh tokens remember."""
+        return {"username": self.username, "fhir_user": self.fhir_user, "patient": self.patient,
+                "encounter": self.encounter, "nonce": self.nonce}
+
+
+class Credential:
+    """An authorization code or refresh token as authlib sees it."""
+
+    def __init__(self, client_id: str, data: dict[str, Any], raw: str, family: str | None = None) -> None:
+        self.client_id, self.data, self.raw, self.family = client_id, data, raw, family
+
+    def get_redirect_uri(self) -> str:
+        return str(self.data.get("redirect_uri") or "")
+
+    def get_scope(self) -> str:
+        return str(self.data.get("scope") or "")
+
+    def check_client(self, client: Client) -> bool:
+        return client.get_client_id() == self.client_id
+
+    def is_expired(self) -> bool:
+        return False  # the store only returns live ones
+
+    def is_revoked(self) -> bool:
+        return False
+
+
+class S256Only(CodeChallenge):  # type: ignore[misc]
+    """PKCE with S256 required of every client, confidential ones included (pitfall 2)."""
+
+    SUPPORTED_CODE_CHALLENGE_METHOD = ["S256"]
+    DEFAULT_CODE_CHALLENGE_METHOD = "S256"
+
+    def validate_code_challenge(self, grant: Any, redirect_uri: str) -> None:
+        data = grant.request.payload.data
+        if not data.get("code_challenge") or data.get("code_challenge_method") != "S256":
+            raise InvalidRequestError("PKCE is required: send code_challenge with code_challenge_method=S256")
+        super().validate_code_challenge(grant, redirect_uri)
+
+    def validate_code_verifier(self, grant: Any, result: Any) -> None:
+        if not grant.request.form.get("code_verifier"):
+            raise InvalidRequestError("Missing 'code_verifier'")
+        super().validate_code_verifier(grant, result)
+
+    def get_authorization_code_challenge(self, authorization_code: Credential) -> str | None:
+        return authorization_code.data.get("code_challenge")
+
+    def get_authorization_code_challenge_method(self, authorization_code: Credential) -> str | None:
+        return authorization_code.data.get("code_challenge_method")
+
+
+class PrivateKeyJWT(JWTBearerClientAssertion):  # type: ignore[misc]
+    """SMART asymmetric client authentication: RS384/ES384 assertions, kid, jku, exp within 5 minutes, no replay."""
+
+    CLIENT_AUTH_METHOD = "private_key_jwt"  # authlib's default name differs
+
+    def __init__(self, store: AuthStore) -> None:
+        super().__init__(validate_jti=True, leeway=5)
+        self.store = store
+        self._headers: contextvars.ContextVar[dict[str, Any]] = contextvars.ContextVar("assertion_headers")
+
+    def __call__(self, query_client: Any, request: Any) -> Any:
+        if request.form.get("client_assertion") and request.form.get(
+                "client_assertion_type") != "urn:ietf:params:oauth:client-assertion-type:jwt-bearer":
+            raise InvalidClientError(description="Unsupported client_assertion_type")
+        return super().__call__(query_client, request)
+
+    def get_audiences(self) -> list[str]:
+        return [CURRENT.get().token_url]
+
+    def validate_jti(self, claims: dict[str, Any], jti: str) -> bool:
+        return self.store.use_assertion(str(claims["iss"]), str(jti), float(claims["exp"]))
+
+    def resolve_client_public_key(self, client: Client) -> KeySet:
+        record = client.record
+        if record.jwks:
+            return KeySet.import_key_set(record.jwks)
+        if record.jwks_url:
+            response = httpx.get(record.jwks_url, timeout=5)
+            response.raise_for_status()
+            return KeySet.import_key_set(response.json())
+        raise InvalidClientError(description="The client has no registered keys")
+
+    def extract_assertion(self, assertion: str) -> tuple[dict[str, Any], dict[str, Any]]:
+        headers, claims = super().extract_assertion(assertion)
+        self._headers.set(headers)
+        return headers, claims
+
+    def process_assertion_claims(self, assertion: str, resolve_key: Any) -> dict[str, Any]:
+        headers = self._headers.get({})
+        if not headers.get("kid"):
+            raise InvalidClientError(description="The client assertion needs a 'kid' header")
+        if headers.get("alg") not in ASSERTION_ALGORITHMS:
+            raise InvalidClientError(description=f"The client assertion must be signed with one of "
+                                                 f"{', '.join(ASSERTION_ALGORITHMS)}")
+        if "jku" in headers:
+            sub = jwt.decode(assertion, resolve_key, algorithms=ASSERTION_ALGORITHMS).claims.get("sub")
+            record = self.store.client(str(sub))
+            if record is None or headers["jku"] != record.jwks_url:
+                raise InvalidClientError(description="The 'jku' header is not the client's registered JWKS URL")
+        try:  # algorithms pinned: RS384/ES384 pass, HS*/none/RS256 do not (pitfall 1)
+            token = jwt.decode(assertion, resolve_key, algorithms=ASSERTION_ALGORITHMS)
+        except (JoseError, ValueError) as exc:
+            raise InvalidClientError(description=f"The client assertion cannot be verified: "
+                                                 f"{exc.__class__.__name__}") from exc
+        claims = dict(token.claims)
+        if not isinstance(claims.get("exp"), int | float) or claims["exp"] - time.time() > 300:
+            raise InvalidClientError(description="The client assertion must expire within 5 minutes")
+        self.verify_claims(token.claims)
+        return claims
+
+
+class CodeGrant(grants.AuthorizationCodeGrant):  # type: ignore[misc]
+    """Authorization code with the launch context and the nonce kept with the code."""
+
+    TOKEN_ENDPOINT_AUTH_METHODS = ["none", "client_secret_basic", "private_key_jwt"]
+
+    def save_authorization_code(self, code: str, request: Any) -> None:
+        user: GrantUser = request.user
+        data = {**user.context(), "redirect_uri": request.payload.redirect_uri, "scope": request.scope,
+                "code_challenge": request.payload.data.get("code_challenge"),
+                "code_challenge_method": request.payload.data.get("code_challenge_method")}
+        self.server.store.save_code(code, request.client.get_client_id(), data, CODE_SECONDS)
+
+    def query_authorization_code(self, code: str, client: Client) -> Credential | None:
+        data = self.server.store.code(code, client.get_client_id())
+        return Credential(client.get_client_id(), data, code) if data else None
+
+    def delete_authorization_code(self, authorization_code: Credential) -> None:
+        self.server.store.delete_code(authorization_code.raw)
+
+    def authenticate_user(self, authorization_code: Credential) -> GrantUser:
+        data = authorization_code.data
+        return GrantUser(data.get("username"), data.get("fhir_user"), data.get("patient"), data.get("encounter"),
+                         data.get("nonce"))
+
+
+class RefreshGrant(grants.RefreshTokenGrant):  # type: ignore[misc]
+    """Refresh tokens rotate on use; a reused one revokes its whole family (SECURITY.md case 28)."""
+
+    TOKEN_ENDPOINT_AUTH_METHODS = ["none", "client_secret_basic", "private_key_jwt"]
+    INCLUDE_NEW_REFRESH_TOKEN = True
+
+    def authenticate_refresh_token(self, refresh_token: str) -> Credential | None:
+        found = self.server.store.refresh(refresh_token)
+        if found is None:
+            return None
+        family, client_id, data, used = found
+        if used:
+            self.server.store.revoke_family(family)
+            return None
+        return Credential(client_id, data, refresh_token, family)
+
+    def authenticate_user(self, credential: Credential) -> GrantUser:
+        data = credential.data
+        return GrantUser(data.get("username"), data.get("fhir_user"), data.get("patient"), data.get("encounter"),
+                         None, credential.family)
+
+    def revoke_old_credential(self, credential: Credential) -> None:
+        self.server.store.mark_refresh_used(credential.raw)
+
+
+class BackendGrant(grants.ClientCredentialsGrant):  # type: ignore[misc]
+    """client_credentials for SMART backend services: system/ scopes within the client's pre-authorization."""
+
+    TOKEN_ENDPOINT_AUTH_METHODS = ["client_secret_basic", "private_key_jwt"]
+
+    def validate_token_request(self) -> None:
+        super().validate_token_request()
+        requested = self.request.payload.scope or ""
+        resources, _ = parse_scopes(requested, self.server.known_types)
+        if not resources or any(s.context != "system" for s in resources):
+            raise InvalidScopeError("Backend services request system/ scopes")
+        if set(granted(requested, self.request.client.record.scope, self.server.known_types).split()) != set(
+                requested.split()):
+            raise InvalidScopeError("The requested scope is beyond what this client is allowed")
+
+
+class SmartServer(AuthorizationServer):  # type: ignore[misc]
+    """authlib's AuthorizationServer bound to CareLoop's store, signer and response type."""
+
+    def __init__(self, store: AuthStore, signer: Signer, known_types: frozenset[str]) -> None:
+        super().__init__()
+        self.store = store
+        self.signer = signer
+        self.known_types = known_types
+        self.register_client_auth_method("private_key_jwt", PrivateKeyJWT(store))
+        self.register_grant(CodeGrant, [S256Only(required=True)])
+        self.register_grant(RefreshGrant)
+        self.register_grant(BackendGrant)
+        self.register_token_generator("default", self.issue)
+
+    def query_client(self, client_id: str) -> Client | None:
+        record = self.store.client(client_id)
+        return Client(record, self.known_types) if record else None
+
+    def save_token(self, token: dict[str, Any], request: Any) -> None:
+        """Tokens are signed JWTs; refresh tokens were stored when they were made."""
+
+    def create_oauth2_request(self, request: Any) -> Any:
+        return request
+
+    def handle_response(self, status: int, body: Any, headers: Any) -> tuple[int, Any, dict[str, str]]:
+        return status, body, dict(headers)
+
+    def send_signal(self, name: str, *args: Any, **kwargs: Any) -> None:
+        """No signals."""
+
+    def validate_requested_scope(self, scope: str | None) -> None:
+        try:
+            parse_scopes(scope or "", self.known_types)
+        except ScopeError as exc:
+            raise InvalidScopeError(str(exc)) from exc
+
+    def issue(self, grant_type: str, client: Client, user: GrantUser | None = None, scope: str | None = None,
+              expires_in: int | None = None, include_refresh_token: bool = True) -> dict[str, Any]:
+        """Access token (JWT), and the id_token, refresh token and launch context the grant earns."""
+        urls = CURRENT.get()
+        scope = scope or ""
+        names = set(scope.split())
+        backend = grant_type == "client_credentials"
+        lifetime = BACKEND_TOKEN_SECONDS if backend else APP_TOKEN_SECONDS
+        now = int(time.time())
+        jti = new_jti()
+        claims: dict[str, Any] = {"iss": urls.issuer, "aud": urls.fhir_base, "sub": (user.username if user else None)
+                                  or client.get_client_id(), "client_id": client.get_client_id(), "scope": scope,
+                                  "iat": now, "exp": now + lifetime, "jti": jti}
+        if user is not None:
+            for key in ("patient", "encounter"):
+                if getattr(user, key):
+                    claims[key] = getattr(user, key)
+            if user.fhir_user and "fhirUser" in names:
+                claims["fhirUser"] = user.fhir_user
+        token: dict[str, Any] = {"access_token": self.signer.sign(claims, "at+jwt"), "token_type": "Bearer",
+                                 "expires_in": lifetime, "scope": scope}
+        if user is not None:
+            for key in ("patient", "encounter"):
+                if getattr(user, key):
+                    token[key] = getattr(user, key)
+            if user.patient:
+                token["need_patient_banner"] = not (user.fhir_user or "").startswith("Patient/")
+            if "openid" in names and user.username:
+                id_claims = {"iss": urls.issuer, "aud": client.get_client_id(), "sub": user.username, "iat": now,
+                             "exp": now + lifetime}
+                if user.fhir_user and "fhirUser" in names:
+                    id_claims["fhirUser"] = user.fhir_user
+                if user.nonce:
+                    id_claims["nonce"] = user.nonce
+                token["id_token"] = self.signer.sign(id_claims)
+        # refresh tokens only when offline_access or online_access was granted (pitfall 3)
+        if include_refresh_token and not backend and user is not None and names & {"offline_access", "online_access"}:
+            refresh = secrets.token_urlsafe(32)
+            family = user.family or secrets.token_urlsafe(12)
+            ttl = OFFLINE_SECONDS if "offline_access" in names else ONLINE_SECONDS
+            self.store.save_refresh(refresh, family, client.get_client_id(), {**user.context(), "scope": scope}, ttl)
+            token["refresh_token"] = refresh
+        return token
+
+
+def oauth_error(error: str, description: str, status: int = 400) -> tuple[int, dict[str, str], dict[str, str]]:
+    """An RFC 6749 error body."""
+    return status, {"error": error, "error_description": description}, {"Cache-Control": "no-store"}
+
+
+__all__ = ["CURRENT", "Endpoints", "FormRequest", "GrantUser", "InvalidGrantError", "SmartServer", "oauth_error"]

@@ -1,0 +1,337 @@
+"""OAuth and SMART endpoints: discovery, JWKS, authorize (sign-in and patient picker), token, introspect, revoke.
+
+https://hl7.org/fhir/smart-app-launch/app-launch.html, https://www.rfc-editor.org/rfc/rfc7662,
+https://www.rfc-editor.org/rfc/rfc7009
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import secrets
+import time
+from typing import Any
+
+import orjson
+from authlib.oauth2.rfc6749.errors import OAuth2Error
+from fastapi import APIRouter, Request
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+
+from resources.search.query import SearchQuery
+from server.auth.oauth import CURRENT, Endpoints, FormRequest, GrantUser
+from server.auth.service import AuthService
+from server.auth.store import check_password, digest
+from server.auth.tokens import TokenError
+from server.context import FHIR_PREFIX, base_url, services
+
+router = APIRouter()
+NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+CAPABILITIES = ["launch-ehr", "launch-standalone", "authorize-post", "client-public", "client-confidential-symmetric",
+                "client-confidential-asymmetric", "sso-openid-connect", "context-ehr-patient", "context-ehr-encounter",
+                "context-standalone-patient", "permission-patient", "permission-user", "permission-offline",
+                "permission-online", "permission-v1", "permission-v2"]
+LOGIN_SECONDS = 600
+
+
+def auth_service(request: Request) -> AuthService:
+    """The authorization service (404 when authorization is off)."""
+    found: AuthService | None = services(request).auth
+    if found is None:
+        raise_json(404, "not_found", "Authorization is off on this server (CARELOOP_AUTH=off)")
+    assert found is not None
+    return found
+
+
+class JsonError(Exception):
+    """An OAuth error answered as RFC 6749 JSON."""
+
+    def __init__(self, status: int, error: str, description: str) -> None:
+        super().__init__(description)
+        self.status, self.error, self.description = status, error, description
+
+
+def raise_json(status: int, error: str, description: str) -> None:
+    """Stop with an OAuth JSON error."""
+    raise JsonError(status, error, description)
+
+
+def json_error(exc: JsonError) -> JSONResponse:
+    """The response of a JsonError."""
+    return JSONResponse({"error": exc.error, "error_description": exc.description}, exc.status, NO_STORE)
+
+
+def endpoints(request: Request) -> Endpoints:
+    """Issuer, FHIR base and token URL as this request sees the server."""
+    fhir = base_url(request)
+    origin = fhir[: -len(FHIR_PREFIX)] if fhir.endswith(FHIR_PREFIX) else fhir
+    return Endpoints(f"{origin}/auth", fhir, f"{origin}/auth/token")
+
+
+def _metadata(request: Request) -> dict[str, Any]:
+    urls = endpoints(request)
+    auth = urls.issuer
+    return {
+        "issuer": auth, "jwks_uri": f"{auth}/jwks", "authorization_endpoint": f"{auth}/authorize",
+        "token_endpoint": urls.token_url, "introspection_endpoint": f"{auth}/introspect",
+        "revocation_endpoint": f"{auth}/revoke",
+        "grant_types_supported": ["authorization_code", "client_credentials", "refresh_token"],
+        "response_types_supported": ["code"], "code_challenge_methods_supported": ["S256"],
+        "token_endpoint_auth_methods_supported": ["private_key_jwt", "client_secret_basic", "none"],
+        "token_endpoint_auth_signing_alg_values_supported": ["RS384", "ES384"],
+        "id_token_signing_alg_values_supported": ["RS256"],
+        "scopes_supported": ["openid", "fhirUser", "launch", "launch/patient", "offline_access", "online_access",
+                             "patient/*.cruds", "user/*.cruds", "system/*.cruds", "patient/*.read", "user/*.read"],
+        "capabilities": CAPABILITIES,
+    }
+
+
+@router.get("/fhir/.well-known/smart-configuration", include_in_schema=False)
+async def smart_configuration(request: Request) -> Response:
+    """SMART discovery: JSON whatever the Accept header, open to any origin."""
+    auth_service(request)
+    return JSONResponse(_metadata(request), headers={"Access-Control-Allow-Origin": "*"})
+
+
+@router.get("/.well-known/oauth-authorization-server", include_in_schema=False)
+@router.get("/auth/.well-known/oauth-authorization-server", include_in_schema=False)
+async def oauth_metadata(request: Request) -> Response:
+    """RFC 8414 authorization-server metadata."""
+    auth_service(request)
+    return JSONResponse(_metadata(request), headers={"Access-Control-Allow-Origin": "*"})
+
+
+@router.get("/auth/jwks", include_in_schema=False)
+async def jwks(request: Request) -> Response:
+    """The public keys that verify access tokens and id_tokens."""
+    return JSONResponse(auth_service(request).signer.jwks(), headers={"Access-Control-Allow-Origin": "*"})
+
+
+async def _form(request: Request) -> dict[str, str]:
+    if request.method != "POST":
+        return {}
+    form = await request.form()
+    return {k: v for k, v in form.items() if isinstance(v, str)}
+
+
+def _page(title: str, body: str, status: int = 200) -> HTMLResponse:
+    style = "body{font-family:sans-serif;max-width:28rem;margin:3rem auto}input,button{display:block;margin:.4rem 0}"
+    return HTMLResponse(f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+                        f"<style>{style}</style></head><body><h1>{html.escape(title)}</h1>{body}</body></html>",
+                        status, headers={**NO_STORE, "X-Frame-Options": "DENY",
+                                         "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
+                                                                    "form-action 'self'"})
+
+
+def _hidden(params: dict[str, str], skip: tuple[str, ...] = ()) -> str:
+    return "".join(f"<input type='hidden' name='{html.escape(k)}' value='{html.escape(v)}'>"
+                   for k, v in params.items() if k not in skip)
+
+
+_OAUTH_KEYS = ("response_type", "client_id", "redirect_uri", "scope", "state", "aud", "code_challenge",
+               "code_challenge_method", "launch", "nonce", "resource")
+
+
+@router.api_route("/auth/authorize", methods=["GET", "POST"], include_in_schema=False)
+async def authorize(request: Request) -> Response:
+    """Validate the request, sign the user in, pick the patient, then redirect back with a code."""
+    try:
+        return await _authorize(request)
+    except JsonError as exc:
+        return json_error(exc)
+
+
+async def _authorize(request: Request) -> Response:
+    auth = auth_service(request)
+    urls = endpoints(request)
+    CURRENT.set(urls)
+    query = dict(request.query_params)
+    form = await _form(request)
+    params = {k: v for k, v in {**query, **form}.items() if k in _OAUTH_KEYS}
+    oauth = FormRequest(request.method, f"{urls.issuer}/authorize", dict(request.headers), params, {})
+    try:
+        grant = await run_in_threadpool(auth.server.get_consent_grant, oauth)
+    except OAuth2Error as exc:  # no redirect on errors: a bad redirect_uri must never be followed
+        raise_json(400, exc.error or "invalid_request", exc.description or exc.error or "invalid request")
+    audience = params.get("aud") or params.get("resource")
+    if audience is None or audience.rstrip("/") != urls.fhir_base:
+        raise_json(400, "invalid_request", f"'aud' must be this server's FHIR base URL {urls.fhir_base}")
+    scopes = set(grant.request.scope.split()) if grant.request.scope else set()
+    launch_context: dict[str, Any] = {}
+    if "launch" in params:
+        found = auth.store.launch(params["launch"])
+        if found is None:
+            raise_json(400, "invalid_request", "Unknown or expired 'launch'")
+        launch_context = found or {}
+    user = _signed_in(auth, form)
+    if user is None:
+        return _login_page(params, form.get("username") is not None)
+    patient = launch_context.get("patient")
+    if patient is None and user.fhir_user and user.fhir_user.startswith("Patient/"):
+        patient = user.fhir_user.split("/", 1)[1]
+    wants_patient = "launch/patient" in scopes or any(s.startswith("patient/") for s in scopes)
+    if wants_patient and patient is None:
+        chosen = form.get("patient")
+        if chosen and await services(request).repository.store.read("Patient", chosen):
+            patient = chosen
+        else:
+            return await _picker_page(request, auth, params, user.username or "")
+    grant_user = GrantUser(user.username, user.fhir_user, patient, launch_context.get("encounter"),
+                           params.get("nonce"))
+    status, _, headers = await run_in_threadpool(auth.server.create_authorization_response, oauth, grant_user,
+                                                 grant)
+    return RedirectResponse(dict(headers)["Location"], status_code=302, headers=NO_STORE)
+
+
+def _signed_in(auth: AuthService, form: dict[str, str]) -> GrantUser | None:
+    if form.get("session"):
+        try:
+            claims = auth.signer.decode(form["session"], "login+jwt", "careloop-login", None)
+        except TokenError:
+            return None
+        found = auth.store.user(str(claims.get("sub")))
+        return GrantUser(found.username, found.fhir_user) if found else None
+    username, password = form.get("username"), form.get("password")
+    if not username or password is None:
+        return None
+    found = auth.store.user(username)
+    if found is None or not check_password(password, found.password_hash):
+        return None
+    return GrantUser(found.username, found.fhir_user)
+
+
+def _login_page(params: dict[str, str], failed: bool) -> HTMLResponse:
+    note = "<p role='alert'>Wrong user name or password.</p>" if failed else ""
+    body = (f"{note}<form method='post' action='authorize'>{_hidden(params)}"
+            "<label>User name <input name='username' autocomplete='username' required></label>"
+            "<label>Password <input name='password' type='password' autocomplete='current-password' required>"
+            "</label><button type='submit'>Sign in</button></form>")
+    return _page("Sign in to CareLoop", body, 401 if failed else 200)
+
+
+async def _picker_page(request: Request, auth: AuthService, params: dict[str, str], username: str) -> HTMLResponse:
+    now = int(time.time())
+    session = auth.signer.sign({"iss": "careloop-login", "sub": username, "iat": now, "exp": now + LOGIN_SECONDS},
+                               "login+jwt")
+    page = await services(request).repository.store.search(SearchQuery("Patient", count=100))
+    choices = []
+    for res in page.resources:
+        body = orjson.loads(res.body or b"{}")
+        name = " ".join(" ".join(n.get("given", [])) + " " + n.get("family", "") for n in body.get("name", [])[:1])
+        choices.append(f"<label><input type='radio' name='patient' value='{html.escape(res.id)}' required> "
+                       f"{html.escape(name.strip() or res.id)} ({html.escape(res.id)})</label>")
+    body_html = (f"<form method='post' action='authorize'>{_hidden(params)}"
+                 f"<input type='hidden' name='session' value='{html.escape(session)}'>"
+                 f"{''.join(choices) or '<p>No patients are stored yet.</p>'}"
+                 "<button type='submit'>Continue</button></form>")
+    return _page("Choose a patient", body_html)
+
+
+@router.post("/auth/token", include_in_schema=False)
+async def token(request: Request) -> Response:
+    """The token endpoint: authorization_code, refresh_token and client_credentials."""
+    auth = auth_service(request)
+    urls = endpoints(request)
+    CURRENT.set(urls)
+    oauth = FormRequest("POST", urls.token_url, dict(request.headers), {}, await _form(request))
+    status, body, headers = await run_in_threadpool(auth.server.create_token_response, oauth)
+    return JSONResponse(body, status, {**headers, **NO_STORE})
+
+
+def _client_of_request(auth: AuthService, request: Request, form: dict[str, str]) -> str | None:
+    """The client calling introspect/revoke: HTTP Basic with its secret, or a public client's client_id."""
+    header = request.headers.get("authorization", "")
+    if header.lower().startswith("basic "):
+        try:
+            client_id, _, secret = base64.b64decode(header[6:]).decode().partition(":")
+        except ValueError:
+            return None
+        record = auth.store.client(client_id)
+        if record and record.secret_hash and secrets.compare_digest(digest(secret), record.secret_hash):
+            return client_id
+        return None
+    record = auth.store.client(form.get("client_id", ""))
+    return record.client_id if record and record.kind == "public" else None
+
+
+@router.post("/auth/introspect", include_in_schema=False)
+async def introspect(request: Request) -> Response:
+    """RFC 7662 with the SMART fields; callers authenticate with a Bearer token or as a confidential client."""
+    auth = auth_service(request)
+    urls = endpoints(request)
+    form = await _form(request)
+    header = request.headers.get("authorization", "")
+    if header.lower().startswith("bearer "):
+        try:
+            _verify_access(auth, header[7:].strip(), urls)
+        except TokenError:
+            return JSONResponse({"error": "invalid_token"}, 401, {"WWW-Authenticate": 'Bearer error="invalid_token"'})
+    elif _client_of_request(auth, request, form) is None:
+        return JSONResponse({"error": "invalid_client"}, 401, {"WWW-Authenticate": "Basic"})
+    value = form.get("token", "")
+    try:
+        claims = _verify_access(auth, value, urls)
+    except TokenError:
+        found = auth.store.refresh(value) if value else None
+        if found is None or found[3]:
+            return JSONResponse({"active": False}, headers=NO_STORE)
+        _, client_id, data, _ = found
+        claims = {"client_id": client_id, "scope": data.get("scope"), "sub": data.get("username"),
+                  "patient": data.get("patient"), "encounter": data.get("encounter"), "token_type": "refresh_token"}
+    answer = {"active": True, "token_type": "Bearer", **{k: v for k, v in claims.items() if v is not None}}
+    if "fhirUser" not in answer and claims.get("sub"):
+        user = auth.store.user(str(claims["sub"]))
+        if user and user.fhir_user and "fhirUser" in str(claims.get("scope", "")).split():
+            answer["fhirUser"] = user.fhir_user
+    return JSONResponse(answer, headers=NO_STORE)
+
+
+def _verify_access(auth: AuthService, value: str, urls: Endpoints) -> dict[str, Any]:
+    claims = auth.signer.decode(value, "at+jwt", urls.issuer, urls.fhir_base)
+    if auth.signer.is_revoked(str(claims.get("jti"))):
+        raise TokenError("The token was revoked")
+    return claims
+
+
+@router.post("/auth/revoke", include_in_schema=False)
+async def revoke(request: Request) -> Response:
+    """RFC 7009: revoke an access token or a refresh token (and its family); 200 whatever the token was."""
+    auth = auth_service(request)
+    urls = endpoints(request)
+    form = await _form(request)
+    client_id = _client_of_request(auth, request, form)
+    if client_id is None:
+        return JSONResponse({"error": "invalid_client"}, 401, {"WWW-Authenticate": "Basic"})
+    value = form.get("token", "")
+    try:
+        claims = auth.signer.decode(value, "at+jwt", urls.issuer, None)
+        if claims.get("client_id") == client_id:
+            auth.store.revoke_jti(str(claims["jti"]), float(claims["exp"]))
+            auth.signer.forget_revocations()
+    except TokenError:
+        found = auth.store.refresh(value) if value else None
+        if found is not None and found[1] == client_id:
+            auth.store.revoke_family(found[0])
+    return Response(status_code=200, headers=NO_STORE)
+
+
+@router.post("/auth/launch", include_in_schema=False)
+async def create_launch(request: Request) -> Response:
+    """An EHR registers a launch context (patient, encounter); the app gets its id as `launch`."""
+    auth = auth_service(request)
+    urls = endpoints(request)
+    header = request.headers.get("authorization", "")
+    try:
+        claims = _verify_access(auth, header[7:].strip(), urls) if header.lower().startswith("bearer ") else None
+    except TokenError:
+        claims = None
+    if claims is None or not any(s.startswith(("system/", "user/")) for s in str(claims.get("scope", "")).split()):
+        return JSONResponse({"error": "invalid_token"}, 401, {"WWW-Authenticate": 'Bearer error="invalid_token"'})
+    form = await _form(request)
+    context = {k: form[k] for k in ("patient", "encounter") if form.get(k)}
+    if "patient" not in context:
+        return JSONResponse({"error": "invalid_request", "error_description": "'patient' is required"}, 400)
+    launch = secrets.token_urlsafe(16)
+    auth.store.save_launch(launch, context, 3600)
+    return JSONResponse({"launch": launch, **context}, 201)
+

@@ -1,0 +1,67 @@
+"""The authorization service: store, signer and authlib server together, clients and users managed from the CLI.
+
+https://hl7.org/fhir/smart-app-launch/
+"""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from consent.scopes import parse_scopes
+from server.auth.oauth import SmartServer
+from server.auth.store import CLIENT_KINDS, AuthStore, ClientRecord, digest
+from server.auth.tokens import Signer
+from server.settings import Settings
+
+
+def auth_path(settings: Settings) -> str:
+    """The authorization server's own file: configured, else beside the FHIR store."""
+    if settings.auth_db:
+        return settings.auth_db
+    if settings.sqlite_path == ":memory:":
+        return ":memory:"
+    return str(Path(settings.sqlite_path).with_suffix("")) + "-auth.db"
+
+
+@dataclass
+class AuthService:
+    """Everything the OAuth endpoints and the token check use."""
+
+    store: AuthStore
+    signer: Signer
+    server: SmartServer
+    known_types: frozenset[str]
+
+    @classmethod
+    def open(cls, settings: Settings, known_types: frozenset[str]) -> AuthService:
+        """Open (and create) the auth store and its signing key."""
+        path = auth_path(settings)
+        if path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        store = AuthStore(path).open()
+        signer = Signer(store)
+        signer.key()
+        return cls(store, signer, SmartServer(store, signer, known_types), known_types)
+
+    def close(self) -> None:
+        """Close the auth store."""
+        self.store.close()
+
+    def add_client(self, name: str, kind: str, scope: str, redirect_uris: list[str],
+                   jwks: dict[str, Any] | None = None, jwks_url: str | None = None,
+                   client_id: str | None = None) -> tuple[ClientRecord, str | None]:
+        """Register a client; returns it with its secret (shown once) for a symmetric client."""
+        if kind not in CLIENT_KINDS:
+            raise ValueError(f"client type must be one of {', '.join(CLIENT_KINDS)}")
+        parse_scopes(scope, self.known_types)
+        if kind == "confidential-asymmetric" and not (jwks or jwks_url):
+            raise ValueError("an asymmetric client needs --jwks or --jwks-url")
+        secret = secrets.token_urlsafe(32) if kind == "confidential-symmetric" else None
+        record = ClientRecord(client_id or str(uuid.uuid4()), name, kind, scope, redirect_uris,
+                              digest(secret) if secret else None, jwks, jwks_url)
+        self.store.add_client(record)
+        return record, secret

@@ -1,0 +1,234 @@
+"""Persistent state of the authorization server: signing keys, clients, users, codes, refresh tokens, revocations.
+
+A small SQLite file of its own (authlib calls back synchronously, from worker threads), separate from the
+FHIR store: clients and secrets are not FHIR resources. https://www.rfc-editor.org/rfc/rfc6749
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS keys (kid TEXT PRIMARY KEY, jwk TEXT NOT NULL, created REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS clients (client_id TEXT PRIMARY KEY, name TEXT NOT NULL, kind TEXT NOT NULL,
+  secret_hash TEXT, jwks TEXT, jwks_url TEXT, scope TEXT NOT NULL, redirect_uris TEXT NOT NULL, created REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS users (username TEXT PRIMARY KEY, password_hash TEXT NOT NULL, fhir_user TEXT,
+  name TEXT);
+CREATE TABLE IF NOT EXISTS codes (code TEXT PRIMARY KEY, client_id TEXT NOT NULL, data TEXT NOT NULL,
+  expires REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS refresh (token_hash TEXT PRIMARY KEY, family TEXT NOT NULL, client_id TEXT NOT NULL,
+  data TEXT NOT NULL, expires REAL NOT NULL, used INTEGER NOT NULL DEFAULT 0);
+CREATE INDEX IF NOT EXISTS refresh_family ON refresh (family);
+CREATE TABLE IF NOT EXISTS revoked (jti TEXT PRIMARY KEY, expires REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS revoked_families (family TEXT PRIMARY KEY, expires REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS assertions (iss TEXT NOT NULL, jti TEXT NOT NULL, expires REAL NOT NULL,
+  PRIMARY KEY (iss, jti));
+CREATE TABLE IF NOT EXISTS launches (launch TEXT PRIMARY KEY, data TEXT NOT NULL, expires REAL NOT NULL);
+"""
+CLIENT_KINDS = ("public", "confidential-symmetric", "confidential-asymmetric")
+
+
+def digest(secret: str) -> str:
+    """SHA-256 of a high-entropy secret (client secrets, refresh tokens)."""
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def hash_password(password: str, salt: bytes | None = None) -> str:
+    """scrypt hash of a user's password, salted."""
+    salt = salt or secrets.token_bytes(16)
+    derived = hashlib.scrypt(password.encode(), salt=salt, n=2 ** 14, r=8, p=1)
+    return f"{salt.hex()}${derived.hex()}"
+
+
+def check_password(password: str, stored: str) -> bool:
+    """Constant-time comparison of a password with its stored hash."""
+    salt, _, expected = stored.partition("$")
+    return hmac.compare_digest(hash_password(password, bytes.fromhex(salt)).partition("$")[2], expected)
+
+
+@dataclass
+class ClientRecord:
+    """A registered client."""
+
+    client_id: str
+    name: str
+    kind: str
+    scope: str
+    redirect_uris: list[str]
+    secret_hash: str | None = None
+    jwks: dict[str, Any] | None = None
+    jwks_url: str | None = None
+
+    def summary(self) -> dict[str, Any]:
+        """What `clients list` shows."""
+        return {"client_id": self.client_id, "name": self.name, "type": self.kind, "scope": self.scope,
+                "redirect_uris": self.redirect_uris, "jwks_url": self.jwks_url,
+                "jwks": bool(self.jwks)}
+
+
+@dataclass
+class UserRecord:
+    """A person who signs in at the authorize page: a practitioner or a patient, with their fhirUser."""
+
+    username: str
+    password_hash: str
+    fhir_user: str | None
+    name: str | None = None
+
+
+@dataclass
+class AuthStore:
+    """Thread-safe access to the authorization server's SQLite file."""
+
+    path: str
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _db: sqlite3.Connection | None = None
+
+    def open(self) -> AuthStore:
+        """Open (and create) the file."""
+        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.executescript(SCHEMA)
+        return self
+
+    def close(self) -> None:
+        """Close the file."""
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+    def _run(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        assert self._db is not None, "AuthStore is not open"
+        with self._lock:
+            return self._db.execute(sql, args).fetchall()
+
+    # -- keys ----------------------------------------------------------------------------------------
+    def signing_keys(self) -> list[dict[str, Any]]:
+        """Private JWKs, oldest first."""
+        return [orjson.loads(row[0]) for row in self._run("SELECT jwk FROM keys ORDER BY created")]
+
+    def add_signing_key(self, kid: str, jwk: dict[str, Any]) -> None:
+        """Keep a new private signing key."""
+        self._run("INSERT INTO keys VALUES (?, ?, ?)", (kid, orjson.dumps(jwk).decode(), time.time()))
+
+    # -- clients -------------------------------------------------------------------------------------
+    def add_client(self, record: ClientRecord) -> None:
+        """Register a client (its id must be new)."""
+        self._run("INSERT INTO clients VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", (
+            record.client_id, record.name, record.kind, record.secret_hash,
+            orjson.dumps(record.jwks).decode() if record.jwks else None, record.jwks_url, record.scope,
+            orjson.dumps(record.redirect_uris).decode(), time.time()))
+
+    def client(self, client_id: str) -> ClientRecord | None:
+        """A client by id."""
+        rows = self._run("SELECT client_id, name, kind, secret_hash, jwks, jwks_url, scope, redirect_uris "
+                         "FROM clients WHERE client_id = ?", (client_id,))
+        if not rows:
+            return None
+        cid, name, kind, secret_hash, jwks, jwks_url, scope, uris = rows[0]
+        return ClientRecord(cid, name, kind, scope, orjson.loads(uris), secret_hash,
+                            orjson.loads(jwks) if jwks else None, jwks_url)
+
+    def clients(self) -> list[ClientRecord]:
+        """Every client."""
+        ids = [row[0] for row in self._run("SELECT client_id FROM clients ORDER BY created")]
+        return [c for c in (self.client(i) for i in ids) if c is not None]
+
+    def remove_client(self, client_id: str) -> bool:
+        """Remove a client; False when it did not exist."""
+        existed = bool(self._run("SELECT 1 FROM clients WHERE client_id = ?", (client_id,)))
+        self._run("DELETE FROM clients WHERE client_id = ?", (client_id,))
+        return existed
+
+    # -- users ---------------------------------------------------------------------------------------
+    def add_user(self, username: str, password: str, fhir_user: str | None, name: str | None = None) -> None:
+        """Create or replace a user."""
+        self._run("INSERT OR REPLACE INTO users VALUES (?, ?, ?, ?)",
+                  (username, hash_password(password), fhir_user, name))
+
+    def user(self, username: str) -> UserRecord | None:
+        """A user by name."""
+        rows = self._run("SELECT username, password_hash, fhir_user, name FROM users WHERE username = ?",
+                         (username,))
+        return UserRecord(*rows[0]) if rows else None
+
+    def users(self) -> list[UserRecord]:
+        """Every user."""
+        return [UserRecord(*row) for row in self._run("SELECT username, password_hash, fhir_user, name FROM users")]
+
+    # -- authorization codes, launches -------------------------------------------------------------
+    def save_code(self, code: str, client_id: str, data: dict[str, Any], ttl: float) -> None:
+        """Keep an authorization code until it is used or expires."""
+        self._run("INSERT INTO codes VALUES (?, ?, ?, ?)", (digest(code), client_id, orjson.dumps(data).decode(),
+                                                            time.time() + ttl))
+
+    def code(self, code: str, client_id: str) -> dict[str, Any] | None:
+        """A live code issued to this client."""
+        rows = self._run("SELECT data FROM codes WHERE code = ? AND client_id = ? AND expires > ?",
+                         (digest(code), client_id, time.time()))
+        return orjson.loads(rows[0][0]) if rows else None
+
+    def delete_code(self, code: str) -> None:
+        """A code is used once."""
+        self._run("DELETE FROM codes WHERE code = ?", (digest(code),))
+
+    def save_launch(self, launch: str, data: dict[str, Any], ttl: float) -> None:
+        """An EHR launch context (patient, encounter) for a `launch` parameter."""
+        self._run("INSERT INTO launches VALUES (?, ?, ?)", (launch, orjson.dumps(data).decode(), time.time() + ttl))
+
+    def launch(self, launch: str) -> dict[str, Any] | None:
+        """A live launch context."""
+        rows = self._run("SELECT data FROM launches WHERE launch = ? AND expires > ?", (launch, time.time()))
+        return orjson.loads(rows[0][0]) if rows else None
+
+    # -- refresh tokens and revocation ---------------------------------------------------------------
+    def save_refresh(self, token: str, family: str, client_id: str, data: dict[str, Any], ttl: float) -> None:
+        """Keep a refresh token (hashed) in its family."""
+        self._run("INSERT INTO refresh VALUES (?, ?, ?, ?, ?, 0)", (digest(token), family, client_id,
+                                                                    orjson.dumps(data).decode(), time.time() + ttl))
+
+    def refresh(self, token: str) -> tuple[str, str, dict[str, Any], bool] | None:
+        """(family, client_id, data, used) of a live refresh token of a family that is not revoked."""
+        rows = self._run("SELECT family, client_id, data, used FROM refresh WHERE token_hash = ? AND expires > ? "
+                         "AND family NOT IN (SELECT family FROM revoked_families)", (digest(token), time.time()))
+        if not rows:
+            return None
+        family, client_id, data, used = rows[0]
+        return family, client_id, orjson.loads(data), bool(used)
+
+    def mark_refresh_used(self, token: str) -> None:
+        """A refresh token is used once (rotation)."""
+        self._run("UPDATE refresh SET used = 1 WHERE token_hash = ?", (digest(token),))
+
+    def revoke_family(self, family: str) -> None:
+        """Revoke every refresh token of a family (reuse detected, or revocation)."""
+        self._run("INSERT OR IGNORE INTO revoked_families VALUES (?, ?)", (family, time.time() + 90 * 86400))
+
+    def family_revoked(self, family: str) -> bool:
+        """True when the family was revoked."""
+        return bool(self._run("SELECT 1 FROM revoked_families WHERE family = ?", (family,)))
+
+    def revoke_jti(self, jti: str, expires: float) -> None:
+        """Revoke one access token until it would have expired anyway."""
+        self._run("INSERT OR IGNORE INTO revoked VALUES (?, ?)", (jti, expires))
+
+    def revoked_jtis(self) -> set[str]:
+        """Revoked access tokens that have not expired."""
+        return {row[0] for row in self._run("SELECT jti FROM revoked WHERE expires > ?", (time.time(),))}
+
+    def use_assertion(self, iss: str, jti: str, expires: float) -> bool:
+        """Record a client assertion's jti; False when this issuer used it before (replay)."""
+        self._run("DELETE FROM assertions WHERE expires < ?", (time.time() - 600,))
+        if self._run("SELECT 1 FROM assertions WHERE iss = ? AND jti = ?", (iss, jti)):
+            return False
+        self._run("INSERT INTO assertions VALUES (?, ?, ?)", (iss, jti, expires))
+        return True

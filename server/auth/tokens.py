@@ -1,0 +1,99 @@
+"""Signed JWTs: access tokens (RFC 9068), id_tokens (OpenID Connect) and their verification.
+
+https://www.rfc-editor.org/rfc/rfc9068, https://hl7.org/fhir/smart-app-launch/app-launch.html
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from joserfc import jwt
+from joserfc.errors import JoseError
+from joserfc.jwk import KeySet, RSAKey
+
+from server.auth.store import AuthStore
+
+ALGORITHM = "RS256"  # SMART requires RS256 for id_tokens; access tokens use the same key
+
+
+class TokenError(Exception):
+    """An access token that is missing, malformed, forged, expired, revoked or meant for another server."""
+
+    def __init__(self, description: str, code: str = "security") -> None:
+        super().__init__(description)
+        self.description = description
+        self.code = code  # OperationOutcome issue code: security, expired
+
+
+@dataclass
+class Signer:
+    """The server's signing key (made on first start, kept in the auth store) and its public JWKS."""
+
+    store: AuthStore
+    _key: RSAKey | None = None
+    _revoked: set[str] = field(default_factory=set)
+    _revoked_at: float = 0.0
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def key(self) -> RSAKey:
+        """The current private key."""
+        if self._key is None:
+            keys = self.store.signing_keys()
+            if keys:
+                self._key = RSAKey.import_key(keys[-1])
+            else:
+                key = RSAKey.generate_key(2048, parameters={"use": "sig", "alg": ALGORITHM}, auto_kid=True)
+                self.store.add_signing_key(key.kid or "", key.as_dict(private=True))
+                self._key = key
+        return self._key
+
+    def jwks(self) -> dict[str, Any]:
+        """The public keys, for /auth/jwks."""
+        return {"keys": [RSAKey.import_key(k).as_dict(private=False) for k in self.store.signing_keys()]}
+
+    def sign(self, claims: dict[str, Any], typ: str = "JWT") -> str:
+        """A compact JWS of the claims."""
+        key = self.key()
+        return jwt.encode({"alg": ALGORITHM, "kid": key.kid, "typ": typ}, claims, key)
+
+    def decode(self, token: str, typ: str, issuer: str, audience: str | None) -> dict[str, Any]:
+        """Verified claims of a token this server signed; TokenError otherwise."""
+        try:
+            decoded = jwt.decode(token, KeySet([self.key()]), algorithms=[ALGORITHM])
+        except (JoseError, ValueError) as exc:
+            raise TokenError(f"The token cannot be verified: {exc.__class__.__name__}") from exc
+        if decoded.header.get("typ") != typ:
+            raise TokenError("The token is not of the expected type")
+        claims = dict(decoded.claims)
+        now = time.time()
+        if not isinstance(claims.get("exp"), int | float) or claims["exp"] < now - 5:
+            raise TokenError("The token has expired", code="expired")
+        if isinstance(claims.get("nbf"), int | float) and claims["nbf"] > now + 5:
+            raise TokenError("The token is not valid yet", code="expired")
+        if claims.get("iss") != issuer:
+            raise TokenError("The token was issued by another server")
+        if audience is not None and claims.get("aud") != audience:
+            raise TokenError("The token is meant for another audience")
+        return claims
+
+    def is_revoked(self, jti: str) -> bool:
+        """True for a revoked access token (the list is re-read at most once a second)."""
+        now = time.monotonic()
+        if now - self._revoked_at > 1.0:
+            with self._lock:
+                self._revoked = self.store.revoked_jtis()
+                self._revoked_at = now
+        return jti in self._revoked
+
+    def forget_revocations(self) -> None:
+        """Re-read the revocation list on the next check (after a revocation in this process)."""
+        self._revoked_at = 0.0
+
+
+def new_jti() -> str:
+    """A unique token id."""
+    return secrets.token_urlsafe(16)
