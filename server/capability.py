@@ -19,7 +19,20 @@ TYPE_INTERACTIONS = ("read", "vread", "update", "patch", "delete", "history-inst
 SUPPORTED_SEARCH_TYPES = ("token", "string", "reference", "date", "number", "quantity", "uri", "composite")
 
 
-def capability_statement(registry: SearchRegistry, base_url: str, software_version: str) -> dict[str, Any]:
+def security(base_url: str) -> dict[str, Any]:
+    """rest.security: SMART on FHIR, with the oauth-uris extension some clients read instead of discovery."""
+    origin = base_url[: -len("/fhir")] if base_url.endswith("/fhir") else base_url
+    uris = [{"url": name, "valueUri": f"{origin}/auth/{path}"} for name, path in (
+        ("authorize", "authorize"), ("token", "token"), ("introspect", "introspect"), ("revoke", "revoke"))]
+    return {"cors": True, "service": [{"coding": [{
+        "system": "http://terminology.hl7.org/CodeSystem/restful-security-service", "code": "SMART-on-FHIR"}]}],
+        "description": "SMART App Launch 2 (scopes v1 and v2); discovery at .well-known/smart-configuration",
+        "extension": [{"url": "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris",
+                       "extension": uris}]}
+
+
+def capability_statement(registry: SearchRegistry, base_url: str, software_version: str,
+                         auth: bool = True) -> dict[str, Any]:
     """A CapabilityStatement describing exactly what this server implements."""
     resources = []
     for name in sorted(resource_types()):
@@ -61,10 +74,11 @@ def capability_statement(registry: SearchRegistry, base_url: str, software_versi
             "interaction": [{"code": "transaction"}, {"code": "batch"}, {"code": "history-system"},
                             {"code": "search-system"}],
             "operation": [{"name": op.name, "definition": op.definition} for op in OPERATIONS if op.system_level],
+            **({"security": security(base_url)} if auth else {}),
         }],
     }
 
 
-def capability_bytes(registry: SearchRegistry, base_url: str, software_version: str) -> bytes:
+def capability_bytes(registry: SearchRegistry, base_url: str, software_version: str, auth: bool = True) -> bytes:
     """The CapabilityStatement serialised once at start-up."""
-    return orjson.dumps(capability_statement(registry, base_url, software_version))
+    return orjson.dumps(capability_statement(registry, base_url, software_version, auth))

@@ -1,29 +1,142 @@
-"""Command line: `python -m server serve` starts the server on the configured store.
+"""Command line: `python -m server serve`, and the clients and users of the authorization server.
 
-https://www.uvicorn.org/settings/
+https://www.uvicorn.org/settings/, https://hl7.org/fhir/smart-app-launch/
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
+from pathlib import Path
+from typing import Any
 
 import uvicorn
 
+from resources.models import resource_types
 from server.app import create_app
+from server.auth.service import AuthService
+from server.auth.store import CLIENT_KINDS
 from server.settings import Settings
+
+DEV_CLIENT = "careloop-dev"
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides = {k: v for k, v in (("host", getattr(args, "host", None)), ("port", getattr(args, "port", None)),
+                                   ("sqlite_path", getattr(args, "db", None))) if v}
+    return Settings(**overrides)  # type: ignore[arg-type]
+
+
+def _out(text: str) -> None:
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
+
+
+def _dev_client(settings: Settings) -> None:
+    """On the first start with authorization on, a development client and how to use it."""
+    auth = AuthService.open(settings, frozenset(resource_types()))
+    try:
+        if auth.store.clients():
+            return
+        record, secret = auth.add_client("CareLoop development client", "confidential-symmetric",
+                                         "system/*.cruds", [], client_id=DEV_CLIENT)
+    finally:
+        auth.close()
+    base = f"http://{settings.host}:{settings.port}"
+    _out(f"""
+A development client was created (shown once; `python -m server clients list` lists clients):
+  client_id:     {record.client_id}
+  client_secret: {secret}
+Get a token and read /fhir/Patient:
+  TOKEN=$(curl -s -u '{record.client_id}:{secret}' -d grant_type=client_credentials \\
+    -d 'scope=system/*.rs' {base}/auth/token \
+    | python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')
+  curl -H "Authorization: Bearer $TOKEN" {base}/fhir/Patient
+""")
 
 
 def _serve(args: argparse.Namespace) -> int:
-    overrides = {k: v for k, v in (("host", args.host), ("port", args.port), ("sqlite_path", args.db)) if v}
-    settings = Settings(**overrides)  # type: ignore[arg-type]
+    settings = _settings(args)
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    sys.stdout.write(f"CareLoop: FHIR R4B at http://{settings.host}:{settings.port}/fhir "
-          f"(store: {settings.store}, file: {settings.sqlite_path})\n")
-    sys.stdout.flush()
+    _out(f"CareLoop: FHIR R4B at http://{settings.host}:{settings.port}/fhir "
+         f"(store: {settings.store}, file: {settings.sqlite_path})")
+    if settings.auth == "off":
+        _out("WARNING: CARELOOP_AUTH=off -- no access tokens are checked. For local development only.")
+    else:
+        if settings.sqlite_path != ":memory:":
+            Path(settings.sqlite_path).parent.mkdir(parents=True, exist_ok=True)
+        _dev_client(settings)
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level,
                 access_log=False)
+    return 0
+
+
+def _with_auth(args: argparse.Namespace) -> AuthService:
+    return AuthService.open(_settings(args), frozenset(resource_types()))
+
+
+def _clients_add(args: argparse.Namespace) -> int:
+    jwks: dict[str, Any] | None = json.loads(Path(args.jwks).read_text()) if args.jwks else None
+    auth = _with_auth(args)
+    try:
+        record, secret = auth.add_client(args.name, args.type, args.scope, args.redirect_uri or [], jwks,
+                                         args.jwks_url, args.id)
+    except ValueError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        return 2
+    finally:
+        auth.close()
+    result = {**record.summary(), **({"client_secret": secret} if secret else {})}
+    _out(json.dumps(result) if args.json else "\n".join(f"{k}: {v}" for k, v in result.items()))
+    return 0
+
+
+def _clients_list(args: argparse.Namespace) -> int:
+    auth = _with_auth(args)
+    try:
+        found = [c.summary() for c in auth.store.clients()]
+    finally:
+        auth.close()
+    if args.json:
+        _out(json.dumps(found))
+    else:
+        for client in found:
+            _out(f"{client['client_id']}  {client['type']}  {client['name']}  scope={client['scope']}")
+    return 0
+
+
+def _clients_remove(args: argparse.Namespace) -> int:
+    auth = _with_auth(args)
+    try:
+        removed = auth.store.remove_client(args.client_id)
+    finally:
+        auth.close()
+    if not removed:
+        sys.stderr.write(f"error: no client {args.client_id}\n")
+        return 1
+    _out(f"removed {args.client_id}")
+    return 0
+
+
+def _users_add(args: argparse.Namespace) -> int:
+    auth = _with_auth(args)
+    try:
+        auth.store.add_user(args.username, args.password, args.fhir_user, args.name)
+    finally:
+        auth.close()
+    _out(f"user {args.username} ({args.fhir_user or 'no fhirUser'})")
+    return 0
+
+
+def _users_list(args: argparse.Namespace) -> int:
+    auth = _with_auth(args)
+    try:
+        users = [{"username": u.username, "fhir_user": u.fhir_user, "name": u.name} for u in auth.store.users()]
+    finally:
+        auth.close()
+    _out(json.dumps(users) if args.json else "\n".join(f"{u['username']}  {u['fhir_user']}" for u in users))
     return 0
 
 
@@ -36,6 +149,39 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--port", type=int, help="port (CARELOOP_PORT)")
     serve.add_argument("--db", help="SQLite file (CARELOOP_SQLITE_PATH)")
     serve.set_defaults(run=_serve)
+
+    clients = commands.add_parser("clients", help="OAuth clients of the authorization server")
+    client_commands = clients.add_subparsers(dest="action", required=True)
+    add = client_commands.add_parser("add", help="register a client")
+    add.add_argument("--name", required=True)
+    add.add_argument("--type", required=True, choices=CLIENT_KINDS)
+    add.add_argument("--scope", required=True, help="the scopes the client may be granted (space separated)")
+    add.add_argument("--redirect-uri", action="append", help="an exact redirect URI (repeatable)")
+    add.add_argument("--jwks", help="file with the client's public JWKS (asymmetric clients)")
+    add.add_argument("--jwks-url", help="URL of the client's JWKS (asymmetric clients)")
+    add.add_argument("--id", help="client id (default: a new UUID)")
+    add.add_argument("--json", action="store_true", help="print JSON (client_id, client_secret when there is one)")
+    add.set_defaults(run=_clients_add)
+    listing = client_commands.add_parser("list", help="list clients")
+    listing.add_argument("--json", action="store_true")
+    listing.set_defaults(run=_clients_list)
+    remove = client_commands.add_parser("remove", help="remove a client")
+    remove.add_argument("client_id")
+    remove.set_defaults(run=_clients_remove)
+
+    users = commands.add_parser("users", help="people who sign in at the authorize page")
+    user_commands = users.add_subparsers(dest="action", required=True)
+    user_add = user_commands.add_parser("add", help="create or replace a user")
+    user_add.add_argument("username")
+    user_add.add_argument("--password", required=True)
+    user_add.add_argument("--fhir-user", help="Patient/ID, Practitioner/ID, ... (the fhirUser claim)")
+    user_add.add_argument("--name")
+    user_add.set_defaults(run=_users_add)
+    user_list = user_commands.add_parser("list", help="list users")
+    user_list.add_argument("--json", action="store_true")
+    user_list.set_defaults(run=_users_list)
+    for sub in (add, listing, remove, user_add, user_list):
+        sub.add_argument("--db", help="SQLite file of the FHIR store (the auth file sits beside it)")
     args = parser.parse_args(argv)
     result: int = args.run(args)
     return result

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextvars
 import secrets
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,7 +56,7 @@ CURRENT: contextvars.ContextVar[Endpoints] = contextvars.ContextVar("careloop_au
 class FormRequest(OAuth2Request):
     """An OAuth2Request built from a Starlette request's already-read query and form (pitfall 10)."""
 
-    def __init__(self, method: str, uri: str, headers: dict[str, str], query: dict[str, str],
+    def __init__(self, method: str, uri: str, headers: Mapping[str, str], query: dict[str, str],
                  form: dict[str, str]) -> None:
         super().__init__(method, uri, headers=headers)
         self._args, self._form = query, form

@@ -148,7 +148,7 @@ async def _authorize(request: Request) -> Response:
     query = dict(request.query_params)
     form = await _form(request)
     params = {k: v for k, v in {**query, **form}.items() if k in _OAUTH_KEYS}
-    oauth = FormRequest(request.method, f"{urls.issuer}/authorize", dict(request.headers), params, {})
+    oauth = FormRequest(request.method, f"{urls.issuer}/authorize", request.headers, params, {})
     try:
         grant = await run_in_threadpool(auth.server.get_consent_grant, oauth)
     except OAuth2Error as exc:  # no redirect on errors: a bad redirect_uri must never be followed
@@ -233,7 +233,7 @@ async def token(request: Request) -> Response:
     auth = auth_service(request)
     urls = endpoints(request)
     CURRENT.set(urls)
-    oauth = FormRequest("POST", urls.token_url, dict(request.headers), {}, await _form(request))
+    oauth = FormRequest("POST", urls.token_url, request.headers, {}, await _form(request))
     status, body, headers = await run_in_threadpool(auth.server.create_token_response, oauth)
     return JSONResponse(body, status, {**headers, **NO_STORE})
 

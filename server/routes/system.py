@@ -27,7 +27,7 @@ async def metadata(request: Request) -> Response:
     svc = services(request)
     registry = svc.repository.registry
     if svc.capability_version != registry.version:
-        svc.capability = capability_bytes(registry, base_url(request), VERSION)
+        svc.capability = capability_bytes(registry, base_url(request), VERSION, svc.auth is not None)
         svc.capability_version = registry.version
     return bytes_response(svc.capability, pretty=is_pretty(request))
 
