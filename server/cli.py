@@ -51,7 +51,7 @@ A development client was created (shown once; `python -m server clients list` li
   client_secret: {secret}
 Get a token and read /fhir/Patient:
   TOKEN=$(curl -s -u '{record.client_id}:{secret}' -d grant_type=client_credentials \\
-    -d 'scope=system/*.rs' {base}/auth/token \
+    -d 'scope=system/*.cruds' {base}/auth/token \
     | python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')
   curl -H "Authorization: Bearer $TOKEN" {base}/fhir/Patient
 """)

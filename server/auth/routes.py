@@ -148,8 +148,8 @@ async def _authorize(request: Request) -> Response:
     query = dict(request.query_params)
     form = await _form(request)
     params = {k: v for k, v in {**query, **form}.items() if k in _OAUTH_KEYS}
-    oauth = FormRequest(request.method, f"{urls.issuer}/authorize", request.headers, params, {})
     try:
+        oauth = FormRequest(request.method, f"{urls.issuer}/authorize", request.headers, params, {})
         grant = await run_in_threadpool(auth.server.get_consent_grant, oauth)
     except OAuth2Error as exc:  # no redirect on errors: a bad redirect_uri must never be followed
         raise_json(400, exc.error or "invalid_request", exc.description or exc.error or "invalid request")
@@ -233,7 +233,10 @@ async def token(request: Request) -> Response:
     auth = auth_service(request)
     urls = endpoints(request)
     CURRENT.set(urls)
-    oauth = FormRequest("POST", urls.token_url, request.headers, {}, await _form(request))
+    try:  # OAuth needs https, except on loopback addresses
+        oauth = FormRequest("POST", urls.token_url, request.headers, {}, await _form(request))
+    except OAuth2Error as exc:
+        return JSONResponse({"error": exc.error, "error_description": exc.description}, 400, NO_STORE)
     status, body, headers = await run_in_threadpool(auth.server.create_token_response, oauth)
     return JSONResponse(body, status, {**headers, **NO_STORE})
 

@@ -290,3 +290,11 @@ async def test_introspection_and_revocation(world: World) -> None:
     garbage = (await world.client.post("/auth/introspect", data={"token": "garbage"},
                                        headers=world.bearer(caller))).json()
     assert garbage == {"active": False}
+
+
+async def test_plain_http_to_a_public_host_is_refused_not_crashed(world: World) -> None:
+    insecure = world.client.base_url.copy_with(host="clinic.example")
+    response = await world.client.post(str(insecure.join("/auth/token")), data={"grant_type": "client_credentials"})
+    assert response.status_code == 400 and response.json()["error"] == "insecure_transport"
+    page = await world.client.get(str(insecure.join("/auth/authorize")), params={"client_id": "x"})
+    assert page.status_code == 400 and page.json()["error"] == "insecure_transport"
