@@ -26,7 +26,8 @@ from resources.search.index import Indexer, load_patient_compartment
 from resources.search.parse import SearchLimits
 from resources.search.query import SearchQuery
 from resources.search.registry import default_registry
-from resources.store.protocol import Write
+from resources.store.mongo.store import MongoStore
+from resources.store.protocol import Store, Write
 from resources.store.sqlite.store import SqliteStore
 from resources.validation import ValidationLimits, schema_validator
 from server import errors
@@ -48,14 +49,21 @@ from terminology.service import TerminologyService
 log = logging.getLogger("careloop")
 
 
-def build_services(settings: Settings) -> Services:
+def build_store(settings: Settings, mongo_client: Any = None) -> Store:
+    """The configured store adapter (not yet opened)."""
+    if settings.store == "sqlite":
+        return SqliteStore(settings.sqlite_path, readers=settings.sqlite_readers)
+    if settings.store == "mongodb":
+        return MongoStore(settings.mongodb_url, settings.mongodb_database, client=mongo_client)
+    raise SystemExit(f"CARELOOP_STORE={settings.store!r} is not a store; use 'sqlite' or 'mongodb'")
+
+
+def build_services(settings: Settings, mongo_client: Any = None) -> Services:
     """Store, registry, indexer and repository for the settings (not yet opened)."""
-    if settings.store != "sqlite":
-        raise SystemExit(f"CARELOOP_STORE={settings.store!r} is not available; use 'sqlite'")
     registry = default_registry(resource_types())
     indexer = Indexer(registry, load_patient_compartment())
     limits = SearchLimits(settings.default_count, settings.max_count, settings.max_or_values)
-    store = SqliteStore(settings.sqlite_path, readers=settings.sqlite_readers)
+    store = build_store(settings, mongo_client)
     workers = settings.validation_workers if settings.validation_workers >= 0 else max(0, (os.cpu_count() or 1) - 1)
     repository = Repository(store, registry, indexer, ValidationLimits(settings.max_depth), limits,
                             models=ModelValidator(workers))
@@ -92,13 +100,13 @@ async def load_custom_parameters(svc: Services) -> None:
         cursor = int(page.next_cursor)
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    """The CareLoop ASGI application."""
+def create_app(settings: Settings | None = None, *, mongo_client: Any = None) -> FastAPI:
+    """The CareLoop ASGI application (mongo_client: an already made client, for tests)."""
     settings = settings or Settings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        svc = build_services(settings)
+        svc = build_services(settings, mongo_client)
         svc.repository.models.start()
         warm_up()
         schema_validator()

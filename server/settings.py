@@ -19,6 +19,9 @@ class Settings(BaseSettings):
     store: str = Field("sqlite", description="sqlite (embedded) or mongodb")
     sqlite_path: str = Field("./data/careloop.db", description="SQLite file; ':memory:' for a throw-away store")
     sqlite_readers: int = 2
+    mongodb_url: str = Field("mongodb://localhost:27017/?replicaSet=rs0", description="MongoDB connection string "
+                             "(a replica set: transactions need one)")
+    mongodb_database: str = "careloop"
     base_url: str | None = Field(None, description="Externally visible FHIR base URL, e.g. https://x.org/fhir")
     trust_forwarded: bool = Field(True, description="Honour Forwarded / X-Forwarded-* headers for links")
     max_body_bytes: int = 16 * 1024 * 1024

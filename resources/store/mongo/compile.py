@@ -1,0 +1,194 @@
+"""Compiling the search query model to MongoDB filters over the envelope documents (a pure function).
+
+Index entries live in typed arrays of each current-version document (`x.tok`, `x.str`, ...), one element per
+entry with the parameter code in `p`; a filter is an `$elemMatch` on its array. Chains and `_has` become
+`Subquery` markers: the store runs the inner query first and puts the ids it finds in their place.
+https://hl7.org/fhir/R4B/search.html, https://www.mongodb.com/docs/manual/reference/operator/query/elemMatch/
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from resources.search.codesets import CANONICAL_SYSTEM
+from resources.search.query import (
+    CompositeValue,
+    Filter,
+    RangeValue,
+    ReferenceValue,
+    SearchQuery,
+    Sort,
+    StringValue,
+    TokenValue,
+)
+
+ARRAYS = {"token": "tok", "string": "str", "reference": "ref", "date": "dt", "number": "num", "quantity": "qty",
+          "uri": "uri", "composite": "cmp"}
+_NEVER: dict[str, Any] = {"_id": {"$in": []}}
+_ALWAYS: dict[str, Any] = {}
+
+
+@dataclass(frozen=True)
+class Subquery:
+    """Resources of `resource_type` matching `filters`; `field` says what of them replaces the marker."""
+
+    resource_type: str
+    filters: tuple[Filter, ...]
+    project: str  # "ref": their (type, id) as reference targets; "has": the (type, id) they point at via `code`
+    code: str = ""
+    target_type: str | None = None
+
+
+def _escape(text: str) -> str:
+    return re.escape(text)
+
+
+def _both(low: str, low_cond: dict[str, Any], high: str, high_cond: dict[str, Any]) -> dict[str, Any]:
+    # one field (a number's single value) takes both operators in one condition
+    if low == high:
+        return {low: {**low_cond, **high_cond}}
+    return {low: low_cond, high: high_cond}
+
+
+def _range(value: RangeValue, low: str, high: str) -> dict[str, Any]:
+    """The prefix semantics of search.html#prefix on an entry holding [low, high]."""
+    a, b = value.low, value.high
+    if value.prefix == "eq":
+        return _both(low, {"$gte": a}, high, {"$lte": b})
+    if value.prefix == "ap":
+        margin = max((b - a) * 0.1, abs(a) * 0.1 if low == "v" else 86_400_000.0)
+        return _both(low, {"$lte": b + margin}, high, {"$gte": a - margin})
+    conditions: dict[str, dict[str, Any]] = {
+        "ne": {"$or": [{low: {"$lt": a}}, {high: {"$gt": b}}]},
+        "gt": {high: {"$gt": b}},
+        "lt": {low: {"$lt": a}},
+        "ge": {high: {"$gte": a}},
+        "le": {low: {"$lte": b}},
+        "sa": {low: {"$gt": b}},
+        "eb": {high: {"$lt": a}},
+    }
+    return dict(conditions[value.prefix])
+
+
+def _token(value: TokenValue) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if value.code is not None:
+        out["c"] = value.code
+    if not value.any_system:
+        out["s"] = value.system
+    return out
+
+
+def _element(flt: Filter, value: Any) -> dict[str, Any]:
+    """The $elemMatch condition of one value (without the parameter code)."""
+    if isinstance(value, CompositeValue):
+        cond: dict[str, Any] = {"c1": value.first.code}
+        if not value.first.any_system:
+            cond["s1"] = value.first.system
+        second = value.second
+        if isinstance(second, TokenValue):
+            cond["c2"] = second.code
+            if not second.any_system and second.system is not None:
+                cond["s2"] = second.system
+        elif isinstance(second, StringValue):
+            cond["c2"] = {"$regex": "^" + _escape(second.normalized)}
+        elif isinstance(second, ReferenceValue):
+            cond["c2"] = second.id
+        elif isinstance(second, RangeValue):
+            cond.update(_range(second, "lo", "hi"))
+            if second.system:
+                cond["s2"] = second.system
+            if second.code:
+                cond["c2"] = second.code
+        return cond
+    if flt.type == "token" or flt.modifier == "identifier":
+        if flt.modifier == "text":
+            return {"t": {"$regex": "^" + _escape(value.code or ""), "$options": "i"}}
+        return _token(value)
+    if flt.type == "string":
+        if flt.modifier == "exact":
+            return {"e": value.text}
+        if flt.modifier == "contains":
+            return {"n": {"$regex": _escape(value.normalized)}}
+        return {"n": {"$regex": "^" + _escape(value.normalized)}}
+    if flt.type == "reference":
+        ref: dict[str, Any] = {"i": value.id}
+        if value.type:
+            ref["t"] = value.type
+        if value.url or (value.type is None and value.id and (value.id.startswith("#") or ":" in value.id)):
+            return {"$or": [ref, {"u": value.url or value.id}]}
+        return ref
+    if flt.type == "date":
+        return _range(value, "lo", "hi")
+    if flt.type in ("number", "quantity"):
+        cond = _range(value, "v", "v")
+        if flt.type == "quantity" and isinstance(value, RangeValue):
+            cond["s"] = value.system if value.system else {"$ne": CANONICAL_SYSTEM}
+            if value.code:
+                cond["c"] = value.code
+        return cond
+    if flt.type == "uri":
+        if flt.modifier == "below":
+            return {"v": {"$regex": "^" + _escape(value.uri)}}
+        if flt.modifier == "above":
+            return {"v": {"$in": [value.uri[:n] for n in range(1, len(value.uri) + 1)]}}
+        return {"v": value.uri}
+    return {"$expr": False}
+
+
+def _array(flt: Filter) -> str:
+    return "tok" if flt.modifier in ("identifier", "of-type") else ARRAYS.get(flt.type, "")
+
+
+def compile_filter(flt: Filter, resource_type: str) -> dict[str, Any] | tuple[Any, ...]:
+    """One filter as a MongoDB condition on the current-version document (or a marker to resolve first)."""
+    if flt.code == "_id":
+        ids = [v.code for v in flt.values if isinstance(v, TokenValue)]
+        return {"i": {"$nin": ids}} if flt.modifier == "not" else {"i": {"$in": ids}}
+    if flt.code == "_lastUpdated":
+        return {"$or": [_range(v, "u", "u") for v in flt.values if isinstance(v, RangeValue)]}
+    if flt.type == "compartment":
+        return {"c": {"$in": [v.id for v in flt.values if isinstance(v, ReferenceValue)]}}
+    if flt.type == "any-of":
+        return ("any-of", [[compile_filter(inner, resource_type) for inner in group] for group in flt.any_of])
+    if flt.chain:
+        return ("chain", flt.code, [(c.target_type, Subquery(c.target_type, (c.inner,), "ref")) for c in flt.chain])
+    if flt.has is not None:
+        return ("has", Subquery(flt.has.source_type, (flt.has.inner,), "has", flt.has.reference, resource_type))
+    array = _array(flt)
+    if not array:
+        return _NEVER
+    key = f"{flt.code}:{flt.modifier}" if flt.modifier in ("identifier", "of-type") else flt.code
+    field = f"x.{array}"
+    if flt.missing is not None:
+        return {f"{field}.p": {"$ne": key}} if flt.missing else {f"{field}.p": key}
+    if not flt.values:
+        return _ALWAYS if flt.modifier == "not" else _NEVER
+    alternatives = [{field: {"$elemMatch": {"p": key, **_element(flt, v)}}} for v in flt.values]
+    match = alternatives[0] if len(alternatives) == 1 else {"$or": alternatives}
+    return {"$nor": [match]} if flt.modifier == "not" else match
+
+
+def sort_spec(sort: tuple[Sort, ...]) -> list[tuple[str, int]]:
+    """Sort keys: each parameter's precomputed (has, low, high) sort values, then the row number."""
+    keys: list[tuple[str, int]] = []
+    for key in sort:
+        direction = -1 if key.descending else 1
+        if key.code == "_id":
+            keys.append(("i", direction))
+        elif key.code == "_lastUpdated":
+            keys.append(("u", direction))
+        else:
+            keys.append((f"k.{key.code}.h", -1))  # resources with a value first, either direction
+            keys.append((f"k.{key.code}.{'hi' if key.descending else 'lo'}", direction))
+    keys.append(("r", 1))
+    return keys
+
+
+def base_filter(query: SearchQuery, types: tuple[str, ...]) -> dict[str, Any]:
+    """The conditions every result shares: its type(s) and not deleted."""
+    if query.is_system:
+        return {"d": False, **({"t": {"$in": list(types)}} if types else {})}
+    return {"t": query.resource_type, "d": False}

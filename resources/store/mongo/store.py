@@ -1,0 +1,343 @@
+"""The MongoDB store: the Store protocol on PyMongo's async API, with multi-document transactions.
+
+Collections: `resources` (current versions in envelopes with their index arrays), `versions` (full history),
+`outbox` (change events, written in the same transaction as each change) and `counters` (row and event
+numbers). A replica set is required for transactions; `open` checks for one and says so clearly.
+https://pymongo.readthedocs.io/en/stable/api/pymongo/asynchronous/, https://hl7.org/fhir/R4B/http.html
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from pymongo import ASCENDING, DESCENDING, ReturnDocument
+from pymongo.errors import (
+    ConnectionFailure,
+    DuplicateKeyError,
+    OperationFailure,
+    PyMongoError,
+)
+
+from resources.errors import Conflict, Invalid, Unavailable
+from resources.search.index import IndexRows
+from resources.search.query import Include, SearchQuery
+from resources.store.mongo import documents
+from resources.store.mongo.compile import Subquery, base_filter, compile_filter, sort_spec
+from resources.store.protocol import HistoryQuery, OutboxEvent, SearchPage, StoredResource, Write
+
+log = logging.getLogger("careloop.mongo")
+INCLUDE_LIMIT = 1000
+SUBQUERY_LIMIT = 10_000
+_NO_INDEX = {"x": 0, "k": 0, "c": 0}
+INDEXES: dict[str, list[list[tuple[str, int]]]] = {
+    "resources": [[("t", 1), ("r", 1)], [("t", 1), ("i", 1)], [("c", 1), ("t", 1)],
+                  [("t", 1), ("x.tok.p", 1), ("x.tok.c", 1)], [("t", 1), ("x.str.p", 1), ("x.str.n", 1)],
+                  [("t", 1), ("x.ref.p", 1), ("x.ref.i", 1)], [("t", 1), ("x.dt.p", 1), ("x.dt.lo", 1)],
+                  [("t", 1), ("x.num.p", 1), ("x.num.v", 1)], [("t", 1), ("x.qty.p", 1), ("x.qty.v", 1)],
+                  [("t", 1), ("x.uri.p", 1), ("x.uri.v", 1)], [("t", 1), ("u", 1)]],
+    "versions": [[("s", -1)], [("t", 1), ("s", -1)], [("t", 1), ("i", 1), ("v", -1)], [("u", 1)]],
+}
+
+
+def _unavailable(exc: PyMongoError) -> Unavailable:
+    return Unavailable(f"The database is unavailable ({exc.__class__.__name__}); try again shortly")
+
+
+class MongoStore:
+    """Store protocol implementation on MongoDB (a replica set, for transactions)."""
+
+    def __init__(self, url: str, database: str = "careloop", *, client: Any = None,
+                 timeout_ms: int = 5000) -> None:
+        self._url = url
+        self._database = database
+        self._client = client
+        self._timeout_ms = timeout_ms
+        self._db: Any = None
+        self._lock = asyncio.Lock()  # one write transaction at a time per process, as on SQLite
+        self._listeners: list[Callable[[list[Write]], None]] = []
+
+    # -- life cycle ------------------------------------------------------------------------------
+    async def open(self) -> None:
+        """Connect, check for a replica set, create the indexes."""
+        if self._client is None:
+            from pymongo import AsyncMongoClient
+
+            self._client = AsyncMongoClient(self._url, serverSelectionTimeoutMS=self._timeout_ms, tz_aware=False)
+        try:
+            await self._client.admin.command("ping")
+            hello = await self._client.admin.command("hello")
+        except PyMongoError as exc:
+            raise SystemExit(f"MongoDB at {self._url} is unreachable: {exc}") from exc
+        if not hello.get("setName") and hello.get("msg") != "isdbgrid":
+            raise SystemExit(f"MongoDB at {self._url} is not a replica set: CareLoop needs transactions. Start "
+                             f"mongod with --replSet and run rs.initiate() (docker compose does this).")
+        self._db = self._client[self._database]
+        for name, specs in INDEXES.items():
+            for spec in specs:
+                await self._db[name].create_index(spec)
+
+    async def close(self) -> None:
+        """Close the client."""
+        if self._client is not None:
+            result = self._client.close()
+            if asyncio.iscoroutine(result):
+                await result
+
+    def add_commit_listener(self, listener: Callable[[list[Write]], None]) -> None:
+        """Call listener after each committed write session."""
+        self._listeners.append(listener)
+
+    # -- reads -----------------------------------------------------------------------------------
+    async def read(self, type: str, id: str, session: Any = None) -> StoredResource | None:
+        """The current version."""
+        try:
+            doc = await self._db.resources.find_one({"_id": documents.key(type, id)}, _NO_INDEX, session=session)
+        except ConnectionFailure as exc:
+            raise _unavailable(exc) from exc
+        return documents.stored(doc) if doc else None
+
+    async def vread(self, type: str, id: str, vid: int, session: Any = None) -> StoredResource | None:
+        """One version."""
+        try:
+            doc = await self._db.versions.find_one({"_id": f"{type}/{id}/{vid}"}, session=session)
+        except ConnectionFailure as exc:
+            raise _unavailable(exc) from exc
+        return documents.stored(doc, "s") if doc else None
+
+    async def history(self, query: HistoryQuery) -> list[StoredResource]:
+        """Versions newest first."""
+        match: dict[str, Any] = {}
+        if query.type is not None:
+            match["t"] = query.type
+        if query.id is not None:
+            match["i"] = query.id
+        if query.since_ms is not None:
+            match["u"] = {"$gte": query.since_ms}
+        if query.before_seq is not None:
+            match["s"] = {"$lt": query.before_seq}
+        try:
+            if query.at_ms is None:
+                docs = await self._db.versions.find(match).sort("s", DESCENDING).limit(query.count).to_list(None)
+            else:
+                docs = await self._at(match, query.at_ms, query.count)
+        except ConnectionFailure as exc:
+            raise _unavailable(exc) from exc
+        return [documents.stored(d, "s") for d in docs]
+
+    async def _at(self, match: dict[str, Any], at_ms: int, count: int) -> list[dict[str, Any]]:
+        # the versions current at that moment: the newest of each resource written by then
+        written = {**match, "u": {**match.get("u", {}), "$lte": at_ms}}
+        pipeline = [{"$match": written}, {"$sort": {"v": -1}},
+                    {"$group": {"_id": {"t": "$t", "i": "$i"}, "doc": {"$first": "$$ROOT"}}},
+                    {"$replaceRoot": {"newRoot": "$doc"}}, {"$sort": {"s": -1}}, {"$limit": count}]
+        return [d async for d in await self._db.versions.aggregate(pipeline)]
+
+    async def outbox(self, after_seq: int, limit: int) -> list[OutboxEvent]:
+        """Change events after a sequence number, oldest first."""
+        docs = await self._db.outbox.find({"_id": {"$gt": after_seq}}).sort("_id", ASCENDING).limit(
+            limit).to_list(None)
+        return [OutboxEvent(d["_id"], d["t"], d["i"], d["v"], d["a"], d["at"]) for d in docs]
+
+    # -- search ----------------------------------------------------------------------------------
+    async def search(self, query: SearchQuery, session: Any = None) -> SearchPage:
+        """One page of matches, the total when asked, and the _include/_revinclude resources."""
+        try:
+            return await self._search(query, session)
+        except ConnectionFailure as exc:
+            raise _unavailable(exc) from exc
+        except OperationFailure as exc:
+            raise Invalid(f"The search could not run: {exc.details.get('errmsg') if exc.details else exc}",
+                          code="too-costly") from exc
+
+    async def _where(self, query: SearchQuery, session: Any) -> dict[str, Any]:
+        types = query.types if query.is_system else ()
+        parts = [base_filter(query, types)]
+        for flt in query.filters:
+            parts.append(await self._resolve(compile_filter(flt, query.resource_type), session))
+        return {"$and": parts}
+
+    async def _search(self, query: SearchQuery, session: Any) -> SearchPage:
+        where = await self._where(query, session)
+        total = None
+        if query.total in ("accurate", "estimate"):
+            total = await self._db.resources.count_documents(where, session=session)
+        if query.count == 0:
+            return SearchPage([], None, total)
+        projection = {"k": 0, "c": 0} if query.includes else _NO_INDEX
+        if query.sort:
+            cursor = self._db.resources.find(where, projection, session=session).sort(sort_spec(query.sort)).skip(
+                query.cursor or 0).limit(query.count + 1)
+        else:
+            if query.cursor is not None:
+                where = {"$and": [where, {"r": {"$gt": query.cursor}}]}
+            cursor = self._db.resources.find(where, projection, session=session).sort("r", ASCENDING).limit(
+                query.count + 1)
+        docs = await cursor.to_list(None)
+        more = len(docs) > query.count
+        docs = docs[: query.count]
+        next_cursor = None
+        if more and docs:
+            next_cursor = str((query.cursor or 0) + query.count) if query.sort else str(docs[-1]["r"])
+        extra = await self._included(docs, query.includes, session) if query.includes else []
+        return SearchPage([documents.stored(d) for d in docs], next_cursor, total, extra)
+
+    async def _resolve(self, compiled: Any, session: Any) -> dict[str, Any]:
+        """Run the subqueries of chains and _has and put their ids in place."""
+        if isinstance(compiled, dict):
+            return compiled
+        kind = compiled[0]
+        if kind == "any-of":
+            groups = [{"$and": [await self._resolve(c, session) for c in group] or [{}]} for group in compiled[1]]
+            return {"$or": groups} if groups else {"_id": {"$in": []}}
+        if kind == "chain":
+            _, code, targets = compiled
+            alternatives = []
+            for target_type, sub in targets:
+                ids = await self._ids(sub, session)
+                alternatives.append({"x.ref": {"$elemMatch": {"p": code, "t": target_type, "i": {"$in": ids}}}})
+            return {"$or": alternatives} if alternatives else {"_id": {"$in": []}}
+        sub = compiled[1]  # _has: the ids that the sources point at through the reference parameter
+        where = await self._where(SearchQuery(sub.resource_type, sub.filters), session)
+        pointed: set[str] = set()
+        async for doc in self._db.resources.find(where, {"x.ref": 1}, session=session).limit(SUBQUERY_LIMIT):
+            pointed.update(e["i"] for e in doc.get("x", {}).get("ref", [])
+                           if e.get("p") == sub.code and e.get("t") == sub.target_type and e.get("i"))
+        return {"i": {"$in": sorted(pointed)}}
+
+    async def _ids(self, sub: Subquery, session: Any) -> list[str]:
+        where = await self._where(SearchQuery(sub.resource_type, sub.filters), session)
+        docs = await self._db.resources.find(where, {"i": 1}, session=session).limit(SUBQUERY_LIMIT).to_list(None)
+        return [d["i"] for d in docs]
+
+    async def _included(self, page: list[dict[str, Any]], includes: tuple[Include, ...],
+                        session: Any) -> list[StoredResource]:
+        seen = {(d["t"], d["i"]) for d in page}
+        found: list[StoredResource] = []
+        frontier = page
+        for round_ in range(4):  # :iterate goes at most this many levels deep
+            fresh: list[dict[str, Any]] = []
+            for inc in includes:
+                if round_ > 0 and not inc.iterate:
+                    continue
+                for doc in await self._include_docs(frontier, inc, session):
+                    if (doc["t"], doc["i"]) not in seen and len(found) < INCLUDE_LIMIT:
+                        seen.add((doc["t"], doc["i"]))
+                        found.append(documents.stored(doc))
+                        fresh.append(doc)
+            if not fresh or not any(inc.iterate for inc in includes):
+                break
+            frontier = fresh
+        return found
+
+    async def _include_docs(self, frontier: list[dict[str, Any]], inc: Include, session: Any) -> list[dict[str, Any]]:
+        projection = {"k": 0, "c": 0}
+        if not inc.reverse:
+            keys = {documents.key(e["t"], e["i"]) for d in frontier if d["t"] == inc.source_type
+                    for e in d.get("x", {}).get("ref", []) if e.get("p") == inc.code and e.get("t") and e.get("i")
+                    and (not inc.target_type or e["t"] == inc.target_type)}
+            if not keys:
+                return []
+            found: list[dict[str, Any]] = await self._db.resources.find(
+                {"_id": {"$in": sorted(keys)}, "d": False}, projection, session=session).to_list(None)
+            return found
+        targets = [d for d in frontier if not inc.target_type or d["t"] == inc.target_type]
+        if not targets:
+            return []
+        alternatives = [{"x.ref": {"$elemMatch": {"p": inc.code, "t": d["t"], "i": d["i"]}}} for d in targets]
+        docs: list[dict[str, Any]] = await self._db.resources.find(
+            {"t": inc.source_type, "d": False, "$or": alternatives}, projection, session=session).limit(
+            INCLUDE_LIMIT).to_list(None)
+        return docs
+
+    # -- writes ----------------------------------------------------------------------------------
+    @asynccontextmanager
+    async def write_session(self) -> AsyncIterator[MongoWriteSession]:
+        """A write transaction (multi-document); listeners hear of it after the commit."""
+        async with self._lock:
+            try:
+                async with self._client.start_session() as session:
+                    write_session = MongoWriteSession(self, session)
+                    async with await session.start_transaction():
+                        yield write_session
+            except DuplicateKeyError as exc:
+                raise Conflict("A resource with this id was created concurrently") from exc
+            except ConnectionFailure as exc:
+                raise _unavailable(exc) from exc
+            except OperationFailure as exc:
+                if exc.has_error_label("TransientTransactionError"):
+                    raise Conflict("A concurrent change to the same resources won; try again") from exc
+                raise
+        if write_session.writes:
+            for listener in self._listeners:
+                listener(write_session.writes)
+
+    async def _next(self, name: str, n: int, session: Any) -> int:
+        """The first of n new numbers of a counter."""
+        doc = await self._db.counters.find_one_and_update({"_id": name}, {"$inc": {"n": n}}, upsert=True,
+                                                          return_document=ReturnDocument.AFTER, session=session)
+        return int(doc["n"]) - n + 1
+
+
+class MongoWriteSession:
+    """Reads and writes inside one MongoDB transaction."""
+
+    def __init__(self, store: MongoStore, session: Any) -> None:
+        self._store = store
+        self._session = session
+        self.writes: list[Write] = []
+
+    async def head(self, type: str, id: str) -> StoredResource | None:
+        """The current version (deleted or not), inside the transaction."""
+        return await self._store.read(type, id, self._session)
+
+    async def read(self, type: str, id: str) -> StoredResource | None:
+        """The current version, as this transaction sees it."""
+        return await self._store.read(type, id, self._session)
+
+    async def vread(self, type: str, id: str, vid: int) -> StoredResource | None:
+        """One version, as this transaction sees it."""
+        return await self._store.vread(type, id, vid, self._session)
+
+    async def search(self, query: SearchQuery) -> SearchPage:
+        """A search inside the transaction."""
+        return await self._store.search(query, self._session)
+
+    async def search_ids(self, query: SearchQuery, limit: int) -> list[tuple[str, str, int]]:
+        """(type, id, vid) of matches inside the transaction."""
+        page = await self._store.search(SearchQuery(query.resource_type, query.filters, count=limit,
+                                                    types=query.types), self._session)
+        return [(r.type, r.id, r.vid) for r in page.resources]
+
+    async def apply(self, writes: list[Write]) -> None:
+        """Write current versions, versions and events; Conflict when an expected version no longer holds."""
+        if not writes:
+            return
+        db, session = self._store._db, self._session
+        seq = await self._store._next("seq", len(writes), session)
+        for offset, w in enumerate(writes):
+            existing = await db.resources.find_one({"_id": documents.key(w.type, w.id)}, {"v": 1, "r": 1},
+                                                   session=session)
+            current = existing["v"] if existing else 0
+            if w.expected_vid is not None and w.expected_vid != current:
+                raise Conflict(f"{w.type}/{w.id} changed concurrently (expected version {w.expected_vid}, "
+                               f"found {current})")
+            row = existing["r"] if existing else await self._store._next("row", 1, session)
+            doc = documents.current(w, row, seq + offset)
+            if existing:
+                await db.resources.replace_one({"_id": doc["_id"], "v": current}, doc, session=session)
+            else:
+                await db.resources.insert_one(doc, session=session)
+            await db.versions.insert_one(documents.version(w, seq + offset), session=session)
+            await db.outbox.insert_one(documents.event(w, seq + offset), session=session)
+        self.writes.extend(writes)
+
+    async def replace_index(self, type: str, items: list[tuple[int, int, IndexRows]]) -> None:
+        """New index entries for (row, version) pairs that are still current."""
+        for row, vid, rows in items:
+            await self._store._db.resources.update_one({"t": type, "r": row, "v": vid, "d": False},
+                                                       {"$set": documents.index_fields(rows)},
+                                                       session=self._session)

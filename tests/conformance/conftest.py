@@ -1,0 +1,53 @@
+"""The store conformance suite: the store-level behaviour tests of the foundation and search issues, run on
+the MongoDB adapter (they run on SQLite where they are defined, under tests/server and tests/resources).
+
+MongoDB: a real server when CARELOOP_TEST_MONGODB_URL is set (a replica set), otherwise the in-process
+stand-in; the test header says which.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from fastapi import FastAPI
+
+from server.app import create_app
+from server.settings import Settings
+from tests.support.mongo_standin import StandInClient
+
+MONGODB_URL = os.environ.get("CARELOOP_TEST_MONGODB_URL")
+
+
+def mongo_target() -> str:
+    """Which MongoDB the conformance suite runs against."""
+    return f"real MongoDB at {MONGODB_URL}" if MONGODB_URL else "in-process stand-in (mongomock)"
+
+
+def pytest_report_header() -> str:
+    return f"store conformance: MongoDB adapter on {mongo_target()}"
+
+
+def mongo_settings(**overrides: Any) -> tuple[Settings, Any]:
+    """Settings for a MongoDB-backed app on a fresh database, and the client to give it (None: connect)."""
+    database = f"careloop_test_{uuid.uuid4().hex[:12]}"
+    settings = Settings(auth="off", store="mongodb", mongodb_url=MONGODB_URL or "mongodb://standin",
+                        mongodb_database=database if MONGODB_URL else "careloop", validation_workers=0,
+                        terminology_seed=False, **overrides)
+    return settings, None if MONGODB_URL else StandInClient()
+
+
+@pytest.fixture
+def settings() -> Settings:
+    return mongo_settings()[0]
+
+
+@pytest.fixture
+async def app(settings: Settings) -> AsyncIterator[FastAPI]:
+    _, client = mongo_settings()
+    application = create_app(settings, mongo_client=client)
+    async with application.router.lifespan_context(application):
+        yield application
