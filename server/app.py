@@ -54,7 +54,8 @@ def build_store(settings: Settings, mongo_client: Any = None) -> Store:
     if settings.store == "sqlite":
         return SqliteStore(settings.sqlite_path, readers=settings.sqlite_readers)
     if settings.store == "mongodb":
-        return MongoStore(settings.mongodb_url, settings.mongodb_database, client=mongo_client)
+        return MongoStore(settings.mongodb_url, settings.mongodb_database, client=mongo_client,
+                          timeout_ms=settings.mongodb_timeout_ms)
     raise SystemExit(f"CARELOOP_STORE={settings.store!r} is not a store; use 'sqlite' or 'mongodb'")
 
 
@@ -107,10 +108,10 @@ def create_app(settings: Settings | None = None, *, mongo_client: Any = None) ->
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         svc = build_services(settings, mongo_client)
+        await svc.repository.store.open()  # first: an unreachable database stops the start at once
         svc.repository.models.start()
         warm_up()
         schema_validator()
-        await svc.repository.store.open()
         await load_custom_parameters(svc)
         await svc.device_rules.load(svc.repository.store)
         if settings.terminology_seed:

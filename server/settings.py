@@ -22,6 +22,7 @@ class Settings(BaseSettings):
     mongodb_url: str = Field("mongodb://localhost:27017/?replicaSet=rs0", description="MongoDB connection string "
                              "(a replica set: transactions need one)")
     mongodb_database: str = "careloop"
+    mongodb_timeout_ms: int = Field(5000, description="How long to wait for MongoDB before answering 503")
     base_url: str | None = Field(None, description="Externally visible FHIR base URL, e.g. https://x.org/fhir")
     trust_forwarded: bool = Field(True, description="Honour Forwarded / X-Forwarded-* headers for links")
     max_body_bytes: int = 16 * 1024 * 1024

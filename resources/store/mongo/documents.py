@@ -60,17 +60,30 @@ def index_fields(rows: IndexRows | None) -> dict[str, Any]:
             "k": {code: {"h": 1, "lo": lo, "hi": hi} for code, (lo, hi) in bounds.items()}}
 
 
-def current(w: Write, row: int, seq: int) -> dict[str, Any]:
-    """The current-version document of a write."""
+def partition(w: Write) -> str:
+    """The shard key value: the patient whose compartment holds the resource, else the resource itself.
+
+    A patient's record (Patient, Observations, Encounters, ...) then lives on one shard, where the
+    compartment-bound searches of patient apps and $everything find it.
+    """
+    if w.type == "Patient":
+        return f"Patient/{w.id}"
+    patients = w.rows.compartments if w.rows is not None else []
+    return f"Patient/{patients[0]}" if patients else key(w.type, w.id)
+
+
+def current(w: Write, row: int, seq: int, pk: str | None = None) -> dict[str, Any]:
+    """The current-version document of a write (a deletion keeps the shard key of the version before)."""
     deleted = w.action == "delete"
-    return {"_id": key(w.type, w.id), "t": w.type, "i": w.id, "v": w.vid, "u": w.updated_ms, "d": deleted,
-            "b": w.body, "r": row, "s": seq, **index_fields(None if deleted else w.rows)}
+    return {"_id": key(w.type, w.id), "pk": pk or partition(w), "t": w.type, "i": w.id, "v": w.vid,
+            "u": w.updated_ms, "d": deleted, "b": w.body, "r": row, "s": seq,
+            **index_fields(None if deleted else w.rows)}
 
 
-def version(w: Write, seq: int) -> dict[str, Any]:
+def version(w: Write, seq: int, pk: str | None = None) -> dict[str, Any]:
     """The version document of a write."""
-    return {"_id": f"{w.type}/{w.id}/{w.vid}", "t": w.type, "i": w.id, "v": w.vid, "u": w.updated_ms,
-            "d": w.action == "delete", "b": w.body, "m": w.method, "s": seq}
+    return {"_id": f"{w.type}/{w.id}/{w.vid}", "pk": pk or partition(w), "t": w.type, "i": w.id, "v": w.vid,
+            "u": w.updated_ms, "d": w.action == "delete", "b": w.body, "m": w.method, "s": seq}
 
 
 def event(w: Write, seq: int) -> dict[str, Any]:

@@ -319,19 +319,20 @@ class MongoWriteSession:
         db, session = self._store._db, self._session
         seq = await self._store._next("seq", len(writes), session)
         for offset, w in enumerate(writes):
-            existing = await db.resources.find_one({"_id": documents.key(w.type, w.id)}, {"v": 1, "r": 1},
+            existing = await db.resources.find_one({"_id": documents.key(w.type, w.id)}, {"v": 1, "r": 1, "pk": 1},
                                                    session=session)
             current = existing["v"] if existing else 0
             if w.expected_vid is not None and w.expected_vid != current:
                 raise Conflict(f"{w.type}/{w.id} changed concurrently (expected version {w.expected_vid}, "
                                f"found {current})")
             row = existing["r"] if existing else await self._store._next("row", 1, session)
-            doc = documents.current(w, row, seq + offset)
+            pk = existing.get("pk") if existing and w.action == "delete" else None
+            doc = documents.current(w, row, seq + offset, pk)
             if existing:
                 await db.resources.replace_one({"_id": doc["_id"], "v": current}, doc, session=session)
             else:
                 await db.resources.insert_one(doc, session=session)
-            await db.versions.insert_one(documents.version(w, seq + offset), session=session)
+            await db.versions.insert_one(documents.version(w, seq + offset, doc["pk"]), session=session)
             await db.outbox.insert_one(documents.event(w, seq + offset), session=session)
         self.writes.extend(writes)
 
