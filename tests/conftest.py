@@ -28,6 +28,14 @@ DATA = Path(__file__).parent / "data"
 FHIR_JSON = {"content-type": "application/fhir+json"}
 
 
+def pytest_report_header() -> str:
+    """Say which MongoDB the store conformance suite (tests/conformance) runs against."""
+    url = os.environ.get("CARELOOP_TEST_MONGODB_URL")
+    target = (f"a real MongoDB at {url}" if url else
+              "the in-process stand-in (mongomock); set CARELOOP_TEST_MONGODB_URL for a real replica set")
+    return f"store conformance: SQLite, and MongoDB on {target}"
+
+
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"

@@ -2,7 +2,7 @@
 the MongoDB adapter (they run on SQLite where they are defined, under tests/server and tests/resources).
 
 MongoDB: a real server when CARELOOP_TEST_MONGODB_URL is set (a replica set), otherwise the in-process
-stand-in; the test header says which.
+stand-in; the test header (tests/conftest.py) says which.
 """
 
 from __future__ import annotations
@@ -20,15 +20,6 @@ from server.settings import Settings
 from tests.support.mongo_standin import StandInClient
 
 MONGODB_URL = os.environ.get("CARELOOP_TEST_MONGODB_URL")
-
-
-def mongo_target() -> str:
-    """Which MongoDB the conformance suite runs against."""
-    return f"real MongoDB at {MONGODB_URL}" if MONGODB_URL else "in-process stand-in (mongomock)"
-
-
-def pytest_report_header() -> str:
-    return f"store conformance: MongoDB adapter on {mongo_target()}"
 
 
 def mongo_settings(**overrides: Any) -> tuple[Settings, Any]:
