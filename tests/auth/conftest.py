@@ -7,6 +7,7 @@ import hashlib
 import secrets
 import shutil
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -98,11 +99,9 @@ def challenge(verifier: str) -> str:
     return base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
 
 
-@pytest.fixture
-async def world(tmp_path: Path, seeded_database: Path) -> AsyncIterator[World]:
-    shutil.copyfile(seeded_database, tmp_path / "fhir.db")
-    settings = Settings(sqlite_path=str(tmp_path / "fhir.db"), validation_workers=0)
-    app = create_app(settings)
+@asynccontextmanager
+async def build_world(app: FastAPI) -> AsyncIterator[World]:
+    """An app with SMART on, an admin token, stored patients and their data, and three users."""
     async with app.router.lifespan_context(app):
         auth: AuthService = app.state.services.auth
         transport = httpx.ASGITransport(app=app)
@@ -117,6 +116,14 @@ async def world(tmp_path: Path, seeded_database: Path) -> AsyncIterator[World]:
             auth.store.add_user("bob", "secret", f"Patient/{ids['bob']}", "Bob B")
             auth.store.add_user("drsmith", "secret", f"Practitioner/{ids['practitioner']}", "Dr Smith")
             yield World(app, client, auth, admin, ids)
+
+
+@pytest.fixture
+async def world(tmp_path: Path, seeded_database: Path) -> AsyncIterator[World]:
+    shutil.copyfile(seeded_database, tmp_path / "fhir.db")
+    settings = Settings(sqlite_path=str(tmp_path / "fhir.db"), validation_workers=0)
+    async with build_world(create_app(settings)) as found:
+        yield found
 
 
 async def _create(client: httpx.AsyncClient, headers: dict[str, str], resource: dict[str, Any]) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,6 +18,7 @@ from fastapi import FastAPI
 
 from server.app import create_app
 from server.settings import Settings
+from tests.auth.conftest import World, build_world
 from tests.support.mongo_standin import StandInClient
 
 MONGODB_URL = os.environ.get("CARELOOP_TEST_MONGODB_URL")
@@ -25,9 +27,10 @@ MONGODB_URL = os.environ.get("CARELOOP_TEST_MONGODB_URL")
 def mongo_settings(**overrides: Any) -> tuple[Settings, Any]:
     """Settings for a MongoDB-backed app on a fresh database, and the client to give it (None: connect)."""
     database = f"careloop_test_{uuid.uuid4().hex[:12]}"
-    settings = Settings(auth="off", store="mongodb", mongodb_url=MONGODB_URL or "mongodb://standin",
+    options: dict[str, Any] = {"auth": "off", **overrides}
+    settings = Settings(store="mongodb", mongodb_url=MONGODB_URL or "mongodb://standin",
                         mongodb_database=database if MONGODB_URL else "careloop", validation_workers=0,
-                        terminology_seed=False, **overrides)
+                        terminology_seed=False, **options)
     return settings, None if MONGODB_URL else StandInClient()
 
 
@@ -42,3 +45,11 @@ async def app(settings: Settings) -> AsyncIterator[FastAPI]:
     application = create_app(settings, mongo_client=client)
     async with application.router.lifespan_context(application):
         yield application
+
+
+@pytest.fixture
+async def world(tmp_path: Path) -> AsyncIterator[World]:
+    """The authorization tests' world (tests/auth), on the MongoDB adapter."""
+    settings, client = mongo_settings(auth="on", auth_db=str(tmp_path / "auth.db"))
+    async with build_world(create_app(settings, mongo_client=client)) as found:
+        yield found
