@@ -40,6 +40,9 @@ INDEXES: dict[str, list[list[tuple[str, int]]]] = {
                   [("t", 1), ("x.num.p", 1), ("x.num.v", 1)], [("t", 1), ("x.qty.p", 1), ("x.qty.v", 1)],
                   [("t", 1), ("x.uri.p", 1), ("x.uri.v", 1)], [("t", 1), ("u", 1)]],
     "versions": [[("s", -1)], [("t", 1), ("s", -1)], [("t", 1), ("i", 1), ("v", -1)], [("u", 1)]],
+    # these two exist before the first transaction writes to them (collections are made outside transactions)
+    "outbox": [[("t", 1), ("_id", 1)]],
+    "counters": [[("n", 1)]],
 }
 
 
