@@ -26,7 +26,7 @@ class OperationInput:
     @classmethod
     def from_query(cls, pairs: Sequence[tuple[str, str]]) -> OperationInput:
         """GET [base]/...$op?name=value: every value a string part."""
-        return cls(tuple({"name": k, "valueString": v} for k, v in pairs if not k.startswith("_")), True)
+        return cls(tuple({"name": k, "valueString": v} for k, v in pairs if k not in ("_format", "_pretty")), True)
 
     @classmethod
     def from_body(cls, body: Any, pairs: Sequence[tuple[str, str]] = ()) -> OperationInput:

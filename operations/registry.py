@@ -10,11 +10,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from operations import expand, lookup, subsumes, translate, validate_code
+from operations import everything, expand, lookup, subsumes, translate, validate_code
 from operations.context import OperationCall
 from resources.errors import MethodNotAllowed, NotFound
 
-Handler = Callable[[OperationCall], Awaitable[dict[str, Any]]]
+Handler = Callable[[OperationCall], Awaitable[dict[str, Any] | bytes]]
 
 
 @dataclass(frozen=True)
@@ -44,6 +44,7 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation("subsumes", ("CodeSystem",), subsumes.run, _HL7 + "CodeSystem-subsumes"),
     Operation("expand", ("ValueSet",), expand.run, _HL7 + "ValueSet-expand"),
     Operation("translate", ("ConceptMap",), translate.run, _HL7 + "ConceptMap-translate"),
+    Operation("everything", ("Patient",), everything.run, _HL7 + "Patient-everything", type_level=False),
 )
 
 

@@ -15,7 +15,7 @@ from resources.guard import current_guard
 from server.context import base_url, is_pretty, query_pairs, read_body, services
 from server.openapi import ERRORS, PARAMETERS_BODY, RESOURCE_OK
 from server.paths import ID, OP, TYPE, path_parameters
-from server.responses import json_response
+from server.responses import bytes_response, json_response
 from server.routing import FhirRoute
 from server.types import known_type
 
@@ -36,6 +36,8 @@ async def _invoke(request: Request, resource_type: str | None, id_: str | None, 
     svc = services(request)
     context = OperationContext(svc.repository, svc.terminology, base_url(request))
     result = await operation.handler(OperationCall(context, resource_type, id_, given))
+    if isinstance(result, bytes):
+        return bytes_response(result, pretty=is_pretty(request))
     return json_response(result, 200, pretty=is_pretty(request))
 
 

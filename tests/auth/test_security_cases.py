@@ -181,17 +181,22 @@ async def test_case_44_history_only_shows_own_versions(world: World) -> None:
     assert bob_only.status_code == 404
 
 
-async def test_case_45_everything_style_reads_stay_in_scope(world: World) -> None:
-    # $everything is not offered yet; its building blocks are: reading another patient is 404, and a token
-    # with only Observation scopes cannot read the Patient resource at all
+async def test_case_45_everything_stays_in_the_compartment_and_the_granted_types(world: World) -> None:
     token = await patient_token(world)
-    assert (await world.client.get(f"/fhir/Patient/{world.ids['bob']}", headers=world.bearer(token))).status_code \
-        == 404
-    narrow = await patient_token(world, scope="launch/patient patient/Observation.rs")
-    response = await world.client.get(f"/fhir/Patient/{world.ids['alice']}", headers=world.bearer(narrow))
-    assert response.status_code == 403 and issue(response) == "forbidden"
-    everything = await world.client.get(f"/fhir/Patient/{world.ids['bob']}/$everything", headers=world.bearer(token))
-    assert everything.status_code == 404
+    own = await world.client.get(f"/fhir/Patient/{world.ids['alice']}/$everything", headers=world.bearer(token))
+    assert own.status_code == 200
+    found = {e["resource"]["id"] for e in own.json()["entry"]}
+    assert found == {world.ids[k] for k in ("alice", "alice_enc", "alice_vital", "alice_lab")}
+    other = await world.client.get(f"/fhir/Patient/{world.ids['bob']}/$everything", headers=world.bearer(token))
+    assert other.status_code == 404
+    observations_only = await patient_token(world, scope="launch/patient patient/Patient.r patient/Observation.rs")
+    some = await world.client.get(f"/fhir/Patient/{world.ids['alice']}/$everything",
+                                  headers=world.bearer(observations_only))
+    assert {e["resource"]["resourceType"] for e in some.json()["entry"]} == {"Patient", "Observation"}
+    no_patient_read = await patient_token(world, scope="launch/patient patient/Observation.rs")
+    refused = await world.client.get(f"/fhir/Patient/{world.ids['alice']}/$everything",
+                                     headers=world.bearer(no_patient_read))
+    assert refused.status_code == 403 and issue(refused) == "forbidden"
 
 
 async def test_case_46_transactions_are_all_or_nothing_and_batches_per_entry(world: World) -> None:

@@ -1,0 +1,47 @@
+"""Patient/$everything: the patient's compartment as one searchset, with _type and _since.
+
+https://hl7.org/fhir/R4B/patient-operation-everything.html
+"""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from tests.conftest import create
+from tests.factories import observation, patient
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_everything_returns_the_compartment(client: httpx.AsyncClient) -> None:
+    ann = await create(client, patient(family="Ann"))
+    other = await create(client, patient(family="Other"))
+    mine = [await create(client, observation(f"Patient/{ann['id']}", value=v)) for v in (5.0, 6.0)]
+    encounter = await create(client, {"resourceType": "Encounter", "status": "finished", "class": {"code": "AMB"},
+                                      "subject": {"reference": f"Patient/{ann['id']}"}})
+    await create(client, observation(f"Patient/{other['id']}"))
+    await create(client, {"resourceType": "Practitioner", "name": [{"family": "Outside"}]})
+    response = await client.get(f"/fhir/Patient/{ann['id']}/$everything")
+    assert response.status_code == 200
+    bundle = response.json()
+    assert bundle["type"] == "searchset" and bundle["total"] == 4
+    assert {e["resource"]["id"] for e in bundle["entry"]} == {ann["id"], encounter["id"], *(o["id"] for o in mine)}
+    only = await client.get(f"/fhir/Patient/{ann['id']}/$everything", params={"_type": "Observation"})
+    assert {e["resource"]["resourceType"] for e in only.json()["entry"]} == {"Observation"}
+    later = await client.get(f"/fhir/Patient/{ann['id']}/$everything", params={"_since": "2999-01-01"})
+    assert later.json()["total"] == 1  # the patient itself is always there
+
+
+async def test_everything_errors(client: httpx.AsyncClient) -> None:
+    missing = await client.get("/fhir/Patient/no-such-patient/$everything")
+    assert missing.status_code == 404
+    ann = await create(client, patient())
+    bad = await client.get(f"/fhir/Patient/{ann['id']}/$everything", params={"_since": "yesterday"})
+    assert bad.status_code == 400 and bad.json()["issue"][0]["expression"] == ["_since"]
+    type_level = await client.get("/fhir/Patient/$everything")
+    assert type_level.status_code == 404
+    statement = (await client.get("/fhir/metadata")).json()
+    patient_ops = next(r for r in statement["rest"][0]["resource"] if r["type"] == "Patient")["operation"]
+    assert {"name": "everything", "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything"} \
+        in patient_ops
