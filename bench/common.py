@@ -36,7 +36,7 @@ def pinned(command: Sequence[str], cpu: int | None) -> list[str]:
 def start(command: Sequence[str], ready_url: str, env: dict[str, str] | None = None,
           timeout: float = 120) -> subprocess.Popen[bytes]:
     """Start a server process and wait until ready_url answers 200."""
-    # the figures so far measure the FHIR engine without the token check; a run with tokens is to come
+    # servers run without the token check unless a benchmark turns it on (env CARELOOP_AUTH=on) and sends one
     defaults = {"CARELOOP_AUTH": "off"}
     process = subprocess.Popen(list(command), cwd=ROOT, env={**defaults, **os.environ, **(env or {})},
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -70,7 +70,7 @@ def cpu_seconds(pid: int) -> float:
 
 
 def loadgen(port: int, paths: list[str], connections: int, seconds: float, warmup: float,
-            cpu: int | None, server_pid: int | None = None) -> dict[str, float]:
+            cpu: int | None, server_pid: int | None = None, token: str | None = None) -> dict[str, float]:
     """Run bench/loadgen.py in its own process and return its summary (with server CPU use when given a pid)."""
     paths_file = ROOT / "bench" / "out" / f"paths-{port}.json"
     paths_file.parent.mkdir(exist_ok=True)
@@ -79,6 +79,8 @@ def loadgen(port: int, paths: list[str], connections: int, seconds: float, warmu
                "--connections", str(connections), "--seconds", str(seconds), "--warmup", str(warmup)]
     if cpu is not None:
         command += ["--cpu", str(cpu)]
+    if token:
+        command += ["--token", token]
     process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, text=True)
     before = None
     if server_pid is not None:
@@ -98,6 +100,20 @@ def median(values: Sequence[float]) -> float:
     ordered = sorted(values)
     mid = len(ordered) // 2
     return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+
+
+def backend_token(base: str, db: str, scope: str = "system/*.cruds") -> str:
+    """Register a backend client with the server's CLI and get an access token by client_credentials."""
+    added = subprocess.run([PYTHON, "-m", "server", "clients", "add", "--name", "bench", "--type",
+                            "confidential-symmetric", "--scope", scope, "--json", "--db", db], cwd=ROOT,
+                           capture_output=True, text=True, check=True)
+    client = json.loads(added.stdout)
+    origin = base.rsplit("/fhir", 1)[0]
+    response = httpx.post(f"{origin}/auth/token", data={"grant_type": "client_credentials", "scope": scope},
+                          auth=(client["client_id"], client["client_secret"]), timeout=30)
+    response.raise_for_status()
+    token: str = response.json()["access_token"]
+    return token
 
 
 def record(name: str, figures: dict[str, object]) -> None:

@@ -75,9 +75,10 @@ async def run(host: str, port: int, requests: list[bytes], connections: int, sec
     return result
 
 
-def get_request(host: str, port: int, path: str) -> bytes:
-    """A keep-alive GET request."""
-    return (f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nAccept: application/fhir+json\r\n\r\n").encode()
+def get_request(host: str, port: int, path: str, token: str | None = None) -> bytes:
+    """A keep-alive GET request (with a Bearer token when given)."""
+    auth = f"Authorization: Bearer {token}\r\n" if token else ""
+    return (f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nAccept: application/fhir+json\r\n{auth}\r\n").encode()
 
 
 def main() -> None:
@@ -89,12 +90,13 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--warmup", type=float, default=3)
     parser.add_argument("--cpu", type=int, default=None, help="pin the load generator to this core")
+    parser.add_argument("--token", default=None, help="send this Bearer access token with every request")
     args = parser.parse_args()
     if args.cpu is not None and hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {args.cpu})
     with open(args.paths) as handle:
         paths = json.load(handle)
-    requests = [get_request("127.0.0.1", args.port, p) for p in paths]
+    requests = [get_request("127.0.0.1", args.port, p, args.token) for p in paths]
     result = asyncio.run(run("127.0.0.1", args.port, requests, args.connections, args.seconds, args.warmup))
     print(json.dumps(result.summary()))  # noqa: T201
 

@@ -1,6 +1,8 @@
 """Read by id: CareLoop's GET /fhir/Patient/{id} against a trivial FastAPI endpoint, side by side.
 
 Both run as one uvicorn worker pinned to core 0; the load generator runs on core 1 (c=32, closed loop).
+CareLoop runs as in production, with authorization on: every read carries a Bearer token and is checked
+(`--no-auth` measures without).
 Rounds alternate between the two servers and the median round of each is reported.
 """
 
@@ -15,13 +17,14 @@ from pathlib import Path
 import httpx
 import orjson
 
-from bench.common import PYTHON, free_port, loadgen, median, pinned, record, start, stop
+from bench.common import PYTHON, backend_token, free_port, loadgen, median, pinned, record, start, stop
 
 FHIR = {"content-type": "application/fhir+json", "prefer": "return=minimal"}
 
 
-async def _load(base: str, patients: int) -> list[str]:
+async def _load(base: str, patients: int, token: str | None) -> list[str]:
     ids: list[str] = []
+    headers = {**FHIR, **({"authorization": f"Bearer {token}"} if token else {})}
     async with httpx.AsyncClient(base_url=base, timeout=120) as client:
         for start_at in range(0, patients, 500):
             entries = [{"resource": {"resourceType": "Patient", "name": [{"family": f"Family{n}", "given": ["Ann"]}],
@@ -30,7 +33,7 @@ async def _load(base: str, patients: int) -> list[str]:
                         "request": {"method": "POST", "url": "Patient"}}
                        for n in range(start_at, min(patients, start_at + 500))]
             bundle = {"resourceType": "Bundle", "type": "transaction", "entry": entries}
-            response = await client.post("/", content=orjson.dumps(bundle), headers=FHIR)
+            response = await client.post("/", content=orjson.dumps(bundle), headers=headers)
             response.raise_for_status()
             ids.extend(e["response"]["location"].split("/")[1] for e in response.json()["entry"])
     return ids
@@ -43,27 +46,31 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=8)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--no-auth", action="store_true", help="run the server with CARELOOP_AUTH=off, no token")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         port, base_port = free_port(), free_port()
         db = str(Path(tmp) / "read.db")
+        auth = "off" if args.no_auth else "on"  # on: every read carries a token and is checked, as in production
         server = start(pinned([PYTHON, "-m", "server", "serve", "--port", str(port), "--db", db], 0),
-                       f"http://127.0.0.1:{port}/fhir/metadata", env={"CARELOOP_LOG_LEVEL": "warning"})
+                       f"http://127.0.0.1:{port}/fhir/metadata",
+                       env={"CARELOOP_LOG_LEVEL": "warning", "CARELOOP_AUTH": auth})
         baseline = start(pinned([PYTHON, "-m", "bench.trivial_app", "--port", str(base_port)], 0),
                          f"http://127.0.0.1:{base_port}/fhir/Patient/x")
         try:
-            ids = asyncio.run(_load(f"http://127.0.0.1:{port}/fhir", args.patients))
+            token = None if args.no_auth else backend_token(f"http://127.0.0.1:{port}/fhir", db)
+            ids = asyncio.run(_load(f"http://127.0.0.1:{port}/fhir", args.patients, token))
             paths = [f"/fhir/Patient/{i}" for i in ids[:: max(1, len(ids) // 2000)]]
             ours, theirs = [], []
             for _ in range(args.rounds):
                 theirs.append(loadgen(base_port, paths, args.connections, args.seconds, 2, 1, baseline.pid))
-                ours.append(loadgen(port, paths, args.connections, args.seconds, 2, 1, server.pid))
+                ours.append(loadgen(port, paths, args.connections, args.seconds, 2, 1, server.pid, token))
         finally:
             stop(server)
             stop(baseline)
     ours_rps = median([r["rps"] for r in ours])
     theirs_rps = median([r["rps"] for r in theirs])
-    figures = {"patients": args.patients, "connections": args.connections,
+    figures = {"patients": args.patients, "connections": args.connections, "auth": not args.no_auth,
                "careloop_rps": round(ours_rps), "trivial_fastapi_rps": round(theirs_rps),
                "ratio": round(ours_rps / theirs_rps, 3),
                "careloop_req_per_cpu_s": round(median([r["req_per_cpu_s"] for r in ours])),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
+from functools import cached_property
 from typing import Any
 
 from consent.scopes import ResourceScope
@@ -31,6 +32,14 @@ class Access:
     client_id: str | None = None
     fhir_user: str | None = None
     unrestricted: bool = False
+
+    @cached_property
+    def _hash(self) -> int:
+        return hash((self.scopes, self.patient, self.client_id, self.fhir_user, self.unrestricted))
+
+    def __hash__(self) -> int:
+        # computed once: every decision of a request looks its cached answers up by the Access
+        return self._hash
 
 
 FULL_ACCESS = Access(unrestricted=True)
@@ -58,6 +67,8 @@ class AccessPolicy:
         self._indexer = indexer
         self._compartment_types = frozenset(compartment) | {"Patient"}
         self._limits = limits
+        # an Access is immutable and the same for every request of one token: its groups are computed once
+        self._group_cache: dict[tuple[Access, str, str], list[tuple[Filter, ...]] | None] = {}
 
     def in_compartment_type(self, resource_type: str) -> bool:
         """True when resources of this type can belong to a patient's compartment."""
@@ -83,6 +94,18 @@ class AccessPolicy:
 
     def _groups(self, access: Access, resource_type: str, letter: str) -> list[tuple[Filter, ...]] | None:
         """Alternatives (OR) of filters (AND) the scopes allow; None when one scope allows everything."""
+        key = (access, resource_type, letter)
+        if key not in self._group_cache:
+            if len(self._group_cache) > 50_000:
+                self._group_cache.clear()
+            self._group_cache[key] = self._make_groups(access, resource_type, letter)
+        return self._group_cache[key]
+
+    def restricts(self, access: Access, resource_type: str, letter: str) -> bool:
+        """True when what the scopes allow depends on the resource's content (compartment or filters)."""
+        return not access.unrestricted and self._groups(access, resource_type, letter) is not None
+
+    def _make_groups(self, access: Access, resource_type: str, letter: str) -> list[tuple[Filter, ...]] | None:
         groups: list[tuple[Filter, ...]] = []
         for scope in self.applicable(access, resource_type, letter):
             group: list[Filter] = []
@@ -209,3 +232,7 @@ class BoundGuard:
     def patient_bound(self, resource_type: str, letter: str) -> bool:
         """Confined to the token's patient."""
         return self.policy.patient_bound(self.access, resource_type, letter)
+
+    def restricts(self, resource_type: str, letter: str) -> bool:
+        """Whether visibility depends on content."""
+        return self.policy.restricts(self.access, resource_type, letter)

@@ -28,6 +28,9 @@ class Guard(Protocol):
     def patient_bound(self, resource_type: str, letter: str) -> bool:
         """True when the caller only reaches one patient's compartment of this type."""
 
+    def restricts(self, resource_type: str, letter: str) -> bool:
+        """True when whether a resource may be seen depends on its content (else every one of the type may)."""
+
 
 GUARD: ContextVar[Guard | None] = ContextVar("careloop_access_guard", default=None)
 

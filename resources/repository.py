@@ -329,8 +329,8 @@ def _require(resource_type: str, letters: str) -> None:
 
 def _visible(guard: Guard | None, resource_type: str, found: StoredResource, letter: str) -> bool:
     """Whether the caller may see this version; a deletion is visible unless the caller is patient-bound."""
-    if guard is None:
-        return True
+    if guard is None or not guard.restricts(resource_type, letter):
+        return True  # the scopes reach every resource of the type: no need to look inside
     if found.body is None:
         return not guard.patient_bound(resource_type, letter)
     return guard.visible(resource_type, orjson.loads(found.body), letter)

@@ -143,10 +143,10 @@ def create_app(settings: Settings | None = None, *, mongo_client: Any = None) ->
     errors.install(app)
     app.add_middleware(NegotiationMiddleware)
     app.add_middleware(BearerMiddleware)
-    app.router.routes.extend(auth_routes.router.routes)
-    for module in (reindex, operations, instance, type_routes, system):
+    for module in (instance, type_routes, system, reindex, operations, auth_routes):
         # routes join the app's own table: FastAPI walks included routers one by one on every request,
-        # which cost a third of the time of a read
+        # which cost a third of the time of a read. The path convertors keep these routes from overlapping,
+        # so the busiest (read by id, search) come first: each route tried before the match costs ~5 us.
         app.router.routes.extend(module.router.routes)
 
     def openapi() -> dict[str, Any]:

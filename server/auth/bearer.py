@@ -32,7 +32,7 @@ class BearerMiddleware:
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
-        self._cache: dict[tuple[str, str], tuple[Access, float, str]] = {}
+        self._cache: dict[tuple[str, tuple[bytes, ...]], tuple[Access, float, str]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope.get("path", "")
@@ -44,12 +44,11 @@ class BearerMiddleware:
         if auth is None:  # CARELOOP_AUTH=off
             await self.app(scope, receive, send)
             return
-        request = Request(scope)
-        header = request.headers.get("authorization", "")
+        header, where = _headers(scope)
         try:
             if not header.lower().startswith("bearer ") or not header[7:].strip():
                 raise TokenError("This request needs an access token (Authorization: Bearer ...)", code="login")
-            access = self._access(auth, header[7:].strip(), base_url(request))
+            access = self._access(auth, header[7:].strip(), where, scope)
         except TokenError as exc:
             await _unauthorized(exc, send)
             return
@@ -60,11 +59,14 @@ class BearerMiddleware:
         finally:
             GUARD.reset(token)
 
-    def _access(self, auth: AuthService, token: str, audience: str) -> Access:
-        key = (token, audience)
+    def _access(self, auth: AuthService, token: str, where: tuple[bytes, ...], scope: Scope) -> Access:
+        # verified tokens are remembered per (token, the headers that decide this server's visible URL), so a
+        # repeated token costs a dictionary look-up and the revocation check
+        key = (token, where)
         cached = self._cache.get(key)
         now = time.time()
         if cached is None or cached[1] < now:
+            audience = base_url(Request(scope))
             issuer = audience.rsplit("/fhir", 1)[0] + "/auth"
             claims = auth.signer.decode(token, "at+jwt", issuer, audience)
             try:
@@ -80,6 +82,19 @@ class BearerMiddleware:
         if auth.signer.is_revoked(cached[2]):
             raise TokenError("The token was revoked")
         return cached[0]
+
+
+_WHERE = (b"host", b"forwarded", b"x-forwarded-host", b"x-forwarded-proto", b"x-forwarded-prefix")
+
+
+def _headers(scope: Scope) -> tuple[str, tuple[bytes, ...]]:
+    """The Authorization header, and the headers that decide the visible base URL (the token's audience)."""
+    found: dict[bytes, bytes] = {}
+    for name, value in scope.get("headers", ()):
+        if name == b"authorization" or name in _WHERE:
+            found[name] = value
+    where = tuple(found.get(name, b"") for name in _WHERE) + (scope.get("scheme", "http").encode(),)
+    return found.get(b"authorization", b"").decode("latin-1"), where
 
 
 def _text(value: Any) -> str | None:
