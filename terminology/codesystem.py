@@ -81,24 +81,20 @@ class CodeSystemIndex:
 
     def descendants(self, code: str) -> set[str]:
         """Every concept below `code` (not itself)."""
-        out: set[str] = set()
-        stack = list(self.concepts[code].children) if code in self.concepts else []
-        while stack:
-            current = stack.pop()
-            if current not in out:
-                out.add(current)
-                stack.extend(self.concepts[current].children)
-        return out
+        return self._closure(code, "children")
 
     def ancestors(self, code: str) -> set[str]:
         """Every concept above `code` (not itself)."""
+        return self._closure(code, "parents")
+
+    def _closure(self, code: str, direction: str) -> set[str]:
         out: set[str] = set()
-        stack = list(self.concepts[code].parents) if code in self.concepts else []
+        stack = list(getattr(self.concepts[code], direction)) if code in self.concepts else []
         while stack:
             current = stack.pop()
             if current not in out:
                 out.add(current)
-                stack.extend(self.concepts[current].parents)
+                stack.extend(getattr(self.concepts[current], direction))
         return out
 
     def subsumes(self, a: str, b: str) -> str:

@@ -49,6 +49,20 @@ def free_port() -> int:
         return port
 
 
+def wait_until_serving(process: subprocess.Popen[Any], base: str, seconds: float = 90) -> None:
+    """Wait until a started server answers GET {base}/metadata; fail if it exits or takes too long."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            if httpx.get(f"{base}/metadata", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError("the live server did not start")
+        time.sleep(0.2)
+
+
 @pytest.fixture(scope="session")
 def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real `python -m server serve` process on a free port; yields its FHIR base URL."""
@@ -59,16 +73,7 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
                                cwd=Path(__file__).parent.parent, env=env)
     base = f"http://127.0.0.1:{port}/fhir"
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                if httpx.get(f"{base}/metadata", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("the live server did not start")
-            time.sleep(0.2)
+        wait_until_serving(process, base)
         yield base
     finally:
         process.terminate()

@@ -23,7 +23,7 @@ from fhirclient import client as fhir_client
 from joserfc import jwt
 from joserfc.jwk import ECKey
 
-from tests.conftest import free_port
+from tests.conftest import free_port, wait_until_serving
 
 ROOT = Path(__file__).parent.parent.parent
 REDIRECT = "http://localhost:9999/callback"
@@ -45,16 +45,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
                                cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
     base = f"http://localhost:{port}"
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                if httpx.get(f"{base}/fhir/metadata", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("the live server did not start")
-            time.sleep(0.2)
+        wait_until_serving(process, f"{base}/fhir")
         yield {"base": base, "db": str(db), "banner": _banner(process)}
     finally:
         process.terminate()
