@@ -102,18 +102,28 @@ def median(values: Sequence[float]) -> float:
     return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
 
 
-def backend_token(base: str, db: str, scope: str = "system/*.cruds") -> str:
-    """Register a backend client with the server's CLI and get an access token by client_credentials."""
+def backend_client(db: str, scope: str = "system/*.cruds") -> tuple[str, str]:
+    """Register a backend client with the server's CLI; its id and secret."""
     added = subprocess.run([PYTHON, "-m", "server", "clients", "add", "--name", "bench", "--type",
                             "confidential-symmetric", "--scope", scope, "--json", "--db", db], cwd=ROOT,
                            capture_output=True, text=True, check=True)
     client = json.loads(added.stdout)
+    return client["client_id"], client["client_secret"]
+
+
+def fetch_token(base: str, client: tuple[str, str], scope: str = "system/*.cruds") -> str:
+    """An access token by client_credentials (backend tokens live five minutes: long runs fetch anew)."""
     origin = base.rsplit("/fhir", 1)[0]
     response = httpx.post(f"{origin}/auth/token", data={"grant_type": "client_credentials", "scope": scope},
-                          auth=(client["client_id"], client["client_secret"]), timeout=30)
+                          auth=client, timeout=30)
     response.raise_for_status()
     token: str = response.json()["access_token"]
     return token
+
+
+def backend_token(base: str, db: str, scope: str = "system/*.cruds") -> str:
+    """Register a backend client and get one access token."""
+    return fetch_token(base, backend_client(db, scope), scope)
 
 
 def record(name: str, figures: dict[str, object]) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 
 import httpx
 
-from bench.common import PYTHON, backend_token, free_port, record, start, stop
+from bench.common import PYTHON, backend_client, fetch_token, free_port, record, start, stop
 
 FHIR = {"content-type": "application/fhir+json", "prefer": "return=representation"}
 
@@ -93,10 +93,19 @@ async def _seed(http: httpx.AsyncClient, patients: int) -> list[str]:
     return ids
 
 
-async def _run(base: str, token: str, pid: int, args: argparse.Namespace) -> dict[str, Any]:
-    headers = {"authorization": f"Bearer {token}"}
+async def _run(base: str, client: tuple[str, str], pid: int, args: argparse.Namespace) -> dict[str, Any]:
     limits = httpx.Limits(max_connections=args.connections, max_keepalive_connections=args.connections)
-    async with httpx.AsyncClient(base_url=base, headers=headers, timeout=60, limits=limits) as http:
+    async with httpx.AsyncClient(base_url=base, timeout=60, limits=limits) as http:
+        renewed = 0
+
+        async def renew() -> None:
+            # backend tokens live five minutes: a real client fetches a new one before it expires
+            nonlocal renewed
+            token = await asyncio.to_thread(fetch_token, base, client)
+            http.headers["authorization"] = f"Bearer {token}"
+            renewed += 1
+
+        await renew()
         soak = Soak(await _seed(http, args.patients))
         warm = Soak(soak.patients)  # a short warm-up, so the baseline memory includes caches and pools
         await asyncio.gather(*(warm.client(http, time.monotonic() + 10, n) for n in range(args.connections)))
@@ -104,13 +113,18 @@ async def _run(base: str, token: str, pid: int, args: argparse.Namespace) -> dic
         until = time.monotonic() + args.seconds
 
         async def sample() -> None:
+            last_renewal = time.monotonic()
             while time.monotonic() < until:
                 await asyncio.sleep(5)
                 memory.append(rss_mb(pid))
+                if time.monotonic() - last_renewal > 200:
+                    await renew()
+                    last_renewal = time.monotonic()
 
         started = time.monotonic()
         await asyncio.gather(sample(), *(soak.client(http, until, 1000 + n) for n in range(args.connections)))
         elapsed = time.monotonic() - started
+        await renew()
         lost = []
         for key, version in soak.acknowledged.items():
             response = await http.get(f"/{key}")
@@ -124,7 +138,7 @@ async def _run(base: str, token: str, pid: int, args: argparse.Namespace) -> dic
             "p99_ms": round(ordered[int(len(ordered) * 0.99)], 2), "rss_start_mb": round(memory[0], 1),
             "rss_max_mb": round(max(memory), 1), "rss_end_mb": round(memory[-1], 1),
             "rss_ratio": round(max(memory) / memory[0], 3), "acknowledged_writes": len(soak.acknowledged),
-            "lost_writes": len(lost),
+            "lost_writes": len(lost), "tokens_fetched": renewed,
             "passed": not soak.errors and not lost and max(memory) <= 1.5 * memory[0]}
 
 
@@ -143,7 +157,7 @@ def main() -> None:
                        env={"CARELOOP_LOG_LEVEL": "warning", "CARELOOP_AUTH": "on"})
         try:
             base = f"http://127.0.0.1:{port}/fhir"
-            figures = asyncio.run(_run(base, backend_token(base, db), server.pid, args))
+            figures = asyncio.run(_run(base, backend_client(db), server.pid, args))
         finally:
             stop(server)
     record("soak", figures)
