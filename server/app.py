@@ -24,10 +24,9 @@ from resources.repository import Repository
 from resources.search.custom import CustomParameters
 from resources.search.index import Indexer, load_patient_compartment
 from resources.search.parse import SearchLimits
-from resources.search.query import SearchQuery
 from resources.search.registry import default_registry
 from resources.store.mongo.store import MongoStore
-from resources.store.protocol import Store, Write
+from resources.store.protocol import Store, Write, every
 from resources.store.sqlite.store import SqliteStore
 from resources.validation import ValidationLimits, schema_validator
 from server import errors
@@ -90,15 +89,8 @@ def build_services(settings: Settings, mongo_client: Any = None) -> Services:
 
 async def load_custom_parameters(svc: Services) -> None:
     """Register the SearchParameter resources stored by earlier runs."""
-    cursor: int | None = None
-    while True:
-        page = await svc.repository.store.search(SearchQuery("SearchParameter", count=500, cursor=cursor))
-        for res in page.resources:
-            if res.body:
-                svc.custom.apply(res.id, orjson.loads(res.body))
-        if page.next_cursor is None:
-            return
-        cursor = int(page.next_cursor)
+    async for res in every(svc.repository.store, "SearchParameter"):
+        svc.custom.apply(res.id, orjson.loads(res.body or b"{}"))
 
 
 def create_app(settings: Settings | None = None, *, mongo_client: Any = None) -> FastAPI:

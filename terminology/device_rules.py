@@ -13,8 +13,7 @@ from typing import Any
 import orjson
 
 from resources.errors import Unprocessable
-from resources.search.query import SearchQuery
-from resources.store.protocol import Store, Write
+from resources.store.protocol import Store, Write, every
 from terminology import ucum
 
 EXT = "http://careloop.health/fhir/StructureDefinition/"
@@ -111,15 +110,8 @@ class DeviceRules:
 
     async def load(self, store: Store) -> None:
         """Read every stored ObservationDefinition."""
-        cursor: int | None = None
-        while True:
-            page = await store.search(SearchQuery("ObservationDefinition", count=500, cursor=cursor))
-            for found in page.resources:
-                if found.body:
-                    self._put(found.id, orjson.loads(found.body))
-            if page.next_cursor is None:
-                break
-            cursor = int(page.next_cursor)
+        async for found in every(store, "ObservationDefinition"):
+            self._put(found.id, orjson.loads(found.body or b"{}"))
 
     def on_commit(self, writes: list[Write]) -> None:
         """Follow created, changed and deleted ObservationDefinitions."""

@@ -12,7 +12,7 @@ import orjson
 
 from resources.errors import Invalid, NotFound
 from resources.search.query import Filter, SearchQuery, UriValue
-from resources.store.protocol import Store, Write
+from resources.store.protocol import Store, Write, every
 from terminology.codesystem import CodeSystemIndex, Concept
 from terminology.device_rules import canonical_range
 from terminology.expansion import Coded, Expander, split_canonical
@@ -81,14 +81,7 @@ class TerminologyService:
         if url is not None:
             map_url, version = split_canonical(url)
             return await self._by_url("ConceptMap", map_url, version)
-        found: list[dict[str, Any]] = []
-        cursor: int | None = None
-        while True:
-            page = await self.store.search(SearchQuery("ConceptMap", count=200, cursor=cursor))
-            found.extend(orjson.loads(r.body) for r in page.resources if r.body)
-            if page.next_cursor is None:
-                break
-            cursor = int(page.next_cursor)
+        found = [orjson.loads(r.body or b"{}") async for r in every(self.store, "ConceptMap")]
         return [m for m in found if (source is None or _uri(m, "source") == source)
                 and (target is None or _uri(m, "target") == target)]
 

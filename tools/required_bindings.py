@@ -21,7 +21,7 @@ from terminology.expansion import Expander
 from terminology.seed import shipped_resources
 
 OUT = Path(__file__).parent.parent / "terminology" / "data" / "required-bindings.json"
-SKIP = {"extension", "modifierExtension", "contained", "id"}
+NOT_WALKED = {"extension", "modifierExtension", "contained", "id"}
 
 
 class Memory:
@@ -51,7 +51,7 @@ def _tree(definition: dict[str, Any], kinds: set[str]) -> dict[str, Any]:
     for element in definition["snapshot"]["element"]:
         path: str = element["path"]
         parts = path.split(".")[1:]
-        if not parts or SKIP & set(parts):
+        if not parts or NOT_WALKED & set(parts):
             continue
         types = [t["code"] for t in element.get("type") or []]
         leaf = parts[-1]

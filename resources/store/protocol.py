@@ -5,7 +5,7 @@ https://hl7.org/fhir/R4B/http.html
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -104,6 +104,19 @@ class WriteSession(ReadSource, Protocol):
 
     async def replace_index(self, type: str, items: list[tuple[int, int, IndexRows]]) -> None:
         """Replace the index entries of (row id, version) pairs that are still the current version."""
+
+
+async def every(source: ReadSource, resource_type: str, batch: int = 500) -> AsyncIterator[StoredResource]:
+    """Every current resource of a type, page by page (loading stored configuration at start-up)."""
+    cursor: int | None = None
+    while True:
+        page = await source.search(SearchQuery(resource_type, count=batch, cursor=cursor))
+        for found in page.resources:
+            if found.body:
+                yield found
+        if page.next_cursor is None:
+            return
+        cursor = int(page.next_cursor)
 
 
 class Store(Protocol):

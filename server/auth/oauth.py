@@ -18,7 +18,6 @@ import httpx
 from authlib.oauth2.rfc6749 import AuthorizationServer, ClientMixin, grants
 from authlib.oauth2.rfc6749.errors import (
     InvalidClientError,
-    InvalidGrantError,
     InvalidRequestError,
     InvalidScopeError,
 )
@@ -226,16 +225,15 @@ class PrivateKeyJWT(JWTBearerClientAssertion):  # type: ignore[misc]
         if headers.get("alg") not in ASSERTION_ALGORITHMS:
             raise InvalidClientError(description=f"The client assertion must be signed with one of "
                                                  f"{', '.join(ASSERTION_ALGORITHMS)}")
-        if "jku" in headers:
-            sub = jwt.decode(assertion, resolve_key, algorithms=ASSERTION_ALGORITHMS).claims.get("sub")
-            record = self.store.client(str(sub))
-            if record is None or headers["jku"] != record.jwks_url:
-                raise InvalidClientError(description="The 'jku' header is not the client's registered JWKS URL")
         try:  # algorithms pinned: RS384/ES384 pass, HS*/none/RS256 do not (pitfall 1)
             token = jwt.decode(assertion, resolve_key, algorithms=ASSERTION_ALGORITHMS)
         except (JoseError, ValueError) as exc:
             raise InvalidClientError(description=f"The client assertion cannot be verified: "
                                                  f"{exc.__class__.__name__}") from exc
+        if "jku" in headers:
+            record = self.store.client(str(token.claims.get("sub")))
+            if record is None or headers["jku"] != record.jwks_url:
+                raise InvalidClientError(description="The 'jku' header is not the client's registered JWKS URL")
         claims = dict(token.claims)
         if not isinstance(claims.get("exp"), int | float) or claims["exp"] - time.time() > 300:
             raise InvalidClientError(description="The client assertion must expire within 5 minutes")
@@ -389,10 +387,3 @@ class SmartServer(AuthorizationServer):  # type: ignore[misc]
             token["refresh_token"] = refresh
         return token
 
-
-def oauth_error(error: str, description: str, status: int = 400) -> tuple[int, dict[str, str], dict[str, str]]:
-    """An RFC 6749 error body."""
-    return status, {"error": error, "error_description": description}, {"Cache-Control": "no-store"}
-
-
-__all__ = ["CURRENT", "Endpoints", "FormRequest", "GrantUser", "InvalidGrantError", "SmartServer", "oauth_error"]

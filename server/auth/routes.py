@@ -123,9 +123,9 @@ def _page(title: str, body: str, status: int = 200) -> HTMLResponse:
                                                                     "form-action 'self'"})
 
 
-def _hidden(params: dict[str, str], skip: tuple[str, ...] = ()) -> str:
+def _hidden(params: dict[str, str]) -> str:
     return "".join(f"<input type='hidden' name='{html.escape(k)}' value='{html.escape(v)}'>"
-                   for k, v in params.items() if k not in skip)
+                   for k, v in params.items())
 
 
 _OAUTH_KEYS = ("response_type", "client_id", "redirect_uri", "scope", "state", "aud", "code_challenge",

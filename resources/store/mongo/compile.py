@@ -32,11 +32,10 @@ _ALWAYS: dict[str, Any] = {}
 
 @dataclass(frozen=True)
 class Subquery:
-    """Resources of `resource_type` matching `filters`; `field` says what of them replaces the marker."""
+    """Resources of `resource_type` matching `filters`; for _has, what they point at through `code`."""
 
     resource_type: str
     filters: tuple[Filter, ...]
-    project: str  # "ref": their (type, id) as reference targets; "has": the (type, id) they point at via `code`
     code: str = ""
     target_type: str | None = None
 
@@ -154,9 +153,9 @@ def compile_filter(flt: Filter, resource_type: str) -> dict[str, Any] | tuple[An
     if flt.type == "any-of":
         return ("any-of", [[compile_filter(inner, resource_type) for inner in group] for group in flt.any_of])
     if flt.chain:
-        return ("chain", flt.code, [(c.target_type, Subquery(c.target_type, (c.inner,), "ref")) for c in flt.chain])
+        return ("chain", flt.code, [(c.target_type, Subquery(c.target_type, (c.inner,))) for c in flt.chain])
     if flt.has is not None:
-        return ("has", Subquery(flt.has.source_type, (flt.has.inner,), "has", flt.has.reference, resource_type))
+        return ("has", Subquery(flt.has.source_type, (flt.has.inner,), flt.has.reference, resource_type))
     array = _array(flt)
     if not array:
         return _NEVER
