@@ -28,6 +28,10 @@ Clause = tuple[str, list[Any]]
 _TABLE = {"token": "idx_token", "string": "idx_string", "reference": "idx_ref", "date": "idx_date",
           "number": "idx_number", "quantity": "idx_quantity", "uri": "idx_uri", "composite": "idx_composite"}
 _NEVER: Clause = ("0", [])
+# code systems are stored as numbers (schema.py); a constant subquery turns the URI into its number, and an
+# unknown URI into NULL, which matches nothing
+_SID = "(SELECT sid FROM system WHERE uri = ?)"
+_NOT_SID = "coalesce((SELECT sid FROM system WHERE uri = ?), 0)"
 
 
 def _escape_like(text: str) -> str:
@@ -43,7 +47,7 @@ def _token_match(value: TokenValue) -> Clause:
         if value.system is None:
             parts.append("system IS NULL")
         else:
-            parts.append("system = ?")
+            parts.append(f"system = {_SID}")
             args.append(value.system)
     return " AND ".join(parts) or "1", args
 
@@ -70,14 +74,14 @@ def _range_match(value: RangeValue, low: str, high: str) -> Clause:
 def _composite_match(value: CompositeValue) -> Clause:
     parts, args = ["c1 = ?"], [value.first.code]
     if not value.first.any_system:
-        parts.append("s1 IS NULL" if value.first.system is None else "s1 = ?")
+        parts.append("s1 IS NULL" if value.first.system is None else f"s1 = {_SID}")
         args.extend([] if value.first.system is None else [value.first.system])
     second = value.second
     if isinstance(second, TokenValue):
         parts.append("c2 = ?")
         args.append(second.code)
         if not second.any_system and second.system is not None:
-            parts.append("s2 = ?")
+            parts.append(f"s2 = {_SID}")
             args.append(second.system)
     elif isinstance(second, StringValue):
         parts.append("c2 >= ? AND c2 < ?")
@@ -90,7 +94,7 @@ def _composite_match(value: CompositeValue) -> Clause:
         parts.append(sql)
         args.extend(more)
         if second.system:
-            parts.append("s2 = ?")
+            parts.append(f"s2 = {_SID}")
             args.append(second.system)
         if second.code:
             parts.append("c2 = ?")
@@ -130,10 +134,10 @@ def _value_match(flt: Filter, value: Any) -> Clause:
         sql, args = _range_match(value, "value", "value")
         if flt.type == "quantity" and isinstance(value, RangeValue):
             if value.system:
-                sql += " AND system = ?"
+                sql += f" AND system = {_SID}"
                 args.append(value.system)
             else:  # unit-converted copies answer only the converted form of a query
-                sql += " AND system IS NOT ?"
+                sql += f" AND system IS NOT {_NOT_SID}"
                 args.append(CANONICAL_SYSTEM)
             if value.code:
                 sql += " AND code = ?"
@@ -159,7 +163,7 @@ def _value_matches(flt: Filter) -> list[Clause]:
     for value in plain:
         assert value.system is not None and value.code is not None
         by_system.setdefault(value.system, []).append(value.code)
-    return [(f"system = ? AND code IN ({','.join('?' * len(codes))})", [system, *codes])
+    return [(f"system = {_SID} AND code IN ({','.join('?' * len(codes))})", [system, *codes])
             for system, codes in by_system.items()]
 
 
@@ -296,7 +300,7 @@ def _sort_key(key: Sort, resource_type: str, param_id: ParamId) -> Clause:
     args: list[Any] = [pid]
     where = "rid = r.rid AND pid = ?"
     if key.type == "quantity":  # sort by the values as sent, not by their unit-converted copies
-        where += " AND system IS NOT ?"
+        where += f" AND system IS NOT {_NOT_SID}"
         args.append(CANONICAL_SYSTEM)
     value = f"(SELECT {'max(' + high if key.descending else 'min(' + low}) FROM {table} WHERE {where})"
     return f"{value} IS NULL, {value}{direction}", args + args

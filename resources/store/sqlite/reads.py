@@ -12,15 +12,19 @@ from typing import Any
 
 from resources.search.query import Include, SearchQuery
 from resources.store.protocol import HistoryQuery, OutboxEvent, SearchPage, StoredResource
+from resources.store.sqlite.bodies import decode
 from resources.store.sqlite.compile import compile_search
 
-_VERSION_COLUMNS = "seq, type, id, vid, updated, deleted, body, method"
+# a version's body is in its own row once replaced, and in the resource row while it is current
+_VERSIONS = ("SELECT v.seq, v.type, r.id, v.vid, v.updated, v.deleted, "
+             "coalesce(v.body, CASE WHEN r.vid = v.vid THEN r.body END), v.method "
+             "FROM version v JOIN resource r ON r.rid = v.rid")
 INCLUDE_LIMIT = 1000
 
 
 def _version(row: tuple[Any, ...]) -> StoredResource:
     seq, type_, id_, vid, updated, deleted, body, method = row
-    return StoredResource(type_, id_, vid, updated, bool(deleted), body, method, seq)
+    return StoredResource(type_, id_, vid, updated, bool(deleted), decode(body), method, seq)
 
 
 def read_current(conn: sqlite3.Connection, type_: str, id_: str) -> StoredResource | None:
@@ -28,12 +32,11 @@ def read_current(conn: sqlite3.Connection, type_: str, id_: str) -> StoredResour
                        (type_, id_)).fetchone()
     if row is None:
         return None
-    return StoredResource(row[1], row[2], row[3], row[4], bool(row[5]), row[6], seq=row[0])
+    return StoredResource(row[1], row[2], row[3], row[4], bool(row[5]), decode(row[6]), seq=row[0])
 
 
 def read_version(conn: sqlite3.Connection, type_: str, id_: str, vid: int) -> StoredResource | None:
-    row = conn.execute(f"SELECT {_VERSION_COLUMNS} FROM version WHERE type = ? AND id = ? AND vid = ?",
-                       (type_, id_, vid)).fetchone()
+    row = conn.execute(f"{_VERSIONS} WHERE r.type = ? AND r.id = ? AND v.vid = ?", (type_, id_, vid)).fetchone()
     return _version(row) if row else None
 
 
@@ -43,20 +46,20 @@ def history(conn: sqlite3.Connection, q: HistoryQuery) -> list[StoredResource]:
         where.append("v.type = ?")
         args.append(q.type)
     if q.id is not None:
-        where.append("v.id = ?")
-        args.append(q.id)
+        where.append("v.rid = (SELECT rid FROM resource WHERE type = ? AND id = ?)")
+        args.extend([q.type, q.id])
     if q.since_ms is not None:
         where.append("v.updated >= ?")
         args.append(q.since_ms)
     if q.at_ms is not None:
         # versions current at that moment: written by then and not superseded before it
-        where.append("v.updated <= ? AND NOT EXISTS (SELECT 1 FROM version n WHERE n.type = v.type AND "
-                     "n.id = v.id AND n.vid > v.vid AND n.updated <= ?)")
+        where.append("v.updated <= ? AND NOT EXISTS (SELECT 1 FROM version n WHERE n.rid = v.rid AND "
+                     "n.vid > v.vid AND n.updated <= ?)")
         args.extend([q.at_ms, q.at_ms])
     if q.before_seq is not None:
         where.append("v.seq < ?")
         args.append(q.before_seq)
-    sql = f"SELECT {', '.join('v.' + c.strip() for c in _VERSION_COLUMNS.split(','))} FROM version v"
+    sql = _VERSIONS
     if where:
         sql += " WHERE " + " AND ".join(where)
     sql += " ORDER BY v.seq DESC LIMIT ?"
@@ -72,7 +75,7 @@ def search(conn: sqlite3.Connection, query: SearchQuery, param_id: Callable[[str
     rows = conn.execute(page_sql, args).fetchall()
     more = len(rows) > query.count
     rows = rows[: query.count]
-    resources = [StoredResource(t, i, v, u, False, b, seq=rid) for rid, t, i, v, u, b in rows]
+    resources = [StoredResource(t, i, v, u, False, decode(b), seq=rid) for rid, t, i, v, u, b in rows]
     total = None
     if query.total in ("accurate", "estimate"):
         total = conn.execute(count_sql, count_args).fetchone()[0]
@@ -126,7 +129,7 @@ def included(conn: sqlite3.Connection, page: list[StoredResource], includes: tup
             for rid, type_, id_, vid, updated, body in _include_rows(conn, frontier, inc, param_id):
                 if (type_, id_) not in seen and len(found) < limit:
                     seen.add((type_, id_))
-                    res = StoredResource(type_, id_, vid, updated, False, body, seq=rid)
+                    res = StoredResource(type_, id_, vid, updated, False, decode(body), seq=rid)
                     found.append(res)
                     fresh.append(res)
         if not fresh or not any(inc.iterate for inc in includes):
@@ -136,6 +139,8 @@ def included(conn: sqlite3.Connection, page: list[StoredResource], includes: tup
 
 
 def outbox(conn: sqlite3.Connection, after_seq: int, limit: int) -> list[OutboxEvent]:
-    rows = conn.execute("SELECT seq, type, id, vid, action, at FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?",
+    # the version log is the change feed: one row per change, in commit order
+    rows = conn.execute("SELECT v.seq, v.type, r.id, v.vid, v.action, v.updated FROM version v "
+                        "JOIN resource r ON r.rid = v.rid WHERE v.seq > ? ORDER BY v.seq LIMIT ?",
                         (after_seq, limit))
     return [OutboxEvent(*row) for row in rows]

@@ -1,7 +1,11 @@
-"""SQLite schema of the embedded store: current resources, versions, outbox and typed index tables.
+"""SQLite schema of the embedded store: current resources, the version log and typed index tables.
 
-Index tables are clustered by (rid, n): a new resource's entries append at the end of each table, and the
-entries of one resource are deleted as one range, so each table needs only its search index beside it.
+Every byte of a resource is stored once: the current version's body lives in `resource` (zstd with a
+dictionary, see bodies.py) and moves into its `version` row when a newer version replaces it. The version
+log, ordered by `seq` and written in the same transaction as each change, is also the change feed that
+subscriptions read. Code systems are stored as small integers (`system`). Index tables are clustered by
+(rid, n): a new resource's entries append at the end of each table, and the entries of one resource are
+deleted as one range, so each table needs only its search index beside it.
 
 https://www.sqlite.org/wal.html
 """
@@ -33,24 +37,19 @@ CREATE TABLE IF NOT EXISTS version (
     seq INTEGER PRIMARY KEY,
     rid INTEGER NOT NULL,
     type TEXT NOT NULL,
-    id TEXT NOT NULL,
     vid INTEGER NOT NULL,
     updated INTEGER NOT NULL,
     method TEXT NOT NULL,
+    action TEXT NOT NULL,
     deleted INTEGER NOT NULL,
     body BLOB
 );
-CREATE UNIQUE INDEX IF NOT EXISTS version_instance ON version (type, id, vid);
+CREATE UNIQUE INDEX IF NOT EXISTS version_instance ON version (rid, vid);
 CREATE INDEX IF NOT EXISTS version_type ON version (type, seq);
 CREATE INDEX IF NOT EXISTS version_updated ON version (updated);
-CREATE TABLE IF NOT EXISTS outbox (
-    seq INTEGER PRIMARY KEY,
-    version_seq INTEGER NOT NULL,
-    type TEXT NOT NULL,
-    id TEXT NOT NULL,
-    vid INTEGER NOT NULL,
-    action TEXT NOT NULL,
-    at INTEGER NOT NULL
+CREATE TABLE IF NOT EXISTS system (
+    sid INTEGER PRIMARY KEY,
+    uri TEXT NOT NULL UNIQUE
 );
 CREATE TABLE IF NOT EXISTS sp (
     pid INTEGER PRIMARY KEY,
@@ -58,7 +57,7 @@ CREATE TABLE IF NOT EXISTS sp (
     code TEXT NOT NULL,
     UNIQUE (type, code)
 );
-CREATE TABLE IF NOT EXISTS idx_token (rid INTEGER NOT NULL, n INTEGER NOT NULL, pid INTEGER NOT NULL, system TEXT,
+CREATE TABLE IF NOT EXISTS idx_token (rid INTEGER NOT NULL, n INTEGER NOT NULL, pid INTEGER NOT NULL, system INTEGER,
                                       code TEXT, text TEXT, PRIMARY KEY (rid, n)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS idx_token_code ON idx_token (pid, code, system);
 CREATE INDEX IF NOT EXISTS idx_token_text ON idx_token (pid, text) WHERE text IS NOT NULL;
@@ -75,20 +74,22 @@ CREATE INDEX IF NOT EXISTS idx_date_low ON idx_date (pid, low, high);
 CREATE TABLE IF NOT EXISTS idx_number (rid INTEGER NOT NULL, n INTEGER NOT NULL, pid INTEGER NOT NULL,
                                        value REAL NOT NULL, PRIMARY KEY (rid, n)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS idx_number_value ON idx_number (pid, value);
-CREATE TABLE IF NOT EXISTS idx_quantity (rid INTEGER NOT NULL, n INTEGER NOT NULL, pid INTEGER NOT NULL, system TEXT,
+CREATE TABLE IF NOT EXISTS idx_quantity (rid INTEGER NOT NULL, n INTEGER NOT NULL, pid INTEGER NOT NULL, system INTEGER,
                                          code TEXT, value REAL NOT NULL, PRIMARY KEY (rid, n)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS idx_quantity_value ON idx_quantity (pid, value);
 CREATE TABLE IF NOT EXISTS idx_uri (rid INTEGER NOT NULL, n INTEGER NOT NULL, pid INTEGER NOT NULL,
                                     value TEXT NOT NULL, PRIMARY KEY (rid, n)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS idx_uri_value ON idx_uri (pid, value);
 CREATE TABLE IF NOT EXISTS idx_composite (rid INTEGER NOT NULL, n INTEGER NOT NULL, pid INTEGER NOT NULL,
-                                          s1 TEXT, c1 TEXT, s2 TEXT, c2 TEXT, lo REAL, hi REAL,
+                                          s1 INTEGER, c1 TEXT, s2 INTEGER, c2 TEXT, lo REAL, hi REAL,
                                           PRIMARY KEY (rid, n)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS idx_composite_codes ON idx_composite (pid, c1, c2);
 CREATE TABLE IF NOT EXISTS compartment (rid INTEGER NOT NULL, patient TEXT NOT NULL, PRIMARY KEY (rid, patient))
     WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS compartment_patient ON compartment (patient, rid);
 """
+
+LAYOUT = 2  # PRAGMA user_version of this layout; layout 1 kept two copies of each body and an outbox table
 
 INDEX_TABLES = ("idx_token", "idx_string", "idx_ref", "idx_date", "idx_number", "idx_quantity", "idx_uri",
                 "idx_composite", "compartment")

@@ -20,7 +20,7 @@ from resources.search.index import IndexRows
 from resources.search.query import SearchQuery
 from resources.store.protocol import HistoryQuery, OutboxEvent, SearchPage, StoredResource, Write
 from resources.store.sqlite import reads
-from resources.store.sqlite.schema import DDL, PRAGMAS
+from resources.store.sqlite.schema import DDL, LAYOUT, PRAGMAS
 from resources.store.sqlite.writes import apply_writes, replace_index
 
 T = TypeVar("T")
@@ -46,6 +46,7 @@ class SqliteStore:
         self._write_conn: sqlite3.Connection | None = None
         self._lock = asyncio.Lock()
         self._pids: dict[tuple[str, str], int] = {}
+        self._sids: dict[str, int] = {}
         self._reader_conns: list[sqlite3.Connection] = []
         self._loop_conn: sqlite3.Connection | None = None
         self._listeners: list[Callable[[list[Write]], None]] = []
@@ -88,9 +89,19 @@ class SqliteStore:
         await self._on_writer(self._open_sync)
 
     def _open_sync(self) -> None:
-        self._write_conn = _connect(self._path)
-        self._write_conn.executescript(DDL)
-        self._pids = {(t, c): p for p, t, c in self._write_conn.execute("SELECT pid, type, code FROM sp")}
+        conn = self._write_conn = _connect(self._path)
+        layout = conn.execute("PRAGMA user_version").fetchone()[0]
+        used = conn.execute("SELECT count(*) FROM sqlite_master WHERE name = 'resource'").fetchone()[0]
+        if used and layout != LAYOUT:
+            conn.close()
+            self._write_conn = None
+            # a pre-release layout (two copies of every body, an outbox table): no released build wrote it
+            raise SystemExit(f"{self._path} was written by a pre-release CareLoop (storage layout {layout}); this "
+                             f"build reads layout {LAYOUT}. Load the data again into a new file.")
+        conn.executescript(DDL)
+        conn.execute(f"PRAGMA user_version = {LAYOUT}")
+        self._pids = {(t, c): p for p, t, c in conn.execute("SELECT pid, type, code FROM sp")}
+        self._sids = {uri: sid for sid, uri in conn.execute("SELECT sid, uri FROM system")}
 
     async def close(self) -> None:
         """Close connections and stop threads."""
@@ -160,7 +171,7 @@ class SqliteStore:
                 await self._on_writer(self._rollback)
                 raise
             else:
-                await self._on_writer(self._commit, session.new_pids)
+                await self._on_writer(self._commit, session.new_pids, session.new_sids)
                 if session.applied:
                     for listener in self._listeners:
                         listener(session.applied)
@@ -171,9 +182,11 @@ class SqliteStore:
     def _rollback(self) -> None:
         self._wconn().execute("ROLLBACK")
 
-    def _commit(self, new_pids: dict[tuple[str, str], int]) -> None:
+    def _commit(self, new_pids: dict[tuple[str, str], int], new_sids: dict[str, int]) -> None:
         self._wconn().execute("COMMIT")
+        # ids assigned inside the transaction become known only once it committed (a rollback forgets them)
         self._pids.update(new_pids)
+        self._sids.update(new_sids)
 
     def _pid_for_write(self, type_: str, code: str, pending: dict[tuple[str, str], int]) -> int:
         key = (type_, code)
@@ -184,12 +197,23 @@ class SqliteStore:
             pending[key] = pid
         return pid
 
-    def _apply_sync(self, writes: list[Write], pending: dict[tuple[str, str], int]) -> None:
-        apply_writes(self._wconn(), writes, lambda t, c: self._pid_for_write(t, c, pending))
+    def _sid_for_write(self, uri: str | None, pending: dict[str, int]) -> int | None:
+        if uri is None:
+            return None
+        sid = self._sids.get(uri) or pending.get(uri)
+        if sid is None:
+            cur = self._wconn().execute("INSERT INTO system (uri) VALUES (?)", (uri,))
+            sid = pending[uri] = int(cur.lastrowid or 0)
+        return sid
+
+    def _apply_sync(self, writes: list[Write], pending: dict[tuple[str, str], int], systems: dict[str, int]) -> None:
+        apply_writes(self._wconn(), writes, lambda t, c: self._pid_for_write(t, c, pending),
+                     lambda uri: self._sid_for_write(uri, systems))
 
     def _replace_index_sync(self, type_: str, items: list[tuple[int, int, IndexRows]],
-                            pending: dict[tuple[str, str], int]) -> None:
-        replace_index(self._wconn(), type_, items, lambda t, c: self._pid_for_write(t, c, pending))
+                            pending: dict[tuple[str, str], int], systems: dict[str, int]) -> None:
+        replace_index(self._wconn(), type_, items, lambda t, c: self._pid_for_write(t, c, pending),
+                      lambda uri: self._sid_for_write(uri, systems))
 
 
 class SqliteWriteSession:
@@ -198,6 +222,7 @@ class SqliteWriteSession:
     def __init__(self, store: SqliteStore) -> None:
         self._store = store
         self.new_pids: dict[tuple[str, str], int] = {}
+        self.new_sids: dict[str, int] = {}
         self.applied: list[Write] = []
 
     async def head(self, type: str, id: str) -> StoredResource | None:
@@ -226,9 +251,9 @@ class SqliteWriteSession:
 
     async def apply(self, writes: list[Write]) -> None:
         """Write versions, index rows and outbox events."""
-        await self._store._on_writer(self._store._apply_sync, writes, self.new_pids)
+        await self._store._on_writer(self._store._apply_sync, writes, self.new_pids, self.new_sids)
         self.applied.extend(writes)
 
     async def replace_index(self, type: str, items: list[tuple[int, int, IndexRows]]) -> None:
         """Replace the index entries of versions that are still current."""
-        await self._store._on_writer(self._store._replace_index_sync, type, items, self.new_pids)
+        await self._store._on_writer(self._store._replace_index_sync, type, items, self.new_pids, self.new_sids)

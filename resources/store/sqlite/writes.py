@@ -1,4 +1,4 @@
-"""Write statements of the SQLite store: resources, versions, outbox events and index entries.
+"""Write statements of the SQLite store: resources, the version log and index entries.
 
 Run on the writer thread inside the (exclusive) write transaction.
 https://hl7.org/fhir/R4B/http.html#update
@@ -13,45 +13,46 @@ from typing import Any
 from resources.errors import Conflict
 from resources.search.index import IndexRows
 from resources.store.protocol import Write
+from resources.store.sqlite.bodies import encode
 from resources.store.sqlite.schema import INDEX_TABLES
 
 PidFor = Callable[[str, str], int]
+SidFor = Callable[[str | None], int | None]
 
 
-def apply_writes(conn: sqlite3.Connection, writes: list[Write], pid: PidFor) -> None:
-    """Insert or update resources with their versions, outbox events and index entries."""
+def apply_writes(conn: sqlite3.Connection, writes: list[Write], pid: PidFor, sid: SidFor) -> None:
+    """Insert or update resources with their versions (the change feed) and index entries."""
     tables: dict[str, list[tuple[Any, ...]]] = {name: [] for name in INDEX_TABLES}
     # This connection holds the only write transaction, so row ids and version sequence numbers can be
     # assigned here and every insert batched.
     next_rid = conn.execute("SELECT coalesce(max(rid), 0) FROM resource").fetchone()[0] + 1
     next_seq = conn.execute("SELECT coalesce(max(seq), 0) FROM version").fetchone()[0] + 1
-    new_rows, versions, events = [], [], []
+    new_rows, versions = [], []
     for w in writes:
         deleted = 1 if w.action == "delete" else 0
+        body = encode(w.body) if w.body is not None and not deleted else None
         # a new resource skips the lookup: UNIQUE (type, id) still refuses a duplicate
-        existing = None if w.action == "create" and w.expected_vid == 0 else _update_row(conn, w, deleted)
+        existing = None if w.action == "create" and w.expected_vid == 0 else _update_row(conn, w, deleted, body)
         if existing is None:
             rid, next_rid = next_rid, next_rid + 1
-            new_rows.append((rid, w.type, w.id, w.vid, w.updated_ms, deleted, w.body))
+            new_rows.append((rid, w.type, w.id, w.vid, w.updated_ms, deleted, body))
         else:
             rid = existing
         seq, next_seq = next_seq, next_seq + 1
-        versions.append((seq, rid, w.type, w.id, w.vid, w.updated_ms, w.method, deleted, w.body))
-        events.append((seq, w.type, w.id, w.vid, w.action, w.updated_ms))
+        # the current version's body lives in its resource row only (body NULL here until it is replaced)
+        versions.append((seq, rid, w.type, w.vid, w.updated_ms, w.method, w.action, deleted))
         if w.rows is not None and not deleted:
-            _collect_rows(w, rid, tables, pid)
+            _collect_rows(w, rid, tables, pid, sid)
     try:
         conn.executemany("INSERT INTO resource (rid, type, id, vid, updated, deleted, body) "
                          "VALUES (?, ?, ?, ?, ?, ?, ?)", new_rows)
     except sqlite3.IntegrityError as exc:
         raise Conflict(f"A resource with this id was created concurrently: {exc}") from exc
-    conn.executemany("INSERT INTO version (seq, rid, type, id, vid, updated, method, deleted, body) "
-                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", versions)
-    conn.executemany("INSERT INTO outbox (version_seq, type, id, vid, action, at) VALUES (?, ?, ?, ?, ?, ?)",
-                     events)
+    conn.executemany("INSERT INTO version (seq, rid, type, vid, updated, method, action, deleted) "
+                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", versions)
     _insert_rows(conn, tables)
 
-def _update_row(conn: sqlite3.Connection, w: Write, deleted: int) -> int | None:
+def _update_row(conn: sqlite3.Connection, w: Write, deleted: int, body: bytes | None) -> int | None:
     """Update the current row in place; None when there is none yet (the caller inserts it)."""
     row = conn.execute("SELECT rid, vid FROM resource WHERE type = ? AND id = ?", (w.type, w.id)).fetchone()
     current = row[1] if row else 0
@@ -60,13 +61,17 @@ def _update_row(conn: sqlite3.Connection, w: Write, deleted: int) -> int | None:
                        f"found {current})")
     if row is None:
         return None
+    # the replaced version keeps its body in the version log from now on
+    conn.execute("UPDATE version SET body = (SELECT body FROM resource WHERE rid = ?) WHERE rid = ? AND vid = ?",
+                 (row[0], row[0], row[1]))
     conn.execute("UPDATE resource SET vid = ?, updated = ?, deleted = ?, body = ? WHERE rid = ?",
-                 (w.vid, w.updated_ms, deleted, w.body, row[0]))
+                 (w.vid, w.updated_ms, deleted, body, row[0]))
     for name in INDEX_TABLES:
         conn.execute(f"DELETE FROM {name} WHERE rid = ?", (row[0],))
     return int(row[0])
 
-def replace_index(conn: sqlite3.Connection, type_: str, items: list[tuple[int, int, IndexRows]], pid: PidFor) -> None:
+def replace_index(conn: sqlite3.Connection, type_: str, items: list[tuple[int, int, IndexRows]], pid: PidFor,
+                  sid: SidFor) -> None:
     """Replace the index entries of versions that are still current."""
     tables: dict[str, list[tuple[Any, ...]]] = {name: [] for name in INDEX_TABLES}
     for rid, vid, rows in items:
@@ -75,24 +80,26 @@ def replace_index(conn: sqlite3.Connection, type_: str, items: list[tuple[int, i
             continue  # changed since it was read: its own write indexed it with the current parameters
         for name in INDEX_TABLES:
             conn.execute(f"DELETE FROM {name} WHERE rid = ?", (rid,))
-        _collect_rows(Write(type_, row[0], vid, 0, "update", None, rows), rid, tables, pid)
+        _collect_rows(Write(type_, row[0], vid, 0, "update", None, rows), rid, tables, pid, sid)
     _insert_rows(conn, tables)
 
-def _collect_rows(w: Write, rid: int, tables: dict[str, list[tuple[Any, ...]]], pid_for: PidFor) -> None:
+def _collect_rows(w: Write, rid: int, tables: dict[str, list[tuple[Any, ...]]], pid_for: PidFor,
+                  sid: SidFor) -> None:
     rows = w.rows
     assert rows is not None
 
     def pid(code: str) -> int:
         return pid_for(w.type, code)
 
-    tables["idx_token"].extend((rid, n, pid(c), s, v, t) for n, (c, s, v, t) in enumerate(rows.tokens))
+    tables["idx_token"].extend((rid, n, pid(c), sid(s), v, t) for n, (c, s, v, t) in enumerate(rows.tokens))
     tables["idx_string"].extend((rid, n, pid(c), no, e) for n, (c, no, e) in enumerate(rows.strings))
     tables["idx_ref"].extend((rid, n, pid(c), tt, ti, u) for n, (c, tt, ti, u) in enumerate(rows.references))
     tables["idx_date"].extend((rid, n, pid(c), lo, hi) for n, (c, lo, hi) in enumerate(rows.dates))
     tables["idx_number"].extend((rid, n, pid(c), v) for n, (c, v) in enumerate(rows.numbers))
-    tables["idx_quantity"].extend((rid, n, pid(c), s, u, v) for n, (c, s, u, v) in enumerate(rows.quantities))
+    tables["idx_quantity"].extend((rid, n, pid(c), sid(s), u, v) for n, (c, s, u, v) in enumerate(rows.quantities))
     tables["idx_uri"].extend((rid, n, pid(c), v) for n, (c, v) in enumerate(rows.uris))
-    tables["idx_composite"].extend((rid, n, pid(c), *rest) for n, (c, *rest) in enumerate(rows.composites))
+    tables["idx_composite"].extend((rid, n, pid(c), sid(s1), c1, sid(s2), c2, lo, hi)
+                                   for n, (c, s1, c1, s2, c2, lo, hi) in enumerate(rows.composites))
     tables["compartment"].extend((rid, p) for p in dict.fromkeys(rows.compartments))
 
 def _insert_rows(conn: sqlite3.Connection, tables: dict[str, list[tuple[Any, ...]]]) -> None:

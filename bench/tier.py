@@ -1,0 +1,246 @@
+"""One population tier (10k, 100k or 1M resources): ingest, searches, reads, $everything, memory and disk.
+
+Loads the generated clinic population over HTTP (transaction bundles, two in flight) into a fresh SQLite file,
+then measures at one client, each against a baseline taken in the same run on the same file:
+
+- `Observation?patient&code&date=ge`, `Patient?name=` prefixes and `Patient/$everything` against hand-written
+  SQL for the same question plus the latency of a trivial FastAPI endpoint (what any HTTP answer costs);
+- `_include=Observation:patient` against the same search without it;
+- the default search (no total) against `_total=accurate` on a broad query;
+- read by id against a primary-key `select` of the stored body;
+- resident memory idle (against the trivial FastAPI app) and after the load and a search mix (against idle);
+- bytes on disk per resource against the JSON of the same resources;
+- the ingest rate over the whole tier against the rate over its first 10,000 resources.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import sqlite3
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+
+from bench.common import PYTHON, free_port, loadgen, pinned, record, start, stop
+from bench.generate import FAMILIES, population
+from resources.store.sqlite.bodies import decode
+
+HEADERS = {"content-type": "application/fhir+json", "prefer": "return=minimal"}
+RAW_OBSERVATIONS = """
+SELECT r.body FROM resource r WHERE +r.type = 'Observation' AND r.deleted = 0
+  AND r.rid IN (SELECT rid FROM idx_ref WHERE pid = ? AND target_id = ? AND target_type = 'Patient')
+  AND EXISTS (SELECT 1 FROM idx_token WHERE rid = r.rid AND +pid = ? AND code = ?)
+  AND EXISTS (SELECT 1 FROM idx_date WHERE rid = r.rid AND +pid = ? AND high >= ?)
+ORDER BY r.rid LIMIT 51"""
+RAW_NAMES = """
+SELECT r.body FROM resource r WHERE r.type = 'Patient' AND r.deleted = 0
+  AND r.rid IN (SELECT rid FROM idx_string WHERE pid = ? AND norm >= ? AND norm < ?) ORDER BY r.rid LIMIT 51"""
+RAW_READ = "SELECT body FROM resource WHERE type = ? AND id = ?"
+RAW_COMPARTMENT = """
+SELECT r.body FROM resource r WHERE +r.type = ? AND r.deleted = 0
+  AND r.rid IN (SELECT rid FROM compartment WHERE patient = ?)"""
+FIRST = 10_000  # the a3 ratio compares the whole tier's rate with the rate over this many first resources
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory of a process in MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+async def _load(base: str, resources: int) -> tuple[float, float]:
+    """Post the tier two bundles at a time; the rate over the whole tier and over its first resources."""
+    bundles = [orjson.dumps(b) for b in population(resources)]
+    queue = list(reversed(bundles))
+    done = [0]
+    first_at: list[float] = []
+
+    async def poster(client: httpx.AsyncClient) -> None:
+        while queue:
+            (await client.post("/", content=queue.pop(), headers=HEADERS)).raise_for_status()
+            done[0] += 100
+            if done[0] >= min(FIRST, resources) and not first_at:
+                first_at.append(time.perf_counter())
+
+    async with httpx.AsyncClient(base_url=base, timeout=600) as client:
+        started = time.perf_counter()
+        await asyncio.gather(poster(client), poster(client))
+        elapsed = time.perf_counter() - started
+    return resources / elapsed, min(FIRST, resources) / (first_at[0] - started)
+
+
+def _timed(db: str, run: Callable[[sqlite3.Connection, Any], object], args_list: list[Any]) -> tuple[float, float]:
+    """p50 and p99 in ms of a raw query over many argument sets, three passes."""
+    conn = sqlite3.connect(db)
+    times = []
+    for _ in range(3):
+        for args in args_list:
+            started = time.perf_counter()
+            run(conn, args)
+            times.append(time.perf_counter() - started)
+    conn.close()
+    times.sort()
+    return times[len(times) // 2] * 1000, times[int(len(times) * 0.99)] * 1000
+
+
+def _raw(sql: str) -> Callable[[sqlite3.Connection, Any], object]:
+    return lambda conn, args: conn.execute(sql, args).fetchall()
+
+
+def _raw_everything(types: list[str]) -> Callable[[sqlite3.Connection, Any], object]:
+    def run(conn: sqlite3.Connection, patient: str) -> object:
+        found = conn.execute(RAW_READ, ("Patient", patient)).fetchall()
+        for type_ in types:  # the sum of one query per type that has data
+            found += conn.execute(RAW_COMPARTMENT, (type_, patient)).fetchall()
+        return found
+    return run
+
+
+def _disk(db: str) -> int:
+    conn = sqlite3.connect(db)
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    pages = conn.execute("PRAGMA page_count").fetchone()[0] - conn.execute("PRAGMA freelist_count").fetchone()[0]
+    size = int(pages * conn.execute("PRAGMA page_size").fetchone()[0])
+    conn.close()
+    return size
+
+
+def _serve(db: str, port: int, cpu: int | None = None) -> Any:
+    return start(pinned([PYTHON, "-m", "server", "serve", "--port", str(port), "--db", db], cpu),
+                 f"http://127.0.0.1:{port}/fhir/metadata", env={"CARELOOP_LOG_LEVEL": "warning"})
+
+
+def main() -> None:
+    """Load, measure, print and record."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--resources", type=int, default=10_000)
+    parser.add_argument("--seconds", type=float, default=5)
+    args = parser.parse_args()
+    rng = random.Random(7)
+    figures: dict[str, Any] = {"resources": args.resources}
+    with tempfile.TemporaryDirectory() as tmp:
+        db, empty = str(Path(tmp) / "tier.db"), str(Path(tmp) / "empty.db")
+        port, base_port = free_port(), free_port()
+        server = _serve(empty, port)
+        stop(server)
+        empty_bytes = _disk(empty)
+        baseline = start([PYTHON, "-m", "bench.trivial_app", "--port", str(base_port)],
+                         f"http://127.0.0.1:{base_port}/fhir/Patient/x")
+        time.sleep(3)
+        figures["trivial_idle_rss_mb"] = round(rss_mb(baseline.pid), 1)
+        stop(baseline)
+
+        server = _serve(db, port)
+        try:
+            time.sleep(6)  # start-up work (terminology seed, warm-up) settles
+            figures["idle_rss_mb"] = round(rss_mb(server.pid), 1)
+            rate, first_rate = asyncio.run(_load(f"http://127.0.0.1:{port}/fhir", args.resources))
+            figures["ingest_resources_per_s"] = round(rate)
+            figures["ingest_first_resources_per_s"] = round(first_rate)
+            figures["ingest_scaling"] = round(rate / first_rate, 3)
+            paths = _paths(db, rng)
+            # a search mix after the load, then memory: what a server holds once it has served the tier
+            mix = [p for key in ("observation", "include", "name", "read", "everything") for p in paths[key]]
+            rng.shuffle(mix)
+            loadgen(port, mix, 4, max(args.seconds, 5), 1, None)
+            figures["loaded_rss_mb"] = round(rss_mb(server.pid), 1)
+            figures["memory_growth"] = round(figures["loaded_rss_mb"] / figures["idle_rss_mb"], 3)
+        finally:
+            stop(server)
+        _disk_figures(db, empty_bytes, args.resources, figures)
+        raw = _raw_baselines(db, paths)
+
+        server = _serve(db, port, 0)
+        baseline = start(pinned([PYTHON, "-m", "bench.trivial_app", "--port", str(base_port)], 0),
+                         f"http://127.0.0.1:{base_port}/fhir/Patient/x")
+        try:
+            measured = {key: loadgen(port, paths[key], 1, args.seconds, 1, 1) for key in paths}
+            measured["trivial"] = loadgen(base_port, ["/fhir/Patient/x"], 1, args.seconds, 1, 1)
+        finally:
+            stop(server)
+            stop(baseline)
+    _ratios(figures, measured, raw)
+    record(f"tier_{args.resources}", figures)
+    print(json.dumps(figures, indent=2))  # noqa: T201
+
+
+def _paths(db: str, rng: random.Random) -> dict[str, list[str]]:
+    conn = sqlite3.connect(db)
+    patients = [i for (i,) in conn.execute("SELECT id FROM resource WHERE type = 'Patient' AND rid > "
+                                           "(SELECT max(rid) FROM resource WHERE type = 'ValueSet')")]
+    observations = [i for (i,) in conn.execute("SELECT id FROM resource WHERE type = 'Observation' "
+                                               "ORDER BY rid DESC LIMIT 20000")]
+    conn.close()
+    sample = rng.sample(patients, min(200, len(patients)))
+    obs = [f"/fhir/Observation?patient={p}&code=2339-0&date=ge2020-01-01" for p in sample]
+    return {
+        "observation": obs,
+        "include": [f"{p}&_include=Observation:patient" for p in obs],
+        "name": [f"/fhir/Patient?name={f.lower()[: rng.randint(2, 4)]}" for f in FAMILIES],
+        "read": [f"/fhir/Observation/{i}" for i in rng.sample(observations, min(2000, len(observations)))],
+        "everything": [f"/fhir/Patient/{p}/$everything" for p in sample[:50]],
+        "broad": ["/fhir/Observation?code=2339-0"],
+        "broad_total": ["/fhir/Observation?code=2339-0&_total=accurate"],
+    }
+
+
+def _raw_baselines(db: str, paths: dict[str, list[str]]) -> dict[str, tuple[float, float]]:
+    conn = sqlite3.connect(db)
+    pids = {(t, c): p for p, t, c in conn.execute("SELECT pid, type, code FROM sp")}
+    types = [t for (t,) in conn.execute("SELECT DISTINCT r.type FROM compartment c JOIN resource r ON r.rid = "
+                                        "c.rid WHERE r.type != 'Patient'")]
+    conn.close()
+    sample = [p.split("patient=")[1].split("&")[0] for p in paths["observation"]]
+    prefixes = [p.split("name=")[1] for p in paths["name"]]
+    return {
+        "observation": _timed(db, _raw(RAW_OBSERVATIONS), [
+            (pids[("Observation", "patient")], p, pids[("Observation", "code")], "2339-0",
+             pids[("Observation", "date")], 1577836800000) for p in sample]),
+        "name": _timed(db, _raw(RAW_NAMES), [(pids[("Patient", "name")], p, p + "\U0010ffff") for p in prefixes]),
+        "read": _timed(db, _raw(RAW_READ), [("Observation", p.rsplit("/", 1)[1]) for p in paths["read"]]),
+        "everything": _timed(db, _raw_everything(types), [p.split("/")[3] for p in paths["everything"]]),
+    }
+
+
+def _disk_figures(db: str, empty_bytes: int, resources: int, figures: dict[str, Any]) -> None:
+    """Bytes the tier added to the file per resource, against the JSON of those resources."""
+    used = _disk(db) - empty_bytes
+    conn = sqlite3.connect(db)
+    # the terminology every file starts with is in both files; the tier's resources come after it
+    first = conn.execute("SELECT min(rid) FROM resource WHERE type = 'Patient'").fetchone()[0]
+    json_bytes = sum(len(decode(body) or b"") for (body,) in
+                     conn.execute("SELECT body FROM resource WHERE rid >= ?", (first,)))
+    conn.close()
+    figures["disk_bytes_per_resource"] = round(used / resources)
+    figures["json_bytes_per_resource"] = round(json_bytes / resources)
+    figures["disk_ratio"] = round(used / json_bytes, 3)
+
+
+def _ratios(figures: dict[str, Any], measured: dict[str, dict[str, float]],
+            raw: dict[str, tuple[float, float]]) -> None:
+    floor = measured["trivial"]["p50_ms"]
+    figures["trivial_p50_ms"] = round(floor, 3)
+    figures["errors"] = sum(int(m["errors"]) for m in measured.values())
+    for key in ("observation", "include", "name", "read", "everything", "broad", "broad_total"):
+        figures[f"{key}_p50_ms"] = round(measured[key]["p50_ms"], 3)
+        figures[f"{key}_p99_ms"] = round(measured[key]["p99_ms"], 3)
+    for key in ("observation", "name", "everything"):
+        figures[f"{key}_raw_p50_ms"] = round(raw[key][0], 3)
+        figures[f"{key}_ratio"] = round(measured[key]["p50_ms"] / (raw[key][0] + floor), 3)
+    figures["read_raw_p50_ms"], figures["read_raw_p99_ms"] = round(raw["read"][0], 4), round(raw["read"][1], 4)
+    figures["include_overhead"] = round(measured["include"]["p50_ms"] / measured["observation"]["p50_ms"], 3)
+    figures["total_cost"] = round(measured["broad_total"]["p50_ms"] / measured["broad"]["p50_ms"], 3)
+
+
+if __name__ == "__main__":
+    main()
