@@ -1,21 +1,52 @@
 """Patient/$everything: the patient and every resource in their compartment that the caller may see.
 
-Each compartment type is one store search with the compartment filter, through the Repository, so the
-caller's scopes narrow it like any search (types the token cannot search are left out).
+The record is one search across the compartment's types with the compartment filter, through the
+Repository, so the caller's scopes apply like any search; a caller whose scopes differ by type (a patient
+or granular scope) gets one narrowed search per type instead, and types it cannot search are left out.
 https://hl7.org/fhir/R4B/patient-operation-everything.html
 """
 
 from __future__ import annotations
 
+from functools import cache
+
 from operations.context import OperationCall
 from resources.bundles import searchset
-from resources.errors import FhirError, Invalid
+from resources.errors import Forbidden, Invalid
+from resources.repository import Repository
 from resources.search.dates import date_range
 from resources.search.index import load_patient_compartment
-from resources.search.query import Filter, RangeValue, ReferenceValue, SearchQuery
+from resources.search.query import SYSTEM, Filter, RangeValue, ReferenceValue, SearchQuery
 from resources.store.protocol import StoredResource
 
 LIMIT = 10_000  # resources in one answer; a record larger than this is refused rather than cut silently
+
+
+@cache
+def _compartment_types() -> tuple[str, ...]:
+    return tuple(sorted(t for t in load_patient_compartment() if t != "Patient"))
+
+
+async def _record(repository: Repository, patient_id: str, types: tuple[str, ...],
+                  filters: tuple[Filter, ...]) -> list[StoredResource]:
+    """The compartment's resources of these types.
+
+    One search across the types when the caller's scopes reach all of them; otherwise one search per type
+    that holds something of the patient's, each narrowed by its own scopes (types the caller may not search
+    are left out).
+    """
+    try:
+        return (await repository.search(SearchQuery(SYSTEM, filters, count=LIMIT + 1, types=types))).resources
+    except Forbidden:
+        pass
+    found: list[StoredResource] = []
+    present = set(await repository.store.compartment_types(patient_id))
+    for resource_type in (t for t in types if t in present):
+        try:
+            found.extend((await repository.search(SearchQuery(resource_type, filters, count=LIMIT + 1))).resources)
+        except Forbidden:
+            continue
+    return found
 
 
 async def run(call: OperationCall) -> bytes:
@@ -33,18 +64,11 @@ async def run(call: OperationCall) -> bytes:
             raise Invalid(f"_since must be an instant, not '{since}'", code="value", expression=("_since",))
         filters.append(Filter("_lastUpdated", "date", None, (RangeValue("ge", found[0], found[1]),)))
     results: list[StoredResource] = [patient] if not wanted or "Patient" in wanted else []
-    for resource_type in sorted(load_patient_compartment()):
-        if resource_type == "Patient" or (wanted and resource_type not in wanted):
-            continue
-        try:
-            page = await repository.search(SearchQuery(resource_type, tuple(filters), count=LIMIT))
-        except FhirError as exc:
-            if exc.status == 403:
-                continue  # a type the caller may not search is left out of the record
-            raise
-        results.extend(page.resources)
-        if len(results) > LIMIT:
-            raise Invalid(f"The record has more than {LIMIT} resources; ask for fewer with _type or _since",
-                          code="too-costly")
+    types = tuple(t for t in _compartment_types() if not wanted or t in wanted)
+    if types:
+        results.extend(await _record(repository, call.id, types, tuple(filters)))
+    if len(results) > LIMIT:
+        raise Invalid(f"The record has more than {LIMIT} resources; ask for fewer with _type or _since",
+                      code="too-costly")
     base = call.context.base_url
     return searchset(results, base, {"self": f"{base}/Patient/{call.id}/$everything"}, len(results))

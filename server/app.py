@@ -25,7 +25,6 @@ from resources.search.custom import CustomParameters
 from resources.search.index import Indexer, load_patient_compartment
 from resources.search.parse import SearchLimits
 from resources.search.registry import default_registry
-from resources.store.mongo.store import MongoStore
 from resources.store.protocol import Store, Write, every
 from resources.store.sqlite.store import SqliteStore
 from resources.validation import ValidationLimits, schema_validator
@@ -35,6 +34,7 @@ from server.auth.bearer import BearerMiddleware
 from server.auth.service import AuthService
 from server.capability import VERSION
 from server.context import Services
+from server.memory import release_free_memory
 from server.negotiation import NegotiationMiddleware
 from server.openapi import describe_parameters
 from server.routes import instance, operations, reindex, system
@@ -53,6 +53,9 @@ def build_store(settings: Settings, mongo_client: Any = None) -> Store:
     if settings.store == "sqlite":
         return SqliteStore(settings.sqlite_path, readers=settings.sqlite_readers)
     if settings.store == "mongodb":
+        # imported only when used: pymongo adds about 14 MB to every process that loads it
+        from resources.store.mongo.store import MongoStore
+
         return MongoStore(settings.mongodb_url, settings.mongodb_database, client=mongo_client,
                           timeout_ms=settings.mongodb_timeout_ms)
     raise SystemExit(f"CARELOOP_STORE={settings.store!r} is not a store; use 'sqlite' or 'mongodb'")
@@ -118,6 +121,7 @@ def create_app(settings: Settings | None = None, *, mongo_client: Any = None) ->
         # garbage collection from walking them again (otherwise a full collection costs milliseconds).
         gc.collect()
         gc.freeze()
+        release_free_memory()
         # requests allocate many short-lived objects that reference counting frees; collect cycles less often
         gc.set_threshold(50_000, 20, 20)
         log.info("CareLoop serving FHIR %s on the %s store", "4.3.0", settings.store)

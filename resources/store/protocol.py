@@ -146,5 +146,9 @@ class Store(Protocol):
     def add_commit_listener(self, listener: Callable[[list[Write]], None]) -> None:
         """Call listener with the writes of every committed write session, after the commit."""
 
+    async def compartment_types(self, patient_id: str) -> list[str]:
+        """The resource types that have a current resource in a patient's compartment."""
+        ...
+
     async def outbox(self, after_seq: int, limit: int) -> list[OutboxEvent]:
         """Change events after a sequence number, oldest first."""

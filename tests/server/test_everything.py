@@ -45,3 +45,26 @@ async def test_everything_errors(client: httpx.AsyncClient) -> None:
     patient_ops = next(r for r in statement["rest"][0]["resource"] if r["type"] == "Patient")["operation"]
     assert {"name": "everything", "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything"} \
         in patient_ops
+
+
+async def test_everything_follows_deletes_and_every_compartment_type(client: httpx.AsyncClient) -> None:
+    ann = await create(client, patient(family="Ann"))
+    subject = {"reference": f"Patient/{ann['id']}"}
+    kept = [
+        await create(client, {"resourceType": "Invoice", "status": "issued", "subject": subject}),
+        await create(client, {"resourceType": "Communication", "status": "completed", "subject": subject}),
+        await create(client, {"resourceType": "Appointment", "status": "booked", "participant": [
+            {"actor": subject, "status": "accepted"}]}),
+    ]
+    gone = await create(client, {"resourceType": "Condition", "subject": subject,
+                                 "code": {"text": "later withdrawn"}})
+    assert (await client.delete(f"/fhir/Condition/{gone['id']}")).status_code == 200
+    bundle = (await client.get(f"/fhir/Patient/{ann['id']}/$everything")).json()
+    assert {(e["resource"]["resourceType"], e["resource"]["id"]) for e in bundle["entry"]} == {
+        ("Patient", ann["id"]), *((r["resourceType"], r["id"]) for r in kept)}
+    # a resource that moves into the compartment by an update is found; one that moves out is not
+    moved = {**kept[0], "subject": {"reference": "Patient/someone-else"}}
+    assert (await client.put(f"/fhir/Invoice/{moved['id']}", json=moved)).status_code == 200
+    again = (await client.get(f"/fhir/Patient/{ann['id']}/$everything")).json()
+    assert kept[0]["id"] not in {e["resource"]["id"] for e in again["entry"]}
+    assert again["total"] == 3

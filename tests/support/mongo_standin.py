@@ -67,6 +67,9 @@ class _Collection:
                                   session: Any = None) -> Any:
         return self._c.find_one_and_update(filter, update, upsert=upsert, return_document=return_document)
 
+    async def distinct(self, key: str, filter: Any = None, session: Any = None) -> list[Any]:
+        return list(self._c.distinct(key, filter))
+
     async def create_index(self, keys: Any) -> Any:
         return self._c.create_index(keys)
 

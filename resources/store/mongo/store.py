@@ -139,6 +139,13 @@ class MongoStore:
                     {"$replaceRoot": {"newRoot": "$doc"}}, {"$sort": {"s": -1}}, {"$limit": count}]
         return [d async for d in await self._db.versions.aggregate(pipeline)]
 
+    async def compartment_types(self, patient_id: str) -> list[str]:
+        """The resource types that have a current resource in a patient's compartment."""
+        try:
+            return sorted(await self._db.resources.distinct("t", {"c": patient_id, "d": False}))
+        except ConnectionFailure as exc:
+            raise _unavailable(exc) from exc
+
     async def outbox(self, after_seq: int, limit: int) -> list[OutboxEvent]:
         """Change events after a sequence number, oldest first."""
         docs = await self._db.outbox.find({"_id": {"$gt": after_seq}}).sort("_id", ASCENDING).limit(

@@ -308,7 +308,7 @@ def _sort_key(key: Sort, resource_type: str, param_id: ParamId) -> Clause:
 
 def _system_filter(flt: Filter, types: tuple[str, ...], param_id: ParamId) -> Clause:
     # a parameter common to every type has an index id per type: one branch per type that has entries
-    if flt.code in ("_id", "_lastUpdated"):
+    if flt.code in ("_id", "_lastUpdated") or flt.type == "compartment":
         return compile_filter(flt, types[0] if types else "Resource", param_id)
     ors, args = [], []
     for type_ in types:

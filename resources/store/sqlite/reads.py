@@ -144,3 +144,9 @@ def outbox(conn: sqlite3.Connection, after_seq: int, limit: int) -> list[OutboxE
                         "JOIN resource r ON r.rid = v.rid WHERE v.seq > ? ORDER BY v.seq LIMIT ?",
                         (after_seq, limit))
     return [OutboxEvent(*row) for row in rows]
+
+
+def compartment_types(conn: sqlite3.Connection, patient_id: str) -> list[str]:
+    rows = conn.execute("SELECT DISTINCT r.type FROM compartment c JOIN resource r ON r.rid = c.rid "
+                        "WHERE c.patient = ? AND r.deleted = 0", (patient_id,))
+    return sorted(t for (t,) in rows)

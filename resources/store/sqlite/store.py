@@ -150,6 +150,10 @@ class SqliteStore:
         """One page of matches, and the total when the query asks for it."""
         return await self._on_reader(reads.search, query, self.param_id)
 
+    async def compartment_types(self, patient_id: str) -> list[str]:
+        """The resource types that have a current resource in a patient's compartment."""
+        return await self._on_reader(reads.compartment_types, patient_id)
+
     async def outbox(self, after_seq: int, limit: int) -> list[OutboxEvent]:
         """Change events after a sequence number."""
         return await self._on_reader(reads.outbox, after_seq, limit)
