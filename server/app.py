@@ -24,7 +24,7 @@ from resources.repository import Repository
 from resources.search.custom import CustomParameters
 from resources.search.index import Indexer, load_patient_compartment
 from resources.search.parse import SearchLimits
-from resources.search.registry import default_registry
+from resources.search.registry import SearchRegistry, default_registry
 from resources.store.protocol import Store, Write, every
 from resources.store.sqlite.store import SqliteStore
 from resources.validation import ValidationLimits, schema_validator
@@ -48,10 +48,10 @@ from terminology.service import TerminologyService
 log = logging.getLogger("careloop")
 
 
-def build_store(settings: Settings, mongo_client: Any = None) -> Store:
+def build_store(settings: Settings, registry: SearchRegistry, mongo_client: Any = None) -> Store:
     """The configured store adapter (not yet opened)."""
     if settings.store == "sqlite":
-        return SqliteStore(settings.sqlite_path, readers=settings.sqlite_readers)
+        return SqliteStore(settings.sqlite_path, readers=settings.sqlite_readers, subsumed=registry.subsumed)
     if settings.store == "mongodb":
         # imported only when used: pymongo adds about 14 MB to every process that loads it
         from resources.store.mongo.store import MongoStore
@@ -66,7 +66,7 @@ def build_services(settings: Settings, mongo_client: Any = None) -> Services:
     registry = default_registry(resource_types())
     indexer = Indexer(registry, load_patient_compartment())
     limits = SearchLimits(settings.default_count, settings.max_count, settings.max_or_values)
-    store = build_store(settings, mongo_client)
+    store = build_store(settings, registry, mongo_client)
     workers = settings.validation_workers if settings.validation_workers >= 0 else max(0, (os.cpu_count() or 1) - 1)
     repository = Repository(store, registry, indexer, ValidationLimits(settings.max_depth), limits,
                             models=ModelValidator(workers))

@@ -94,6 +94,7 @@ class SearchRegistry:
     by_type: dict[str, dict[str, SearchParam]] = field(default_factory=dict)
     common: dict[str, SearchParam] = field(default_factory=dict)
     version: int = 0  # bumped on every change, so derived views (the CapabilityStatement) know to rebuild
+    _subsumed: dict[str, tuple[int, dict[str, tuple[str, ...]]]] = field(default_factory=dict, repr=False)
 
     def add_definition(self, definition: Mapping[str, Any], resource_types: Iterable[str]) -> list[SearchParam]:
         """Register one SearchParameter resource for each of its base types."""
@@ -136,6 +137,32 @@ class SearchRegistry:
                 del params[code]
         for code in [c for c, p in self.common.items() if p.url == url]:
             del self.common[code]
+
+    def subsumed(self, resource_type: str) -> dict[str, tuple[str, ...]]:
+        """For each parameter of a type, the parameters whose values are always among its own.
+
+        Parameter B holds every value of A when A's expression is a strict subset of the union branches of
+        B's, with the same type (and, for composites, the same components): Observation's `combo-code`
+        (`code | component.code`) holds every value of `code` and of `component-code`. A store may then keep
+        B's entries that A already has only once, and search B over both. References are left out: chains,
+        `_has` and includes address one parameter's entries.
+        """
+        cached = self._subsumed.get(resource_type)
+        if cached is not None and cached[0] == self.version:
+            return cached[1]
+        params = [p for p in self.for_type(resource_type).values() if p.expression and p.type != "reference"]
+        found: dict[str, tuple[str, ...]] = {}
+        for wide in params:
+            branches = set(split_union(wide.expression or ""))
+            parts = tuple(c.expression for c in wide.components)
+            narrow = tuple(sorted(
+                p.code for p in params if p is not wide and p.type == wide.type
+                and set(split_union(p.expression or "")) < branches
+                and tuple(c.expression for c in p.components) == parts))
+            if narrow:
+                found[wide.code] = narrow
+        self._subsumed[resource_type] = (self.version, found)
+        return found
 
     def by_url(self, url: str) -> list[SearchParam]:
         """Every per-type registration of the definition with this canonical URL."""

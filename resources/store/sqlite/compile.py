@@ -6,8 +6,7 @@ https://hl7.org/fhir/R4B/search.html
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from resources.search.codesets import CANONICAL_SYSTEM
 from resources.search.query import (
@@ -22,7 +21,17 @@ from resources.search.query import (
     UriValue,
 )
 
-ParamId = Callable[[str, str], int | None]
+
+class ParamId(Protocol):
+    """The index ids of search parameters (see SqliteStore.param_id)."""
+
+    def __call__(self, resource_type: str, code: str) -> int | None:
+        """The id of one parameter's entries; None when none was ever written."""
+
+    def including(self, resource_type: str, code: str) -> tuple[int, ...]:
+        """The ids whose entries together are the parameter's values (itself and the parameters it subsumes)."""
+
+
 Clause = tuple[str, list[Any]]
 
 _TABLE = {"token": "idx_token", "string": "idx_string", "reference": "idx_ref", "date": "idx_date",
@@ -238,33 +247,38 @@ def compile_filter(flt: Filter, resource_type: str, param_id: ParamId, alias: st
         return _has(flt, resource_type, param_id, alias, depth)
     table = _TABLE.get(flt.type)
     key = f"{flt.code}:{flt.modifier}" if flt.modifier in ("identifier", "of-type") else flt.code
-    pid = param_id(resource_type, key)
+    pids = param_id.including(resource_type, key)
     if flt.modifier in ("identifier", "of-type"):
         table = "idx_token"
     if table is None:
         return _NEVER
+    # `+pid` keeps SQLite on the (rid, n) key of a candidate row: a few rows, not every row of the value
+    own = f"+pid {_in(pids)}" if pids else ""
     if flt.missing is not None:
-        if pid is None:
+        if not pids:
             return ("1", []) if flt.missing else _NEVER
         if correlated:
-            sub = f"SELECT 1 FROM {table} WHERE rid = {alias}.rid AND +pid = ?"
-            return (f"NOT EXISTS ({sub})" if flt.missing else f"EXISTS ({sub})"), [pid]
-        sub = f"SELECT rid FROM {table} WHERE pid = ?"
-        return (f"{alias}.rid NOT IN ({sub})" if flt.missing else f"{alias}.rid IN ({sub})"), [pid]
-    if pid is None:
+            sub = f"SELECT 1 FROM {table} WHERE rid = {alias}.rid AND {own}"
+            return (f"NOT EXISTS ({sub})" if flt.missing else f"EXISTS ({sub})"), list(pids)
+        sub = f"SELECT rid FROM {table} WHERE pid {_in(pids)}"
+        return (f"{alias}.rid NOT IN ({sub})" if flt.missing else f"{alias}.rid IN ({sub})"), list(pids)
+    if not pids:
         return ("1", []) if flt.modifier == "not" else _NEVER
     if not flt.values:  # a value set (or hierarchy) that resolved to no code
         return ("1", []) if flt.modifier == "not" else _NEVER
-    ors, args = [], [pid]
+    ors, args = [], list(pids)
     for sql, more in _value_matches(flt):
         ors.append(f"({sql})")
         args.extend(more)
     if correlated:
-        # `+pid` keeps SQLite on the (rid, n) key: a few rows per candidate, not every row of the value
-        sub = f"SELECT 1 FROM {table} WHERE rid = {alias}.rid AND +pid = ? AND ({' OR '.join(ors)})"
+        sub = f"SELECT 1 FROM {table} WHERE rid = {alias}.rid AND {own} AND ({' OR '.join(ors)})"
         return (f"NOT EXISTS ({sub})" if flt.modifier == "not" else f"EXISTS ({sub})"), args
-    sub = f"SELECT rid FROM {table} WHERE pid = ? AND ({' OR '.join(ors)})"
+    sub = f"SELECT rid FROM {table} WHERE pid {_in(pids)} AND ({' OR '.join(ors)})"
     return (f"{alias}.rid NOT IN ({sub})" if flt.modifier == "not" else f"{alias}.rid IN ({sub})"), args
+
+
+def _in(pids: tuple[int, ...]) -> str:
+    return "= ?" if len(pids) == 1 else f"IN ({','.join('?' * len(pids))})"
 
 
 def _selectivity(flt: Filter) -> int:
@@ -293,12 +307,12 @@ def _sort_key(key: Sort, resource_type: str, param_id: ParamId) -> Clause:
     if key.code == "_lastUpdated":
         return f"r.updated{direction}", []
     table, low, high = _SORT_COLUMN[key.type]
-    pid = param_id(resource_type, key.code)
-    if pid is None:
+    pids = param_id.including(resource_type, key.code)
+    if not pids:
         return "", []
     # a resource sorts by its smallest value ascending and by its largest descending (search.html#sort)
-    args: list[Any] = [pid]
-    where = "rid = r.rid AND pid = ?"
+    args: list[Any] = list(pids)
+    where = f"rid = r.rid AND pid {_in(pids)}"
     if key.type == "quantity":  # sort by the values as sent, not by their unit-converted copies
         where += f" AND system IS NOT {_NOT_SID}"
         args.append(CANONICAL_SYSTEM)

@@ -13,7 +13,7 @@ from typing import Any
 from resources.search.query import Include, SearchQuery
 from resources.store.protocol import HistoryQuery, OutboxEvent, SearchPage, StoredResource
 from resources.store.sqlite.bodies import decode
-from resources.store.sqlite.compile import compile_search
+from resources.store.sqlite.compile import ParamId, compile_search
 
 # a version's body is in its own row once replaced, and in the resource row while it is current
 _VERSIONS = ("SELECT v.seq, v.type, r.id, v.vid, v.updated, v.deleted, "
@@ -67,7 +67,7 @@ def history(conn: sqlite3.Connection, q: HistoryQuery) -> list[StoredResource]:
     return [_version(r) for r in conn.execute(sql, args)]
 
 
-def search(conn: sqlite3.Connection, query: SearchQuery, param_id: Callable[[str, str], int | None]) -> SearchPage:
+def search(conn: sqlite3.Connection, query: SearchQuery, param_id: ParamId) -> SearchPage:
     stored_types: tuple[str, ...] = ()
     if query.is_system and not query.types:
         stored_types = tuple(t for (t,) in conn.execute("SELECT DISTINCT type FROM sp"))

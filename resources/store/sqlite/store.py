@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -24,6 +24,28 @@ from resources.store.sqlite.schema import DDL, LAYOUT, PRAGMAS
 from resources.store.sqlite.writes import apply_writes, replace_index
 
 T = TypeVar("T")
+Subsumed = Callable[[str], Mapping[str, tuple[str, ...]]]
+
+
+def _nothing_subsumed(resource_type: str) -> Mapping[str, tuple[str, ...]]:
+    return {}
+
+
+class ParamIds:
+    """Index ids of search parameters, with the ids of the parameters each one subsumes (compile.ParamId)."""
+
+    def __init__(self, ids: Callable[[str, str], int | None], subsumed: Subsumed) -> None:
+        self._ids = ids
+        self._subsumed = subsumed
+
+    def __call__(self, resource_type: str, code: str) -> int | None:
+        """The id of one parameter's entries; None when none was ever written."""
+        return self._ids(resource_type, code)
+
+    def including(self, resource_type: str, code: str) -> tuple[int, ...]:
+        """The ids whose entries together are the parameter's values."""
+        codes = (code, *self._subsumed(resource_type).get(code, ()))
+        return tuple(p for p in (self._ids(resource_type, c) for c in codes) if p is not None)
 
 
 def _connect(path: str) -> sqlite3.Connection:
@@ -37,8 +59,11 @@ def _connect(path: str) -> sqlite3.Connection:
 class SqliteStore:
     """The embedded store on one SQLite file (or ':memory:' for throw-away use)."""
 
-    def __init__(self, path: str, *, readers: int = 2) -> None:
+    def __init__(self, path: str, *, readers: int = 2, subsumed: Subsumed = _nothing_subsumed) -> None:
+        # subsumed: for a type, the parameters whose values another parameter always holds
+        # (SearchRegistry.subsumed); their shared entries are stored once and searched together
         self._path = path
+        self.subsumed = subsumed
         self._memory = path == ":memory:"
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-writer")
         self._readers = ThreadPoolExecutor(max_workers=readers, thread_name_prefix="sqlite-reader")
@@ -50,6 +75,7 @@ class SqliteStore:
         self._reader_conns: list[sqlite3.Connection] = []
         self._loop_conn: sqlite3.Connection | None = None
         self._listeners: list[Callable[[list[Write]], None]] = []
+        self.param_ids = ParamIds(self.param_id, self.subsumed)
 
     def add_commit_listener(self, listener: Callable[[list[Write]], None]) -> None:
         """Call listener with the writes of every committed write session."""
@@ -148,7 +174,7 @@ class SqliteStore:
 
     async def search(self, query: SearchQuery) -> SearchPage:
         """One page of matches, and the total when the query asks for it."""
-        return await self._on_reader(reads.search, query, self.param_id)
+        return await self._on_reader(reads.search, query, self.param_ids)
 
     async def compartment_types(self, patient_id: str) -> list[str]:
         """The resource types that have a current resource in a patient's compartment."""
@@ -212,12 +238,12 @@ class SqliteStore:
 
     def _apply_sync(self, writes: list[Write], pending: dict[tuple[str, str], int], systems: dict[str, int]) -> None:
         apply_writes(self._wconn(), writes, lambda t, c: self._pid_for_write(t, c, pending),
-                     lambda uri: self._sid_for_write(uri, systems))
+                     lambda uri: self._sid_for_write(uri, systems), self.subsumed)
 
     def _replace_index_sync(self, type_: str, items: list[tuple[int, int, IndexRows]],
                             pending: dict[tuple[str, str], int], systems: dict[str, int]) -> None:
         replace_index(self._wconn(), type_, items, lambda t, c: self._pid_for_write(t, c, pending),
-                      lambda uri: self._sid_for_write(uri, systems))
+                      lambda uri: self._sid_for_write(uri, systems), self.subsumed)
 
 
 class SqliteWriteSession:
@@ -227,6 +253,7 @@ class SqliteWriteSession:
         self._store = store
         self.new_pids: dict[tuple[str, str], int] = {}
         self.new_sids: dict[str, int] = {}
+        self._params = ParamIds(self._pid, store.subsumed)
         self.applied: list[Write] = []
 
     async def head(self, type: str, id: str) -> StoredResource | None:
@@ -243,11 +270,11 @@ class SqliteWriteSession:
 
     async def search(self, query: SearchQuery) -> SearchPage:
         """A page of matches as this transaction sees them."""
-        return await self._store._on_writer(reads.search, self._store._wconn(), query, self._pid)
+        return await self._store._on_writer(reads.search, self._store._wconn(), query, self._params)
 
     async def search_ids(self, query: SearchQuery, limit: int) -> list[tuple[str, str, int]]:
         """Matches of a query as seen inside this transaction."""
-        page = await self._store._on_writer(reads.search, self._store._wconn(), query, self._pid)
+        page = await self._store._on_writer(reads.search, self._store._wconn(), query, self._params)
         return [(r.type, r.id, r.vid) for r in page.resources[:limit]]
 
     def _pid(self, type: str, code: str) -> int | None:

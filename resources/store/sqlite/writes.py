@@ -7,7 +7,8 @@ https://hl7.org/fhir/R4B/http.html#update
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import replace
 from typing import Any
 
 from resources.errors import Conflict
@@ -18,9 +19,11 @@ from resources.store.sqlite.schema import INDEX_TABLES
 
 PidFor = Callable[[str, str], int]
 SidFor = Callable[[str | None], int | None]
+Subsumed = Callable[[str], Mapping[str, tuple[str, ...]]]
 
 
-def apply_writes(conn: sqlite3.Connection, writes: list[Write], pid: PidFor, sid: SidFor) -> None:
+def apply_writes(conn: sqlite3.Connection, writes: list[Write], pid: PidFor, sid: SidFor,
+                 subsumed: Subsumed) -> None:
     """Insert or update resources with their versions (the change feed) and index entries."""
     tables: dict[str, list[tuple[Any, ...]]] = {name: [] for name in INDEX_TABLES}
     # This connection holds the only write transaction, so row ids and version sequence numbers can be
@@ -42,7 +45,7 @@ def apply_writes(conn: sqlite3.Connection, writes: list[Write], pid: PidFor, sid
         # the current version's body lives in its resource row only (body NULL here until it is replaced)
         versions.append((seq, rid, w.type, w.vid, w.updated_ms, w.method, w.action, deleted))
         if w.rows is not None and not deleted:
-            _collect_rows(w, rid, tables, pid, sid)
+            _collect_rows(w, rid, tables, pid, sid, subsumed(w.type))
     try:
         conn.executemany("INSERT INTO resource (rid, type, id, vid, updated, deleted, body) "
                          "VALUES (?, ?, ?, ?, ?, ?, ?)", new_rows)
@@ -71,7 +74,7 @@ def _update_row(conn: sqlite3.Connection, w: Write, deleted: int, body: bytes | 
     return int(row[0])
 
 def replace_index(conn: sqlite3.Connection, type_: str, items: list[tuple[int, int, IndexRows]], pid: PidFor,
-                  sid: SidFor) -> None:
+                  sid: SidFor, subsumed: Subsumed) -> None:
     """Replace the index entries of versions that are still current."""
     tables: dict[str, list[tuple[Any, ...]]] = {name: [] for name in INDEX_TABLES}
     for rid, vid, rows in items:
@@ -80,13 +83,35 @@ def replace_index(conn: sqlite3.Connection, type_: str, items: list[tuple[int, i
             continue  # changed since it was read: its own write indexed it with the current parameters
         for name in INDEX_TABLES:
             conn.execute(f"DELETE FROM {name} WHERE rid = ?", (rid,))
-        _collect_rows(Write(type_, row[0], vid, 0, "update", None, rows), rid, tables, pid, sid)
+        _collect_rows(Write(type_, row[0], vid, 0, "update", None, rows), rid, tables, pid, sid, subsumed(type_))
     _insert_rows(conn, tables)
 
+def _shared_left_out(rows: list[Any], wide: Mapping[str, tuple[str, ...]]) -> list[Any]:
+    """Rows (code first) without the entries of a parameter that a parameter it subsumes already has.
+
+    A search on the wide parameter reads its own entries and the narrow ones' (ParamIds.including), so
+    Observation's `combo-code` keeps only the component codes that `code` does not hold.
+    """
+    narrow = {code for codes in wide.values() for code in codes}
+    held: dict[str, set[tuple[Any, ...]]] = {}
+    for row in rows:
+        if row[0] in narrow:
+            held.setdefault(row[0], set()).add(tuple(row[1:]))
+    if not held:
+        return rows
+    return [row for row in rows if not any(tuple(row[1:]) in held.get(code, ()) for code in wide.get(row[0], ()))]
+
+
 def _collect_rows(w: Write, rid: int, tables: dict[str, list[tuple[Any, ...]]], pid_for: PidFor,
-                  sid: SidFor) -> None:
+                  sid: SidFor, wide: Mapping[str, tuple[str, ...]]) -> None:
     rows = w.rows
     assert rows is not None
+    if wide:
+        rows = replace(rows, tokens=_shared_left_out(rows.tokens, wide),
+                       strings=_shared_left_out(rows.strings, wide), dates=_shared_left_out(rows.dates, wide),
+                       numbers=_shared_left_out(rows.numbers, wide),
+                       quantities=_shared_left_out(rows.quantities, wide), uris=_shared_left_out(rows.uris, wide),
+                       composites=_shared_left_out(rows.composites, wide))
 
     def pid(code: str) -> int:
         return pid_for(w.type, code)
