@@ -1,8 +1,13 @@
-"""Transaction-bundle ingest with full validation: over HTTP against in-process validate-and-store.
+"""Transaction-bundle ingest with full validation: over HTTP, in process, and the raw store insert.
 
-Both load the same Synthea transaction bundles (every entry validated against the JSON schema and the R4B
-model, indexed and stored) into fresh SQLite files; the server may use both cores (one uvicorn worker plus one
-validation process), as the in-process baseline may.
+All three load the same Synthea transaction bundles into fresh SQLite files:
+
+- over HTTP, the server validates every entry (JSON schema, R4B model, required bindings, device rules),
+  indexes and stores it; it may use both cores (one uvicorn worker plus one validation process);
+- in process, the same services (`server.app.build_services`) run the same transaction processor on the same
+  bundles, without HTTP, with the same validation process (PERFORMANCE.md a1);
+- raw, the resources the in-process run stored are written again into a fresh file through the store alone,
+  with their index entries computed beforehand: no parsing, validation or indexing (a2).
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ import argparse
 import asyncio
 import json
 import os
+import sqlite3
 import tempfile
 import time
 from pathlib import Path
@@ -20,14 +26,15 @@ import orjson
 
 from bench.common import PYTHON, ROOT, free_port, record, start, stop
 from resources.bundle_entries import parse_bundle
-from resources.model_pool import ModelValidator
-from resources.models import resource_types, warm_up
-from resources.repository import Repository
-from resources.search.index import Indexer, load_patient_compartment
-from resources.search.registry import default_registry
-from resources.store.sqlite.store import SqliteStore
+from resources.models import warm_up
+from resources.store.protocol import Write
+from resources.store.sqlite.bodies import decode
 from resources.transaction import TransactionProcessor
 from resources.validation import schema_validator
+from server.app import build_services
+from server.context import Services
+from server.settings import Settings
+from terminology.seed import seed
 
 SYNTHEA = sorted((ROOT / "tests" / "data" / "synthea").glob("*.json"))
 
@@ -55,30 +62,56 @@ async def _over_http(base: str, bundles: list[bytes], concurrency: int) -> float
         return time.perf_counter() - started
 
 
-async def _in_process(path: str, bundles: list[bytes]) -> float:
-    registry = default_registry(resource_types())
-    store = SqliteStore(path)
-    models = ModelValidator(1)
-    models.start()
+async def _services(path: str) -> Services:
+    svc = build_services(Settings(auth="off", sqlite_path=path, validation_workers=1))
+    await svc.repository.store.open()
+    svc.repository.models.start()
     warm_up()
     schema_validator()
-    await store.open()
-    repo = Repository(store, registry, Indexer(registry, load_patient_compartment()), models=models)
-    await models.issues_many([("Patient", {"resourceType": "Patient"})] * 64)  # workers warm
+    await svc.device_rules.load(svc.repository.store)
+    await seed(svc.repository)
+    return svc
+
+
+async def _in_process(path: str, bundles: list[bytes]) -> float:
+    svc = await _services(path)
+    await svc.repository.models.issues_many([("Patient", {"resourceType": "Patient"})] * 64)  # workers warm
     await asyncio.sleep(float(os.environ.get("BENCH_SETTLE", "8")))
+
+    async def no_reads(url: str, source: object) -> object:
+        raise AssertionError(url)
+
     try:
         started = time.perf_counter()
         for raw in bundles:
             _, entries = parse_bundle(orjson.loads(raw), 100_000, "http://bench/fhir")
-
-            async def no_reads(url: str, source: object) -> object:
-                raise AssertionError(url)
-
-            await TransactionProcessor(repo, "http://bench/fhir").run(entries, no_reads)  # type: ignore[arg-type]
+            await TransactionProcessor(svc.repository, "http://bench/fhir").run(entries, no_reads)  # type: ignore[arg-type]
         return time.perf_counter() - started
     finally:
+        await svc.repository.store.close()
+        svc.repository.models.close()
+
+
+async def _raw_insert(source: str, path: str, chunk: int) -> tuple[float, int]:
+    """Write the resources stored in `source` into a fresh file through the store only, in bundle-sized chunks."""
+    svc = await _services(path)
+    store, indexer = svc.repository.store, svc.repository.indexer
+    svc.repository.models.close()
+    conn = sqlite3.connect(source)
+    first = conn.execute("SELECT min(rid) FROM resource WHERE type = 'Patient'").fetchone()[0]
+    stored = [(t, i, decode(b)) for t, i, b in conn.execute(
+        "SELECT type, id, body FROM resource WHERE rid >= ? ORDER BY rid", (first,))]
+    conn.close()
+    writes = [Write(t, i, 1, 0, "create", body, indexer.extract(t, orjson.loads(body or b"{}")), expected_vid=0,
+                    method="POST") for t, i, body in stored]
+    try:
+        started = time.perf_counter()
+        for at in range(0, len(writes), chunk):
+            async with store.write_session() as session:
+                await session.apply(writes[at:at + chunk])
+        return time.perf_counter() - started, len(writes)
+    finally:
         await store.close()
-        models.close()
 
 
 def main() -> None:
@@ -99,10 +132,15 @@ def main() -> None:
         finally:
             stop(server)
         local_seconds = asyncio.run(_in_process(str(Path(tmp) / "local.db"), bundles))
+        raw_seconds, raw_count = asyncio.run(_raw_insert(str(Path(tmp) / "local.db"), str(Path(tmp) / "raw.db"),
+                                                         resources // len(bundles)))
+    assert raw_count == resources, (raw_count, resources)
     figures = {"resources": resources, "bundles": len(bundles), "http_concurrency": args.concurrency,
                "http_resources_per_s": round(resources / http_seconds),
                "in_process_resources_per_s": round(resources / local_seconds),
-               "ratio": round(local_seconds / http_seconds, 3)}
+               "ratio": round(local_seconds / http_seconds, 3),
+               "raw_insert_resources_per_s": round(resources / raw_seconds),
+               "raw_ratio": round(raw_seconds / http_seconds, 3)}
     record("ingest", figures)
     print(json.dumps(figures, indent=2))  # noqa: T201
 

@@ -1,0 +1,43 @@
+"""The report writer: a run rewrites the blocks it measured and keeps the others (the 1M tier runs by hand).
+
+docs/performance.md is the record of every figure; losing the 100k and 1M rows on each `make bench` was a bug.
+"""
+
+from __future__ import annotations
+
+from bench.run import TIERS_HEADING, replace_block
+
+REPORT = f"""# Performance
+
+## Figures
+
+<!-- figures:core:begin -->
+old core
+<!-- figures:core:end -->
+
+{TIERS_HEADING}
+
+<!-- figures:tier-1000000:begin -->
+the 1M rows, measured by hand
+<!-- figures:tier-1000000:end -->
+
+## Published figures of other servers
+"""
+
+
+def test_a_block_is_rewritten_in_place_and_the_others_are_kept() -> None:
+    text = replace_block(REPORT, "core", ["new core"])
+    assert "new core" in text and "old core" not in text
+    assert "the 1M rows, measured by hand" in text
+    assert text.index("new core") < text.index(TIERS_HEADING)
+
+
+def test_new_tiers_go_in_size_order_under_the_heading() -> None:
+    text = replace_block(REPORT, "tier-10000", ["ten thousand"])
+    text = replace_block(text, "tier-100000", ["hundred thousand"])
+    order = [text.index(s) for s in (TIERS_HEADING, "ten thousand", "hundred thousand", "the 1M rows")]
+    assert order == sorted(order)
+    assert text.index("the 1M rows") < text.index("## Published figures")
+    again = replace_block(text, "tier-10000", ["ten thousand, again"])
+    assert again.count("ten thousand") == 1 and "ten thousand, again" in again
+    assert again.count("<!-- figures:tier-10000:begin -->") == 1
