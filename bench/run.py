@@ -100,6 +100,8 @@ def tier_block(found: dict[str, Any]) -> list[str]:
         f"trivial endpoint | {f['everything_ratio']} | <= 1.5; p50 <= 30 ms |",
         f"| e1 idle memory (RSS) | {f['idle_rss_mb']} MiB | trivial FastAPI app {f['trivial_idle_rss_mb']} MiB | "
         f"{round(f['idle_rss_mb'] / f['trivial_idle_rss_mb'], 2)} | <= 150 MiB |",
+        f"| idle memory of the validation worker process | {f.get('idle_workers_rss_mb', 'not measured')} MiB "
+        f"| | | |",
         f"| e2 memory after the load and a search mix | {f['loaded_rss_mb']} MiB | idle {f['idle_rss_mb']} MiB | "
         f"{f['memory_growth']} | <= 1.5 |",
         f"| e3 disk bytes per resource | {f['disk_bytes_per_resource']} | JSON of the same resources "
@@ -149,7 +151,8 @@ def main() -> None:
         single = _run("bench.ingest", "--passes", passes, "--concurrency", "1")
         text = replace_block(text, "core", core_block(read, ingest, single))
     for tier in (t.strip() for t in args.tiers.split(",") if t.strip()):
-        found = _run("bench.tier", "--resources", tier, "--seconds", seconds, name=f"tier_{tier}")
+        found = _run("bench.tier", "--resources", tier, "--seconds", "2" if args.quick else "3",
+                     "--rounds", "1" if args.quick else "3", name=f"tier_{tier}")
         text = replace_block(text, f"tier-{tier}", tier_block(found))
     REPORT.write_text(text)
     print(text)  # noqa: T201
