@@ -93,3 +93,37 @@ async def test_redefining_a_combo_parameter_takes_effect_after_its_reindex(tmp_p
         assert progress["status"] == "completed"
         assert await _ids(client, **{"combo-code": "2339-0"}) == []
         assert await _ids(client, **{"combo-code": "8480-6"}) == [panel["id"]]
+
+
+async def test_pages_driven_by_one_code_are_complete_and_in_order(client: httpx.AsyncClient) -> None:
+    """The first page of a broad code search is read from the code's index in order (compile._streamed_page)."""
+    ann = await create(client, patient())
+    subject = f"Patient/{ann['id']}"
+    twice = {"coding": [{"system": LOINC, "code": "2339-0"}, {"system": "urn:careloop:test:local", "code": "2339-0"}]}
+    made = []
+    for n in range(13):
+        resource = observation(subject, value=float(n))
+        if n % 4 == 0:  # the code in two codings: one entry per coding, one resource in the answer
+            resource["code"] = twice
+        made.append(await create(client, resource))
+    await create(client, observation(subject, code="8867-4", value=70, unit="/min"))
+    assert (await client.delete(f"/fhir/Observation/{made[5]['id']}")).status_code == 200
+    expected = [m["id"] for m in made if m is not made[5]]
+
+    async def walk(query: str) -> list[str]:
+        seen: list[str] = []
+        url: str | None = f"/fhir/Observation?{query}&_count=4"
+        while url:
+            bundle = (await client.get(url)).json()
+            seen.extend(e["resource"]["id"] for e in bundle.get("entry", []))
+            url = next((link["url"] for link in bundle["link"] if link["relation"] == "next"), None)
+        return seen
+
+    # row-id order is creation order: the pages are complete, without repeats, in order
+    assert await walk("code=2339-0") == expected
+    assert await walk(f"code={LOINC}|2339-0") == expected
+    assert await walk("code=urn:careloop:test:local|2339-0") == [m["id"] for m in made[::4]]
+    assert await walk("code=|2339-0") == []
+    assert await walk("code=2339-0&value-quantity=lt4") == expected[:4]
+    counted = (await client.get("/fhir/Observation", params={"code": "2339-0", "_total": "accurate"})).json()
+    assert counted["total"] == 12

@@ -371,6 +371,9 @@ def compile_search(query: SearchQuery, param_id: ParamId,
         page_sql = (f"SELECT r.rid, r.type, r.id, r.vid, r.updated, r.body FROM resource r "
                     f"WHERE {' AND '.join(where)} ORDER BY {', '.join(order)} LIMIT ? OFFSET ?")
         return page_sql, [*args, *order_args, query.count + 1, query.cursor or 0], count_sql, count_args
+    streamed = None if query.is_system else _streamed_page(query, param_id)
+    if streamed is not None:
+        return streamed[0], streamed[1], count_sql, count_args
     if query.cursor is not None:
         where.append("r.rid > ?")
         args.append(query.cursor)
@@ -378,3 +381,42 @@ def compile_search(query: SearchQuery, param_id: ParamId,
                 f"WHERE {' AND '.join(where)} ORDER BY r.rid LIMIT ?")
     args.append(query.count + 1)
     return page_sql, args, count_sql, count_args
+
+
+def _streamed_page(query: SearchQuery, param_id: ParamId) -> Clause | None:
+    """An unsorted page driven by one code, read from the code's index entries in row-id order.
+
+    `r.rid IN (SELECT rid FROM idx_token ...)` collects every match before the first page is cut: 75,000 row
+    ids for `Observation?code=2339-0` at 1M resources, 15 ms. The token index is ordered (pid, code, rid), so
+    joining from it yields the matches in page order and stops after one page. Other filters are tested on
+    each candidate, as when they follow a driving filter.
+    """
+    ordered = sorted(query.filters, key=_selectivity)
+    if not ordered or _selectivity(ordered[0]) != 2:
+        return None
+    first = ordered[0]
+    value = first.values[0] if len(first.values) == 1 else None
+    if (first.type != "token" or first.modifier is not None or first.missing is not None or first.chain
+            or first.has is not None or not isinstance(value, TokenValue) or value.code is None):
+        return None
+    pids = param_id.including(query.resource_type, first.code)
+    if len(pids) != 1:  # several ranges of the index would have to be merged: the general form sorts them
+        return None
+    where = ["d.pid = ?", "d.code = ?"]
+    args: list[Any] = [pids[0], value.code]
+    if not value.any_system:
+        where.append("d.system IS NULL" if value.system is None else f"d.system = {_SID}")
+        args.extend([] if value.system is None else [value.system])
+    where.extend(["r.type = ?", "r.deleted = 0"])
+    args.append(query.resource_type)
+    for flt in ordered[1:]:
+        sql, more = compile_filter(flt, query.resource_type, param_id, correlated=True)
+        where.append(sql)
+        args.extend(more)
+    if query.cursor is not None:
+        where.append("d.rid > ?")
+        args.append(query.cursor)
+    # one resource may hold the code in several codings: GROUP BY keeps it once, in index order
+    return (f"SELECT r.rid, r.type, r.id, r.vid, r.updated, r.body FROM idx_token d JOIN resource r ON "
+            f"r.rid = d.rid WHERE {' AND '.join(where)} GROUP BY d.rid ORDER BY d.rid LIMIT ?",
+            [*args, query.count + 1])

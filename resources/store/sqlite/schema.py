@@ -62,7 +62,8 @@ CREATE TABLE IF NOT EXISTS sp (
 );
 CREATE TABLE IF NOT EXISTS idx_token (rid INTEGER NOT NULL, n INTEGER NOT NULL, pid INTEGER NOT NULL, system INTEGER,
                                       code TEXT, text TEXT, PRIMARY KEY (rid, n)) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS idx_token_code ON idx_token (pid, code, system);
+DROP INDEX IF EXISTS idx_token_code;
+CREATE INDEX IF NOT EXISTS idx_token_code_rid ON idx_token (pid, code, rid, system);
 CREATE INDEX IF NOT EXISTS idx_token_text ON idx_token (pid, text) WHERE text IS NOT NULL;
 CREATE TABLE IF NOT EXISTS idx_string (rid INTEGER NOT NULL, n INTEGER NOT NULL, pid INTEGER NOT NULL,
                                        norm TEXT NOT NULL, exact TEXT NOT NULL, PRIMARY KEY (rid, n)) WITHOUT ROWID;
