@@ -235,7 +235,8 @@ def compile_filter(flt: Filter, resource_type: str, param_id: ParamId, alias: st
             return f"EXISTS (SELECT 1 FROM compartment WHERE rid = {alias}.rid AND patient IN ({marks}))", patients
         return f"{alias}.rid IN (SELECT rid FROM compartment WHERE patient IN ({marks}))", patients
     if flt.type == "any-of":
-        ors, args = [], []
+        ors: list[str] = []
+        args: list[Any] = []
         for group in flt.any_of:
             parts = [compile_filter(inner, resource_type, param_id, alias, depth, correlated=True) for inner in group]
             ors.append("(" + " AND ".join(sql for sql, _ in parts) + ")")
@@ -340,7 +341,8 @@ def compile_search(query: SearchQuery, param_id: ParamId,
     stored_types are the types that have index entries: a system search without _type looks in those.
     """
     if query.is_system:
-        where, args = ["r.deleted = 0"], []
+        where: list[str] = ["r.deleted = 0"]
+        args: list[Any] = []
         if query.types:
             where.append(f"r.type IN ({','.join('?' * len(query.types))})")
             args.extend(query.types)

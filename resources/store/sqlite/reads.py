@@ -41,7 +41,8 @@ def read_version(conn: sqlite3.Connection, type_: str, id_: str, vid: int) -> St
 
 
 def history(conn: sqlite3.Connection, q: HistoryQuery) -> list[StoredResource]:
-    where, args = [], []
+    where: list[str] = []
+    args: list[Any] = []
     if q.type is not None:
         where.append("v.type = ?")
         args.append(q.type)
