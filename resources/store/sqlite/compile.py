@@ -353,8 +353,12 @@ def compile_search(query: SearchQuery, param_id: ParamId,
     else:
         ordered = sorted(query.filters, key=_selectivity)
         drives = bool(ordered) and _selectivity(ordered[0]) < 9
-        # with a driving filter the rows come by row id; `+r.type` keeps SQLite from scanning the whole type
-        where, args = ["+r.type = ?" if drives else "r.type = ?", "r.deleted = 0"], [query.resource_type]
+        # with a driving index filter the rows come by row id; `+r.type` keeps SQLite from scanning the whole
+        # type. `_id` and `_lastUpdated` are columns of the resource row: they need the (type, id) and (type,
+        # updated) indexes, so `type` must stay usable for them (as for no driving filter: (type, rid))
+        on_row = drives and ordered[0].code in ("_id", "_lastUpdated")
+        where = ["+r.type = ?" if drives and not on_row else "r.type = ?", "r.deleted = 0"]
+        args = [query.resource_type]
         for position, flt in enumerate(ordered):
             sql, more = compile_filter(flt, query.resource_type, param_id, correlated=position > 0)
             where.append(sql)

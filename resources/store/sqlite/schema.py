@@ -36,6 +36,7 @@ CREATE TABLE IF NOT EXISTS resource (
     UNIQUE (type, id)
 );
 CREATE INDEX IF NOT EXISTS resource_updated ON resource (type, updated);
+CREATE INDEX IF NOT EXISTS resource_type_rid ON resource (type, rid);
 CREATE TABLE IF NOT EXISTS version (
     seq INTEGER PRIMARY KEY,
     rid INTEGER NOT NULL,
