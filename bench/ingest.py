@@ -26,15 +26,12 @@ import orjson
 
 from bench.common import PYTHON, ROOT, free_port, record, start, stop
 from resources.bundle_entries import parse_bundle
-from resources.models import warm_up
 from resources.store.protocol import Write
 from resources.store.sqlite.bodies import decode
 from resources.transaction import TransactionProcessor
-from resources.validation import schema_validator
-from server.app import build_services
+from server.app import build_services, open_services
 from server.context import Services
 from server.settings import Settings
-from terminology.seed import seed
 
 SYNTHEA = sorted((ROOT / "tests" / "data" / "synthea").glob("*.json"))
 
@@ -63,14 +60,7 @@ async def _over_http(base: str, bundles: list[bytes], concurrency: int) -> float
 
 
 async def _services(path: str) -> Services:
-    svc = build_services(Settings(auth="off", sqlite_path=path, validation_workers=1))
-    await svc.repository.store.open()
-    svc.repository.models.start()
-    warm_up()
-    schema_validator()
-    await svc.device_rules.load(svc.repository.store)
-    await seed(svc.repository)
-    return svc
+    return await open_services(build_services(Settings(auth="off", sqlite_path=path, validation_workers=1)))
 
 
 async def _in_process(path: str, bundles: list[bytes]) -> float:

@@ -17,17 +17,10 @@ from typing import Any
 
 import httpx
 
-from bench.common import PYTHON, backend_client, fetch_token, free_port, record, start, stop
+from bench.common import PYTHON, backend_client, fetch_token, free_port, record, rss_mb, start, stop
 
 FHIR = {"content-type": "application/fhir+json", "prefer": "return=representation"}
 
-
-def rss_mb(pid: int) -> float:
-    """Resident memory of a process, in MB."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def _observation(patient: str, n: int) -> dict[str, Any]:

@@ -29,7 +29,7 @@ from typing import Any
 import httpx
 import orjson
 
-from bench.common import PYTHON, free_port, loadgen, median, pinned, record, start, stop
+from bench.common import PYTHON, free_port, loadgen, median, pinned, record, rss_mb, start, stop
 from bench.generate import FAMILIES, population
 from resources.store.sqlite.bodies import decode
 
@@ -49,13 +49,6 @@ SELECT r.body FROM resource r WHERE +r.type = ? AND r.deleted = 0
   AND r.rid IN (SELECT rid FROM compartment WHERE patient = ?)"""
 FIRST = 10_000  # the a3 ratio compares the whole tier's rate with the rate over this many first resources
 
-
-def rss_mb(pid: int) -> float:
-    """Resident memory of a process in MiB."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def children_rss_mb(pid: int) -> float:

@@ -96,21 +96,26 @@ async def load_custom_parameters(svc: Services) -> None:
         svc.custom.apply(res.id, orjson.loads(res.body or b"{}"))
 
 
+async def open_services(svc: Services) -> Services:
+    """Open the store and load what serving needs: models, schema, stored SearchParameters, device rules, seed."""
+    await svc.repository.store.open()  # first: an unreachable database stops the start at once
+    svc.repository.models.start()
+    warm_up()
+    schema_validator()
+    await load_custom_parameters(svc)
+    await svc.device_rules.load(svc.repository.store)
+    if svc.settings.terminology_seed:
+        await seed(svc.repository)
+    return svc
+
+
 def create_app(settings: Settings | None = None, *, mongo_client: Any = None) -> FastAPI:
     """The CareLoop ASGI application (mongo_client: an already made client, for tests)."""
     settings = settings or Settings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        svc = build_services(settings, mongo_client)
-        await svc.repository.store.open()  # first: an unreachable database stops the start at once
-        svc.repository.models.start()
-        warm_up()
-        schema_validator()
-        await load_custom_parameters(svc)
-        await svc.device_rules.load(svc.repository.store)
-        if settings.terminology_seed:
-            await seed(svc.repository)
+        svc = await open_services(build_services(settings, mongo_client))
         if settings.auth == "off":
             log.warning("CARELOOP_AUTH=off: every request has full access with no token. Never use this outside "
                         "local development.")

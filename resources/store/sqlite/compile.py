@@ -340,6 +340,7 @@ def compile_search(query: SearchQuery, param_id: ParamId,
 
     stored_types are the types that have index entries: a system search without _type looks in those.
     """
+    ordered: list[Filter] = []  # the type-level filters, most selective first
     if query.is_system:
         where: list[str] = ["r.deleted = 0"]
         args: list[Any] = []
@@ -377,7 +378,7 @@ def compile_search(query: SearchQuery, param_id: ParamId,
         page_sql = (f"SELECT r.rid, r.type, r.id, r.vid, r.updated, r.body FROM resource r "
                     f"WHERE {' AND '.join(where)} ORDER BY {', '.join(order)} LIMIT ? OFFSET ?")
         return page_sql, [*args, *order_args, query.count + 1, query.cursor or 0], count_sql, count_args
-    streamed = None if query.is_system else _streamed_page(query, param_id)
+    streamed = _streamed_page(query, ordered, param_id)
     if streamed is not None:
         return streamed[0], streamed[1], count_sql, count_args
     if query.cursor is not None:
@@ -389,7 +390,7 @@ def compile_search(query: SearchQuery, param_id: ParamId,
     return page_sql, args, count_sql, count_args
 
 
-def _streamed_page(query: SearchQuery, param_id: ParamId) -> Clause | None:
+def _streamed_page(query: SearchQuery, ordered: list[Filter], param_id: ParamId) -> Clause | None:
     """An unsorted page driven by one code, read from the code's index entries in row-id order.
 
     `r.rid IN (SELECT rid FROM idx_token ...)` collects every match before the first page is cut: 75,000 row
@@ -397,7 +398,6 @@ def _streamed_page(query: SearchQuery, param_id: ParamId) -> Clause | None:
     joining from it yields the matches in page order and stops after one page. Other filters are tested on
     each candidate, as when they follow a driving filter.
     """
-    ordered = sorted(query.filters, key=_selectivity)
     if not ordered or _selectivity(ordered[0]) != 2:
         return None
     first = ordered[0]
