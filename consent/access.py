@@ -16,6 +16,7 @@ from typing import Any
 from consent.scopes import ResourceScope
 from resources.errors import FhirError, Forbidden
 from resources.search.index import Indexer, IndexRows
+from resources.search.match import NotEvaluable, matches
 from resources.search.parse import SearchLimits, parse_search
 from resources.search.query import Filter, ReferenceValue, SearchQuery, TokenValue
 from resources.search.registry import SearchRegistry
@@ -194,20 +195,11 @@ class AccessPolicy:
 
 
 def _matches(flt: Filter, resource: dict[str, Any], rows: IndexRows) -> bool:
-    """An in-memory check of the filters scopes produce (compartment, _id, token, reference)."""
-    if flt.code == COMPARTMENT:
-        return any(isinstance(v, ReferenceValue) and v.id in rows.compartments for v in flt.values)
-    if flt.code == "_id":
-        return any(isinstance(v, TokenValue) and v.code == resource.get("id") for v in flt.values)
-    if flt.type == "token" and flt.modifier is None:
-        found = [(system, value) for code, system, value, _ in rows.tokens if code == flt.code]
-        return any(isinstance(v, TokenValue) and any(
-            value == v.code and (v.any_system or system == v.system) for system, value in found) for v in flt.values)
-    if flt.type == "reference" and flt.modifier is None and not flt.chain:
-        found = [(kind, id_) for code, kind, id_, _ in rows.references if code == flt.code]
-        return any(isinstance(v, ReferenceValue) and any(
-            id_ == v.id and (v.type is None or kind == v.type) for kind, id_ in found) for v in flt.values)
-    return False  # a granular filter this check cannot evaluate grants nothing (fail closed)
+    """An in-memory check of a granted filter; one that needs other resources grants nothing (fail closed)."""
+    try:
+        return matches(flt, resource, rows)
+    except NotEvaluable:
+        return False
 
 
 @dataclass(frozen=True)
