@@ -5,7 +5,7 @@ https://hl7.org/fhir/R4B/http.html
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Collection
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -152,3 +152,19 @@ class Store(Protocol):
 
     async def outbox(self, after_seq: int, limit: int) -> list[OutboxEvent]:
         """Change events after a sequence number, oldest first."""
+
+    async def last_seq(self) -> int:
+        """The sequence number of the newest committed change (0 for an empty store)."""
+        ...
+
+    async def changes(self, after_seq: int, until_seq: int, types: Collection[str], limit: int,
+                      ) -> list[StoredResource]:
+        """The versions written in (after_seq, until_seq] of the given types, oldest first, bodies included."""
+        ...
+
+    async def mark(self, name: str) -> int | None:
+        """A durable number kept under a name (a change-feed consumer's position, a counter)."""
+        ...
+
+    async def set_mark(self, name: str, value: int) -> None:
+        """Keep a durable number under a name."""

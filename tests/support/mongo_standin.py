@@ -57,8 +57,8 @@ class _Collection:
     async def replace_one(self, filter: Any, doc: Any, session: Any = None) -> Any:
         return self._c.replace_one(filter, doc)
 
-    async def update_one(self, filter: Any, update: Any, session: Any = None) -> Any:
-        return self._c.update_one(filter, update)
+    async def update_one(self, filter: Any, update: Any, upsert: bool = False, session: Any = None) -> Any:
+        return self._c.update_one(filter, update, upsert=upsert)
 
     async def count_documents(self, filter: Any, session: Any = None) -> int:
         return int(self._c.count_documents(filter))

@@ -1,8 +1,8 @@
 """The MongoDB store: the Store protocol on PyMongo's async API, with multi-document transactions.
 
 Collections: `resources` (current versions in envelopes with their index arrays), `versions` (full history),
-`outbox` (change events, written in the same transaction as each change) and `counters` (row and event
-numbers). A replica set is required for transactions; `open` checks for one and says so clearly.
+`outbox` (change events, written in the same transaction as each change), `counters` (row and event
+numbers) and `marks` (change-feed consumers' positions). A replica set is required for transactions; `open` checks for one and says so clearly.
 https://pymongo.readthedocs.io/en/stable/api/pymongo/asynchronous/, https://hl7.org/fhir/R4B/http.html
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Collection
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -151,6 +151,41 @@ class MongoStore:
         docs = await self._db.outbox.find({"_id": {"$gt": after_seq}}).sort("_id", ASCENDING).limit(
             limit).to_list(None)
         return [OutboxEvent(d["_id"], d["t"], d["i"], d["v"], d["a"], d["at"]) for d in docs]
+
+    async def last_seq(self) -> int:
+        """The newest committed change's sequence number."""
+        try:
+            docs = await self._db.versions.find({}, {"s": 1}).sort("s", DESCENDING).limit(1).to_list(None)
+        except ConnectionFailure as exc:
+            raise _unavailable(exc) from exc
+        return int(docs[0]["s"]) if docs else 0
+
+    async def changes(self, after_seq: int, until_seq: int, types: Collection[str], limit: int,
+                      ) -> list[StoredResource]:
+        """Versions of the given types written in (after_seq, until_seq], oldest first."""
+        if not types:
+            return []
+        match = {"s": {"$gt": after_seq, "$lte": until_seq}, "t": {"$in": sorted(types)}}
+        try:
+            docs = await self._db.versions.find(match).sort("s", ASCENDING).limit(limit).to_list(None)
+        except ConnectionFailure as exc:
+            raise _unavailable(exc) from exc
+        return [documents.stored(d, "s") for d in docs]
+
+    async def mark(self, name: str) -> int | None:
+        """A durable number kept under a name."""
+        try:
+            doc = await self._db.marks.find_one({"_id": name})
+        except ConnectionFailure as exc:
+            raise _unavailable(exc) from exc
+        return None if doc is None else int(doc["n"])
+
+    async def set_mark(self, name: str, value: int) -> None:
+        """Keep a durable number under a name."""
+        try:
+            await self._db.marks.update_one({"_id": name}, {"$set": {"n": value}}, upsert=True)
+        except ConnectionFailure as exc:
+            raise _unavailable(exc) from exc
 
     # -- search ----------------------------------------------------------------------------------
     async def search(self, query: SearchQuery, session: Any = None) -> SearchPage:

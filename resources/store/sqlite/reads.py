@@ -147,6 +147,24 @@ def outbox(conn: sqlite3.Connection, after_seq: int, limit: int) -> list[OutboxE
     return [OutboxEvent(*row) for row in rows]
 
 
+def last_seq(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("SELECT coalesce(max(seq), 0) FROM version").fetchone()[0])
+
+
+def changes(conn: sqlite3.Connection, after_seq: int, until_seq: int, types: list[str], limit: int,
+            ) -> list[StoredResource]:
+    # the versions of a change-feed window, with their bodies, for consumers that only watch some types
+    marks = ",".join("?" * len(types))
+    rows = conn.execute(f"{_VERSIONS} WHERE v.seq > ? AND v.seq <= ? AND v.type IN ({marks}) ORDER BY v.seq "
+                        f"LIMIT ?", (after_seq, until_seq, *types, limit))
+    return [_version(row) for row in rows]
+
+
+def mark(conn: sqlite3.Connection, name: str) -> int | None:
+    row = conn.execute("SELECT value FROM mark WHERE name = ?", (name,)).fetchone()
+    return None if row is None else int(row[0])
+
+
 def compartment_types(conn: sqlite3.Connection, patient_id: str) -> list[str]:
     rows = conn.execute("SELECT DISTINCT r.type FROM compartment c JOIN resource r ON r.rid = c.rid "
                         "WHERE c.patient = ? AND r.deleted = 0", (patient_id,))

@@ -51,6 +51,10 @@ CREATE TABLE IF NOT EXISTS version (
 CREATE UNIQUE INDEX IF NOT EXISTS version_instance ON version (rid, vid);
 CREATE INDEX IF NOT EXISTS version_type ON version (type, seq);
 CREATE INDEX IF NOT EXISTS version_updated ON version (updated);
+CREATE TABLE IF NOT EXISTS mark (
+    name TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS system (
     sid INTEGER PRIMARY KEY,
     uri TEXT NOT NULL UNIQUE

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Collection, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -183,6 +183,30 @@ class SqliteStore:
     async def outbox(self, after_seq: int, limit: int) -> list[OutboxEvent]:
         """Change events after a sequence number."""
         return await self._on_reader(reads.outbox, after_seq, limit)
+
+    async def last_seq(self) -> int:
+        """The newest committed change's sequence number."""
+        return await self._on_reader(reads.last_seq)
+
+    async def changes(self, after_seq: int, until_seq: int, types: Collection[str], limit: int,
+                      ) -> list[StoredResource]:
+        """Versions of the given types written in (after_seq, until_seq], oldest first."""
+        if not types:
+            return []
+        return await self._on_reader(reads.changes, after_seq, until_seq, sorted(types), limit)
+
+    async def mark(self, name: str) -> int | None:
+        """A durable number kept under a name."""
+        return await self._on_reader(reads.mark, name)
+
+    async def set_mark(self, name: str, value: int) -> None:
+        """Keep a durable number under a name (its own short transaction, after any write session)."""
+        async with self._lock:
+            await self._on_writer(self._set_mark_sync, name, value)
+
+    def _set_mark_sync(self, name: str, value: int) -> None:
+        self._wconn().execute("INSERT INTO mark (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE "
+                              "SET value = excluded.value", (name, value))
 
     def param_id(self, type: str, code: str) -> int | None:
         """The numeric id of a search parameter in the index tables, if any entry was ever written."""

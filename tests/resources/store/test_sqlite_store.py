@@ -21,6 +21,7 @@ from resources.store.sqlite.store import SqliteStore
 from server.settings import Settings
 from tests.conftest import FHIR_JSON, body, client_for, create
 from tests.factories import patient
+from tests.resources.store.change_feed import check_change_feed
 
 pytestmark = pytest.mark.anyio
 
@@ -140,3 +141,18 @@ async def test_mixed_writes_in_one_transaction_and_duplicate_create(tmp_path: Pa
         assert len(await store.outbox(0, 10)) == 3
     finally:
         await store.close()
+
+
+async def test_change_feed_and_marks(tmp_path: Path) -> None:
+    store = SqliteStore(str(tmp_path / "feed.db"))
+    await store.open()
+    try:
+        await check_change_feed(store)
+    finally:
+        await store.close()
+    reopened = SqliteStore(str(tmp_path / "feed.db"))
+    await reopened.open()
+    try:  # a consumer's position outlives the process
+        assert await reopened.mark("feed") == await reopened.last_seq()
+    finally:
+        await reopened.close()
