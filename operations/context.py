@@ -12,6 +12,7 @@ import orjson
 
 from operations.parameters import OperationInput
 from resources.repository import Repository
+from subscriptions.engine import SubscriptionEngine
 from terminology.service import TerminologyService
 
 
@@ -22,6 +23,7 @@ class OperationContext:
     repository: Repository
     terminology: TerminologyService
     base_url: str
+    subscriptions: SubscriptionEngine | None = None
 
 
 @dataclass(frozen=True)

@@ -60,6 +60,16 @@ class OperationInput:
                 return str(value).lower() if isinstance(value, bool) else str(value)
         raise Invalid(f"Parameter '{name}' must have a primitive value", code="value", expression=(name,))
 
+    def texts(self, name: str) -> list[str]:
+        """Every value of a primitive parameter that may repeat."""
+        values = []
+        for part in self._all(name):
+            value = next((part[key] for key in _PRIMITIVE_KEYS if key in part), None)
+            if value is None:
+                raise Invalid(f"Parameter '{name}' must have a primitive value", code="value", expression=(name,))
+            values.append(str(value))
+        return values
+
     def required_text(self, name: str) -> str:
         """A primitive parameter that must be present."""
         value = self.text(name)

@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from operations import everything, expand, lookup, subsumes, translate, validate_code
+from operations import everything, expand, lookup, subscription_status, subsumes, translate, validate_code
 from operations.context import OperationCall
 from resources.errors import MethodNotAllowed, NotFound
 
@@ -37,6 +37,7 @@ class Operation:
 
 
 _HL7 = "http://hl7.org/fhir/OperationDefinition/"
+_BACKPORT = "http://hl7.org/fhir/uv/subscriptions-backport/OperationDefinition/"
 
 OPERATIONS: tuple[Operation, ...] = (
     Operation("lookup", ("CodeSystem",), lookup.run, _HL7 + "CodeSystem-lookup"),
@@ -45,6 +46,9 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation("expand", ("ValueSet",), expand.run, _HL7 + "ValueSet-expand"),
     Operation("translate", ("ConceptMap",), translate.run, _HL7 + "ConceptMap-translate"),
     Operation("everything", ("Patient",), everything.run, _HL7 + "Patient-everything", type_level=False),
+    Operation("status", ("Subscription",), subscription_status.status, _BACKPORT + "backport-subscription-status"),
+    Operation("events", ("Subscription",), subscription_status.events, _BACKPORT + "backport-subscription-events",
+              type_level=False),
 )
 
 

@@ -40,6 +40,9 @@ from server.openapi import describe_parameters
 from server.routes import instance, operations, reindex, system
 from server.routes import type as type_routes
 from server.settings import Settings
+from subscriptions.endpoints import EndpointPolicy
+from subscriptions.engine import EngineConfig, SubscriptionEngine
+from subscriptions.seed import seed_pathways
 from terminology.bindings import RequiredBindings
 from terminology.device_rules import DeviceRules
 from terminology.seed import seed
@@ -87,7 +90,24 @@ def build_services(settings: Settings, mongo_client: Any = None) -> Services:
     repository.write_hooks.append(rules.check)
     indexer.canonical = rules.canonical_quantities
     policy = AccessPolicy(registry, indexer, load_patient_compartment(), limits)
-    return Services(settings, repository, custom, reindexer, terminology, rules, policy)
+    engine = None
+    if settings.subscriptions:
+        engine = SubscriptionEngine(repository, engine_config(settings))
+        repository.write_hooks.append(engine.check)
+        store.add_commit_listener(engine.on_commit)
+    return Services(settings, repository, custom, reindexer, terminology, rules, policy, engine)
+
+
+def engine_config(settings: Settings) -> EngineConfig:
+    """The subscription engine's settings; SystemExit for an allowed network that is not a CIDR."""
+    try:
+        policy = EndpointPolicy.of(settings.subscription_allowed_networks)
+    except ValueError as exc:
+        raise SystemExit(f"CARELOOP_SUBSCRIPTION_ALLOWED_NETWORKS: {exc}") from exc
+    base = settings.base_url or f"http://{settings.host}:{settings.port}/fhir"
+    return EngineConfig(base.rstrip("/"), policy, tuple(settings.subscription_retry_delays),
+                        {k: v * 60_000 for k, v in settings.service_level_minutes.items()},
+                        settings.subscription_events_retained)
 
 
 async def load_custom_parameters(svc: Services) -> None:
@@ -106,6 +126,8 @@ async def open_services(svc: Services) -> Services:
     await svc.device_rules.load(svc.repository.store)
     if svc.settings.terminology_seed:
         await seed(svc.repository)
+    if svc.settings.pathways_seed:
+        await seed_pathways(svc.repository)
     return svc
 
 
@@ -116,6 +138,8 @@ def create_app(settings: Settings | None = None, *, mongo_client: Any = None) ->
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         svc = await open_services(build_services(settings, mongo_client))
+        if svc.subscriptions is not None:
+            await svc.subscriptions.start()
         if settings.auth == "off":
             log.warning("CARELOOP_AUTH=off: every request has full access with no token. Never use this outside "
                         "local development.")
@@ -133,6 +157,8 @@ def create_app(settings: Settings | None = None, *, mongo_client: Any = None) ->
         try:
             yield
         finally:
+            if svc.subscriptions is not None:
+                await svc.subscriptions.close()
             await svc.reindexer.close()
             await svc.repository.store.close()
             if svc.auth is not None:

@@ -19,6 +19,7 @@ from resources.search.custom import CustomParameters
 from server.auth.service import AuthService
 from server.responses import check_content_type
 from server.settings import Settings
+from subscriptions.engine import SubscriptionEngine
 from terminology.device_rules import DeviceRules
 from terminology.service import TerminologyService
 
@@ -36,6 +37,7 @@ class Services:
     terminology: TerminologyService
     device_rules: DeviceRules
     policy: AccessPolicy
+    subscriptions: SubscriptionEngine | None = None
     auth: AuthService | None = None
     capability: bytes = b""
     capability_version: int = -1

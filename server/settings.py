@@ -39,3 +39,19 @@ class Settings(BaseSettings):
     auth_db: str | None = Field(None, description="The authorization server's SQLite file (default: beside the "
                                 "FHIR store, <name>-auth.db)")
     expansion_limit: int = Field(10_000, description="Largest ValueSet expansion ($expand, :in, :not-in)")
+    subscriptions: bool = Field(True, description="Run the subscription engine: topics, rest-hook notifications "
+                                "and follow-up Tasks from pathways")
+    pathways_seed: bool = Field(True, description="Load the default follow-up pathways (SubscriptionTopics, "
+                                "ActivityDefinitions, PlanDefinitions) the store does not hold yet")
+    subscription_allowed_networks: list[str] = Field(
+        default_factory=list, description="CIDR networks rest-hook endpoints may reach besides public addresses, "
+        "e.g. [\"10.1.0.0/16\"] for an in-house receiver (loopback and private addresses are refused otherwise)")
+    subscription_retry_delays: list[float] = Field(
+        default_factory=lambda: [0.5, 2.0, 10.0, 30.0],
+        description="Seconds to wait before each retry of a failed notification; after the last the "
+        "Subscription is set to error")
+    subscription_events_retained: int = Field(1000, description="Events kept per subscription for $events")
+    service_level_minutes: dict[str, int] = Field(
+        default_factory=lambda: {"stat": 30, "asap": 120, "urgent": 120, "routine": 1440},
+        description="Deadline of a follow-up Task by priority when its template gives no due offset "
+        "(DOMAIN.md section 4)")

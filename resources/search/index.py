@@ -131,10 +131,11 @@ class Indexer:
         return plan
 
     def extract(self, resource_type: str, resource: dict[str, Any],
-                pending_links: Mapping[str, str] | None = None) -> IndexRows:
+                pending_links: Mapping[str, str] | None = None, only: frozenset[str] | None = None) -> IndexRows:
         """All index rows of one resource, plus its patient-compartment membership.
 
         pending_links are placeholder links a transaction will replace; remap() then rewrites the rows.
+        only: the parameters wanted (with the compartment's), for a check that needs a few, not the index.
         """
         if pending_links:
             token = PENDING_LINKS.set(pending_links)
@@ -142,12 +143,16 @@ class Indexer:
                 return self.extract(resource_type, resource)
             finally:
                 PENDING_LINKS.reset(token)
+        if only is not None:
+            only = only | frozenset(self._compartment.get(resource_type, ()))
         rows = IndexRows()
         for code, accessor, emitter in self._plan(resource_type):
-            for value in accessor(resource):
-                emitter(rows, code, value)
+            if only is None or code in only:
+                for value in accessor(resource):
+                    emitter(rows, code, value)
         for code, plan in self._composite_plan(resource_type):
-            rows.composites.extend((code, *row) for row in composite_rows(plan, resource))
+            if only is None or code in only:
+                rows.composites.extend((code, *row) for row in composite_rows(plan, resource))
         if self.canonical is not None and rows.quantities:
             rows.quantities.extend((code, CANONICAL_SYSTEM, unit, number)
                                    for code, system, given_unit, value in list(rows.quantities)

@@ -30,7 +30,7 @@ def mongo_settings(**overrides: Any) -> tuple[Settings, Any]:
     options: dict[str, Any] = {"auth": "off", **overrides}
     settings = Settings(store="mongodb", mongodb_url=MONGODB_URL or "mongodb://standin",
                         mongodb_database=database if MONGODB_URL else "careloop", validation_workers=0,
-                        terminology_seed=False, **options)
+                        terminology_seed=False, pathways_seed=False, **options)
     return settings, None if MONGODB_URL else StandInClient()
 
 

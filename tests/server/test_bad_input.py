@@ -112,7 +112,7 @@ async def test_patch_needs_json_patch_media_type(client: httpx.AsyncClient) -> N
 
 async def test_body_over_limit_is_413(tmp_path: Path) -> None:
     settings = Settings(auth="off", sqlite_path=str(tmp_path / "l.db"), max_body_bytes=2048,
-                        validation_workers=0, terminology_seed=False)
+                        validation_workers=0, terminology_seed=False, pathways_seed=False)
     async with client_for(settings) as c:
         big = patient(text={"status": "generated",
                             "div": '<div xmlns="http://www.w3.org/1999/xhtml">' + "x" * 5000 + "</div>"})
@@ -148,7 +148,7 @@ async def test_sql_in_search_values_is_data(client: httpx.AsyncClient) -> None:
 
 async def test_bundle_over_entry_limit_is_413(tmp_path: Path) -> None:
     settings = Settings(auth="off", sqlite_path=str(tmp_path / "e.db"), max_bundle_entries=3,
-                        validation_workers=0, terminology_seed=False)
+                        validation_workers=0, terminology_seed=False, pathways_seed=False)
     async with client_for(settings) as c:
         entries = [{"resource": patient(), "request": {"method": "POST", "url": "Patient"}} for _ in range(4)]
         bundle = {"resourceType": "Bundle", "type": "transaction", "entry": entries}
@@ -160,7 +160,7 @@ async def test_bundle_over_entry_limit_is_413(tmp_path: Path) -> None:
 
 async def test_post_search_body_over_limit_is_413(tmp_path: Path) -> None:
     settings = Settings(auth="off", sqlite_path=str(tmp_path / "s.db"), max_body_bytes=1024,
-                        validation_workers=0, terminology_seed=False)
+                        validation_workers=0, terminology_seed=False, pathways_seed=False)
     async with client_for(settings) as c:
         form = "family=" + "x" * 4000
         response = await c.post("/fhir/Patient/_search", content=form.encode(),

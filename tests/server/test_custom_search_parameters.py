@@ -88,7 +88,8 @@ async def test_unusable_search_parameter_is_422(client: httpx.AsyncClient, chang
                                  headers=FHIR_JSON)
     assert response.status_code in (400, 422), response.text
     assert response.json()["resourceType"] == "OperationOutcome"
-    assert "entry" not in (await client.get("/fhir/SearchParameter")).json()
+    stored = (await client.get("/fhir/SearchParameter", params={"code": TIER_PARAMETER["code"]})).json()
+    assert "entry" not in stored
 
 
 async def test_reindex_of_unknown_type_and_job(client: httpx.AsyncClient) -> None:

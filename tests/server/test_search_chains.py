@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
+from subscriptions.pathways import PATHWAY_EVENT
 from tests.conftest import FHIR_JSON, body, changes_since_start, create
 from tests.factories import observation, patient
 
@@ -145,8 +146,12 @@ async def test_system_search(client: httpx.AsyncClient, clinic: dict[str, Any]) 
                                                   meta={"tag": [{"system": "urn:careloop", "code": "vip"}]}))
     assert set(await matches(client, "?_tag=urn:careloop|vip")) == {tagged["id"], tagged_obs["id"]}
     assert set(await matches(client, "?_tag=vip&_type=Patient")) == {tagged["id"]}
-    everything = await matches(client, f"?_count=100&_lastUpdated=ge{changes_since_start()['_since']}")
-    assert len(everything) == 9
+    since = (await client.get("/fhir", params={"_count": "100", "_lastUpdated": f"ge{changes_since_start()['_since']}"})
+             ).json()
+    written = [e["resource"] for e in since["entry"]]
+    # what this test wrote, plus the follow-up Tasks the shipped pathways made from it
+    assert len([r for r in written if r["resourceType"] != "Task"]) == 9
+    assert all(r["identifier"][0]["system"] == PATHWAY_EVENT for r in written if r["resourceType"] == "Task")
     assert set(await matches(client, f"?_id={clinic['org']['id']}")) == {clinic["org"]["id"]}
     both = await matches(client, "?_type=Patient,Observation&_count=100")
     assert len(both) == 8

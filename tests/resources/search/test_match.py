@@ -19,6 +19,7 @@ from fhirpathpy.models import models
 
 from resources.search.match import NotEvaluable, matches_all
 from resources.search.parse import parse_search
+from server.settings import Settings
 from tests.conftest import DATA, FHIR_JSON
 from tests.resources.search.test_examples_searchable import SEARCHABLE, fhirpath_for, query_values
 
@@ -26,6 +27,12 @@ pytestmark = pytest.mark.anyio
 # a spread of types with many examples and every parameter type between them
 TYPES = ("Observation", "Patient", "Encounter", "Condition", "MedicationRequest", "Task", "Appointment",
          "Communication", "ValueSet", "Immunization")
+
+
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    """No subscription engine: the follow-up Tasks it would make from the examples are not examples."""
+    return settings.model_copy(update={"subscriptions": False})
 
 
 def variants(kind: str, asked: str) -> list[str]:

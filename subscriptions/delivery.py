@@ -1,0 +1,172 @@
+"""Rest-hook delivery for one subscription: handshake, ordered notifications with retries, heartbeats.
+
+Each subscription has its own queue and sender, so a slow or failing endpoint delays only itself. Every
+POST re-resolves the endpoint and connects to the address it checked (no DNS rebinding, no redirects).
+https://build.fhir.org/ig/HL7/fhir-subscription-backport-ig/channels.html#rest-hook
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
+
+from resources.ids import now_ms
+from subscriptions.endpoints import BlockedEndpoint, EndpointPolicy
+from subscriptions.notifications import Event, bundle, status_resource
+from subscriptions.subscription import Subscriber
+
+log = logging.getLogger("careloop.subscriptions")
+# (subscription id, status, error text) -> record it on the stored Subscription
+StatusWriter = Callable[[str, str, str | None], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class DeliveryConfig:
+    """How hard to try: retry delays (seconds) after a failed POST, and where links point."""
+
+    base_url: str
+    policy: EndpointPolicy
+    retry_delays: tuple[float, ...] = (0.5, 2.0, 10.0, 30.0)
+
+
+class DeliveryFailed(Exception):
+    """The endpoint refused or could not be reached."""
+
+
+def _pinned(url: str, address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
+    """The URL with its host replaced by the checked address (the Host header keeps the name)."""
+    parts = urlsplit(url)
+    host = f"[{address}]" if address.version == 6 else str(address)
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urlunsplit((parts.scheme, netloc, parts.path or "/", parts.query, ""))
+
+
+@dataclass
+class Channel:
+    """The sender of one subscription's notifications."""
+
+    subscriber: Subscriber
+    config: DeliveryConfig
+    client: httpx.AsyncClient
+    write_status: StatusWriter
+    events_since_start: int = 0
+    queue: asyncio.Queue[tuple[Event, bytes | None]] = field(default_factory=asyncio.Queue)
+    last_sent: float = field(default_factory=time.monotonic)
+    task: asyncio.Task[None] | None = None
+    delivered: int = 0
+
+    def start(self) -> None:
+        """Run the sender (the handshake first when the subscription is only requested)."""
+        self.task = asyncio.create_task(self._run(), name=f"subscription-{self.subscriber.id}")
+
+    async def stop(self) -> None:
+        """Stop sending; queued notifications are dropped (their events stay available through $events)."""
+        if self.task is not None:
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.task
+
+    def replace(self, subscriber: Subscriber) -> None:
+        """Serve a newer version of the same subscription (new endpoint, headers or content)."""
+        self.subscriber = subscriber
+
+    async def post(self, payload: bytes) -> None:
+        """One POST of a notification Bundle; DeliveryFailed unless the endpoint answers 2xx."""
+        sub = self.subscriber
+        try:
+            addresses = await self.config.policy.resolve(sub.endpoint)
+        except BlockedEndpoint as exc:
+            raise DeliveryFailed(str(exc)) from exc
+        parts = urlsplit(sub.endpoint)
+        headers = {"content-type": "application/fhir+json", "host": parts.netloc.rsplit("@", 1)[-1]}
+        headers.update(dict(sub.headers))
+        extensions = {"sni_hostname": parts.hostname} if parts.scheme == "https" else {}
+        try:
+            response = await self.client.post(_pinned(sub.endpoint, addresses[0]), content=payload,
+                                              headers=headers, timeout=sub.timeout_s, extensions=extensions)
+        except httpx.HTTPError as exc:
+            raise DeliveryFailed(f"{exc.__class__.__name__}: {exc}") from exc
+        if not 200 <= response.status_code < 300:
+            raise DeliveryFailed(f"the endpoint answered {response.status_code}")
+        self.last_sent = time.monotonic()
+
+    async def _post_with_retries(self, payload: bytes) -> str | None:
+        """None once delivered; the last error when every attempt failed."""
+        error = None
+        for delay in (0.0, *self.config.retry_delays):
+            if delay:
+                await asyncio.sleep(delay)
+            try:
+                await self.post(payload)
+                return None
+            except DeliveryFailed as exc:
+                error = str(exc)
+        return error
+
+    def _status(self, kind: str, events: list[Event], status: str = "active") -> dict[str, object]:
+        sub = self.subscriber
+        return status_resource(sub.id, status, sub.topic, kind, self.events_since_start, events,
+                               self.config.base_url)
+
+    async def handshake(self) -> bool:
+        """The handshake of a requested subscription; records active or error on the Subscription."""
+        payload = bundle(self._status("handshake", [], "requested"), "empty", [], self.config.base_url, now_ms())
+        error = await self._post_with_retries(payload)
+        if error is None:
+            await self.write_status(self.subscriber.id, "active", None)
+            return True
+        await self.write_status(self.subscriber.id, "error", f"Handshake failed: {error}")
+        return False
+
+    async def _run(self) -> None:
+        try:
+            if self.subscriber.status == "requested" and not await self.handshake():
+                return
+            while True:
+                item = await self._next()
+                if item is None:
+                    await self._heartbeat()
+                    continue
+                batch = [item]
+                while len(batch) < self.subscriber.max_count and not self.queue.empty():
+                    batch.append(self.queue.get_nowait())
+                events = [event for event, _ in batch]
+                payload = bundle(self._status("event-notification", events), self.subscriber.content, batch,
+                                 self.config.base_url, now_ms())
+                error = await self._post_with_retries(payload)
+                if error is not None:
+                    log.warning("Subscription/%s: notification failed after retries: %s", self.subscriber.id, error)
+                    await self.write_status(self.subscriber.id, "error", f"Delivery failed: {error}")
+                    return
+                self.delivered += len(batch)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # a bug here must not end notifications silently for every other subscription
+            log.exception("Subscription/%s: sender stopped", self.subscriber.id)
+
+    async def _next(self) -> tuple[Event, bytes | None] | None:
+        """The next queued event, or None when a heartbeat is due first."""
+        period = self.subscriber.heartbeat_s
+        if period is None:
+            return await self.queue.get()
+        wait = max(0.0, self.last_sent + period - time.monotonic())
+        try:
+            return await asyncio.wait_for(self.queue.get(), timeout=wait)
+        except TimeoutError:
+            return None
+
+    async def _heartbeat(self) -> None:
+        payload = bundle(self._status("heartbeat", []), "empty", [], self.config.base_url, now_ms())
+        try:
+            await self.post(payload)
+        except DeliveryFailed as exc:  # a missed heartbeat is itself the signal; the next one tries again
+            log.info("Subscription/%s: heartbeat failed: %s", self.subscriber.id, exc)
+            self.last_sent = time.monotonic()

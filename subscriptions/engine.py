@@ -1,0 +1,360 @@
+"""The subscription engine: reads the change feed after each commit, matches topics, makes Tasks, notifies.
+
+Matching runs off the write path: a commit only wakes the engine, which reads the committed versions from
+the store's change feed in batches, so ingest speed does not depend on how many subscriptions exist. Its
+position in the feed is a durable mark, so events committed while the server was down are still handled
+after a restart. https://build.fhir.org/ig/HL7/fhir-subscription-backport-ig/,
+https://hl7.org/fhir/R4B/subscriptiontopic.html
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import fhirpathpy
+import httpx
+import orjson
+from fhirpathpy.models import models
+
+from resources.errors import FhirError, Unprocessable
+from resources.ids import now_ms
+from resources.repository import Repository
+from resources.search.index import IndexRows
+from resources.search.match import matches_all
+from resources.store.protocol import StoredResource, Write, every
+from subscriptions.delivery import Channel, DeliveryConfig
+from subscriptions.endpoints import EndpointPolicy
+from subscriptions.notifications import Event
+from subscriptions.pathways import PATHWAY_EVENT, Step, steps_by_topic, task_for
+from subscriptions.subscription import Subscriber, parse_subscription, query_topic
+from subscriptions.topics import Topic, Trigger, parse_topic
+
+log = logging.getLogger("careloop.subscriptions")
+CURSOR = "subscriptions:cursor"
+CONFIG_TYPES = frozenset({"SubscriptionTopic", "Subscription", "PlanDefinition", "ActivityDefinition"})
+_BATCH = 500
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """The engine's settings: links, the endpoint policy, retries, service levels and event retention."""
+
+    base_url: str
+    policy: EndpointPolicy = field(default_factory=EndpointPolicy)
+    retry_delays: tuple[float, ...] = (0.5, 2.0, 10.0, 30.0)
+    service_levels_ms: dict[str, int] = field(default_factory=lambda: {
+        "stat": 30 * 60_000, "asap": 2 * 3_600_000, "urgent": 2 * 3_600_000, "routine": 24 * 3_600_000})
+    events_retained: int = 1000
+
+
+@dataclass
+class Catalog:
+    """The active topics, subscriptions and pathway steps, as loaded from the store."""
+
+    topics: dict[str, Topic] = field(default_factory=dict)
+    by_type: dict[str, list[Topic]] = field(default_factory=dict)
+    subscribers: dict[str, Subscriber] = field(default_factory=dict)
+    steps: dict[str, list[Step]] = field(default_factory=dict)
+    needed: dict[str, frozenset[str]] = field(default_factory=dict)  # type -> parameters the criteria use
+
+    def index_needs(self) -> dict[str, frozenset[str]]:
+        """Per resource type, the search parameters any topic or subscription criteria test."""
+        codes: dict[str, set[str]] = {kind: set() for kind in self.by_type}
+        for topic in self.topics.values():
+            for trigger in topic.triggers:
+                for criteria in (trigger.previous, trigger.current):
+                    if criteria is not None:
+                        codes[trigger.resource_type].update(f.code for f in criteria.filters)
+        for subscriber in self.subscribers.values():
+            for kind, many in subscriber.filters.items():
+                codes.setdefault(kind, set()).update(f.code for c in many for f in c.filters)
+        return {kind: frozenset(found) for kind, found in codes.items()}
+
+
+def _action(change: StoredResource) -> str:
+    if change.deleted:
+        return "delete"
+    return "create" if change.vid == 1 or change.method == "POST" else "update"
+
+
+def _method(action: str) -> str:
+    return {"create": "POST", "update": "PUT", "delete": "DELETE"}[action]
+
+
+class SubscriptionEngine:
+    """Topics, subscriptions and pathways over one repository's change feed."""
+
+    def __init__(self, repository: Repository, config: EngineConfig, client: httpx.AsyncClient | None = None) -> None:
+        self.repository = repository
+        self.config = config
+        self.catalog = Catalog()
+        self.channels: dict[str, Channel] = {}
+        self.recent: dict[str, deque[Event]] = {}
+        self.counts: dict[str, int] = {}
+        self.cursor = 0
+        self._client = client or httpx.AsyncClient(follow_redirects=False, trust_env=False)
+        self._owns_client = client is None
+        self._wake = asyncio.Event()
+        self._dirty = True
+        self._task: asyncio.Task[None] | None = None
+        self._idle = asyncio.Event()
+        self._fhirpath: dict[str, Any] = {}
+
+    # -- lifecycle --------------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Load the catalog, find the feed position (now, on first start) and start watching."""
+        store = self.repository.store
+        found = await store.mark(CURSOR)
+        self.cursor = found if found is not None else await store.last_seq()
+        if found is None:
+            await store.set_mark(CURSOR, self.cursor)
+        await self._reload()
+        self._task = asyncio.create_task(self._loop(), name="subscription-engine")
+        self._wake.set()
+
+    async def close(self) -> None:
+        """Stop watching and sending."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        for channel in list(self.channels.values()):
+            await channel.stop()
+        if self._owns_client:
+            await self._client.aclose()
+
+    def on_commit(self, writes: list[Write]) -> None:
+        """A commit happened: wake the engine (and reload the catalog when its resources changed)."""
+        if any(w.type in CONFIG_TYPES for w in writes):
+            self._dirty = True
+        self._idle.clear()
+        self._wake.set()
+
+    async def settled(self, timeout: float = 10.0) -> None:
+        """Wait until every committed change has been matched (for tests and benchmarks)."""
+        self._wake.set()
+        await asyncio.wait_for(self._idle.wait(), timeout)
+
+    # -- write checks -----------------------------------------------------------------------------
+    def check(self, resource_type: str, resource: dict[str, Any]) -> None:
+        """Refuse topics and subscriptions the engine could not serve (422 naming the element)."""
+        if resource_type == "SubscriptionTopic":
+            parse_topic(self.repository.registry, resource)
+        elif resource_type == "Subscription":
+            if str((resource.get("meta") or {}).get("versionId")) == "1" and resource.get("status") == "active":
+                resource["status"] = "requested"  # a new subscription becomes active through its handshake
+            if resource.get("status") not in ("requested", "active", "error", "off"):
+                raise Unprocessable(f"Subscription.status '{resource.get('status')}' is not requested, active, "
+                                    f"error or off", code="business-rule", expression=("Subscription.status",))
+            parse_subscription(self.repository.registry, resource, self.catalog.topics, self.config.policy)
+
+    # -- catalog ----------------------------------------------------------------------------------
+    async def _reload(self) -> None:
+        self._dirty = False
+        store, registry = self.repository.store, self.repository.registry
+        catalog = Catalog()
+        async for found in every(store, "SubscriptionTopic"):
+            body = orjson.loads(found.body or b"{}")
+            if body.get("status") not in ("active", "draft"):
+                continue
+            try:
+                topic = parse_topic(registry, body)
+            except FhirError as exc:
+                log.warning("SubscriptionTopic/%s is not served: %s", found.id, exc)
+                continue
+            catalog.topics[topic.url] = topic
+            for kind in topic.resource_types():
+                catalog.by_type.setdefault(kind, []).append(topic)
+        templates: dict[str, dict[str, Any]] = {}
+        async for found in every(store, "ActivityDefinition"):
+            body = orjson.loads(found.body or b"{}")
+            if body.get("url"):
+                templates[str(body["url"])] = body
+        plans = [orjson.loads(found.body or b"{}") async for found in every(store, "PlanDefinition")]
+        catalog.steps = steps_by_topic(plans, templates)
+        async for found in every(store, "Subscription"):
+            body = orjson.loads(found.body or b"{}")
+            if body.get("status") not in ("requested", "active"):
+                continue
+            try:
+                subscriber = parse_subscription(registry, body, catalog.topics, self.config.policy)
+            except FhirError as exc:
+                log.warning("Subscription/%s is not served: %s", found.id, exc)
+                continue
+            catalog.subscribers[found.id] = subscriber
+            if subscriber.topic not in catalog.topics:  # an R4-style subscription: its criteria is its topic
+                implicit = catalog.topics[subscriber.topic] = query_topic(registry, subscriber.topic)
+                for kind in implicit.resource_types():
+                    catalog.by_type.setdefault(kind, []).append(implicit)
+        catalog.needed = catalog.index_needs()
+        self.catalog = catalog
+        await self._sync_channels()
+
+    async def _sync_channels(self) -> None:
+        wanted = self.catalog.subscribers
+        for sid in [s for s in self.channels if s not in wanted]:
+            await self.channels.pop(sid).stop()
+        for sid, subscriber in wanted.items():
+            channel = self.channels.get(sid)
+            if channel is not None and channel.task is not None and not channel.task.done():
+                channel.replace(subscriber)
+                continue
+            if sid not in self.counts:
+                self.counts[sid] = await self.repository.store.mark(f"subscription:{sid}:events") or 0
+            channel = Channel(subscriber, DeliveryConfig(self.config.base_url, self.config.policy,
+                                                         self.config.retry_delays),
+                              self._client, self._write_status, self.counts[sid])
+            self.channels[sid] = channel
+            channel.start()
+
+    async def _write_status(self, subscription_id: str, status: str, error: str | None) -> None:
+        """Record a status the engine decided on the stored Subscription (unless a client changed it since)."""
+        try:
+            stored = await self.repository.read("Subscription", subscription_id)
+        except FhirError:
+            return
+        body = orjson.loads(stored.body or b"{}")
+        if body.get("status") == status and body.get("error") == error:
+            return
+        body["status"] = status
+        if error:
+            body["error"] = error
+        else:
+            body.pop("error", None)
+        try:
+            await self.repository.update("Subscription", subscription_id, body, if_match=stored.vid)
+        except FhirError as exc:  # changed meanwhile: the newer version decides
+            log.info("Subscription/%s status not recorded: %s", subscription_id, exc)
+
+    # -- the feed ---------------------------------------------------------------------------------
+    async def _loop(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            try:
+                if self._dirty:
+                    await self._reload()
+                await self._drain()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # keep watching: a failure here must not end every subscription
+                log.exception("Subscription engine: a batch failed; retrying shortly")
+                await asyncio.sleep(1.0)
+                self._wake.set()
+                continue
+            if not self._wake.is_set():
+                self._idle.set()
+
+    async def _drain(self) -> None:
+        store = self.repository.store
+        until = await store.last_seq()
+        watched = set(self.catalog.by_type)
+        while self.cursor < until:
+            batch = await store.changes(self.cursor, until, watched, _BATCH)
+            for change in batch:
+                await self._handle(change)
+            self.cursor = batch[-1].seq if len(batch) == _BATCH else until
+            await store.set_mark(CURSOR, self.cursor)
+            for sid, count in self.counts.items():
+                await store.set_mark(f"subscription:{sid}:events", count)
+
+    async def _handle(self, change: StoredResource) -> None:
+        topics = self.catalog.by_type.get(change.type, [])
+        action = _action(change)
+        current = orjson.loads(change.body) if change.body else None
+        previous: dict[str, Any] | None = None
+        if change.vid > 1 and any(t.previous or t.fhirpath for topic in topics for t in topic.triggers
+                                  if t.resource_type == change.type):
+            before = await self.repository.store.vread(change.type, change.id, change.vid - 1)
+            previous = orjson.loads(before.body) if before and before.body else None
+        indexer, only = self.repository.indexer, self.catalog.needed.get(change.type, frozenset())
+        rows_now = indexer.extract(change.type, current, only=only) if current is not None else None
+        rows_before = indexer.extract(change.type, previous, only=only) if previous is not None else None
+        for topic in topics:
+            if not any(self._fires(t, change.type, action, previous, current, rows_before, rows_now)
+                       for t in topic.triggers):
+                continue
+            focus = current if current is not None else previous
+            rows = rows_now if rows_now is not None else rows_before
+            await self._start_steps(topic, change, rows)
+            if focus is not None and rows is not None:
+                self._notify(topic, change, action, focus, rows)
+
+    def _fires(self, trigger: Trigger, kind: str, action: str, previous: dict[str, Any] | None,
+               current: dict[str, Any] | None, rows_before: IndexRows | None, rows_now: IndexRows | None) -> bool:
+        if trigger.resource_type != kind or action not in trigger.interactions:
+            return False
+        # a side that does not exist (no previous version on create, none current on delete) passes its test
+        results = []
+        if trigger.previous is not None:
+            results.append(previous is None or rows_before is None
+                           or matches_all(trigger.previous.filters, previous, rows_before))
+        if trigger.current is not None:
+            results.append(current is None or rows_now is None
+                           or matches_all(trigger.current.filters, current, rows_now))
+        if results and not (all(results) if trigger.require_both else any(results)):
+            return False
+        if trigger.fhirpath:
+            return self._fhirpath_true(trigger.fhirpath, previous, current)
+        return True
+
+    def _fhirpath_true(self, expression: str, previous: dict[str, Any] | None, current: dict[str, Any] | None,
+                       ) -> bool:
+        compiled = self._fhirpath.get(expression)
+        if compiled is None:
+            compiled = self._fhirpath[expression] = fhirpathpy.compile(expression, model=models["r4"])
+        try:
+            result = compiled(current or previous or {}, {"current": current, "previous": previous})
+        except Exception:  # noqa: BLE001 -- an expression that fails on this resource does not fire
+            return False
+        return bool(result) and result[0] is True
+
+    def _notify(self, topic: Topic, change: StoredResource, action: str, focus: dict[str, Any],
+                rows: IndexRows) -> None:
+        for sid, subscriber in self.catalog.subscribers.items():
+            if subscriber.topic != topic.url:
+                continue
+            if subscriber.end_ms is not None and subscriber.end_ms < now_ms():
+                continue
+            criteria = subscriber.filters.get(change.type)
+            if criteria and not any(matches_all(c.filters, focus, rows) for c in criteria):
+                continue
+            number = self.counts.get(sid, 0) + 1
+            self.counts[sid] = number
+            event = Event(number, change.updated_ms, change.type, change.id, change.vid, _method(action))
+            self.recent.setdefault(sid, deque(maxlen=self.config.events_retained)).append(event)
+            channel = self.channels.get(sid)
+            if channel is not None:
+                channel.events_since_start = number
+                channel.queue.put_nowait((event, change.body))
+
+    async def _start_steps(self, topic: Topic, change: StoredResource, rows: IndexRows | None) -> None:
+        steps = self.catalog.steps.get(topic.url)
+        if not steps:
+            return
+        patient = change.id if change.type == "Patient" else (rows.compartments[0] if rows and rows.compartments
+                                                              else None)
+        at = now_ms()
+        for step in steps:
+            task = task_for(step, change.seq, (change.type, change.id, change.vid), patient, at,
+                            self.config.service_levels_ms)
+            identifier = task["identifier"][0]["value"]
+            try:  # conditional: an event handled again after a restart makes no second Task
+                await self.repository.create("Task", task, if_none_exist=[("identifier",
+                                                                            f"{PATHWAY_EVENT}|{identifier}")])
+            except FhirError as exc:
+                log.warning("Pathway %s: Task for %s/%s not created: %s", step.plan_id, change.type, change.id, exc)
+
+    # -- queries ($status, $events) ----------------------------------------------------------------
+    def events_since_start(self, subscription_id: str) -> int:
+        """How many events the subscription has had."""
+        return self.counts.get(subscription_id, 0)
+
+    def retained(self, subscription_id: str) -> list[Event]:
+        """The events still held for $events, oldest first."""
+        return list(self.recent.get(subscription_id, ()))
