@@ -107,8 +107,9 @@ def _trigger(registry: SearchRegistry, raw: dict[str, Any], n: int) -> Trigger:
                if query.get("current") else None)
     fhirpath = raw.get("fhirPathCriteria")
     if fhirpath:
-        try:
-            fhirpathpy.compile(fhirpath, model=models["r4"])
+        try:  # the parser accepts some broken text; a trial run on an empty resource finds the rest
+            empty = {"resourceType": resource_type}
+            fhirpathpy.compile(fhirpath, model=models["r4"])(empty, {"current": empty, "previous": empty})
         except Exception as exc:  # noqa: BLE001 -- reported as this element's error
             raise Unprocessable(f"{where}.fhirPathCriteria does not compile: {exc}", code="business-rule",
                                 expression=(f"{where}.fhirPathCriteria",)) from exc

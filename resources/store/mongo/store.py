@@ -2,7 +2,8 @@
 
 Collections: `resources` (current versions in envelopes with their index arrays), `versions` (full history),
 `outbox` (change events, written in the same transaction as each change), `counters` (row and event
-numbers) and `marks` (change-feed consumers' positions). A replica set is required for transactions; `open` checks for one and says so clearly.
+numbers) and `marks` (change-feed consumers' positions).
+A replica set is required for transactions; `open` checks for one and says so clearly.
 https://pymongo.readthedocs.io/en/stable/api/pymongo/asynchronous/, https://hl7.org/fhir/R4B/http.html
 """
 
