@@ -21,12 +21,14 @@ import httpx
 import orjson
 from fhirpathpy.models import models
 
+from resources.bundle_entries import parse_bundle
 from resources.errors import FhirError, Unprocessable
 from resources.ids import now_ms
 from resources.repository import Repository
 from resources.search.index import IndexRows
 from resources.search.match import matches_all
-from resources.store.protocol import StoredResource, Write, every
+from resources.store.protocol import ReadSource, StoredResource, Write, every
+from resources.transaction import EntryResult, TransactionProcessor
 from subscriptions.delivery import Channel, DeliveryConfig
 from subscriptions.endpoints import EndpointPolicy
 from subscriptions.notifications import Event
@@ -74,6 +76,10 @@ class Catalog:
             for kind, many in subscriber.filters.items():
                 codes.setdefault(kind, set()).update(f.code for c in many for f in c.filters)
         return {kind: frozenset(found) for kind, found in codes.items()}
+
+
+async def _no_reads(url: str, source: ReadSource) -> EntryResult:
+    raise AssertionError(f"a pathway transaction has no read entries ({url})")
 
 
 def _action(change: StoredResource) -> str:
@@ -256,14 +262,18 @@ class SubscriptionEngine:
         watched = set(self.catalog.by_type)
         while self.cursor < until:
             batch = await store.changes(self.cursor, until, watched, _BATCH)
-            for change in batch:
-                await self._handle(change)
+            tasks: list[dict[str, Any]] = []
+            for n, change in enumerate(batch):
+                await self._handle(change, tasks)
+                if n % 50 == 49:
+                    await asyncio.sleep(0)  # let requests in: matching shares the event loop with them
+            await self._create_tasks(tasks)
             self.cursor = batch[-1].seq if len(batch) == _BATCH else until
             await store.set_mark(CURSOR, self.cursor)
             for sid, count in self.counts.items():
                 await store.set_mark(f"subscription:{sid}:events", count)
 
-    async def _handle(self, change: StoredResource) -> None:
+    async def _handle(self, change: StoredResource, tasks: list[dict[str, Any]]) -> None:
         topics = self.catalog.by_type.get(change.type, [])
         action = _action(change)
         current = orjson.loads(change.body) if change.body else None
@@ -281,7 +291,7 @@ class SubscriptionEngine:
                 continue
             focus = current if current is not None else previous
             rows = rows_now if rows_now is not None else rows_before
-            await self._start_steps(topic, change, rows)
+            tasks.extend(self._steps(topic, change, rows))
             if focus is not None and rows is not None:
                 self._notify(topic, change, action, focus, rows)
 
@@ -333,22 +343,38 @@ class SubscriptionEngine:
                 channel.events_since_start = number
                 channel.queue.put_nowait((event, change.body))
 
-    async def _start_steps(self, topic: Topic, change: StoredResource, rows: IndexRows | None) -> None:
+    def _steps(self, topic: Topic, change: StoredResource, rows: IndexRows | None) -> list[dict[str, Any]]:
+        """The Tasks the topic's pathways make from this change."""
         steps = self.catalog.steps.get(topic.url)
         if not steps:
-            return
+            return []
         patient = change.id if change.type == "Patient" else (rows.compartments[0] if rows and rows.compartments
                                                               else None)
         at = now_ms()
-        for step in steps:
-            task = task_for(step, change.seq, (change.type, change.id, change.vid), patient, at,
-                            self.config.service_levels_ms)
-            identifier = task["identifier"][0]["value"]
-            try:  # conditional: an event handled again after a restart makes no second Task
-                await self.repository.create("Task", task, if_none_exist=[("identifier",
-                                                                            f"{PATHWAY_EVENT}|{identifier}")])
-            except FhirError as exc:
-                log.warning("Pathway %s: Task for %s/%s not created: %s", step.plan_id, change.type, change.id, exc)
+        return [task_for(step, change.seq, (change.type, change.id, change.vid), patient, at,
+                         self.config.service_levels_ms) for step in steps]
+
+    async def _create_tasks(self, tasks: list[dict[str, Any]]) -> None:
+        """Create a batch's Tasks in one transaction; each is conditional on its event identifier, so an event
+        handled again after a restart makes no second Task."""
+        if not tasks:
+            return
+        entries = [{"resource": task, "request": {
+            "method": "POST", "url": "Task",
+            "ifNoneExist": f"identifier={PATHWAY_EVENT}|{task['identifier'][0]['value']}"}} for task in tasks]
+        base = self.config.base_url
+        try:
+            _, parsed = parse_bundle({"resourceType": "Bundle", "type": "transaction", "entry": entries},
+                                     len(entries), base)
+            await TransactionProcessor(self.repository, base).run(parsed, _no_reads)
+        except FhirError as exc:  # one bad template must not cost the other Tasks: create them one by one
+            log.warning("Pathway Tasks as one transaction failed (%s); creating them one at a time", exc)
+            for task in tasks:
+                identifier = f"{PATHWAY_EVENT}|{task['identifier'][0]['value']}"
+                try:
+                    await self.repository.create("Task", task, if_none_exist=[("identifier", identifier)])
+                except FhirError as each:
+                    log.warning("Pathway Task %s not created: %s", identifier, each)
 
     # -- queries ($status, $events) ----------------------------------------------------------------
     def events_since_start(self, subscription_id: str) -> int:
