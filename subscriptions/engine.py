@@ -23,6 +23,7 @@ from fhirpathpy.models import models
 
 from resources.bundle_entries import parse_bundle
 from resources.errors import FhirError, Unprocessable
+from resources.guard import current_guard
 from resources.ids import now_ms
 from resources.repository import Repository
 from resources.search.index import IndexRows
@@ -157,7 +158,28 @@ class SubscriptionEngine:
             if resource.get("status") not in ("requested", "active", "error", "off"):
                 raise Unprocessable(f"Subscription.status '{resource.get('status')}' is not requested, active, "
                                     f"error or off", code="business-rule", expression=("Subscription.status",))
-            parse_subscription(self.repository.registry, resource, self.catalog.topics, self.config.policy)
+            subscriber = parse_subscription(self.repository.registry, resource, self.catalog.topics,
+                                            self.config.policy)
+            self._check_reach(subscriber)
+
+    def _check_reach(self, subscriber: Subscriber) -> None:
+        """403 when the writer may not search what the topic reports; 422 when it may search only some of it.
+
+        Notifications are not narrowed to the writer's scopes yet, so a writer whose scopes are limited to a
+        patient or to granular filters on a watched type may not subscribe to it (SECURITY.md case 58).
+        """
+        guard = current_guard()
+        if guard is None:
+            return
+        topic = self.catalog.topics.get(subscriber.topic) or query_topic(self.repository.registry,
+                                                                          subscriber.topic)
+        for kind in sorted(topic.resource_types()):
+            guard.require(kind, "s")
+            if guard.restricts(kind, "s"):
+                raise Unprocessable(f"The access token reaches only some {kind} resources (a patient context or "
+                                    f"granular scopes), and notifications are not narrowed to it: subscribing "
+                                    f"to this topic needs search access to every {kind}", code="business-rule",
+                                    expression=("Subscription.criteria",))
 
     # -- catalog ----------------------------------------------------------------------------------
     async def _reload(self) -> None:

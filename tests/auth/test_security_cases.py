@@ -298,3 +298,25 @@ async def test_system_search_needs_an_unlimited_scope(world: World) -> None:
     assert response.status_code == 403
     admin = await world.client.get("/fhir", params={"_type": "Patient,Practitioner"}, headers=world.admin)
     assert len(ids(admin)) == 3
+
+
+@pytest.mark.parametrize(("scope", "status"), [
+    ("system/Subscription.cruds system/Observation.rs", 201),
+    ("system/Subscription.cruds system/Observation.rs?category=http://terminology.hl7.org/CodeSystem/"
+     "observation-category|laboratory", 422),
+    ("system/Subscription.cruds", 403),
+])
+async def test_case_58_subscriptions_reach_only_what_the_token_may_search(world: World, scope: str,
+                                                                          status: int) -> None:
+    token = await world.backend_token(scope)
+    subscription = {"resourceType": "Subscription", "status": "requested", "reason": "alerts",
+                    "criteria": "http://careloop.health/fhir/SubscriptionTopic/pain-score-high",
+                    "channel": {"type": "rest-hook", "endpoint": "https://receiver.example.org/hook"}}
+    response = await world.client.post("/fhir/Subscription", content=orjson.dumps(subscription),
+                                       headers={**world.bearer(token), **FHIR_JSON})
+    assert response.status_code == status, response.text
+    if status != 201:
+        assert issue(response) == ("business-rule" if status == 422 else "forbidden")
+        listed = await world.client.get("/fhir/Subscription", params={"criteria": subscription["criteria"]},
+                                        headers=world.admin)
+        assert "entry" not in listed.json()

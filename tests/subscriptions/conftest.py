@@ -10,6 +10,8 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
+from resources.ids import now_ms
+from resources.search.dates import format_instant
 from server.settings import Settings
 from subscriptions.engine import SubscriptionEngine
 from subscriptions.subscription import FILTER_CRITERIA, HEARTBEAT_PERIOD, MAX_COUNT, PAYLOAD_CONTENT
@@ -67,11 +69,16 @@ async def subscribe(client: httpx.AsyncClient, resource: dict[str, Any]) -> dict
     return stored
 
 
-def pain_score(patient_id: str, value: int) -> dict[str, Any]:
-    """A pain score (LOINC 72514-3, 0 to 10)."""
+def just_now() -> str:
+    """The current instant, as FHIR writes it."""
+    return format_instant(now_ms())
+
+
+def pain_score(patient_id: str, value: int, when: str | None = None) -> dict[str, Any]:
+    """A pain score (LOINC 72514-3, 0 to 10), taken now unless `when` says otherwise."""
     return {"resourceType": "Observation", "status": "final",
             "code": {"coding": [{"system": "http://loinc.org", "code": "72514-3"}]},
-            "subject": {"reference": f"Patient/{patient_id}"}, "effectiveDateTime": "2026-11-24T08:00:00Z",
+            "subject": {"reference": f"Patient/{patient_id}"}, "effectiveDateTime": when or just_now(),
             "valueQuantity": {"value": value, "unit": "{score}", "system": "http://unitsofmeasure.org",
                               "code": "{score}"}}
 

@@ -18,7 +18,7 @@ from server.settings import Settings
 from subscriptions.pathways import PATHWAY_EVENT
 from tests.conftest import FHIR_JSON, body, client_for, create
 from tests.factories import observation, patient
-from tests.subscriptions.conftest import engine, pain_score
+from tests.subscriptions.conftest import engine, just_now, pain_score
 
 pytestmark = pytest.mark.anyio
 ACT = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
@@ -63,17 +63,23 @@ async def test_finished_visit_makes_three_follow_ups_once(app: FastAPI, client: 
     await engine(app).settled()
     assert len(await tasks_for(client, f"Encounter/{visit['id']}")) == 3
     inpatient = await create(client, encounter(someone["id"], "finished", "IMP"))
+    historical = await create(client, {**encounter(someone["id"], "finished"),
+                                       "period": {"start": "2018-02-01T09:00:00Z", "end": "2018-02-01T10:00:00Z"}})
     await engine(app).settled()
     surgery = await tasks_for(client, f"Encounter/{inpatient['id']}")
     assert sorted(hours_due(t) for t in surgery) == [6.0, 48.0, 168.0, 720.0, 2160.0]
+    assert await tasks_for(client, f"Encounter/{historical['id']}") == []
 
 
 async def test_pain_score_and_critical_reading(app: FastAPI, client: httpx.AsyncClient) -> None:
     someone = await create(client, patient())
     high = await create(client, pain_score(someone["id"], 7))
     low = await create(client, pain_score(someone["id"], 2))
-    critical = await create(client, observation(f"Patient/{someone['id']}", value=20.0))  # glucose, critical high
-    normal = await create(client, observation(f"Patient/{someone['id']}", value=5.0))
+    critical = await create(client, observation(f"Patient/{someone['id']}", value=20.0, when=just_now()))
+    normal = await create(client, observation(f"Patient/{someone['id']}", value=5.0, when=just_now()))
+    # an old reading (a historical import) is stored and interpreted, but starts no follow-up
+    old = await create(client, observation(f"Patient/{someone['id']}", value=20.0, when="2019-05-01T08:00:00Z"))
+    old_pain = await create(client, pain_score(someone["id"], 9, when="2019-05-01T08:00:00Z"))
     await engine(app).settled()
     callback = await tasks_for(client, f"Observation/{high['id']}")
     assert [(t["priority"], t["code"]["coding"][0]["code"]) for t in callback] == [("stat", "urgent-callback")]
@@ -82,6 +88,9 @@ async def test_pain_score_and_critical_reading(app: FastAPI, client: httpx.Async
     review = await tasks_for(client, f"Observation/{critical['id']}")
     assert [(t["priority"], hours_due(t)) for t in review] == [("stat", 0.5)]
     assert await tasks_for(client, f"Observation/{normal['id']}") == []
+    assert old["interpretation"][0]["coding"][0]["code"] == "HH"
+    assert await tasks_for(client, f"Observation/{old['id']}") == []
+    assert await tasks_for(client, f"Observation/{old_pain['id']}") == []
 
 
 async def test_pathways_are_data_a_clinic_can_change(app: FastAPI, client: httpx.AsyncClient) -> None:
