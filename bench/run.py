@@ -127,8 +127,8 @@ def subscriptions_block(found: dict[str, Any]) -> list[str]:
         f"{found['ingest_ratio']} | >= 0.9 |",
         "",
         f"Ingest: {found['ingest_resources']} Synthea resources per round, {found['ingest_rounds']} alternating "
-        f"rounds per configuration (medians), 2 bundles in flight; both servers run the shipped pathways, which "
-        f"make follow-up Tasks from the ingested encounters and procedures. With subscriptions, "
+        f"rounds per configuration (medians), 2 bundles in flight; both servers run the shipped pathways "
+        f"(the Synthea records are historical, so they start no follow-up Tasks). With subscriptions, "
         f"{found['notified_events']} events were delivered; the last arrived {found['notify_lag_s']} s after the "
         f"last bundle was acknowledged (matching and delivery run behind the writes, off their path).",
     ]

@@ -310,7 +310,7 @@ async def test_case_58_subscriptions_reach_only_what_the_token_may_search(world:
                                                                           status: int) -> None:
     token = await world.backend_token(scope)
     subscription = {"resourceType": "Subscription", "status": "requested", "reason": "alerts",
-                    "criteria": "http://careloop.health/fhir/SubscriptionTopic/pain-score-high",
+                    "criteria": "Observation?code=http://loinc.org|72514-3",
                     "channel": {"type": "rest-hook", "endpoint": "https://receiver.example.org/hook"}}
     response = await world.client.post("/fhir/Subscription", content=orjson.dumps(subscription),
                                        headers={**world.bearer(token), **FHIR_JSON})
