@@ -73,6 +73,8 @@ class Catalog:
                 for criteria in (trigger.previous, trigger.current):
                     if criteria is not None:
                         codes[trigger.resource_type].update(f.code for f in criteria.filters)
+                if trigger.recent is not None:
+                    codes[trigger.resource_type].add(trigger.recent[0])
         for subscriber in self.subscribers.values():
             for kind, many in subscriber.filters.items():
                 codes.setdefault(kind, set()).update(f.code for c in many for f in c.filters)
@@ -331,6 +333,12 @@ class SubscriptionEngine:
                            or matches_all(trigger.current.filters, current, rows_now))
         if results and not (all(results) if trigger.require_both else any(results)):
             return False
+        if trigger.recent is not None:
+            code, window = trigger.recent
+            rows = rows_now if rows_now is not None else rows_before
+            oldest = now_ms() - window
+            if rows is not None and not all(high >= oldest for c, _, high in rows.dates if c == code):
+                return False
         if trigger.fhirpath:
             return self._fhirpath_true(trigger.fhirpath, previous, current)
         return True

@@ -20,8 +20,10 @@ from resources.search.match import evaluable
 from resources.search.parse import parse_search
 from resources.search.query import Filter
 from resources.search.registry import SearchRegistry
+from subscriptions.pathways import duration_ms
 
 _DEFINITION = "http://hl7.org/fhir/StructureDefinition/"
+RECENT_WITHIN = "http://careloop.health/fhir/StructureDefinition/topic-recent-within"
 INTERACTIONS = frozenset({"create", "update", "delete"})
 
 
@@ -43,6 +45,7 @@ class Trigger:
     current: Criteria | None
     require_both: bool
     fhirpath: str | None
+    recent: tuple[str, int] | None = None  # (date parameter, window in ms): the event's own time must be recent
 
 
 @dataclass(frozen=True)
@@ -113,7 +116,24 @@ def _trigger(registry: SearchRegistry, raw: dict[str, Any], n: int) -> Trigger:
         except Exception as exc:  # noqa: BLE001 -- reported as this element's error
             raise Unprocessable(f"{where}.fhirPathCriteria does not compile: {exc}", code="business-rule",
                                 expression=(f"{where}.fhirPathCriteria",)) from exc
-    return Trigger(resource_type, interactions, previous, current, bool(query.get("requireBoth", False)), fhirpath)
+    return Trigger(resource_type, interactions, previous, current, bool(query.get("requireBoth", False)), fhirpath,
+                   _recent(registry, resource_type, raw, where))
+
+
+def _recent(registry: SearchRegistry, resource_type: str, raw: dict[str, Any], where: str) -> tuple[str, int] | None:
+    """The recency rule of a trigger: its date parameter must lie within a window before now (or be absent)."""
+    found = [e for e in raw.get("extension") or [] if e.get("url") == RECENT_WITHIN]
+    if not found:
+        return None
+    parts = {e.get("url"): e for e in found[0].get("extension") or []}
+    code = (parts.get("parameter") or {}).get("valueCode")
+    window = duration_ms((parts.get("within") or {}).get("valueDuration"))
+    param = registry.get(resource_type, str(code)) if code else None
+    if param is None or param.type != "date" or window is None:
+        raise Unprocessable(f"{where}: the {RECENT_WITHIN} extension needs a date search parameter of "
+                            f"{resource_type} (parameter) and a Duration in s, min, h, d or wk (within)",
+                            code="business-rule", expression=(f"{where}.extension",))
+    return str(code), window
 
 
 def parse_topic(registry: SearchRegistry, body: dict[str, Any]) -> Topic:
