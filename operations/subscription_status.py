@@ -81,4 +81,4 @@ async def events(call: OperationCall) -> bytes:
     base = call.context.base_url
     status_body = status_resource(sid, str(target.get("status")), str(target.get("criteria")), "query-event",
                                   engine.events_since_start(sid), chosen, base)
-    return bundle(status_body, content, items, base, now_ms())
+    return bundle(sid, status_body, content, items, base, now_ms())

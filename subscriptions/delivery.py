@@ -111,14 +111,19 @@ class Channel:
                 error = str(exc)
         return error
 
-    def _status(self, kind: str, events: list[Event], status: str = "active") -> dict[str, object]:
-        sub = self.subscriber
-        return status_resource(sub.id, status, sub.topic, kind, self.events_since_start, events,
-                               self.config.base_url)
+    def _payload(self, kind: str, batch: list[tuple[Event, bytes | None]] | None = None,
+                 status: str = "active") -> bytes:
+        """A notification Bundle of this subscription: handshake, heartbeat or the events of a batch."""
+        sub, base = self.subscriber, self.config.base_url
+        items = batch or []
+        resource = status_resource(sub.id, status, sub.topic, kind, self.events_since_start,
+                                   [event for event, _ in items], base)
+        content = sub.content if kind == "event-notification" else "empty"
+        return bundle(sub.id, resource, content, items, base, now_ms())
 
     async def handshake(self) -> bool:
         """The handshake of a requested subscription; records active or error on the Subscription."""
-        payload = bundle(self._status("handshake", [], "requested"), "empty", [], self.config.base_url, now_ms())
+        payload = self._payload("handshake", status="requested")
         error = await self._post_with_retries(payload)
         if error is None:
             await self.write_status(self.subscriber.id, "active", None)
@@ -138,9 +143,7 @@ class Channel:
                 batch = [item]
                 while len(batch) < self.subscriber.max_count and not self.queue.empty():
                     batch.append(self.queue.get_nowait())
-                events = [event for event, _ in batch]
-                payload = bundle(self._status("event-notification", events), self.subscriber.content, batch,
-                                 self.config.base_url, now_ms())
+                payload = self._payload("event-notification", batch)
                 error = await self._post_with_retries(payload)
                 if error is not None:
                     log.warning("Subscription/%s: notification failed after retries: %s", self.subscriber.id, error)
@@ -164,7 +167,7 @@ class Channel:
             return None
 
     async def _heartbeat(self) -> None:
-        payload = bundle(self._status("heartbeat", []), "empty", [], self.config.base_url, now_ms())
+        payload = self._payload("heartbeat")
         try:
             await self.post(payload)
         except DeliveryFailed as exc:  # a missed heartbeat is itself the signal; the next one tries again

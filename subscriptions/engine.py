@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,6 +42,7 @@ log = logging.getLogger("careloop.subscriptions")
 CURSOR = "subscriptions:cursor"
 CONFIG_TYPES = frozenset({"SubscriptionTopic", "Subscription", "PlanDefinition", "ActivityDefinition"})
 _BATCH = 500
+_SAVE_EVERY_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -113,6 +115,8 @@ class SubscriptionEngine:
         self._task: asyncio.Task[None] | None = None
         self._idle = asyncio.Event()
         self._fhirpath: dict[str, Any] = {}
+        self._saved_counts: dict[str, int] = {}
+        self._saved_at = 0.0
 
     # -- lifecycle --------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -132,6 +136,8 @@ class SubscriptionEngine:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+            with contextlib.suppress(FhirError):  # the store may already be unavailable
+                await self._save_position(force=True)
         for channel in list(self.channels.values()):
             await channel.stop()
         if self._owns_client:
@@ -293,9 +299,21 @@ class SubscriptionEngine:
                     await asyncio.sleep(0)  # let requests in: matching shares the event loop with them
             await self._create_tasks(tasks)
             self.cursor = batch[-1].seq if len(batch) == _BATCH else until
-            await store.set_mark(CURSOR, self.cursor)
-            for sid, count in self.counts.items():
+            await self._save_position(force=bool(tasks) or self.counts != self._saved_counts)
+
+    async def _save_position(self, force: bool = False) -> None:
+        """Persist the feed position and changed event counts: at once after a batch that made Tasks or events,
+        otherwise at most every few seconds (a commit with nothing to match costs no write of its own; after a
+        crash the unsaved stretch is read again and matches nothing)."""
+        if not force and time.monotonic() - self._saved_at < _SAVE_EVERY_S:
+            return
+        store = self.repository.store
+        await store.set_mark(CURSOR, self.cursor)
+        for sid, count in self.counts.items():
+            if self._saved_counts.get(sid) != count:
                 await store.set_mark(f"subscription:{sid}:events", count)
+        self._saved_counts = dict(self.counts)
+        self._saved_at = time.monotonic()
 
     async def _handle(self, change: StoredResource, tasks: list[dict[str, Any]]) -> None:
         topics = self.catalog.by_type.get(change.type, [])

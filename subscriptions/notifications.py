@@ -58,13 +58,12 @@ def _entry(event: Event, content: str, body: bytes | None, base_url: str) -> dic
     return entry
 
 
-def bundle(status: dict[str, Any], content: str, events: list[tuple[Event, bytes | None]], base_url: str,
-           now_ms: int) -> bytes:
+def bundle(subscription_id: str, status: dict[str, Any], content: str, events: list[tuple[Event, bytes | None]],
+           base_url: str, now_ms: int) -> bytes:
     """The notification Bundle bytes (resource bodies are spliced in as stored, never re-serialised)."""
-    subscription = status["subscription"]["reference"].rsplit("/", 1)[1]
     entries: list[dict[str, Any]] = [{
         "fullUrl": f"urn:uuid:{uuid.uuid4()}", "resource": status,
-        "request": {"method": "GET", "url": f"Subscription/{subscription}/$status"},
+        "request": {"method": "GET", "url": f"Subscription/{subscription_id}/$status"},
         "response": {"status": "200"}}]
     if content != "empty":
         entries.extend(_entry(event, content, body, base_url) for event, body in events)
