@@ -5,11 +5,12 @@ https://hl7.org/fhir/R4B/operations.html
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
+from operations.cohort import CohortRules
 from operations.parameters import OperationInput
 from resources.repository import Repository
 from subscriptions.engine import SubscriptionEngine
@@ -24,6 +25,7 @@ class OperationContext:
     terminology: TerminologyService
     base_url: str
     subscriptions: SubscriptionEngine | None = None
+    cohort: CohortRules = field(default_factory=CohortRules)
 
 
 @dataclass(frozen=True)

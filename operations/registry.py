@@ -10,7 +10,17 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from operations import everything, expand, lookup, subscription_status, subsumes, translate, validate_code
+from operations import (
+    churn_risk,
+    everything,
+    expand,
+    lookup,
+    subscription_status,
+    subsumes,
+    tier,
+    translate,
+    validate_code,
+)
 from operations.context import OperationCall
 from resources.errors import MethodNotAllowed, NotFound
 
@@ -37,6 +47,7 @@ class Operation:
 
 
 _HL7 = "http://hl7.org/fhir/OperationDefinition/"
+_CARELOOP = "http://careloop.health/fhir/OperationDefinition/"
 _BACKPORT = "http://hl7.org/fhir/uv/subscriptions-backport/OperationDefinition/"
 
 OPERATIONS: tuple[Operation, ...] = (
@@ -46,6 +57,8 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation("expand", ("ValueSet",), expand.run, _HL7 + "ValueSet-expand"),
     Operation("translate", ("ConceptMap",), translate.run, _HL7 + "ConceptMap-translate"),
     Operation("everything", ("Patient",), everything.run, _HL7 + "Patient-everything", type_level=False),
+    Operation("tier", ("Patient",), tier.run, _CARELOOP + "Patient-tier"),
+    Operation("churn-risk", ("Patient",), churn_risk.run, _CARELOOP + "Patient-churn-risk"),
     Operation("status", ("Subscription",), subscription_status.status, _BACKPORT + "backport-subscription-status"),
     Operation("events", ("Subscription",), subscription_status.events, _BACKPORT + "backport-subscription-events",
               type_level=False),

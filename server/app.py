@@ -17,6 +17,7 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from consent.access import AccessPolicy
+from operations.cohort import CohortRules
 from resources.model_pool import ModelValidator
 from resources.models import resource_types, warm_up
 from resources.reindex import Reindexer
@@ -95,7 +96,11 @@ def build_services(settings: Settings, mongo_client: Any = None) -> Services:
         engine = SubscriptionEngine(repository, engine_config(settings))
         repository.write_hooks.append(engine.check)
         store.add_commit_listener(engine.on_commit)
-    return Services(settings, repository, custom, reindexer, terminology, rules, policy, engine)
+    try:
+        cohort = CohortRules.of(settings.cohort_rules)
+    except (ValueError, TypeError) as exc:
+        raise SystemExit(f"CARELOOP_COHORT_RULES: {exc}") from exc
+    return Services(settings, repository, custom, reindexer, terminology, rules, policy, engine, cohort)
 
 
 def engine_config(settings: Settings) -> EngineConfig:

@@ -5,13 +5,14 @@ https://hl7.org/fhir/R4B/http.html#general
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 from fastapi import Request
 
 from consent.access import FULL_ACCESS, Access, AccessPolicy
+from operations.cohort import CohortRules
 from resources.errors import Invalid, TooLarge, Unauthorized
 from resources.reindex import Reindexer
 from resources.repository import Repository
@@ -38,6 +39,7 @@ class Services:
     device_rules: DeviceRules
     policy: AccessPolicy
     subscriptions: SubscriptionEngine | None = None
+    cohort: CohortRules = field(default_factory=CohortRules)
     auth: AuthService | None = None
     capability: bytes = b""
     capability_version: int = -1

@@ -55,3 +55,6 @@ class Settings(BaseSettings):
         default_factory=lambda: {"stat": 30, "asap": 120, "urgent": 120, "routine": 1440},
         description="Deadline of a follow-up Task by priority when its template gives no due offset "
         "(DOMAIN.md section 4)")
+    cohort_rules: dict[str, float | str] = Field(
+        default_factory=dict, description="Overrides of the tier and churn-risk rules (DOMAIN.md sections 1-2), "
+        "e.g. {\"lost_days\": 150}; every rule and its value is listed in each $tier and $churn-risk answer")

@@ -1,0 +1,117 @@
+"""What the cohort operations ($tier, $churn-risk) read, and their rules as data (DOMAIN.md sections 1-2).
+
+Every threshold is a field of CohortRules (settings: CARELOOP_COHORT_RULES), and the operations report the
+values they used, so a person sees why a patient got a tier or a risk. Data is read through the Repository,
+so the caller's scopes narrow it like any search. https://hl7.org/fhir/R4B/operations.html
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+import orjson
+
+from resources.repository import Repository
+from resources.search.dates import date_range, format_instant
+from resources.search.parse import parse_search
+from resources.store.protocol import StoredResource
+
+DAY_MS = 86_400_000
+CARELOOP = "http://careloop.health/fhir/CodeSystem/"
+
+
+@dataclass(frozen=True)
+class CohortRules:
+    """The clinic rules of tiers and churn risk; every number is a default a clinic may change."""
+
+    window_days: int = 365  # look-back of spend and visits
+    tier_a_spend_percentile: float = 80.0  # spend at or above this percentile of the population: A
+    tier_b_spend_percentile: float = 50.0  # at or above this (and below A): B
+    tier_a_visits_per_month: float = 2.0
+    tier_b_visits_per_window: int = 4  # about quarterly
+    programme_category: str = CARELOOP + "service-type|health-management"  # an active CarePlan of it: A
+    lost_days: int = 180
+    elevated_days: int = 90
+    unanswered_elevated: int = 2
+    unanswered_high: int = 3
+    satisfaction_code: str = CARELOOP + "churn-signal|satisfaction"
+    satisfaction_elevated: float = 3.0  # at most this: elevated
+    satisfaction_high: float = 3.0  # below this: high
+    missed_elevated: int = 2
+    missed_high: int = 3
+    complaints_elevated: int = 1
+    complaints_high: int = 2
+    complaint_category: str = CARELOOP + "follow-up-task|complaint"
+
+    @classmethod
+    def of(cls, overrides: dict[str, Any]) -> CohortRules:
+        """Defaults with a clinic's overrides; ValueError naming an unknown rule."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(overrides) - known)
+        if unknown:
+            raise ValueError(f"unknown cohort rule(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        return replace(cls(), **overrides)
+
+    def as_parts(self) -> list[dict[str, Any]]:
+        """The rules as Parameters parts (reported with every answer)."""
+        parts = []
+        for f in fields(self):
+            value = getattr(self, f.name)
+            kind = "String" if isinstance(value, str) else "Decimal"
+            parts.append({"name": f.name, f"value{kind}": value})
+        return parts
+
+
+async def scan_stored(repository: Repository, resource_type: str, params: Sequence[tuple[str, str]],
+                      batch: int = 1000) -> AsyncIterator[StoredResource]:
+    """Every current resource matching a search (as the caller may see it), page by page."""
+    base = parse_search(resource_type, params, repository.registry, strict=True).query
+    cursor: int | None = None
+    while True:
+        page = await repository.search(replace(base, count=batch, cursor=cursor))
+        for found in page.resources:
+            yield found
+        if page.next_cursor is None:
+            return
+        cursor = int(page.next_cursor)
+
+
+async def scan(repository: Repository, resource_type: str, params: Sequence[tuple[str, str]],
+               ) -> AsyncIterator[dict[str, Any]]:
+    """The bodies of every current resource matching a search, as the caller may see them."""
+    async for found in scan_stored(repository, resource_type, params):
+        if found.body:
+            yield orjson.loads(found.body)
+
+
+def patient_of(resource: dict[str, Any], *keys: str) -> str | None:
+    """The Patient id a resource's subject (or another reference element) names."""
+    for key in keys or ("subject",):
+        ref = (resource.get(key) or {}).get("reference")
+        if isinstance(ref, str) and ref.startswith("Patient/"):
+            return ref.split("/", 2)[1]
+    return None
+
+
+def end_ms(value: Any) -> int | None:
+    """The last millisecond a date, dateTime or Period covers."""
+    if isinstance(value, dict):
+        value = value.get("end") or value.get("start")
+    span = date_range(value) if isinstance(value, str) else None
+    return span[1] if span else None
+
+
+def since(now: int, days: int) -> str:
+    """The `ge` date of a look-back of `days` before now."""
+    return "ge" + format_instant(now - days * DAY_MS)
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The q-th percentile (0-100) by nearest rank; 0 for no values."""
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    rank = max(1, min(len(ordered), int(-(-q * len(ordered) // 100))))
+    return ordered[rank - 1]

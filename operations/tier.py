@@ -1,0 +1,134 @@
+"""Patient/$tier: each patient's service tier (A core, B potential, C basic) with the reasons for it.
+
+Tier A: spend at or above the population's top-20% line, or two or more visits a month, or an active
+long-term programme. Tier B: spend from the median up, or visits about quarterly. Tier C: everyone else.
+Spend is the gross total of issued and balanced Invoices in the look-back window; visits are finished
+Encounters in it (DOMAIN.md section 1). At type level the whole population is tiered, with the count per
+tier. https://hl7.org/fhir/R4B/operations.html
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+from operations.cohort import CARELOOP, CohortRules, patient_of, percentile, scan, scan_stored, since
+from operations.context import OperationCall
+from operations.parameters import parameters, part
+from resources.guard import GUARD
+from resources.ids import now_ms
+
+TIER = CARELOOP + "tier"
+
+
+@dataclass(frozen=True)
+class Standing:
+    """What a patient's tier is decided from."""
+
+    spend: float
+    visits: int
+    programme: bool
+
+
+@dataclass(frozen=True)
+class Lines:
+    """The population's spend lines for A and B."""
+
+    a: float
+    b: float
+
+
+def tier_of(standing: Standing, lines: Lines, rules: CohortRules) -> tuple[str, list[str]]:
+    """The tier and the reasons that decided it."""
+    months = rules.window_days / 30.4
+    reasons = []
+    if standing.spend > 0 and standing.spend >= lines.a:
+        reasons.append(f"spend {standing.spend:.2f} at or above the top line {lines.a:.2f}")
+    if standing.visits >= rules.tier_a_visits_per_month * months:
+        reasons.append(f"{standing.visits} visits in {rules.window_days} days "
+                       f"(at least {rules.tier_a_visits_per_month:g} a month)")
+    if standing.programme:
+        reasons.append("an active long-term programme")
+    if reasons:
+        return "A", reasons
+    if standing.spend > 0 and standing.spend >= lines.b:
+        reasons.append(f"spend {standing.spend:.2f} at or above the median line {lines.b:.2f}")
+    if standing.visits >= rules.tier_b_visits_per_window:
+        reasons.append(f"{standing.visits} visits in {rules.window_days} days "
+                       f"(at least {rules.tier_b_visits_per_window})")
+    if reasons:
+        return "B", reasons
+    return "C", [f"spend {standing.spend:.2f} and {standing.visits} visits in {rules.window_days} days"]
+
+
+async def _spend(call: OperationCall, rules: CohortRules, now: int, patient: str | None) -> dict[str, float]:
+    params = [("date", since(now, rules.window_days)), ("status", "issued,balanced")]
+    if patient is not None:
+        params.append(("patient", patient))
+    totals: dict[str, float] = defaultdict(float)
+    async for invoice in scan(call.context.repository, "Invoice", params):
+        who = patient_of(invoice, "subject", "recipient")
+        value = (invoice.get("totalGross") or invoice.get("totalNet") or {}).get("value")
+        if who is not None and isinstance(value, int | float):
+            totals[who] += float(value)
+    return totals
+
+
+async def _visits(call: OperationCall, rules: CohortRules, now: int, patient: str | None) -> Counter[str]:
+    params = [("date", since(now, rules.window_days)), ("status", "finished")]
+    if patient is not None:
+        params.append(("patient", patient))
+    counts: Counter[str] = Counter()
+    async for encounter in scan(call.context.repository, "Encounter", params):
+        who = patient_of(encounter)
+        if who is not None:
+            counts[who] += 1
+    return counts
+
+
+async def _programmes(call: OperationCall, rules: CohortRules, patient: str | None) -> set[str]:
+    params = [("status", "active"), ("category", rules.programme_category)]
+    if patient is not None:
+        params.append(("patient", patient))
+    return {who async for plan in scan(call.context.repository, "CarePlan", params)
+            if (who := patient_of(plan)) is not None}
+
+
+def _patient_part(patient: str, tier: str, standing: Standing, reasons: list[str]) -> dict[str, Any]:
+    parts = [part("patient", "Reference", {"reference": f"Patient/{patient}"}),
+             part("tier", "Coding", {"system": TIER, "code": tier}),
+             part("spend", "Decimal", round(standing.spend, 2)), part("visits", "Integer", standing.visits),
+             part("programme", "Boolean", standing.programme),
+             *[part("reason", "String", r) for r in reasons]]
+    return {"name": "result", "part": [p for p in parts if p is not None]}
+
+
+async def run(call: OperationCall) -> dict[str, Any]:
+    """One patient's tier (instance level) or every patient's, with the count per tier (type level)."""
+    rules, repository = call.context.cohort, call.context.repository
+    now = now_ms()
+    target = await call.target()
+    patient = str(target["id"]) if target is not None else None
+    # The lines are the whole population's, so a caller who may see one patient is still compared with
+    # everyone: they are computed as the server's own work and only the two aggregate lines are reported.
+    token = GUARD.set(None)
+    try:
+        everyone = await _spend(call, rules, now, None)
+    finally:
+        GUARD.reset(token)
+    lines = Lines(percentile(list(everyone.values()), rules.tier_a_spend_percentile),
+                  percentile(list(everyone.values()), rules.tier_b_spend_percentile))
+    spend = await _spend(call, rules, now, patient)
+    visits = await _visits(call, rules, now, patient)
+    programmes = await _programmes(call, rules, patient)
+    patients = [patient] if patient is not None else [p.id async for p in scan_stored(repository, "Patient", [])]
+    results, counts = [], Counter[str]()
+    for who in patients:
+        standing = Standing(spend.get(who, 0.0), visits.get(who, 0), who in programmes)
+        tier, reasons = tier_of(standing, lines, rules)
+        counts[tier] += 1
+        results.append(_patient_part(who, tier, standing, reasons))
+    summary = [part(f"count-{t}", "Integer", counts.get(t, 0)) for t in ("A", "B", "C")]
+    return parameters(*results, *summary, part("spend-line-a", "Decimal", round(lines.a, 2)),
+                      part("spend-line-b", "Decimal", round(lines.b, 2)), {"name": "rules", "part": rules.as_parts()})
