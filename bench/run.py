@@ -98,6 +98,12 @@ def tier_block(found: dict[str, Any]) -> list[str]:
         f"| c5 `Patient/$everything` (about 100 resources) p50 / p99 | {f['everything_p50_ms']} / "
         f"{f['everything_p99_ms']} ms | one raw query per type with data {f['everything_raw_p50_ms']} ms + "
         f"trivial endpoint | {f['everything_ratio']} | <= 1.5; p50 <= 30 ms |",
+        f"| f1 `Patient/$tier` of the whole population p50 | {f['tier_all_p50_ms']} ms | spend and visit sums "
+        f"from the index tables {f['tier_all_raw_p50_ms']} ms | {f['tier_all_ratio']} | |",
+        f"| f2 `Patient/{{id}}/$tier` p50 / p99 (population spend lines included) | {f['tier_one_p50_ms']} / "
+        f"{f['tier_one_p99_ms']} ms | | | |",
+        f"| f3 `Patient/{{id}}/$churn-risk` p50 / p99 | {f['churn_one_p50_ms']} / {f['churn_one_p99_ms']} ms "
+        f"| | | |",
         f"| e1 idle memory (RSS) | {f['idle_rss_mb']} MiB | trivial FastAPI app {f['trivial_idle_rss_mb']} MiB | "
         f"{round(f['idle_rss_mb'] / f['trivial_idle_rss_mb'], 2)} | <= 150 MiB |",
         f"| idle memory of the validation worker process | {f.get('idle_workers_rss_mb', 'not measured')} MiB "

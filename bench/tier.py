@@ -47,6 +47,13 @@ RAW_READ = "SELECT body FROM resource WHERE type = ? AND id = ?"
 RAW_COMPARTMENT = """
 SELECT r.body FROM resource r WHERE +r.type = ? AND r.deleted = 0
   AND r.rid IN (SELECT rid FROM compartment WHERE patient = ?)"""
+# the cohort baselines: the same sums and counts straight from the index tables (no bodies, no scopes)
+RAW_SPEND = """
+SELECT r.target_id, sum(q.value) FROM idx_date d JOIN idx_quantity q ON q.rid = d.rid AND q.pid = ?
+  JOIN idx_ref r ON r.rid = d.rid AND r.pid = ? WHERE d.pid = ? AND d.high >= ? GROUP BY r.target_id"""
+RAW_VISITS = """
+SELECT r.target_id, count(*) FROM idx_date d JOIN idx_token t ON t.rid = d.rid AND t.pid = ? AND t.code = 'finished'
+  JOIN idx_ref r ON r.rid = d.rid AND r.pid = ? WHERE d.pid = ? AND d.high >= ? GROUP BY r.target_id"""
 FIRST = 10_000  # the a3 ratio compares the whole tier's rate with the rate over this many first resources
 
 
@@ -204,6 +211,9 @@ def _paths(db: str, rng: random.Random) -> dict[str, list[str]]:
         "name": [f"/fhir/Patient?name={f.lower()[: rng.randint(2, 4)]}" for f in FAMILIES],
         "read": [f"/fhir/Observation/{i}" for i in rng.sample(observations, min(2000, len(observations)))],
         "everything": [f"/fhir/Patient/{p}/$everything" for p in sample[:50]],
+        "tier_one": [f"/fhir/Patient/{p}/$tier" for p in sample[:20]],
+        "churn_one": [f"/fhir/Patient/{p}/$churn-risk" for p in sample[:20]],
+        "tier_all": ["/fhir/Patient/$tier"],
         "broad": ["/fhir/Observation?code=2339-0"],
         "broad_total": ["/fhir/Observation?code=2339-0&_total=accurate"],
     }
@@ -224,7 +234,19 @@ def _raw_baselines(db: str, paths: dict[str, list[str]]) -> dict[str, tuple[floa
         "name": _timed(db, _raw(RAW_NAMES), [(pids[("Patient", "name")], p, p + "\U0010ffff") for p in prefixes]),
         "read": _timed(db, _raw(RAW_READ), [("Observation", p.rsplit("/", 1)[1]) for p in paths["read"]]),
         "everything": _timed(db, _raw_everything(types), [p.split("/")[3] for p in paths["everything"]]),
+        "tier_all": _timed(db, _raw_cohort(pids), [None] * 3),
     }
+
+
+def _raw_cohort(pids: dict[tuple[str, str], int]) -> Callable[[sqlite3.Connection, Any], object]:
+    def run(conn: sqlite3.Connection, _: object) -> object:
+        window = int(time.time() * 1000) - 365 * 86_400_000  # the operation's default look-back
+        spend = conn.execute(RAW_SPEND, (pids[("Invoice", "totalgross")], pids[("Invoice", "subject")],
+                                         pids[("Invoice", "date")], window)).fetchall()
+        visits = conn.execute(RAW_VISITS, (pids[("Encounter", "status")], pids[("Encounter", "subject")],
+                                           pids[("Encounter", "date")], window)).fetchall()
+        return spend, visits
+    return run
 
 
 def _disk_figures(db: str, empty_bytes: int, resources: int, figures: dict[str, Any]) -> None:
@@ -246,12 +268,15 @@ def _ratios(figures: dict[str, Any], measured: dict[str, dict[str, float]],
     floor = measured["trivial"]["p50_ms"]
     figures["trivial_p50_ms"] = round(floor, 3)
     figures["errors"] = sum(int(m["errors"]) for m in measured.values())
-    for key in ("observation", "include", "name", "read", "everything", "broad", "broad_total"):
+    for key in ("observation", "include", "name", "read", "everything", "broad", "broad_total", "tier_one",
+                "churn_one", "tier_all"):
         figures[f"{key}_p50_ms"] = round(measured[key]["p50_ms"], 3)
         figures[f"{key}_p99_ms"] = round(measured[key]["p99_ms"], 3)
     for key in ("observation", "name", "everything"):
         figures[f"{key}_raw_p50_ms"] = round(raw[key][0], 3)
         figures[f"{key}_ratio"] = round(measured[key]["p50_ms"] / (raw[key][0] + floor), 3)
+    figures["tier_all_raw_p50_ms"] = round(raw["tier_all"][0], 3)
+    figures["tier_all_ratio"] = round(measured["tier_all"]["p50_ms"] / raw["tier_all"][0], 3)
     figures["read_raw_p50_ms"], figures["read_raw_p99_ms"] = round(raw["read"][0], 4), round(raw["read"][1], 4)
     figures["include_overhead"] = round(measured["include"]["p50_ms"] / measured["observation"]["p50_ms"], 3)
     figures["total_cost"] = round(measured["broad_total"]["p50_ms"] / measured["broad"]["p50_ms"], 3)

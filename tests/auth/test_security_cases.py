@@ -320,3 +320,15 @@ async def test_case_58_subscriptions_reach_only_what_the_token_may_search(world:
         listed = await world.client.get("/fhir/Subscription", params={"criteria": subscription["criteria"]},
                                         headers=world.admin)
         assert "entry" not in listed.json()
+
+
+async def test_cohort_operations_stay_inside_the_patient_context(world: World) -> None:
+    token = await patient_token(world)
+    headers = world.bearer(token)
+    own = await world.client.get(f"/fhir/Patient/{world.ids['alice']}/$churn-risk", headers=headers)
+    assert own.status_code == 200, own.text
+    other = await world.client.get(f"/fhir/Patient/{world.ids['bob']}/$tier", headers=headers)
+    assert other.status_code == 404 and issue(other) == "not-found"
+    everyone = (await world.client.get("/fhir/Patient/$tier", headers=headers)).json()
+    named = [p["part"][0]["valueReference"]["reference"] for p in everyone["parameter"] if p["name"] == "result"]
+    assert named == [f"Patient/{world.ids['alice']}"]
