@@ -93,8 +93,11 @@ async def _open_complaints(repo: Repository, patient: str, category: str) -> int
     if not complaints:
         return 0
     resolved = set()
-    async for task in scan(repo, "Task", [("focus", ",".join(complaints)), ("status", "completed")]):
-        resolved.add(str((task.get("focus") or {}).get("reference", "")))
+    step = repo.search_limits.max_or_values  # one search may OR only so many values
+    for at in range(0, len(complaints), step):
+        chunk = ",".join(complaints[at:at + step])
+        async for task in scan(repo, "Task", [("focus", chunk), ("status", "completed")]):
+            resolved.add(str((task.get("focus") or {}).get("reference", "")))
     return len([c for c in complaints if c not in resolved])
 
 
