@@ -11,8 +11,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from resources.elements import element_info
 from resources.errors import Invalid, Unprocessable
-from resources.schema import element_info
 from resources.search.paths import split_steps
 
 _STEP = re.compile(r"(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:\[(?P<index>\d+)\])?$")

@@ -1,22 +1,28 @@
-"""Model validation spread over worker processes for large bundles (the R4B models are pure-Python CPU work).
+"""Model validation in worker processes, so the serving process neither runs nor holds the R4B models.
 
-Chunks go to the workers as soon as a bundle arrives; when the event loop needs the results it takes back the
-chunks no worker has started, from the end, one at a time, while the workers go on from the front. The two
-meet in the middle, so every core is used whatever else the event loop had to do meanwhile.
+The R4B models are pure-Python CPU work and about 70 MB of memory. With workers, every model check (a single
+create as well as each chunk of a large bundle) runs there, on the other core, while the event loop goes on
+with shape checks, indexing and storing; the models are loaded once, in the workers only. With no workers
+(a one-core machine, the tests) the checks run in the serving process. A worker that dies is replaced, and
+the checks it had are redone in the serving process.
 https://docs.python.org/3/library/concurrent.futures.html#processpoolexecutor
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import multiprocessing
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 import orjson
 
 from resources.errors import Issue
 from resources.models import model_issues, warm_up
+
+log = logging.getLogger("careloop.validation")
 
 Item = tuple[str, dict[str, Any]]
 CHUNK = 16
@@ -31,20 +37,24 @@ def _validate_local(chunk: list[Item]) -> list[list[Issue]]:
 
 
 class ModelValidator:
-    """Validates resources against their R4B models, in parallel when a batch is large enough."""
+    """Validates resources against their R4B models, in the worker processes when there are any."""
 
-    def __init__(self, workers: int = 0, threshold: int = 24) -> None:
+    def __init__(self, workers: int = 0) -> None:
         self._workers = workers
-        self._threshold = threshold
         self._pool: ProcessPoolExecutor | None = None
 
+    @property
+    def local(self) -> bool:
+        """True when the checks run in this process (no workers)."""
+        return self._workers <= 0
+
     def start(self) -> None:
-        """Start the worker processes and have them import the models in the background."""
-        if self._workers > 0 and self._pool is None:
+        """Start the workers and have them load the models now (with none, nothing to do)."""
+        if self._pool is None and not self.local:
             context = multiprocessing.get_context("spawn")  # no fork of a process that runs threads
             self._pool = ProcessPoolExecutor(self._workers, mp_context=context, initializer=warm_up)
             # workers are spawned on demand: ask for them now, so their model imports (seconds) happen
-            # at start-up instead of inside the first large bundle
+            # at start-up instead of inside the first request
             for _ in range(self._workers):
                 self._pool.submit(_validate_chunk, [])
 
@@ -54,15 +64,29 @@ class ModelValidator:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
 
+    def replace(self, broken: ProcessPoolExecutor) -> None:
+        """Start new workers in place of a pool whose worker died (once, however many requests noticed)."""
+        if self._pool is not broken:
+            return
+        log.error("A validation worker died; starting new ones")
+        self._pool = None
+        broken.shutdown(wait=False, cancel_futures=True)
+        self.start()
+
     def submit(self, items: list[Item]) -> ModelJob:
         """Start validating; the workers take chunks while the caller does other work."""
         chunks = [items[i:i + CHUNK] for i in range(0, len(items), CHUNK)]
-        if self._pool is None or len(items) < self._threshold:
-            return ModelJob(chunks, [None] * len(chunks))
         pool = self._pool
-        futures: list[Future[list[list[Issue]]] | None] = [
-            pool.submit(_validate_chunk, [(kind, orjson.dumps(data)) for kind, data in chunk]) for chunk in chunks]
-        return ModelJob(chunks, futures)
+        if pool is None:
+            return ModelJob(self, None, chunks, [None] * len(chunks))
+        try:
+            futures: list[Future[list[list[Issue]]] | None] = [
+                pool.submit(_validate_chunk, [(kind, orjson.dumps(data)) for kind, data in chunk])
+                for chunk in chunks]
+        except BrokenProcessPool:
+            self.replace(pool)
+            return ModelJob(self, None, chunks, [None] * len(chunks))
+        return ModelJob(self, pool, chunks, futures)
 
     async def issues_many(self, items: list[Item]) -> list[list[Issue]]:
         """Model issues per item, in order."""
@@ -72,25 +96,28 @@ class ModelValidator:
 class ModelJob:
     """Model validation under way: chunks and, for those sent to a worker, their futures."""
 
-    def __init__(self, chunks: list[list[Item]], futures: list[Future[list[list[Issue]]] | None]) -> None:
+    def __init__(self, owner: ModelValidator, pool: ProcessPoolExecutor | None, chunks: list[list[Item]],
+                 futures: list[Future[list[list[Issue]]] | None]) -> None:
+        self._owner = owner
+        self._pool = pool
         self._chunks = chunks
         self._futures = futures
 
     async def result(self) -> list[list[Issue]]:
-        """Every item's issues in order: unstarted chunks are taken back from the end and validated here."""
-        done: list[list[list[Issue]] | None] = [None] * len(self._chunks)
-        for index in reversed(range(len(self._chunks))):
-            future = self._futures[index]
-            if future is not None and not future.cancel():
-                break  # a worker has it, and so every chunk before it
-            done[index] = _validate_local(self._chunks[index])
+        """Every item's issues, in order."""
         results: list[list[Issue]] = []
-        for index, chunk_result in enumerate(done):
-            if chunk_result is None:
-                future = self._futures[index]
-                assert future is not None
-                chunk_result = await asyncio.wrap_future(future)
-            results.extend(chunk_result)
+        broken = False
+        for chunk, future in zip(self._chunks, self._futures, strict=True):
+            if future is None:
+                results.extend(_validate_local(chunk))
+                continue
+            try:
+                results.extend(await asyncio.wrap_future(future))
+            except BrokenProcessPool:
+                broken = True
+                results.extend(_validate_local(chunk))  # the answer must not depend on a worker's death
+        if broken and self._pool is not None:
+            self._owner.replace(self._pool)
         return results
 
     def cancel(self) -> None:

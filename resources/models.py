@@ -1,5 +1,7 @@
-"""The R4B resource models: the only module that imports fhir.resources.
+"""The R4B resource models: the only module that imports fhir.resources, and only when a model is first needed.
 
+The models take about 70 MB; with a validation worker they live there alone, so the serving process never
+imports them (it needs the resource types and summary elements only, which resources/elements.py holds).
 https://hl7.org/fhir/R4B/resourcelist.html
 """
 
@@ -8,11 +10,10 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
-from fhir.resources.R4B import get_fhir_model_class
 from pydantic import ValidationError
 
+from resources.elements import kind_issues, resource_type_names, summary_names
 from resources.errors import Issue
-from resources.schema import resource_type_names
 
 FHIR_VERSION = "4.3.0"
 
@@ -34,6 +35,8 @@ def resource_types() -> frozenset[str]:
 
 @cache
 def _model(resource_type: str) -> Any:
+    from fhir.resources.R4B import get_fhir_model_class  # here, not at the top: see the module docstring
+
     return get_fhir_model_class(resource_type)
 
 
@@ -48,7 +51,10 @@ def _location(loc: tuple[Any, ...], resource_type: str) -> str:
 
 
 def model_issues(resource_type: str, data: dict[str, Any]) -> list[Issue]:
-    """Validate a resource against its R4B pydantic model; an empty list means valid."""
+    """Validate a resource against its R4B pydantic model and primitives' JSON kinds; an empty list means valid."""
+    kinds = kind_issues(resource_type, data)
+    if kinds:
+        return kinds
     try:
         _model(resource_type).model_validate(data)
     except ValidationError as exc:
@@ -69,13 +75,6 @@ def warm_up() -> None:
         _model(name)
 
 
-@cache
 def summary_elements(resource_type: str) -> frozenset[str]:
     """JSON names of the elements marked isSummary for a type (choice elements by each typed name)."""
-    names = {"resourceType", "id", "meta"}
-    for name, info in _model(resource_type).model_fields.items():
-        extra = info.json_schema_extra
-        if isinstance(extra, dict) and extra.get("summary_element_property"):
-            names.add(info.alias or name)
-            names.add("_" + (info.alias or name))
-    return frozenset(names)
+    return summary_names(resource_type)

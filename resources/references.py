@@ -11,7 +11,7 @@ from typing import Any
 
 import orjson
 
-from resources.schema import resource_type_names
+from resources.elements import resource_type_names
 
 _URN = re.compile(rb"urn:(?:uuid|oid):[0-9A-Za-z\-.]+")
 _CONDITIONAL = re.compile(rb'"reference":"([A-Z][A-Za-z]+\?[^"]*)"')

@@ -32,7 +32,7 @@ from resources.store.protocol import (
     Write,
     WriteSession,
 )
-from resources.validation import ValidationLimits, precheck, raise_issues, valid_id, validate_resource
+from resources.validation import ValidationLimits, precheck, raise_issues, valid_id
 from resources.validation_job import ValidationJob
 
 Params = Sequence[tuple[str, str]]
@@ -82,9 +82,12 @@ class Repository:
         rows = self.indexer.extract(resource_type, resource, pending_links)
         return Write(resource_type, id_, vid, updated_ms, action, orjson.dumps(resource), rows, expected_vid, method)
 
-    def validate(self, body: Any, resource_type: str | None) -> str:
-        """Full validation of a resource body."""
-        return validate_resource(body, expected_type=resource_type, limits=self.validation)
+    async def validate(self, body: Any, resource_type: str | None) -> str:
+        """Full validation of a resource body: shape here, then the model check (in a worker when there is one)."""
+        kind, structural, references = precheck(body, expected_type=resource_type, limits=self.validation)
+        model = [] if structural else (await self.models.issues_many([(kind, body)]))[0]
+        raise_issues(kind, structural, model, references)
+        return kind
 
     def begin_validation(self, bodies: list[tuple[Any, str | None]]) -> ValidationJob:
         """Start the model checks (in parallel when large), then check shape, schema and references meanwhile."""
@@ -195,7 +198,7 @@ class Repository:
     async def create(self, resource_type: str, body: Any, *, if_none_exist: Params = ()) -> WriteOutcome:
         """Create with a server-assigned id; with If-None-Exist, return the match instead."""
         _require(resource_type, "cs" if if_none_exist else "c")
-        self.validate(body, resource_type)
+        await self.validate(body, resource_type)
         criteria = self.parse_criteria(resource_type, if_none_exist, "If-None-Exist") if if_none_exist else None
         async with self.store.write_session() as session:
             match = await self.single_match(session, criteria, "If-None-Exist") if criteria else None
@@ -210,7 +213,7 @@ class Repository:
     async def update(self, resource_type: str, id_: str, body: Any, *, if_match: int | None = None) -> WriteOutcome:
         """Update, or create with the client's id when the resource does not exist."""
         _require(resource_type, "u")
-        self.validate(body, resource_type)
+        await self.validate(body, resource_type)
         if not valid_id(id_):
             raise Invalid(f"Invalid id '{id_}' in the URL", code="value")
         if body.get("id") is None:
@@ -256,7 +259,7 @@ class Repository:
         if not isinstance(patched, dict) or patched.get("id") != id_ or patched.get(
                 "resourceType") != resource_type:
             raise Invalid("A patch may not change the resource type or id", code="invalid")
-        self.validate(patched, resource_type)
+        await self.validate(patched, resource_type)
         write = self.prepare(resource_type, id_, patched, current.vid + 1, self.clock(), "update", current.vid,
                              "PATCH")
         await session.apply([write])
@@ -287,7 +290,7 @@ class Repository:
                                  *, if_match: int | None = None) -> WriteOutcome:
         """PUT Type?criteria: update the single match, create when none, 412 when several."""
         _require(resource_type, "us")
-        self.validate(body, resource_type)
+        await self.validate(body, resource_type)
         criteria = self.parse_criteria(resource_type, params, "Conditional update")
         async with self.store.write_session() as session:
             target = await self.single_match(session, criteria, "Conditional update")

@@ -1,4 +1,4 @@
-"""Validation of a resource before it is stored: shape, id rule, JSON schema, R4B model, references.
+"""Validation of a resource before it is stored: shape, id rule, R4B model and JSON kinds, references.
 
 https://hl7.org/fhir/R4B/validation.html
 """
@@ -11,7 +11,6 @@ from typing import Any
 
 from resources.errors import Invalid, Issue, Unprocessable
 from resources.models import model_issues, resource_types
-from resources.schema import build_validator, schema_issues
 from resources.search.custom import definition_issues
 
 ID_PATTERN = re.compile(r"[A-Za-z0-9\-.]{1,64}")
@@ -25,11 +24,6 @@ class ValidationLimits:
     """Bounds that keep hostile bodies from exhausting the server."""
 
     max_depth: int = 64
-
-
-def schema_validator() -> Any:
-    """The JSON-schema validator (compiled once)."""
-    return build_validator()
 
 
 def valid_id(value: object) -> bool:
@@ -99,7 +93,7 @@ def check_resource_type(data: Any, expected: str | None) -> str:
 
 def precheck(data: Any, *, expected_type: str | None = None,
              limits: ValidationLimits = ValidationLimits()) -> tuple[str, list[Issue], list[Issue]]:
-    """Type, id, shape, schema and reference checks: (type, structural issues, reference issues)."""
+    """Type, id, shape and reference checks: (type, structural issues, reference issues)."""
     resource_type = check_resource_type(data, expected_type)
     if "id" in data and not valid_id(data["id"]):
         raise Invalid(f"Resource id '{data['id']}' does not match [A-Za-z0-9-.]{{1,64}}", code="value",
@@ -108,7 +102,6 @@ def precheck(data: Any, *, expected_type: str | None = None,
     _walk(data, resource_type, 0, limits, walked)
     structural = [i for i in walked if not i.expression or not i.expression[0].endswith(".reference")]
     references = [i for i in walked if i not in structural]
-    structural.extend(schema_issues(schema_validator(), resource_type, data))
     if resource_type == "SearchParameter" and not structural and data.get("status") != "retired":
         # a business rule: a stored SearchParameter becomes a live search parameter, so it must work as one
         references.extend(definition_issues(data, resource_types()))

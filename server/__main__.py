@@ -2,7 +2,7 @@
 
 import sys
 
-from server.cli import main
+if __name__ == "__main__":  # guarded: spawned validation workers import this module too, and need none of it
+    from server.cli import main
 
-if __name__ == "__main__":  # guarded: spawned worker processes import this module too
     sys.exit(main())

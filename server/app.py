@@ -28,7 +28,7 @@ from resources.search.parse import SearchLimits
 from resources.search.registry import SearchRegistry, default_registry
 from resources.store.protocol import Store, Write, every
 from resources.store.sqlite.store import SqliteStore
-from resources.validation import ValidationLimits, schema_validator
+from resources.validation import ValidationLimits
 from server import errors
 from server.auth import routes as auth_routes
 from server.auth.bearer import BearerMiddleware
@@ -122,17 +122,18 @@ async def load_custom_parameters(svc: Services) -> None:
 
 
 async def open_services(svc: Services) -> Services:
-    """Open the store and load what serving needs: models, schema, stored SearchParameters, device rules, seed."""
+    """Open the store and load what serving needs: validation workers, stored SearchParameters, device rules, seed."""
     await svc.repository.store.open()  # first: an unreachable database stops the start at once
-    svc.repository.models.start()
-    warm_up()
-    schema_validator()
+    svc.repository.models.start()  # early: the workers load the models while the rest of the start goes on
     await load_custom_parameters(svc)
     await svc.device_rules.load(svc.repository.store)
     if svc.settings.terminology_seed:
         await seed(svc.repository)
     if svc.settings.pathways_seed:
         await seed_pathways(svc.repository)
+    if svc.repository.models.local:
+        # last, so the long-lived models fill the memory the start-up work above freed instead of new pages
+        warm_up()
     return svc
 
 
@@ -151,7 +152,7 @@ def create_app(settings: Settings | None = None, *, mongo_client: Any = None) ->
         else:
             svc.auth = AuthService.open(settings, frozenset(resource_types()))
         app.state.services = svc
-        # The R4B models, schema and registry are ~100 MB of long-lived objects; freezing them keeps every
+        # The registry, indexer and (with no workers) the R4B models are long-lived objects; freezing them keeps every
         # garbage collection from walking them again (otherwise a full collection costs milliseconds).
         gc.collect()
         gc.freeze()

@@ -20,7 +20,6 @@ from typing import Any
 import fhirpathpy
 import httpx
 import orjson
-from fhirpathpy.models import models
 
 from resources.bundle_entries import parse_bundle
 from resources.errors import FhirError, Unprocessable
@@ -29,6 +28,7 @@ from resources.ids import now_ms
 from resources.repository import Repository
 from resources.search.index import IndexRows
 from resources.search.match import matches_all
+from resources.search.paths import fhirpath_model
 from resources.store.protocol import ReadSource, StoredResource, Write, every
 from resources.transaction import EntryResult, TransactionProcessor
 from subscriptions.delivery import Channel, DeliveryConfig
@@ -365,7 +365,7 @@ class SubscriptionEngine:
                        ) -> bool:
         compiled = self._fhirpath.get(expression)
         if compiled is None:
-            compiled = self._fhirpath[expression] = fhirpathpy.compile(expression, model=models["r4"])
+            compiled = self._fhirpath[expression] = fhirpathpy.compile(expression, model=fhirpath_model())
         try:
             result = compiled(current or previous or {}, {"current": current, "previous": previous})
         except Exception:  # noqa: BLE001 -- an expression that fails on this resource does not fire

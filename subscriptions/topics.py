@@ -12,12 +12,12 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 import fhirpathpy
-from fhirpathpy.models import models
 
 from resources.errors import Unprocessable
 from resources.models import resource_types
 from resources.search.match import evaluable
 from resources.search.parse import parse_search
+from resources.search.paths import fhirpath_model
 from resources.search.query import Filter
 from resources.search.registry import SearchRegistry
 from subscriptions.pathways import duration_ms
@@ -112,7 +112,7 @@ def _trigger(registry: SearchRegistry, raw: dict[str, Any], n: int) -> Trigger:
     if fhirpath:
         try:  # the parser accepts some broken text; a trial run on an empty resource finds the rest
             empty = {"resourceType": resource_type}
-            fhirpathpy.compile(fhirpath, model=models["r4"])(empty, {"current": empty, "previous": empty})
+            fhirpathpy.compile(fhirpath, model=fhirpath_model())(empty, {"current": empty, "previous": empty})
         except Exception as exc:  # noqa: BLE001 -- reported as this element's error
             raise Unprocessable(f"{where}.fhirPathCriteria does not compile: {exc}", code="business-rule",
                                 expression=(f"{where}.fhirPathCriteria",)) from exc

@@ -7,14 +7,16 @@ https://hl7.org/fhir/R4B/searchparameter.html#expression
 
 from __future__ import annotations
 
+import importlib.util
 import re
 from collections.abc import Callable, Mapping
 from contextvars import ContextVar
 from functools import cache
+from pathlib import Path
 from typing import Any
 
 import fhirpathpy
-from fhirpathpy.models import models as fhirpath_models
+import orjson
 
 from resources.search.registry import split_union, strip_parens
 
@@ -29,10 +31,23 @@ _AS_SUFFIX = re.compile(r"^(.*\S)\s+as\s+([A-Za-z]+)$")
 
 
 @cache
+def fhirpath_model() -> dict[str, Any]:
+    """fhirpathpy's R4 model tables (choice types, element types), which serve R4B as well.
+
+    Read from fhirpathpy's files directly: importing fhirpathpy.models parses the tables of all four FHIR
+    versions it knows (about 5 MB that would stay in memory).
+    """
+    spec = importlib.util.find_spec("fhirpathpy")
+    assert spec is not None and spec.submodule_search_locations is not None
+    folder = Path(next(iter(spec.submodule_search_locations))) / "models" / "r4"
+    return {path.stem: orjson.loads(path.read_bytes()) for path in sorted(folder.glob("*.json"))}
+
+
+@cache
 def _choice_keys() -> dict[str, tuple[str, ...]]:
     # element name -> the JSON keys its [x] choice can take (value -> valueQuantity, valueString, ...)
     keys: dict[str, set[str]] = {}
-    for path, types in fhirpath_models["r4"]["choiceTypePaths"].items():
+    for path, types in fhirpath_model()["choiceTypePaths"].items():
         name = path.rsplit(".", 1)[-1]
         keys.setdefault(name, set()).update(name + t[0].upper() + t[1:] for t in types)
     return {name: tuple(sorted(found)) for name, found in keys.items()}
@@ -196,7 +211,7 @@ def _as_to_of_type(expression: str) -> str:
 
 def compile_fhirpath(expression: str) -> Accessor:
     """A closure evaluating an expression with fhirpathpy (the slow, complete path)."""
-    fn = fhirpathpy.compile(_as_to_of_type(expression), model=fhirpath_models["r4"],
+    fn = fhirpathpy.compile(_as_to_of_type(expression), model=fhirpath_model(),
                             options={"userInvocationTable": _USER_FUNCTIONS})
 
     def evaluate(resource: dict[str, Any]) -> list[Any]:

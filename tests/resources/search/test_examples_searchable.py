@@ -15,9 +15,9 @@ import fhirpathpy
 import httpx
 import orjson
 import pytest
-from fhirpathpy.models import models
 
 from resources.models import resource_types
+from resources.search.paths import fhirpath_model
 from resources.search.registry import default_registry
 from tests.conftest import DATA, FHIR_JSON
 
@@ -105,7 +105,7 @@ async def test_examples_are_found_by_their_own_values(client: httpx.AsyncClient,
         for param in registry.for_type(kind).values():
             if param.type not in SEARCHABLE or not param.expression or param.code.startswith("_"):
                 continue
-            evaluate = fhirpathpy.compile(fhirpath_for(param.expression, kind), model=models["r4"])
+            evaluate = fhirpathpy.compile(fhirpath_for(param.expression, kind), model=fhirpath_model())
             for resource in resources:
                 try:
                     values = evaluate(resource, {})

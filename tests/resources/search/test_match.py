@@ -15,10 +15,10 @@ import httpx
 import orjson
 import pytest
 from fastapi import FastAPI
-from fhirpathpy.models import models
 
 from resources.search.match import NotEvaluable, matches_all
 from resources.search.parse import parse_search
+from resources.search.paths import fhirpath_model
 from server.settings import Settings
 from tests.conftest import DATA, FHIR_JSON
 from tests.resources.search.test_examples_searchable import SEARCHABLE, fhirpath_for, query_values
@@ -69,7 +69,7 @@ async def test_matcher_agrees_with_the_store(app: FastAPI, client: httpx.AsyncCl
         for param in registry.for_type(kind).values():
             if param.type not in SEARCHABLE or not param.expression or param.code.startswith("_"):
                 continue
-            evaluate = fhirpathpy.compile(fhirpath_for(param.expression, kind), model=models["r4"])
+            evaluate = fhirpathpy.compile(fhirpath_for(param.expression, kind), model=fhirpath_model())
             asked_values: set[str] = set()
             for resource in resources:
                 try:

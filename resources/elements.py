@@ -1,0 +1,102 @@
+"""The R4B element tables: resource types, each element's cardinality and type, and primitives' JSON kinds.
+
+Built from the official JSON schema and the R4B models by tools/element_tables.py, so that neither the 3.4 MB
+schema nor the models need loading to answer these questions.
+https://hl7.org/fhir/R4B/json.html#primitive
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from importlib import resources as pkg
+from typing import Any
+
+import orjson
+
+from resources.errors import Issue
+
+
+def _data(name: str) -> Any:
+    return orjson.loads(pkg.files("resources").joinpath("data", name).read_bytes())
+
+
+@cache
+def resource_type_names() -> frozenset[str]:
+    """Every resource type of R4B."""
+    return frozenset(_data("resource-types.json")["resourceTypes"])
+
+
+@cache
+def summary_names(resource_type: str) -> frozenset[str]:
+    """JSON names of the elements marked isSummary for a type (choice elements by each typed name)."""
+    return frozenset(_summaries().get(resource_type, ("resourceType", "id", "meta")))
+
+
+@cache
+def _summaries() -> dict[str, list[str]]:
+    table: dict[str, list[str]] = _data("resource-types.json")["summary"]
+    return table
+
+
+@cache
+def _tables() -> tuple[dict[str, str], dict[str, dict[str, tuple[bool, str]]]]:
+    data = _data("elements.json")
+    elements = {name: {prop: (bool(repeats), kind) for prop, (repeats, kind) in props.items()}
+                for name, props in data["elements"].items()}
+    return data["primitives"], elements
+
+
+def element_info(definition: str, name: str) -> tuple[bool, str] | None:
+    """(repeats, type) of element `name` of a type or backbone element, or None when it has no such element."""
+    return _tables()[1].get(definition, {}).get(name)
+
+
+# FHIR strings hold no control characters but tab, CR and LF (datatypes.html#string); the R4B models' patterns
+# use \S, which lets them through
+_CONTROL = frozenset(chr(c) for c in (*range(0x00, 0x09), 0x0B, 0x0C, *range(0x0E, 0x20)))
+_KIND_OK = {
+    "boolean": lambda v: isinstance(v, bool),
+    "integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    "number": lambda v: isinstance(v, int | float) and not isinstance(v, bool),
+    "string": lambda v: isinstance(v, str),
+}
+_KIND_NAME = {"boolean": "a JSON boolean", "integer": "a JSON integer", "number": "a JSON number",
+              "string": "a JSON string"}
+
+
+def kind_issues(resource_type: str, data: dict[str, Any], limit: int = 20) -> list[Issue]:
+    """Primitive values of the wrong JSON kind ("true" for a boolean, "5" for a decimal); empty when none.
+
+    The R4B models coerce such values, the JSON format does not allow them.
+    """
+    primitives, elements = _tables()
+    issues: list[Issue] = []
+
+    def walk(definition: str, value: dict[str, Any], path: str) -> None:
+        props = elements.get(definition)
+        if props is None:
+            return
+        for key, item in value.items():
+            info = props.get(key)
+            if info is None:
+                continue  # unknown elements are the models' to report
+            kind = info[1]
+            for index, one in enumerate(item) if isinstance(item, list) else ((None, item),):
+                where = f"{path}.{key}" if index is None else f"{path}.{key}[{index}]"
+                if one is None or len(issues) >= limit:
+                    continue  # null placeholders in arrays are the shape check's to judge
+                if kind in primitives:
+                    json_kind = primitives[kind]
+                    if not _KIND_OK[json_kind](one):
+                        issues.append(Issue("structure", f"{one!r} is not {_KIND_NAME[json_kind]} (FHIR {kind})",
+                                            expression=(where,)))
+                    elif json_kind == "string" and not _CONTROL.isdisjoint(one):
+                        issues.append(Issue("value", f"{one!r} does not match the FHIR {kind} rule: no control "
+                                                     "characters but tab, CR and LF", expression=(where,)))
+                elif isinstance(one, dict):
+                    nested = one.get("resourceType") if kind == "ResourceList" else kind
+                    if isinstance(nested, str):
+                        walk(nested, one, where)
+
+    walk(resource_type, data, resource_type)
+    return issues
