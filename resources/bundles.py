@@ -34,15 +34,23 @@ def searchset(resources: Sequence[StoredResource], base_url: str, links: dict[st
     if total is not None:
         head["total"] = total
     head["link"] = [{"relation": rel, "url": url} for rel, url in links.items()]
-    entries = []
+    # one join of small pieces: concatenating each entry first would copy every body several times.
+    # Types and ids ([A-Za-z0-9-.]) need no JSON escaping; the base URL is escaped once.
+    open_url = b'{"fullUrl":' + _dumps(base_url + "/")[:-1]
+    parts: list[bytes] = []
     for mode, group in (("match", resources), ("include", included)):
+        close = b',"search":{"mode":"' + mode.encode() + b'"}},'
         for res in group:
             body = body_of(res) if body_of else res.body
-            entries.append(b'{"fullUrl":' + _dumps(f"{base_url}/{res.type}/{res.id}") + b',"resource":'
-                           + (body or b"{}") + b',"search":{"mode":"' + mode.encode() + b'"}}')
+            parts += (open_url, res.type.encode(), b"/", res.id.encode(), b'","resource":', body or b"{}",
+                      close)
     if outcome is not None:
-        entries.append(b'{"resource":' + _dumps(outcome) + b',"search":{"mode":"outcome"}}')
-    return _splice(head, entries)
+        parts += (b'{"resource":', _dumps(outcome), b',"search":{"mode":"outcome"}},')
+    start = _dumps(head)[:-1]
+    if not parts:
+        return start + b"}"
+    parts[-1] = parts[-1][:-1]  # no comma after the last entry
+    return b"".join((start, b',"entry":[', *parts, b"]}"))
 
 
 def history(versions: Sequence[StoredResource], base_url: str, links: dict[str, str]) -> bytes:

@@ -82,7 +82,8 @@ def base_url(request: Request) -> str:
     svc = services(request)
     if svc.settings.base_url:
         return svc.settings.base_url.rstrip("/")
-    scheme, host = request.url.scheme, request.headers.get("host") or request.url.netloc
+    # from the scope and the Host header: building request.url parses the whole URL on every request
+    scheme, host = request.scope.get("scheme", "http"), request.headers.get("host") or request.url.netloc
     prefix = ""
     if svc.settings.trust_forwarded:
         proto, fwd_host = _forwarded(request)
