@@ -4,13 +4,14 @@ Signals (DOMAIN.md section 2): days since the last finished Encounter, consecuti
 (Communications to the patient with no reply), the latest satisfaction score, consecutive missed
 Appointments, and open complaints (complaint Communications without a completed Task on them). Any high
 signal makes the risk high, any elevated one elevated. At type level every patient is judged and the
-distribution is returned. https://hl7.org/fhir/R4B/operations.html
+distribution is returned, from one scan of each resource type grouped by patient.
+https://hl7.org/fhir/R4B/operations.html
 """
 
 from __future__ import annotations
 
-from collections import Counter
-from dataclasses import dataclass
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
 from typing import Any
 
 from operations.cohort import CARELOOP, DAY_MS, CohortRules, end_ms, scan, scan_stored
@@ -39,75 +40,65 @@ def _level(value: float | None, elevated: float, high: float) -> str:
     return "high" if value >= high else "elevated" if value >= elevated else "low"
 
 
-async def _days_since_visit(repo: Repository, patient: str, now: int) -> float | None:
-    latest = None
-    async for encounter in scan(repo, "Encounter", [("patient", patient), ("status", "finished")]):
+@dataclass
+class Evidence:
+    """What one patient's signals are judged from, gathered from their resources one at a time."""
+
+    last_visit: int | None = None  # end of the latest finished Encounter, ms
+    replies: set[str] = field(default_factory=set)  # Communications the patient answered
+    outreach: list[tuple[str, str]] = field(default_factory=list)  # (sent, reference) of those sent to them
+    satisfaction: tuple[int, float] | None = None  # (when, score) of the latest
+    appointments: list[tuple[int, str]] = field(default_factory=list)  # (start, status) of past ones
+    complaints: list[str] = field(default_factory=list)  # references of their complaint Communications
+
+    def encounter(self, encounter: dict[str, Any]) -> None:
         ended = end_ms(encounter.get("period"))
-        if ended is not None and (latest is None or ended > latest):
-            latest = ended
-    return None if latest is None else max(0.0, (now - latest) / DAY_MS)
+        if ended is not None and (self.last_visit is None or ended > self.last_visit):
+            self.last_visit = ended
 
+    def reply(self, sent: dict[str, Any]) -> None:
+        self.replies.update(str(r.get("reference", "")).split("/_history")[0] for r in sent.get("inResponseTo") or [])
 
-async def _unanswered(repo: Repository, patient: str) -> int:
-    replies: set[str] = set()
-    async for sent in scan(repo, "Communication", [("sender", f"Patient/{patient}")]):
-        replies.update(str(r.get("reference", "")).split("/_history")[0] for r in sent.get("inResponseTo") or [])
-    outreach = [(c.get("sent") or "", f"Communication/{c['id']}") async for c in scan(
-        repo, "Communication", [("recipient", f"Patient/{patient}")])]
-    count = 0
-    for _, ref in sorted(outreach, reverse=True):  # newest first: count until one was answered
-        if ref in replies:
-            break
-        count += 1
-    return count
+    def touch(self, received: dict[str, Any]) -> None:
+        self.outreach.append((received.get("sent") or "", f"Communication/{received['id']}"))
 
-
-async def _satisfaction(repo: Repository, patient: str, code: str) -> float | None:
-    latest: tuple[int, float] | None = None
-    async for obs in scan(repo, "Observation", [("patient", patient), ("code", code)]):
+    def score(self, obs: dict[str, Any]) -> None:
         value = obs.get("valueInteger", (obs.get("valueQuantity") or {}).get("value"))
         when = end_ms(obs.get("effectiveDateTime") or obs.get("effectivePeriod") or obs.get("issued"))
-        if isinstance(value, int | float) and when is not None and (latest is None or when > latest[0]):
-            latest = (when, float(value))
-    return None if latest is None else latest[1]
+        if isinstance(value, int | float) and when is not None and (self.satisfaction is None
+                                                                    or when > self.satisfaction[0]):
+            self.satisfaction = (when, float(value))
 
-
-async def _missed(repo: Repository, patient: str, now: int) -> int:
-    past = []
-    async for appointment in scan(repo, "Appointment", [("patient", patient)]):
+    def appointment(self, appointment: dict[str, Any], now: int) -> None:
         start = end_ms(appointment.get("start"))
         if start is not None and start <= now and appointment.get("status") in ("fulfilled", "noshow", "arrived",
                                                                                   "checked-in"):
-            past.append((start, appointment["status"]))
-    count = 0
-    for _, status in sorted(past, reverse=True):  # newest first: count the no-shows in a row
-        if status != "noshow":
-            break
-        count += 1
-    return count
+            self.appointments.append((start, appointment["status"]))
+
+    def unanswered(self) -> int:
+        count = 0
+        for _, ref in sorted(self.outreach, reverse=True):  # newest first: count until one was answered
+            if ref in self.replies:
+                break
+            count += 1
+        return count
+
+    def missed(self) -> int:
+        count = 0
+        for _, status in sorted(self.appointments, reverse=True):  # newest first: the no-shows in a row
+            if status != "noshow":
+                break
+            count += 1
+        return count
 
 
-async def _open_complaints(repo: Repository, patient: str, category: str) -> int:
-    complaints = [f"Communication/{c.id}" async for c in scan_stored(
-        repo, "Communication", [("patient", patient), ("category", category)])]
-    if not complaints:
-        return 0
-    resolved = set()
-    step = repo.search_limits.max_or_values  # one search may OR only so many values
-    for at in range(0, len(complaints), step):
-        chunk = ",".join(complaints[at:at + step])
-        async for task in scan(repo, "Task", [("focus", chunk), ("status", "completed")]):
-            resolved.add(str((task.get("focus") or {}).get("reference", "")))
-    return len([c for c in complaints if c not in resolved])
-
-
-async def signals_of(repo: Repository, patient: str, rules: CohortRules, now: int) -> list[Signal]:
-    """The five signals of one patient, each with its level."""
-    days = await _days_since_visit(repo, patient, now)
-    unanswered = await _unanswered(repo, patient)
-    score = await _satisfaction(repo, patient, rules.satisfaction_code)
-    missed = await _missed(repo, patient, now)
-    complaints = await _open_complaints(repo, patient, rules.complaint_category)
+def judge(evidence: Evidence, resolved: set[str], rules: CohortRules, now: int) -> list[Signal]:
+    """The five signals of one patient, each with its level (resolved: complaints a completed Task closed)."""
+    days = None if evidence.last_visit is None else max(0.0, (now - evidence.last_visit) / DAY_MS)
+    unanswered = evidence.unanswered()
+    score = None if evidence.satisfaction is None else evidence.satisfaction[1]
+    missed = evidence.missed()
+    complaints = len([c for c in evidence.complaints if c not in resolved])
     satisfaction = "low"
     if score is not None:
         satisfaction = ("high" if score < rules.satisfaction_high else
@@ -121,6 +112,77 @@ async def signals_of(repo: Repository, patient: str, rules: CohortRules, now: in
         Signal("missed-appointments", missed, _level(missed, rules.missed_elevated, rules.missed_high)),
         Signal("open-complaints", complaints, _level(complaints, rules.complaints_elevated, rules.complaints_high)),
     ]
+
+
+async def _resolved(repo: Repository, complaints: list[str]) -> set[str]:
+    # the complaints among these that a completed Task has in focus
+    resolved = set()
+    step = repo.search_limits.max_or_values  # one search may OR only so many values
+    for at in range(0, len(complaints), step):
+        chunk = ",".join(complaints[at:at + step])
+        async for task in scan(repo, "Task", [("focus", chunk), ("status", "completed")]):
+            resolved.add(str((task.get("focus") or {}).get("reference", "")))
+    return resolved
+
+
+async def signals_of(repo: Repository, patient: str, rules: CohortRules, now: int) -> list[Signal]:
+    """The five signals of one patient, from searches narrowed to them."""
+    ev = Evidence()
+    async for encounter in scan(repo, "Encounter", [("patient", patient), ("status", "finished")]):
+        ev.encounter(encounter)
+    async for sent in scan(repo, "Communication", [("sender", f"Patient/{patient}")]):
+        ev.reply(sent)
+    async for received in scan(repo, "Communication", [("recipient", f"Patient/{patient}")]):
+        ev.touch(received)
+    async for obs in scan(repo, "Observation", [("patient", patient), ("code", rules.satisfaction_code)]):
+        ev.score(obs)
+    async for appointment in scan(repo, "Appointment", [("patient", patient)]):
+        ev.appointment(appointment, now)
+    ev.complaints = [f"Communication/{c.id}" async for c in scan_stored(
+        repo, "Communication", [("patient", patient), ("category", rules.complaint_category)])]
+    return judge(ev, await _resolved(repo, ev.complaints) if ev.complaints else set(), rules, now)
+
+
+def _has_coding(resource: dict[str, Any], element: str, token: str) -> bool:
+    system, _, code = token.rpartition("|")
+    return any(c.get("code") == code and (not system or c.get("system") == system)
+               for concept in resource.get(element) or [] for c in concept.get("coding") or [])
+
+
+def _patients(references: Any) -> list[str]:
+    refs = references if isinstance(references, list) else [references]
+    return [r["reference"].split("/", 2)[1] for r in refs if isinstance(r, dict)
+            and isinstance(r.get("reference"), str) and r["reference"].startswith("Patient/")]
+
+
+async def population(repo: Repository, rules: CohortRules, now: int) -> dict[str, list[Signal]]:
+    """Every patient's signals from five scans of the population, grouped by patient as they stream by.
+
+    One pass per resource type instead of six searches per patient: at 10,000 patients, 5 scans
+    rather than 60,000 searches.
+    """
+    evidence: dict[str, Evidence] = defaultdict(Evidence)
+    async for encounter in scan(repo, "Encounter", [("status", "finished")]):
+        for who in _patients(encounter.get("subject")):
+            evidence[who].encounter(encounter)
+    async for message in scan(repo, "Communication", []):
+        for who in _patients(message.get("sender")):
+            evidence[who].reply(message)
+        for who in _patients(message.get("recipient")):
+            evidence[who].touch(message)
+        if _has_coding(message, "category", rules.complaint_category):
+            for who in _patients(message.get("subject")):
+                evidence[who].complaints.append(f"Communication/{message['id']}")
+    async for obs in scan(repo, "Observation", [("code", rules.satisfaction_code)]):
+        for who in _patients(obs.get("subject")):
+            evidence[who].score(obs)
+    async for appointment in scan(repo, "Appointment", []):
+        for who in set(_patients([p.get("actor") for p in appointment.get("participant") or []])):
+            evidence[who].appointment(appointment, now)
+    resolved = {str((task.get("focus") or {}).get("reference", ""))
+                async for task in scan(repo, "Task", [("status", "completed")]) if task.get("focus")}
+    return {p.id: judge(evidence.get(p.id, Evidence()), resolved, rules, now)
+            async for p in scan_stored(repo, "Patient", [])}
 
 
 def risk_of(signals: list[Signal]) -> str:
@@ -144,10 +206,10 @@ async def run(call: OperationCall) -> dict[str, Any]:
     rules, repo = call.context.cohort, call.context.repository
     now = now_ms()
     target = await call.target()
-    patients = [str(target["id"])] if target is not None else [p.id async for p in scan_stored(repo, "Patient", [])]
+    judged = ({str(target["id"]): await signals_of(repo, str(target["id"]), rules, now)} if target is not None
+              else await population(repo, rules, now))
     results, counts = [], Counter[str]()
-    for patient in patients:
-        signals = await signals_of(repo, patient, rules, now)
+    for patient, signals in judged.items():
         counts[risk_of(signals)] += 1
         results.append(_result(patient, signals))
     summary = [part(f"count-{level}", "Integer", counts.get(level, 0)) for level in _LEVELS]

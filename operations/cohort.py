@@ -64,6 +64,28 @@ class CohortRules:
         return parts
 
 
+class PopulationCache:
+    """Population figures (the spend lines) kept for a while, so a one-patient answer need not scan everyone.
+
+    A line is a percentile of a year's spend over the whole population; one new invoice hardly moves it, so
+    answers may use lines up to `seconds` old, and say when they were computed. 0 keeps nothing.
+    """
+
+    def __init__(self, seconds: float = 0) -> None:
+        self._ms = int(seconds * 1000)
+        self._kept: dict[Any, tuple[int, Any]] = {}
+
+    def get(self, key: Any, now: int) -> tuple[int, Any] | None:
+        """(computed at, value) when kept and not too old."""
+        found = self._kept.get(key)
+        return found if found is not None and now - found[0] < self._ms else None
+
+    def put(self, key: Any, value: Any, now: int) -> None:
+        """Keep a value computed now (only the newest per key: the cache cannot grow)."""
+        if self._ms > 0:
+            self._kept[key] = (now, value)
+
+
 async def scan_stored(repository: Repository, resource_type: str, params: Sequence[tuple[str, str]],
                       batch: int = 1000) -> AsyncIterator[StoredResource]:
     """Every current resource matching a search (as the caller may see it), page by page."""

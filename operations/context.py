@@ -10,7 +10,7 @@ from typing import Any
 
 import orjson
 
-from operations.cohort import CohortRules
+from operations.cohort import CohortRules, PopulationCache
 from operations.parameters import OperationInput
 from resources.repository import Repository
 from subscriptions.engine import SubscriptionEngine
@@ -26,6 +26,7 @@ class OperationContext:
     base_url: str
     subscriptions: SubscriptionEngine | None = None
     cohort: CohortRules = field(default_factory=CohortRules)
+    population: PopulationCache = field(default_factory=PopulationCache)
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,9 @@ Tier A: spend at or above the population's top-20% line, or two or more visits a
 long-term programme. Tier B: spend from the median up, or visits about quarterly. Tier C: everyone else.
 Spend is the gross total of issued and balanced Invoices in the look-back window; visits are finished
 Encounters in it (DOMAIN.md section 1). At type level the whole population is tiered, with the count per
-tier. https://hl7.org/fhir/R4B/operations.html
+tier, against spend lines computed then; one patient's tier uses lines kept from the last computation for
+up to CARELOOP_COHORT_CACHE_SECONDS (the answer says when they were computed).
+https://hl7.org/fhir/R4B/operations.html
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from operations.context import OperationCall
 from operations.parameters import parameters, part
 from resources.guard import GUARD
 from resources.ids import now_ms
+from resources.search.dates import format_instant
 
 TIER = CARELOOP + "tier"
 
@@ -104,21 +107,33 @@ def _patient_part(patient: str, tier: str, standing: Standing, reasons: list[str
     return {"name": "result", "part": [p for p in parts if p is not None]}
 
 
+async def _lines(call: OperationCall, rules: CohortRules, now: int, fresh: bool) -> tuple[int, Lines]:
+    """(computed at, lines): kept ones for one patient's answer, new ones for the population's."""
+    cache = call.context.population
+    key = ("spend-lines", rules.window_days, rules.tier_a_spend_percentile, rules.tier_b_spend_percentile)
+    kept = None if fresh else cache.get(key, now)
+    if kept is not None:
+        return kept[0], kept[1]
+    # The lines are the whole population's, so a caller who may see one patient is still compared with
+    # everyone: they are computed as the server's own work and only the two aggregate lines are reported.
+    token = GUARD.set(None)
+    try:
+        everyone = list((await _spend(call, rules, now, None)).values())
+    finally:
+        GUARD.reset(token)
+    lines = Lines(percentile(everyone, rules.tier_a_spend_percentile),
+                  percentile(everyone, rules.tier_b_spend_percentile))
+    cache.put(key, lines, now)
+    return now, lines
+
+
 async def run(call: OperationCall) -> dict[str, Any]:
     """One patient's tier (instance level) or every patient's, with the count per tier (type level)."""
     rules, repository = call.context.cohort, call.context.repository
     now = now_ms()
     target = await call.target()
     patient = str(target["id"]) if target is not None else None
-    # The lines are the whole population's, so a caller who may see one patient is still compared with
-    # everyone: they are computed as the server's own work and only the two aggregate lines are reported.
-    token = GUARD.set(None)
-    try:
-        everyone = await _spend(call, rules, now, None)
-    finally:
-        GUARD.reset(token)
-    lines = Lines(percentile(list(everyone.values()), rules.tier_a_spend_percentile),
-                  percentile(list(everyone.values()), rules.tier_b_spend_percentile))
+    lines_at, lines = await _lines(call, rules, now, fresh=patient is None)
     spend = await _spend(call, rules, now, patient)
     visits = await _visits(call, rules, now, patient)
     programmes = await _programmes(call, rules, patient)
@@ -131,4 +146,6 @@ async def run(call: OperationCall) -> dict[str, Any]:
         results.append(_patient_part(who, tier, standing, reasons))
     summary = [part(f"count-{t}", "Integer", counts.get(t, 0)) for t in ("A", "B", "C")]
     return parameters(*results, *summary, part("spend-line-a", "Decimal", round(lines.a, 2)),
-                      part("spend-line-b", "Decimal", round(lines.b, 2)), {"name": "rules", "part": rules.as_parts()})
+                      part("spend-line-b", "Decimal", round(lines.b, 2)),
+                      part("spend-lines-at", "Instant", format_instant(lines_at)),
+                      {"name": "rules", "part": rules.as_parts()})

@@ -17,7 +17,7 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from consent.access import AccessPolicy
-from operations.cohort import CohortRules
+from operations.cohort import CohortRules, PopulationCache
 from resources.model_pool import ModelValidator
 from resources.models import resource_types, warm_up
 from resources.reindex import Reindexer
@@ -100,7 +100,8 @@ def build_services(settings: Settings, mongo_client: Any = None) -> Services:
         cohort = CohortRules.of(settings.cohort_rules)
     except (ValueError, TypeError) as exc:
         raise SystemExit(f"CARELOOP_COHORT_RULES: {exc}") from exc
-    return Services(settings, repository, custom, reindexer, terminology, rules, policy, engine, cohort)
+    return Services(settings, repository, custom, reindexer, terminology, rules, policy, engine, cohort,
+                    PopulationCache(settings.cohort_cache_seconds))
 
 
 def engine_config(settings: Settings) -> EngineConfig:

@@ -12,7 +12,7 @@ import orjson
 from fastapi import Request
 
 from consent.access import FULL_ACCESS, Access, AccessPolicy
-from operations.cohort import CohortRules
+from operations.cohort import CohortRules, PopulationCache
 from resources.errors import Invalid, TooLarge, Unauthorized
 from resources.reindex import Reindexer
 from resources.repository import Repository
@@ -40,6 +40,7 @@ class Services:
     policy: AccessPolicy
     subscriptions: SubscriptionEngine | None = None
     cohort: CohortRules = field(default_factory=CohortRules)
+    population: PopulationCache = field(default_factory=PopulationCache)
     auth: AuthService | None = None
     capability: bytes = b""
     capability_version: int = -1

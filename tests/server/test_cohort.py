@@ -5,6 +5,7 @@ https://hl7.org/fhir/R4B/operations.html
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -157,3 +158,72 @@ async def test_rules_are_settings(settings: Settings) -> None:
     with pytest.raises(SystemExit, match="unknown cohort rule"):
         async with client_for(settings.model_copy(update={"cohort_rules": {"lost_dayz": 1}})):
             pass
+
+
+async def test_the_population_answer_agrees_with_each_patients_own(client: httpx.AsyncClient) -> None:
+    # the type level groups five population scans by patient; each patient's instance-level answer, from
+    # searches narrowed to them, must be the same
+    ids = [(await create(client, patient(family=f"C{n}")))["id"] for n in range(4)]
+    first, second, third, _ = ids
+    await create(client, visit(first, 200))
+    await create(client, visit(second, 20))
+    await create(client, visit(second, 120))
+    touches = [await create(client, {"resourceType": "Communication", "status": "completed", "sent": ago(d),
+                                     "recipient": [{"reference": f"Patient/{who}"}]})
+               for who, d in ((first, 30), (first, 10), (second, 40), (third, 5))]
+    await create(client, {"resourceType": "Communication", "status": "completed", "sent": ago(4),
+                          "sender": {"reference": f"Patient/{third}"},
+                          "inResponseTo": [{"reference": f"Communication/{touches[3]['id']}"}]})
+    complaint = {"resourceType": "Communication", "status": "completed", "sent": ago(3),
+                 "category": [{"coding": [{"system": f"{CARELOOP}follow-up-task", "code": "complaint"}]}]}
+    closed = await create(client, {**complaint, "subject": {"reference": f"Patient/{second}"}})
+    await create(client, {**complaint, "subject": {"reference": f"Patient/{second}"}})
+    await create(client, {**complaint, "subject": {"reference": f"Patient/{first}"}})
+    await create(client, {"resourceType": "Task", "status": "completed", "intent": "order",
+                          "focus": {"reference": f"Communication/{closed['id']}"}})
+    for who, score, days in ((first, 2, 10), (first, 5, 2), (third, 3, 1)):
+        await create(client, {"resourceType": "Observation", "status": "final", "effectiveDateTime": ago(days),
+                              "code": {"coding": [{"system": f"{CARELOOP}churn-signal", "code": "satisfaction"}]},
+                              "subject": {"reference": f"Patient/{who}"}, "valueInteger": score})
+    for who, days, status in ((second, 30, "noshow"), (second, 60, "noshow"), (second, 90, "noshow"),
+                              (third, 10, "fulfilled"), (third, -5, "booked")):
+        await create(client, {"resourceType": "Appointment", "status": status, "start": ago(days),
+                              "end": ago(days - 0.02), "participant": [{"actor": {"reference": f"Patient/{who}"},
+                                                                         "status": "accepted"}]})
+    everyone = results((await client.get("/fhir/Patient/$churn-risk")).json())
+    assert set(ids) <= set(everyone)
+    for pid in ids:
+        own = results((await client.get(f"/fhir/Patient/{pid}/$churn-risk")).json())[pid]
+        assert everyone[pid]["risk"] == own["risk"], pid
+        assert everyone[pid]["signal"] == own["signal"], pid
+    risk, found = await signals(client, second)
+    assert found["missed-appointments"] == (3, "high") and found["open-complaints"] == (1, "elevated")
+    assert risk == "high"
+    _, found = await signals(client, third)
+    assert found["unanswered-outreach"] == (0, "low") and found["satisfaction"] == (3, "elevated")
+    _, found = await signals(client, first)
+    assert found["unanswered-outreach"] == (2, "elevated") and found["satisfaction"] == (5, "low")
+
+
+async def test_one_patients_tier_uses_the_kept_spend_lines_and_says_when_they_were_computed(
+        settings: Settings, tmp_path: Path) -> None:
+    async with client_for(settings) as client:
+        ids = [(await create(client, patient(family=f"K{n}")))["id"] for n in range(3)]
+        for pid, amount in zip(ids, (1000, 100, 10), strict=True):
+            await create(client, invoice(pid, amount))
+        everyone = (await client.get("/fhir/Patient/$tier")).json()
+        computed = scalar(everyone, "spend-lines-at")
+        assert scalar(everyone, "spend-line-a") == 1000
+        await create(client, invoice(ids[2], 50_000))  # moves the lines; the kept ones stay for a while
+        one = (await client.get(f"/fhir/Patient/{ids[2]}/$tier")).json()
+        assert scalar(one, "spend-lines-at") == computed and scalar(one, "spend-line-a") == 1000
+        assert results(one)[ids[2]]["spend"] == [50_010]  # the patient's own spend is always read afresh
+        again = (await client.get("/fhir/Patient/$tier")).json()  # the population's answer computes anew
+        assert scalar(again, "spend-line-a") == 50_010 and scalar(again, "spend-lines-at") > computed
+    uncached = {"cohort_cache_seconds": 0, "sqlite_path": str(tmp_path / "uncached.db")}
+    async with client_for(settings.model_copy(update=uncached)) as client:
+        pid = (await create(client, patient()))["id"]
+        await create(client, invoice(pid, 70))
+        assert scalar((await client.get("/fhir/Patient/$tier")).json(), "spend-line-a") == 70
+        await create(client, invoice(pid, 30))
+        assert scalar((await client.get(f"/fhir/Patient/{pid}/$tier")).json(), "spend-line-a") == 100
