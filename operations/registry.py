@@ -22,6 +22,7 @@ from operations import (
     validate_code,
 )
 from operations.context import OperationCall
+from operations.definitions import CANONICAL
 from resources.errors import MethodNotAllowed, NotFound
 
 Handler = Callable[[OperationCall], Awaitable[dict[str, Any] | bytes]]
@@ -47,7 +48,7 @@ class Operation:
 
 
 _HL7 = "http://hl7.org/fhir/OperationDefinition/"
-_CARELOOP = "http://careloop.health/fhir/OperationDefinition/"
+_CARELOOP = CANONICAL  # served by this server (operations/definitions.py)
 _BACKPORT = "http://hl7.org/fhir/uv/subscriptions-backport/OperationDefinition/"
 
 OPERATIONS: tuple[Operation, ...] = (

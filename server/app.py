@@ -18,6 +18,7 @@ from fastapi.openapi.utils import get_openapi
 
 from consent.access import AccessPolicy
 from operations.cohort import CohortRules, PopulationCache
+from operations.definitions import seed_definitions
 from resources.model_pool import ModelValidator
 from resources.models import resource_types, warm_up
 from resources.reindex import Reindexer
@@ -132,6 +133,7 @@ async def open_services(svc: Services) -> Services:
         await seed(svc.repository)
     if svc.settings.pathways_seed:
         await seed_pathways(svc.repository)
+        await seed_definitions(svc.repository)
     if svc.repository.models.local:
         # last, so the long-lived models fill the memory the start-up work above freed instead of new pages
         warm_up()

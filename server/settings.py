@@ -42,7 +42,8 @@ class Settings(BaseSettings):
     subscriptions: bool = Field(True, description="Run the subscription engine: topics, rest-hook notifications "
                                 "and follow-up Tasks from pathways")
     pathways_seed: bool = Field(True, description="Load the default follow-up pathways (SubscriptionTopics, "
-                                "ActivityDefinitions, PlanDefinitions) the store does not hold yet")
+                                "ActivityDefinitions, PlanDefinitions) the store does not hold yet, and the "
+                                "OperationDefinitions of $tier and $churn-risk")
     subscription_allowed_networks: list[str] = Field(
         default_factory=list, description="CIDR networks rest-hook endpoints may reach besides public addresses, "
         "e.g. [\"10.1.0.0/16\"] for an in-house receiver (loopback and private addresses are refused otherwise)")

@@ -1,0 +1,98 @@
+"""OperationDefinitions of CareLoop's own operations, stored at start-up so their canonical URLs resolve.
+
+The CapabilityStatement names each operation's definition; HL7's and the Backport IG's resolve on hl7.org,
+CareLoop's ($tier, $churn-risk) are served here: `GET /fhir/OperationDefinition?url=...`. They are built
+from the same rules the operations use, and rewritten when a new server version changes them.
+https://hl7.org/fhir/R4B/operationdefinition.html
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import fields
+from typing import Any
+
+from operations.cohort import CohortRules
+from resources.repository import Repository
+
+log = logging.getLogger("careloop.operations")
+
+CANONICAL = "http://careloop.health/fhir/OperationDefinition/"
+VERSION = "1.1"  # raise when a definition changes: stored copies of an older version are replaced
+
+
+def _param(name: str, use: str, low: int, high: str, kind: str | None, doc: str,
+           parts: tuple[dict[str, Any], ...] = ()) -> dict[str, Any]:
+    out: dict[str, Any] = {"name": name, "use": use, "min": low, "max": high, "documentation": doc}
+    if kind is not None:
+        out["type"] = kind
+    if parts:
+        out["part"] = list(parts)
+    return out
+
+
+def _rules() -> dict[str, Any]:
+    parts = tuple(_param(f.name, "out", 1, "1", "string" if isinstance(f.default, str) else "decimal",
+                         f"The rule {f.name} as applied (CARELOOP_COHORT_RULES)") for f in fields(CohortRules))
+    return _param("rules", "out", 1, "1", None, "Every rule the answer was computed with", parts)
+
+
+def _definition(code: str, title: str, description: str, parameters: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"resourceType": "OperationDefinition", "id": f"Patient-{code}", "url": f"{CANONICAL}Patient-{code}",
+            "version": VERSION, "name": title.replace(" ", "").replace("-", ""), "title": title,
+            "status": "active", "kind": "operation", "publisher": "CareLoop", "description": description,
+            "affectsState": False, "code": code, "resource": ["Patient"], "system": False, "type": True,
+            "instance": True, "parameter": parameters}
+
+
+def definitions() -> list[dict[str, Any]]:
+    """The OperationDefinitions of $tier and $churn-risk."""
+    per_tier = [_param(f"count-{t}", "out", 1, "1", "integer", f"How many patients are in tier {t}")
+                for t in ("A", "B", "C")]
+    tier = _definition("tier", "Service tier", "Each patient's service tier (A core, B potential, C basic) with "
+                       "the reasons for it, from spend against the population's lines, visit frequency and active "
+                       "programmes (DOMAIN.md section 1). At type level every patient, with the count per tier.", [
+        _param("result", "out", 0, "*", None, "One patient's tier", (
+            _param("patient", "out", 1, "1", "Reference", "The patient"),
+            _param("tier", "out", 1, "1", "Coding", "A, B or C (http://careloop.health/fhir/CodeSystem/tier)"),
+            _param("spend", "out", 1, "1", "decimal", "Gross total of issued and balanced Invoices in the window"),
+            _param("visits", "out", 1, "1", "integer", "Finished Encounters in the window"),
+            _param("programme", "out", 1, "1", "boolean", "Whether an active programme CarePlan exists"),
+            _param("reason", "out", 1, "*", "string", "Why the patient has this tier"))),
+        *per_tier,
+        _param("spend-line-a", "out", 1, "1", "decimal", "Spend at or above which a patient is tier A"),
+        _param("spend-line-b", "out", 1, "1", "decimal", "Spend at or above which a patient is at least tier B"),
+        _param("spend-lines-at", "out", 1, "1", "instant", "When the population's spend lines were computed"),
+        _rules()])
+    levels = [_param(f"count-{level}", "out", 1, "1", "integer", f"How many patients are at risk level {level}")
+              for level in ("low", "elevated", "high")]
+    churn = _definition("churn-risk", "Churn risk", "How likely each patient is to drift away: five signals "
+                        "(days since the last visit, unanswered outreach, satisfaction, missed appointments, open "
+                        "complaints), each with its value and level, and the highest level as the risk "
+                        "(DOMAIN.md section 2). At type level every patient, with the distribution.", [
+        _param("result", "out", 0, "*", None, "One patient's risk", (
+            _param("patient", "out", 1, "1", "Reference", "The patient"),
+            _param("risk", "out", 1, "1", "Coding", "low, elevated or high "
+                   "(http://careloop.health/fhir/CodeSystem/churn-risk)"),
+            _param("signal", "out", 5, "5", None, "One signal", (
+                _param("code", "out", 1, "1", "Coding", "The signal "
+                       "(http://careloop.health/fhir/CodeSystem/churn-signal)"),
+                _param("value", "out", 0, "1", "decimal", "What was found; absent when there is no data"),
+                _param("level", "out", 1, "1", "Coding", "The level this signal reaches"))))),
+        *levels,
+        _rules()])
+    return [tier, churn]
+
+
+async def seed_definitions(repository: Repository) -> int:
+    """Store the definitions that are missing or of an older version; how many were written."""
+    written = 0
+    for definition in definitions():
+        stored = await repository.store.read("OperationDefinition", definition["id"])
+        if stored is not None and stored.body is not None and f'"version":"{VERSION}"'.encode() in stored.body:
+            continue
+        await repository.update("OperationDefinition", definition["id"], definition)
+        written += 1
+    if written:
+        log.info("Stored %d OperationDefinitions of CareLoop's operations", written)
+    return written
