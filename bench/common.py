@@ -71,6 +71,18 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
+def children_rss_mb(pid: int) -> float:
+    """Resident memory of a process's child processes (the validation workers) in MiB."""
+    total = 0.0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            try:
+                total += rss_mb(int(child))
+            except OSError:
+                continue
+    return total
+
+
 def cpu_seconds(pid: int) -> float:
     """User plus system CPU time a process (all its threads) has used so far."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()

@@ -17,7 +17,7 @@ from typing import Any
 
 import httpx
 
-from bench.common import PYTHON, backend_client, fetch_token, free_port, record, rss_mb, start, stop
+from bench.common import PYTHON, backend_client, children_rss_mb, fetch_token, free_port, record, rss_mb, start, stop
 
 FHIR = {"content-type": "application/fhir+json", "prefer": "return=representation"}
 
@@ -103,6 +103,7 @@ async def _run(base: str, client: tuple[str, str], pid: int, args: argparse.Name
         warm = Soak(soak.patients)  # a short warm-up, so the baseline memory includes caches and pools
         await asyncio.gather(*(warm.client(http, time.monotonic() + 10, n) for n in range(args.connections)))
         memory = [rss_mb(pid)]
+        whole = [memory[0] + children_rss_mb(pid)]  # with the validation worker and the resource tracker
         until = time.monotonic() + args.seconds
 
         async def sample() -> None:
@@ -110,6 +111,7 @@ async def _run(base: str, client: tuple[str, str], pid: int, args: argparse.Name
             while time.monotonic() < until:
                 await asyncio.sleep(5)
                 memory.append(rss_mb(pid))
+                whole.append(memory[-1] + children_rss_mb(pid))
                 if time.monotonic() - last_renewal > 200:
                     await renew()
                     last_renewal = time.monotonic()
@@ -130,9 +132,12 @@ async def _run(base: str, client: tuple[str, str], pid: int, args: argparse.Name
             "first_errors": soak.errors[:5], "p50_ms": round(ordered[len(ordered) // 2], 2),
             "p99_ms": round(ordered[int(len(ordered) * 0.99)], 2), "rss_start_mb": round(memory[0], 1),
             "rss_max_mb": round(max(memory), 1), "rss_end_mb": round(memory[-1], 1),
-            "rss_ratio": round(max(memory) / memory[0], 3), "acknowledged_writes": len(soak.acknowledged),
-            "lost_writes": len(lost), "tokens_fetched": renewed,
-            "passed": not soak.errors and not lost and max(memory) <= 1.5 * memory[0]}
+            "rss_ratio": round(max(memory) / memory[0], 3), "server_rss_start_mb": round(whole[0], 1),
+            "server_rss_max_mb": round(max(whole), 1), "server_rss_ratio": round(max(whole) / whole[0], 3),
+            "acknowledged_writes": len(soak.acknowledged), "lost_writes": len(lost), "tokens_fetched": renewed,
+            # the server's memory is that of all its processes: the worker holds the R4B models the serving
+            # process held before the models moved there
+            "passed": not soak.errors and not lost and max(whole) <= 1.5 * whole[0]}
 
 
 def main() -> None:

@@ -29,7 +29,7 @@ from typing import Any
 import httpx
 import orjson
 
-from bench.common import PYTHON, free_port, loadgen, median, pinned, record, rss_mb, start, stop
+from bench.common import PYTHON, children_rss_mb, free_port, loadgen, median, pinned, record, rss_mb, start, stop
 from bench.generate import FAMILIES, population
 from resources.store.sqlite.bodies import decode
 
@@ -56,18 +56,6 @@ SELECT r.target_id, count(*) FROM idx_date d JOIN idx_token t ON t.rid = d.rid A
   JOIN idx_ref r ON r.rid = d.rid AND r.pid = ? WHERE d.pid = ? AND d.high >= ? GROUP BY r.target_id"""
 FIRST = 10_000  # the a3 ratio compares the whole tier's rate with the rate over this many first resources
 
-
-
-def children_rss_mb(pid: int) -> float:
-    """Resident memory of a process's child processes (the validation workers) in MiB."""
-    total = 0.0
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        for child in (task / "children").read_text().split():
-            try:
-                total += rss_mb(int(child))
-            except OSError:
-                continue
-    return total
 
 
 async def _load(base: str, resources: int) -> tuple[float, float]:

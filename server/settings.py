@@ -31,7 +31,8 @@ class Settings(BaseSettings):
     default_count: int = 50
     max_count: int = 1000
     max_or_values: int = 100
-    validation_workers: int = Field(-1, description="Processes validating large bundles; -1 = one per spare core")
+    validation_workers: int = Field(-1, description="Processes holding the R4B models and validating every write; "
+                                    "-1 = one per spare core, 0 = in the serving process")
     log_level: str = "info"
     terminology_seed: bool = Field(True, description="Load the shipped CodeSystems, ValueSets, ConceptMaps and "
                                    "ObservationDefinitions into the store at start (once per content version)")
