@@ -19,6 +19,9 @@ class Settings(BaseSettings):
     store: str = Field("sqlite", description="sqlite (embedded) or mongodb")
     sqlite_path: str = Field("./data/careloop.db", description="SQLite file; ':memory:' for a throw-away store")
     sqlite_readers: int = 2
+    sqlite_cache_mib: int = Field(32, ge=1, description="SQLite page cache of each of the store's connections "
+                                  "(the writer, the readers and the event loop's), in MiB: smaller saves memory, "
+                                  "larger keeps more of the index in memory for searches")
     mongodb_url: str = Field("mongodb://localhost:27017/?replicaSet=rs0", description="MongoDB connection string "
                              "(a replica set: transactions need one)")
     mongodb_database: str = "careloop"

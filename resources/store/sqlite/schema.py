@@ -12,17 +12,17 @@ https://www.sqlite.org/wal.html
 
 from __future__ import annotations
 
-# Each connection keeps its own page cache (4 connections: the writer, two readers, the event loop's);
-# 32 MiB each bounds them to 128 MiB together, and pages beyond that come from the operating system's file
-# cache, which the processes share.
 PRAGMAS = (
     "PRAGMA journal_mode=WAL",
     "PRAGMA synchronous=NORMAL",
     "PRAGMA busy_timeout=10000",
-    "PRAGMA cache_size=-32768",
     "PRAGMA wal_autocheckpoint=10000",
     "PRAGMA temp_store=MEMORY",
 )
+# Each connection keeps its own page cache (4 connections: the writer, two readers, the event loop's);
+# 32 MiB each bounds them to 128 MiB together, and pages beyond that come from the operating system's file
+# cache, which the processes share. Smaller caches trade search speed for memory (docs/performance.md, e2).
+CACHE_MIB = 32
 
 DDL = """
 CREATE TABLE IF NOT EXISTS resource (

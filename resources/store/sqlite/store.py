@@ -20,7 +20,7 @@ from resources.search.index import IndexRows
 from resources.search.query import SearchQuery
 from resources.store.protocol import HistoryQuery, OutboxEvent, SearchPage, StoredResource, Write
 from resources.store.sqlite import reads
-from resources.store.sqlite.schema import DDL, LAYOUT, PRAGMAS
+from resources.store.sqlite.schema import CACHE_MIB, DDL, LAYOUT, PRAGMAS
 from resources.store.sqlite.writes import apply_writes, replace_index
 
 T = TypeVar("T")
@@ -48,10 +48,11 @@ class ParamIds:
         return tuple(p for p in (self._ids(resource_type, c) for c in codes) if p is not None)
 
 
-def _connect(path: str) -> sqlite3.Connection:
+def _connect(path: str, cache_mib: int) -> sqlite3.Connection:
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     for pragma in PRAGMAS:
         conn.execute(pragma)
+    conn.execute(f"PRAGMA cache_size=-{int(cache_mib) * 1024}")  # negative: KiB, not pages
     return conn
 
 
@@ -59,10 +60,12 @@ def _connect(path: str) -> sqlite3.Connection:
 class SqliteStore:
     """The embedded store on one SQLite file (or ':memory:' for throw-away use)."""
 
-    def __init__(self, path: str, *, readers: int = 2, subsumed: Subsumed = _nothing_subsumed) -> None:
+    def __init__(self, path: str, *, readers: int = 2, subsumed: Subsumed = _nothing_subsumed,
+                 cache_mib: int = CACHE_MIB) -> None:
         # subsumed: for a type, the parameters whose values another parameter always holds
         # (SearchRegistry.subsumed); their shared entries are stored once and searched together
         self._path = path
+        self._cache_mib = cache_mib
         self.subsumed = subsumed
         self._memory = path == ":memory:"
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-writer")
@@ -88,7 +91,7 @@ class SqliteStore:
     def _reader_conn(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
-            conn = _connect(self._path)
+            conn = _connect(self._path, self._cache_mib)
             conn.execute("PRAGMA query_only=ON")
             self._local.conn = conn
             self._reader_conns.append(conn)
@@ -115,7 +118,7 @@ class SqliteStore:
         await self._on_writer(self._open_sync)
 
     def _open_sync(self) -> None:
-        conn = self._write_conn = _connect(self._path)
+        conn = self._write_conn = _connect(self._path, self._cache_mib)
         layout = conn.execute("PRAGMA user_version").fetchone()[0]
         used = conn.execute("SELECT count(*) FROM sqlite_master WHERE name = 'resource'").fetchone()[0]
         if used and layout != LAYOUT:
@@ -164,7 +167,7 @@ class SqliteStore:
         # thread and back (which also waits for the GIL under load, up to the 5 ms switch interval). They
         # run on the event loop's own read-only connection; scans (search, history) still go to threads.
         if self._loop_conn is None:
-            self._loop_conn = _connect(self._path)
+            self._loop_conn = _connect(self._path, self._cache_mib)
             self._loop_conn.execute("PRAGMA query_only=ON")
         return self._loop_conn
 

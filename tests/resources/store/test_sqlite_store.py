@@ -18,6 +18,7 @@ from resources.search.index import Indexer, load_patient_compartment
 from resources.search.registry import default_registry
 from resources.store.protocol import HistoryQuery
 from resources.store.sqlite.store import SqliteStore
+from server.app import build_store
 from server.settings import Settings
 from tests.conftest import FHIR_JSON, body, client_for, create
 from tests.factories import patient
@@ -156,3 +157,20 @@ async def test_change_feed_and_marks(tmp_path: Path) -> None:
         assert await reopened.mark("feed") == await reopened.last_seq()
     finally:
         await reopened.close()
+
+
+async def test_the_page_cache_of_every_connection_is_the_configured_size(tmp_path: Path) -> None:
+    settings = Settings(auth="off", sqlite_path=str(tmp_path / "cache.db"), sqlite_cache_mib=8)
+    registry = default_registry(resource_types())
+    store = build_store(settings, registry)
+    assert isinstance(store, SqliteStore)
+    await store.open()
+    try:
+        def size(conn: object) -> int:
+            return int(conn.execute("PRAGMA cache_size").fetchone()[0])  # type: ignore[attr-defined]
+
+        readers = {await store._on_reader(size) for _ in range(6)}
+        writer = await store._on_writer(size, store._wconn())
+        assert readers == {-8 * 1024} and writer == -8 * 1024  # KiB
+    finally:
+        await store.close()
