@@ -156,6 +156,9 @@ def main() -> None:
             rng.shuffle(mix)
             loadgen(port, mix, 4, max(args.seconds, 5), 1, None)
             figures["loaded_rss_mb"] = round(rss_mb(server.pid), 1)
+            figures["server_idle_rss_mb"] = round(figures["idle_rss_mb"] + figures["idle_workers_rss_mb"], 1)
+            figures["server_loaded_rss_mb"] = round(figures["loaded_rss_mb"] + children_rss_mb(server.pid), 1)
+            figures["server_memory_growth"] = round(figures["server_loaded_rss_mb"] / figures["server_idle_rss_mb"], 3)
             figures["memory_growth"] = round(figures["loaded_rss_mb"] / figures["idle_rss_mb"], 3)
         finally:
             stop(server)
