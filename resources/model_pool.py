@@ -112,10 +112,11 @@ class ModelJob:
                 results.extend(_validate_local(chunk))
                 continue
             try:
-                results.extend(await asyncio.wrap_future(future))
+                done: list[list[Issue]] = await asyncio.wrap_future(future)
             except BrokenProcessPool:
                 broken = True
-                results.extend(_validate_local(chunk))  # the answer must not depend on a worker's death
+                done = _validate_local(chunk)  # the answer must not depend on a worker's death
+            results.extend(done)
         if broken and self._pool is not None:
             self._owner.replace(self._pool)
         return results
