@@ -6,6 +6,7 @@ https://hl7.org/fhir/R4B/http.html#concurrency
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from pathlib import Path
 
 import httpx
@@ -166,8 +167,8 @@ async def test_the_page_cache_of_every_connection_is_the_configured_size(tmp_pat
     assert isinstance(store, SqliteStore)
     await store.open()
     try:
-        def size(conn: object) -> int:
-            return int(conn.execute("PRAGMA cache_size").fetchone()[0])  # type: ignore[attr-defined]
+        def size(conn: sqlite3.Connection) -> int:
+            return int(conn.execute("PRAGMA cache_size").fetchone()[0])
 
         readers = {await store._on_reader(size) for _ in range(6)}
         writer = await store._on_writer(size, store._wconn())
