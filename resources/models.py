@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from resources.elements import kind_issues, resource_type_names, summary_names
+from resources.elements import kind_issues, resource_type_names
 from resources.errors import Issue
 
 FHIR_VERSION = "4.3.0"
@@ -73,8 +73,3 @@ def warm_up() -> None:
     """Import every model class once so the first request does not pay for it."""
     for name in resource_types():
         _model(name)
-
-
-def summary_elements(resource_type: str) -> frozenset[str]:
-    """JSON names of the elements marked isSummary for a type (choice elements by each typed name)."""
-    return summary_names(resource_type)

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from resources.elements import summary_names
 from resources.errors import Invalid
-from resources.models import summary_elements
 
 SUBSETTED = {"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue", "code": "SUBSETTED",
              "display": "Resource encoded in summary mode"}
@@ -34,7 +34,7 @@ def shape(resource: dict[str, Any], summary: str | None, elements: list[str] | N
     check_summary(summary)
     kind = resource.get("resourceType", "")
     if summary == "true":
-        keep = summary_elements(kind)
+        keep = summary_names(kind)
         return _mark({k: v for k, v in resource.items() if k in keep})
     if summary == "text":
         return _mark({k: v for k, v in resource.items() if k in ("resourceType", "id", "meta", "text")})
