@@ -57,7 +57,7 @@ def build_store(settings: Settings, registry: SearchRegistry, mongo_client: Any 
     """The configured store adapter (not yet opened)."""
     if settings.store == "sqlite":
         return SqliteStore(settings.sqlite_path, readers=settings.sqlite_readers, subsumed=registry.subsumed,
-                           cache_mib=settings.sqlite_cache_mib)
+                           cache_mib=settings.sqlite_cache_mib, inline_ms=settings.sqlite_inline_ms)
     if settings.store == "mongodb":
         # imported only when used: pymongo adds about 14 MB to every process that loads it
         from resources.store.mongo.store import MongoStore

@@ -22,6 +22,10 @@ class Settings(BaseSettings):
     sqlite_cache_mib: int = Field(32, ge=1, description="SQLite page cache of each of the store's connections "
                                   "(the writer, the readers and the event loop's), in MiB: smaller saves memory, "
                                   "larger keeps more of the index in memory for searches")
+    sqlite_inline_ms: float = Field(1.0, ge=0, description="A search first runs on the event loop's own "
+                                    "connection for up to this many milliseconds (a thread hand-off costs more "
+                                    "than most searches), then moves to a reader thread; 0 sends every search "
+                                    "to a reader thread")
     mongodb_url: str = Field("mongodb://localhost:27017/?replicaSet=rs0", description="MongoDB connection string "
                              "(a replica set: transactions need one)")
     mongodb_database: str = "careloop"

@@ -8,15 +8,18 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable, Collection
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from resources.search.index import IndexRows
 from resources.search.query import SearchQuery
 
 
-@dataclass(frozen=True)
-class StoredResource:
-    """One stored version of a resource: its identity, version, time and canonical JSON bytes."""
+class StoredResource(NamedTuple):
+    """One stored version of a resource: its identity, version, time and canonical JSON bytes.
+
+    A named tuple rather than a frozen dataclass: searches make one per row, and a frozen dataclass
+    takes 1.4 us to build against 0.4 us here (100 rows of `$everything` spent 0.1 ms on it).
+    """
 
     type: str
     id: str

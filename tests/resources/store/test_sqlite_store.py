@@ -16,6 +16,7 @@ from resources.errors import Conflict, Invalid
 from resources.models import resource_types
 from resources.repository import Repository
 from resources.search.index import Indexer, load_patient_compartment
+from resources.search.parse import SearchLimits, parse_search
 from resources.search.registry import default_registry
 from resources.store.protocol import HistoryQuery
 from resources.store.sqlite.store import SqliteStore
@@ -173,5 +174,57 @@ async def test_the_page_cache_of_every_connection_is_the_configured_size(tmp_pat
         readers = {await store._on_reader(size) for _ in range(6)}
         writer = await store._on_writer(size, store._wconn())
         assert readers == {-8 * 1024} and writer == -8 * 1024  # KiB
+    finally:
+        await store.close()
+
+
+async def _load_patients(settings: Settings, count: int) -> None:
+    entries = [{"resource": patient(family=f"Inline{n:03d}", mrn=str(n)),
+                "request": {"method": "POST", "url": "Patient"}} for n in range(count)]
+    async with client_for(settings) as client:
+        response = await client.post("/fhir", content=body({"resourceType": "Bundle", "type": "transaction",
+                                                            "entry": entries}), headers=FHIR_JSON)
+        assert response.status_code == 200, response.text
+
+
+async def test_searches_answer_alike_inline_on_a_thread_and_when_moved_past_the_budget(
+        settings: Settings) -> None:
+    await _load_patients(settings, 300)
+    queries = [{"family": "inline", "_count": "500", "_total": "accurate", "_sort": "-family"},
+               {"family": "Inline1", "_count": "20"}, {"identifier": "urn:oid:1.2.36.146.595.217.0.1|42"},
+               {"family": "inline", "_count": "7", "_sort": "family", "_elements": "name"}]
+    answers = []
+    # 0: every search on a reader thread; 1e-6 ms: every search long enough to be checked moves to a thread
+    # after it began on the event loop; the default budget: most searches finish on the event loop
+    for budget in (0.0, 1e-6, 1.0):
+        async with client_for(settings.model_copy(update={"sqlite_inline_ms": budget})) as client:
+            found = []
+            for params in queries:
+                response = await client.get("/fhir/Patient", params=params)
+                assert response.status_code == 200, response.text
+                bundle = response.json()
+                found.append((bundle.get("total"), [e["resource"]["id"] for e in bundle.get("entry", [])],
+                              [e["resource"].get("name") for e in bundle.get("entry", [])]))
+            answers.append(found)
+    assert answers[0] == answers[1] == answers[2]
+    assert answers[0][0][0] == 300 and len(answers[0][0][1]) == 300
+    assert len(answers[0][2][1]) == 1
+
+
+async def test_a_search_past_its_budget_on_the_event_loop_is_finished_on_a_reader_thread(
+        settings: Settings) -> None:
+    await _load_patients(settings, 300)
+    registry = default_registry(resource_types())
+    store = SqliteStore(settings.sqlite_path, inline_ms=1e-6)
+    await store.open()
+    try:
+        parsed = parse_search("Patient", [("family", "inline"), ("_total", "accurate"), ("_count", "1000")],
+                              registry, SearchLimits())
+        query = parsed.query
+        assert store._search_inline(query) is None  # stopped by the progress handler, not an error
+        page = await store.search(query)
+        assert page.total == 300 and len(page.resources) == 300
+        # the event loop's connection is usable afterwards, with no budget left behind
+        assert (await store.read("Patient", page.resources[0].id)) is not None
     finally:
         await store.close()
