@@ -26,6 +26,9 @@ class Settings(BaseSettings):
                                     "connection for up to this many milliseconds (a thread hand-off costs more "
                                     "than most searches), then moves to a reader thread; 0 sends every search "
                                     "to a reader thread")
+    sqlite_writer_idle_seconds: float = Field(5.0, ge=0, description="After this many seconds without a write, "
+                                              "the writer's page cache (filled by ingests, used only by writes) "
+                                              "is handed back to the system; 0 keeps it")
     mongodb_url: str = Field("mongodb://localhost:27017/?replicaSet=rs0", description="MongoDB connection string "
                              "(a replica set: transactions need one)")
     mongodb_database: str = "careloop"

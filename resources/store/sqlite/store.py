@@ -27,6 +27,7 @@ from resources.store.sqlite.writes import apply_writes, replace_index
 
 T = TypeVar("T")
 INLINE_MS = 1.0  # default budget of a search on the event loop's connection before it moves to a reader thread
+WRITER_IDLE_S = 5.0  # default quiet time after which the writer hands its page cache back
 _CHECK_EVERY = 2000  # SQLite VM steps between two looks at the clock (a look costs ~0.2 us; 2000 steps ~10 us)
 Subsumed = Callable[[str], Mapping[str, tuple[str, ...]]]
 
@@ -65,13 +66,20 @@ class SqliteStore:
     """The embedded store on one SQLite file (or ':memory:' for throw-away use)."""
 
     def __init__(self, path: str, *, readers: int = 2, subsumed: Subsumed = _nothing_subsumed,
-                 cache_mib: int = CACHE_MIB, inline_ms: float = INLINE_MS) -> None:
+                 cache_mib: int = CACHE_MIB, inline_ms: float = INLINE_MS, writer_idle_s: float = WRITER_IDLE_S,
+                 on_release: Callable[[], object] | None = None) -> None:
         # subsumed: for a type, the parameters whose values another parameter always holds
         # (SearchRegistry.subsumed); their shared entries are stored once and searched together
         self._path = path
         self._cache_mib = cache_mib
         self._inline_s = inline_ms / 1000
         self._deadline = math.inf
+        # on_release: called on the writer thread after the writer let its cache go (the server trims the heap)
+        self._writer_idle_s = writer_idle_s
+        self._on_release = on_release
+        self._last_write = 0.0
+        self._release_timer: asyncio.TimerHandle | None = None
+        self._releasing: asyncio.Task[None] | None = None
         self.subsumed = subsumed
         self._memory = path == ":memory:"
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-writer")
@@ -140,6 +148,10 @@ class SqliteStore:
 
     async def close(self) -> None:
         """Close connections and stop threads."""
+        if self._release_timer is not None:
+            self._release_timer.cancel()
+        if self._releasing is not None:
+            await self._releasing
         if self._write_conn is not None:
             await self._on_writer(self._close_sync)
         self._writer.shutdown(wait=True)
@@ -261,9 +273,39 @@ class SqliteStore:
                 raise
             else:
                 await self._on_writer(self._commit, session.new_pids, session.new_sids)
+                self._wrote()
                 if session.applied:
                     for listener in self._listeners:
                         listener(session.applied)
+
+    def _wrote(self) -> None:
+        # The writer's page cache fills during an ingest (up to cache_mib) and serves only writes; once
+        # writes pause it is handed back (PRAGMA shrink_memory) rather than held for the process's life.
+        # The readers keep theirs: searches need them. https://www.sqlite.org/pragma.html#pragma_shrink_memory
+        self._last_write = time.monotonic()
+        if self._release_timer is None and self._writer_idle_s > 0 and not self._memory:
+            self._release_timer = asyncio.get_running_loop().call_later(self._writer_idle_s, self._release_if_idle)
+
+    def _release_if_idle(self) -> None:
+        self._release_timer = None
+        quiet = time.monotonic() - self._last_write
+        if quiet < self._writer_idle_s or self._lock.locked() or self._releasing is not None:
+            delay = max(self._writer_idle_s - quiet, 0.5)
+            self._release_timer = asyncio.get_running_loop().call_later(delay, self._release_if_idle)
+            return
+        self._releasing = asyncio.ensure_future(self._release())
+
+    async def _release(self) -> None:
+        try:
+            async with self._lock:
+                await self._on_writer(self._release_sync)
+        finally:
+            self._releasing = None
+
+    def _release_sync(self) -> None:
+        self._wconn().execute("PRAGMA shrink_memory")
+        if self._on_release is not None:
+            self._on_release()
 
     def _begin(self) -> None:
         self._wconn().execute("BEGIN IMMEDIATE")

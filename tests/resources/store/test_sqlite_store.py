@@ -6,6 +6,8 @@ https://hl7.org/fhir/R4B/http.html#concurrency
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import ctypes.util
 import sqlite3
 from pathlib import Path
 
@@ -226,5 +228,37 @@ async def test_a_search_past_its_budget_on_the_event_loop_is_finished_on_a_reade
         assert page.total == 300 and len(page.resources) == 300
         # the event loop's connection is usable afterwards, with no budget left behind
         assert (await store.read("Patient", page.resources[0].id)) is not None
+    finally:
+        await store.close()
+
+
+def _sqlite_memory_used() -> int:
+    """Bytes SQLite holds in this process (page caches included), from the library Python's sqlite3 uses."""
+    library = ctypes.CDLL(ctypes.util.find_library("sqlite3"))
+    library.sqlite3_memory_used.restype = ctypes.c_int64
+    return int(library.sqlite3_memory_used())
+
+
+async def test_the_writer_hands_its_page_cache_back_once_writes_pause(settings: Settings) -> None:
+    released = []
+    store = SqliteStore(settings.sqlite_path, writer_idle_s=0.3, on_release=lambda: released.append(True))
+    await store.open()
+    try:
+        repo = repository(store)
+        before = _sqlite_memory_used()
+        for n in range(1000):
+            await repo.create("Patient", patient(family=f"Cache{n:04d}", mrn=str(n)))
+        filled = _sqlite_memory_used()
+        assert filled - before > 1_000_000  # the ingest filled the writer's cache
+        await asyncio.sleep(0.15)
+        assert not released  # writes paused for less than the idle time: kept
+        await asyncio.sleep(0.6)
+        assert released == [True]
+        assert _sqlite_memory_used() < before + (filled - before) / 4
+        # writing again works and reads back: the cache refills from the file
+        await repo.create("Patient", patient(family="Cache-after", mrn="after"))
+        query = parse_search("Patient", [("family", "cache"), ("_total", "accurate")],
+                             default_registry(resource_types()), SearchLimits()).query
+        assert (await store.search(query)).total == 1001
     finally:
         await store.close()
