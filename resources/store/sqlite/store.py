@@ -28,7 +28,12 @@ from resources.store.sqlite.writes import apply_writes, replace_index
 T = TypeVar("T")
 INLINE_MS = 1.0  # default budget of a search on the event loop's connection before it moves to a reader thread
 WRITER_IDLE_S = 5.0  # default quiet time after which the writer hands its page cache back
-_CHECK_EVERY = 2000  # SQLite VM steps between two looks at the clock (a look costs ~0.2 us; 2000 steps ~10 us)
+_CHECK_EVERY = 2000
+# A search whose shape (type, parameters, total, sort, includes) went past the budget goes straight to a
+# reader thread next time, so a broad `_total=accurate` does not lose the budget on every call; every
+# _RETRY_EVERY-th time it tries the event loop again, since values change what a shape costs.
+_RETRY_EVERY = 32
+_SHAPES_KEPT = 1024  # SQLite VM steps between two looks at the clock (a look costs ~0.2 us; 2000 steps ~10 us)
 Subsumed = Callable[[str], Mapping[str, tuple[str, ...]]]
 
 
@@ -62,6 +67,11 @@ def _connect(path: str, cache_mib: int) -> sqlite3.Connection:
 
 
 
+def _shape(query: SearchQuery) -> tuple[object, ...]:
+    return (query.resource_type, query.types, tuple((f.code, f.modifier, f.type) for f in query.filters),
+            query.total, len(query.sort), len(query.includes), query.count > 100)
+
+
 class SqliteStore:
     """The embedded store on one SQLite file (or ':memory:' for throw-away use)."""
 
@@ -74,6 +84,7 @@ class SqliteStore:
         self._cache_mib = cache_mib
         self._inline_s = inline_ms / 1000
         self._deadline = math.inf
+        self._long_shapes: dict[tuple[object, ...], int] = {}  # shape: searches of it since it last overran
         # on_release: called on the writer thread after the writer let its cache go (the server trims the heap)
         self._writer_idle_s = writer_idle_s
         self._on_release = on_release
@@ -196,9 +207,16 @@ class SqliteStore:
     async def search(self, query: SearchQuery) -> SearchPage:
         """One page of matches, and the total when the query asks for it."""
         if not self._memory and self._inline_s > 0:
-            page = self._search_inline(query)
-            if page is not None:
-                return page
+            shape = _shape(query)
+            tries = self._long_shapes.get(shape)
+            if tries is None or tries % _RETRY_EVERY == 0:
+                page = self._search_inline(query)
+                if page is not None:
+                    self._long_shapes.pop(shape, None)
+                    return page
+            if len(self._long_shapes) >= _SHAPES_KEPT:
+                self._long_shapes.clear()
+            self._long_shapes[shape] = (tries or 0) + 1
         return await self._on_reader(reads.search, query, self.param_ids)
 
     def _search_inline(self, query: SearchQuery) -> SearchPage | None:

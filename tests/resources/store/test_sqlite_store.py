@@ -226,6 +226,11 @@ async def test_a_search_past_its_budget_on_the_event_loop_is_finished_on_a_reade
         assert store._search_inline(query) is None  # stopped by the progress handler, not an error
         page = await store.search(query)
         assert page.total == 300 and len(page.resources) == 300
+        # the shape that overran goes straight to a thread afterwards, with the same answer
+        assert list(store._long_shapes.values()) == [1]
+        again = await store.search(query)
+        assert [r.id for r in again.resources] == [r.id for r in page.resources]
+        assert list(store._long_shapes.values()) == [2]
         # the event loop's connection is usable afterwards, with no budget left behind
         assert (await store.read("Patient", page.resources[0].id)) is not None
     finally:
