@@ -28,12 +28,12 @@ from resources.store.sqlite.writes import apply_writes, replace_index
 T = TypeVar("T")
 INLINE_MS = 1.0  # default budget of a search on the event loop's connection before it moves to a reader thread
 WRITER_IDLE_S = 5.0  # default quiet time after which the writer hands its page cache back
-_CHECK_EVERY = 2000
+_CHECK_EVERY = 2000  # SQLite VM steps between two looks at the clock (a look costs ~0.2 us; 2000 steps ~10 us)
 # A search whose shape (type, parameters, total, sort, includes) went past the budget goes straight to a
 # reader thread next time, so a broad `_total=accurate` does not lose the budget on every call; every
 # _RETRY_EVERY-th time it tries the event loop again, since values change what a shape costs.
 _RETRY_EVERY = 32
-_SHAPES_KEPT = 1024  # SQLite VM steps between two looks at the clock (a look costs ~0.2 us; 2000 steps ~10 us)
+_SHAPES_KEPT = 1024  # shapes remembered; the memory is cleared when full
 Subsumed = Callable[[str], Mapping[str, tuple[str, ...]]]
 
 
