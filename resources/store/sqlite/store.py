@@ -29,10 +29,11 @@ T = TypeVar("T")
 INLINE_MS = 1.0  # default budget of a search on the event loop's connection before it moves to a reader thread
 WRITER_IDLE_S = 5.0  # default quiet time after which the writer hands its page cache back
 _CHECK_EVERY = 2000  # SQLite VM steps between two looks at the clock (a look costs ~0.2 us; 2000 steps ~10 us)
-# A search whose shape (type, parameters, total, sort, includes) went past the budget goes straight to a
-# reader thread next time, so a broad `_total=accurate` does not lose the budget on every call; every
-# _RETRY_EVERY-th time it tries the event loop again, since values change what a shape costs.
-_RETRY_EVERY = 32
+# A search whose shape (type, parameters, total, sort, includes) went past the budget, and then also took
+# longer than the budget on the reader thread, goes straight to a thread next time, so a broad
+# `_total=accurate` does not lose the budget on every call. The run on the thread is the judge: an overrun
+# on the loop can be a stall (the process preempted on a busy machine), not the search's cost. Every run
+# on a thread is timed again, and a shape that ran within the budget there returns to the event loop.
 _SHAPES_KEPT = 1024  # shapes remembered; the memory is cleared when full
 Subsumed = Callable[[str], Mapping[str, tuple[str, ...]]]
 
@@ -77,14 +78,16 @@ class SqliteStore:
 
     def __init__(self, path: str, *, readers: int = 2, subsumed: Subsumed = _nothing_subsumed,
                  cache_mib: int = CACHE_MIB, inline_ms: float = INLINE_MS, writer_idle_s: float = WRITER_IDLE_S,
-                 on_release: Callable[[], object] | None = None) -> None:
+                 on_release: Callable[[], object] | None = None, clock: Callable[[], float] = time.perf_counter,
+                 ) -> None:
         # subsumed: for a type, the parameters whose values another parameter always holds
         # (SearchRegistry.subsumed); their shared entries are stored once and searched together
         self._path = path
         self._cache_mib = cache_mib
         self._inline_s = inline_ms / 1000
         self._deadline = math.inf
-        self._long_shapes: dict[tuple[object, ...], int] = {}  # shape: searches of it since it last overran
+        self._clock = clock  # times the budget (a parameter so a test can stand in for a stalled process)
+        self._long_shapes: set[tuple[object, ...]] = set()  # shapes that took longer than the budget on a thread
         # on_release: called on the writer thread after the writer let its cache go (the server trims the heap)
         self._writer_idle_s = writer_idle_s
         self._on_release = on_release
@@ -206,18 +209,26 @@ class SqliteStore:
 
     async def search(self, query: SearchQuery) -> SearchPage:
         """One page of matches, and the total when the query asks for it."""
-        if not self._memory and self._inline_s > 0:
-            shape = _shape(query)
-            tries = self._long_shapes.get(shape)
-            if tries is None or tries % _RETRY_EVERY == 0:
-                page = self._search_inline(query)
-                if page is not None:
-                    self._long_shapes.pop(shape, None)
-                    return page
+        if self._memory or self._inline_s <= 0:
+            return await self._on_reader(reads.search, query, self.param_ids)
+        shape = _shape(query)
+        if shape not in self._long_shapes:
+            page = self._search_inline(query)
+            if page is not None:
+                return page
+        page, took = await self._on_reader(self._timed_search, query)
+        if took > self._inline_s:
             if len(self._long_shapes) >= _SHAPES_KEPT:
                 self._long_shapes.clear()
-            self._long_shapes[shape] = (tries or 0) + 1
-        return await self._on_reader(reads.search, query, self.param_ids)
+            self._long_shapes.add(shape)
+        else:
+            self._long_shapes.discard(shape)
+        return page
+
+    def _timed_search(self, conn: sqlite3.Connection, query: SearchQuery) -> tuple[SearchPage, float]:
+        started = self._clock()
+        page = reads.search(conn, query, self.param_ids)
+        return page, self._clock() - started
 
     def _search_inline(self, query: SearchQuery) -> SearchPage | None:
         # Handing a search to a reader thread and back costs 0.2 to 0.5 ms (two thread wake-ups, and the
@@ -226,7 +237,7 @@ class SqliteStore:
         # the search starts again on a reader thread. The loop is held at most the budget, and a long
         # search loses at most that much work. https://www.sqlite.org/c3ref/progress_handler.html
         conn = self._inline_conn()
-        self._deadline = time.perf_counter() + self._inline_s
+        self._deadline = self._clock() + self._inline_s
         conn.set_progress_handler(self._over_budget, _CHECK_EVERY)
         try:
             return reads.search(conn, query, self.param_ids)
@@ -239,7 +250,7 @@ class SqliteStore:
             self._deadline = math.inf
 
     def _over_budget(self) -> bool:
-        return time.perf_counter() > self._deadline
+        return self._clock() > self._deadline
 
     async def compartment_types(self, patient_id: str) -> list[str]:
         """The resource types that have a current resource in a patient's compartment."""

@@ -9,6 +9,7 @@ import asyncio
 import ctypes
 import ctypes.util
 import sqlite3
+import time
 from pathlib import Path
 
 import httpx
@@ -21,7 +22,7 @@ from resources.search.index import Indexer, load_patient_compartment
 from resources.search.parse import SearchLimits, parse_search
 from resources.search.registry import default_registry
 from resources.store.protocol import HistoryQuery
-from resources.store.sqlite.store import SqliteStore
+from resources.store.sqlite.store import SqliteStore, _shape
 from server.app import build_store
 from server.settings import Settings
 from tests.conftest import FHIR_JSON, body, client_for, create
@@ -217,7 +218,8 @@ async def test_a_search_past_its_budget_on_the_event_loop_is_finished_on_a_reade
         settings: Settings) -> None:
     await _load_patients(settings, 300)
     registry = default_registry(resource_types())
-    store = SqliteStore(settings.sqlite_path, inline_ms=1e-6)
+    clock = _Clock()
+    store = SqliteStore(settings.sqlite_path, inline_ms=1e-6, clock=clock)
     await store.open()
     try:
         parsed = parse_search("Patient", [("family", "inline"), ("_total", "accurate"), ("_count", "1000")],
@@ -226,13 +228,51 @@ async def test_a_search_past_its_budget_on_the_event_loop_is_finished_on_a_reade
         assert store._search_inline(query) is None  # stopped by the progress handler, not an error
         page = await store.search(query)
         assert page.total == 300 and len(page.resources) == 300
-        # the shape that overran goes straight to a thread afterwards, with the same answer
-        assert list(store._long_shapes.values()) == [1]
+        # the shape overran on the thread too, so it goes straight to a thread afterwards, same answer
+        assert store._long_shapes == {_shape(query)}
+        readings = clock.readings
         again = await store.search(query)
         assert [r.id for r in again.resources] == [r.id for r in page.resources]
-        assert list(store._long_shapes.values()) == [2]
+        assert clock.readings == readings + 2  # the thread's start and end: no deadline set on the loop
+        assert store._long_shapes == {_shape(query)}
         # the event loop's connection is usable afterwards, with no budget left behind
         assert (await store.read("Patient", page.resources[0].id)) is not None
+    finally:
+        await store.close()
+
+
+class _Clock:
+    """perf_counter, counting its readings; with a stall, a second ahead from the given reading on."""
+
+    def __init__(self, stall_at: int | None = None) -> None:
+        self.readings = 0
+        self.stall_at = stall_at
+
+    def __call__(self) -> float:
+        self.readings += 1
+        stalled = self.stall_at is not None and self.readings >= self.stall_at
+        return time.perf_counter() + (1.0 if stalled else 0.0)
+
+
+async def test_a_search_that_overran_only_because_the_process_stalled_stays_on_the_event_loop(
+        settings: Settings) -> None:
+    await _load_patients(settings, 300)
+    registry = default_registry(resource_types())
+    clock = _Clock(stall_at=2)  # the process stalls right after the loop set its deadline
+    store = SqliteStore(settings.sqlite_path, inline_ms=20.0, clock=clock)
+    await store.open()
+    try:
+        query = parse_search("Patient", [("family", "inline"), ("_total", "accurate"), ("_count", "10")],
+                             registry, SearchLimits()).query
+        page = await store.search(query)  # stopped on the loop by the stall, answered on a thread
+        assert page.total == 300 and len(page.resources) == 10
+        assert clock.readings >= 4  # the loop's deadline and check, then the thread's start and end
+        # on the thread it took less than the 20 ms budget: the overrun was the stall, so the shape is not
+        # sent to threads, and the next search of it finishes on the loop (with the reader threads gone)
+        assert store._long_shapes == set()
+        store._readers.shutdown()
+        again = await store.search(query)
+        assert [r.id for r in again.resources] == [r.id for r in page.resources] and again.total == 300
     finally:
         await store.close()
 
