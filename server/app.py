@@ -57,7 +57,8 @@ def build_store(settings: Settings, registry: SearchRegistry, mongo_client: Any 
     """The configured store adapter (not yet opened)."""
     if settings.store == "sqlite":
         return SqliteStore(settings.sqlite_path, readers=settings.sqlite_readers, subsumed=registry.subsumed,
-                           cache_mib=settings.sqlite_cache_mib, inline_ms=settings.sqlite_inline_ms,
+                           cache_mib=settings.sqlite_cache_mib, loop_cache_mib=settings.sqlite_loop_cache_mib,
+                           inline_ms=settings.sqlite_inline_ms,
                            writer_idle_s=settings.sqlite_writer_idle_seconds, on_release=release_free_memory)
     if settings.store == "mongodb":
         # imported only when used: pymongo adds about 14 MB to every process that loads it

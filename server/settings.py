@@ -19,9 +19,12 @@ class Settings(BaseSettings):
     store: str = Field("sqlite", description="sqlite (embedded) or mongodb")
     sqlite_path: str = Field("./data/careloop.db", description="SQLite file; ':memory:' for a throw-away store")
     sqlite_readers: int = 2
-    sqlite_cache_mib: int = Field(32, ge=1, description="SQLite page cache of each of the store's connections "
-                                  "(the writer, the readers and the event loop's), in MiB: smaller saves memory, "
-                                  "larger keeps more of the index in memory for searches")
+    sqlite_cache_mib: int = Field(32, ge=1, description="SQLite page cache of the writer's and each reader's "
+                                  "connection, in MiB: smaller saves memory, larger keeps more of the index in "
+                                  "memory for long searches")
+    sqlite_loop_cache_mib: int = Field(8, ge=1, description="SQLite page cache of the event loop's own "
+                                       "connection, in MiB (it serves reads by id and searches within "
+                                       "CARELOOP_SQLITE_INLINE_MS, which touch few pages)")
     sqlite_inline_ms: float = Field(1.0, ge=0, description="A search first runs on the event loop's own "
                                     "connection for up to this many milliseconds (a thread hand-off costs more "
                                     "than most searches), then moves to a reader thread; 0 sends every search "

@@ -19,10 +19,14 @@ PRAGMAS = (
     "PRAGMA wal_autocheckpoint=10000",
     "PRAGMA temp_store=MEMORY",
 )
-# Each connection keeps its own page cache (4 connections: the writer, two readers, the event loop's);
-# 32 MiB each bounds them to 128 MiB together, and pages beyond that come from the operating system's file
-# cache, which the processes share. Smaller caches trade search speed for memory (docs/performance.md, e2).
+# Each connection keeps its own page cache (4 connections: the writer, two readers, the event loop's).
+# The writer and the readers get 32 MiB each: ingests and long searches (broad counts, large includes) run
+# there. The event loop's connection serves reads by id and searches within the inline budget, which
+# touch few pages, so 8 MiB holds what they reuse (side by side at 10k, 100k and 1M resources, 8 and 32
+# MiB gave the same latencies within noise; 32 MiB kept 13 to 24 MiB more after a search mix). Pages
+# beyond the caches come from the operating system's file cache, which the processes share.
 CACHE_MIB = 32
+LOOP_CACHE_MIB = 8
 
 DDL = """
 CREATE TABLE IF NOT EXISTS resource (

@@ -22,7 +22,7 @@ from resources.search.index import IndexRows
 from resources.search.query import SearchQuery
 from resources.store.protocol import HistoryQuery, OutboxEvent, SearchPage, StoredResource, Write
 from resources.store.sqlite import reads
-from resources.store.sqlite.schema import CACHE_MIB, DDL, LAYOUT, PRAGMAS
+from resources.store.sqlite.schema import CACHE_MIB, DDL, LAYOUT, LOOP_CACHE_MIB, PRAGMAS
 from resources.store.sqlite.writes import apply_writes, replace_index
 
 T = TypeVar("T")
@@ -77,13 +77,15 @@ class SqliteStore:
     """The embedded store on one SQLite file (or ':memory:' for throw-away use)."""
 
     def __init__(self, path: str, *, readers: int = 2, subsumed: Subsumed = _nothing_subsumed,
-                 cache_mib: int = CACHE_MIB, inline_ms: float = INLINE_MS, writer_idle_s: float = WRITER_IDLE_S,
+                 cache_mib: int = CACHE_MIB, loop_cache_mib: int = LOOP_CACHE_MIB, inline_ms: float = INLINE_MS,
+                 writer_idle_s: float = WRITER_IDLE_S,
                  on_release: Callable[[], object] | None = None, clock: Callable[[], float] = time.perf_counter,
                  ) -> None:
         # subsumed: for a type, the parameters whose values another parameter always holds
         # (SearchRegistry.subsumed); their shared entries are stored once and searched together
         self._path = path
         self._cache_mib = cache_mib
+        self._loop_cache_mib = loop_cache_mib
         self._inline_s = inline_ms / 1000
         self._deadline = math.inf
         self._clock = clock  # times the budget (a parameter so a test can stand in for a stalled process)
@@ -199,7 +201,7 @@ class SqliteStore:
         # thread and back (which also waits for the GIL under load, up to the 5 ms switch interval). They
         # run on the event loop's own read-only connection; scans (search, history) still go to threads.
         if self._loop_conn is None:
-            self._loop_conn = _connect(self._path, self._cache_mib)
+            self._loop_conn = _connect(self._path, self._loop_cache_mib)
             self._loop_conn.execute("PRAGMA query_only=ON")
         return self._loop_conn
 

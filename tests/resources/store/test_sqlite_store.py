@@ -277,6 +277,24 @@ async def test_a_search_that_overran_only_because_the_process_stalled_stays_on_t
         await store.close()
 
 
+async def test_the_event_loops_connection_keeps_its_own_page_cache_size(settings: Settings) -> None:
+    configured = settings.model_copy(update={"sqlite_cache_mib": 5, "sqlite_loop_cache_mib": 3})
+    store = build_store(configured, default_registry(resource_types()))
+    assert isinstance(store, SqliteStore)
+    await store.open()
+    try:
+        def cache_kib(conn: sqlite3.Connection) -> int:
+            return int(conn.execute("PRAGMA cache_size").fetchone()[0])
+
+        # negative: KiB. The loop's connection serves reads by id and short searches; readers the long ones
+        assert cache_kib(store._inline_conn()) == -3 * 1024
+        assert await store._on_reader(cache_kib) == -5 * 1024
+        defaults = Settings.model_fields
+        assert defaults["sqlite_loop_cache_mib"].default == 8 and defaults["sqlite_cache_mib"].default == 32
+    finally:
+        await store.close()
+
+
 def _sqlite_memory_used() -> int:
     """Bytes SQLite holds in this process (page caches included), from the library Python's sqlite3 uses."""
     library = ctypes.CDLL(ctypes.util.find_library("sqlite3"))
