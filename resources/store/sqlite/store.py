@@ -199,7 +199,8 @@ class SqliteStore:
     def _inline_conn(self) -> sqlite3.Connection:
         # Point reads by primary key take ~20 us from SQLite's page cache, less than handing the call to a
         # thread and back (which also waits for the GIL under load, up to the 5 ms switch interval). They
-        # run on the event loop's own read-only connection; scans (search, history) still go to threads.
+        # run on the event loop's own read-only connection, as do searches within the budget (search());
+        # history and long searches go to the reader threads.
         if self._loop_conn is None:
             self._loop_conn = _connect(self._path, self._loop_cache_mib)
             self._loop_conn.execute("PRAGMA query_only=ON")
