@@ -68,3 +68,20 @@ async def test_everything_follows_deletes_and_every_compartment_type(client: htt
     again = (await client.get(f"/fhir/Patient/{ann['id']}/$everything")).json()
     assert kept[0]["id"] not in {e["resource"]["id"] for e in again["entry"]}
     assert again["total"] == 3
+
+
+async def test_everything_lists_the_patient_once_and_not_the_patients_linked_to_them(
+        client: httpx.AsyncClient) -> None:
+    # a Patient that links to Ann is in Ann's compartment (CompartmentDefinition: Patient.link), but the record
+    # is Ann's: the only Patient in it is Ann herself, whichever way the store narrows the types
+    ann = await create(client, patient(family="Ann"))
+    await create(client, {**patient(family="Linked"), "link": [
+        {"other": {"reference": f"Patient/{ann['id']}"}, "type": "seealso"}]})
+    note = await create(client, observation(f"Patient/{ann['id']}"))
+    whole = (await client.get(f"/fhir/Patient/{ann['id']}/$everything")).json()
+    assert [(e["resource"]["resourceType"], e["resource"]["id"]) for e in whole["entry"]] == [
+        ("Patient", ann["id"]), ("Observation", note["id"])]
+    assert whole["total"] == 2
+    typed = (await client.get(f"/fhir/Patient/{ann['id']}/$everything",
+                              params={"_type": "Patient,Observation"})).json()
+    assert [e["resource"]["id"] for e in typed["entry"]] == [ann["id"], note["id"]]

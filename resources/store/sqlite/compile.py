@@ -6,9 +6,11 @@ https://hl7.org/fhir/R4B/search.html
 
 from __future__ import annotations
 
+from functools import cache
 from typing import Any, Protocol
 
 from resources.search.codesets import CANONICAL_SYSTEM
+from resources.search.index import load_patient_compartment
 from resources.search.query import (
     CompositeValue,
     Filter,
@@ -334,6 +336,27 @@ def _system_filter(flt: Filter, types: tuple[str, ...], param_id: ParamId) -> Cl
     return ("(" + " OR ".join(ors) + ")", args) if ors else _NEVER
 
 
+@cache
+def _compartment_members() -> frozenset[str]:
+    return frozenset(load_patient_compartment())
+
+
+def _types_clause(query: SearchQuery) -> Clause:
+    """The test of a system search's `_type` list: the list itself, or the types it leaves out of a compartment.
+
+    Only the CompartmentDefinition's types have compartment entries (index.py), so within a compartment the
+    types a query leaves out say the same as those it asks for, and are far fewer for `$everything` (only
+    Patient, against 65 asked for). SQLite builds a long `IN` list into a temporary table on every run.
+    """
+    if any(f.type == "compartment" for f in query.filters):
+        left_out = sorted(_compartment_members().difference(query.types))
+        if len(left_out) < len(query.types):
+            if not left_out:
+                return "", []
+            return f"r.type NOT IN ({','.join('?' * len(left_out))})", left_out
+    return f"r.type IN ({','.join('?' * len(query.types))})", list(query.types)
+
+
 def compile_search(query: SearchQuery, param_id: ParamId,
                    stored_types: tuple[str, ...] = ()) -> tuple[str, list[Any], str, list[Any]]:
     """SQL for one page (count + 1 rows, to know whether a next page exists) and for the total.
@@ -345,8 +368,10 @@ def compile_search(query: SearchQuery, param_id: ParamId,
         where: list[str] = ["r.deleted = 0"]
         args: list[Any] = []
         if query.types:
-            where.append(f"r.type IN ({','.join('?' * len(query.types))})")
-            args.extend(query.types)
+            sql, more = _types_clause(query)
+            if sql:
+                where.append(sql)
+                args.extend(more)
         for flt in query.filters:
             sql, more = _system_filter(flt, query.types or stored_types, param_id)
             where.append(sql)
