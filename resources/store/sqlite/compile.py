@@ -6,7 +6,7 @@ https://hl7.org/fhir/R4B/search.html
 
 from __future__ import annotations
 
-from functools import cache
+from functools import lru_cache
 from typing import Any, Protocol
 
 from resources.search.codesets import CANONICAL_SYSTEM
@@ -336,9 +336,9 @@ def _system_filter(flt: Filter, types: tuple[str, ...], param_id: ParamId) -> Cl
     return ("(" + " OR ".join(ors) + ")", args) if ors else _NEVER
 
 
-@cache
-def _compartment_members() -> frozenset[str]:
-    return frozenset(load_patient_compartment())
+@lru_cache(maxsize=64)  # bounded: clients choose `_type` lists
+def _left_out_of_compartment(types: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(sorted(frozenset(load_patient_compartment()).difference(types)))
 
 
 def _types_clause(query: SearchQuery) -> Clause:
@@ -349,11 +349,11 @@ def _types_clause(query: SearchQuery) -> Clause:
     Patient, against 65 asked for). SQLite builds a long `IN` list into a temporary table on every run.
     """
     if any(f.type == "compartment" for f in query.filters):
-        left_out = sorted(_compartment_members().difference(query.types))
+        left_out = _left_out_of_compartment(query.types)
         if len(left_out) < len(query.types):
             if not left_out:
                 return "", []
-            return f"r.type NOT IN ({','.join('?' * len(left_out))})", left_out
+            return f"r.type NOT IN ({','.join('?' * len(left_out))})", list(left_out)
     return f"r.type IN ({','.join('?' * len(query.types))})", list(query.types)
 
 
