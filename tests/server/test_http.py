@@ -9,6 +9,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from fastapi import FastAPI
 
 from server.settings import Settings
 from tests.conftest import FHIR_JSON, body, client_for, create, issue_code
@@ -135,3 +136,17 @@ async def test_openapi_declares_fhir_content_and_outcomes(client: httpx.AsyncCli
     assert "application/fhir+json" in create_op["requestBody"]["content"]
     assert "application/fhir+json" in create_op["responses"]["400"]["content"]
     assert "OperationOutcome" in str(create_op["responses"]["412"])
+
+
+async def test_fhir_routes_answer_under_a_root_path(app: FastAPI) -> None:
+    # behind a proxy that mounts the server under /api, the scope's path keeps the prefix and root_path names it
+    transport = httpx.ASGITransport(app=app, root_path="/api")
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
+        created = await c.post("/api/fhir/Patient", content=body(patient()), headers=FHIR_JSON)
+        assert created.status_code == 201
+        patient_id = created.json()["id"]
+        assert (await c.get(f"/api/fhir/Patient/{patient_id}")).status_code == 200
+        everything = await c.get(f"/api/fhir/Patient/{patient_id}/$everything")
+        assert everything.status_code == 200 and everything.json()["total"] == 1
+        assert (await c.put("/api/fhir", content=b"{}", headers=FHIR_JSON)).status_code == 405
+        assert (await c.get("/api/fhir/Patient/1/_history/1/extra")).status_code == 404
