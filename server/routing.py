@@ -17,7 +17,6 @@ from starlette.routing import Match
 from starlette.types import Scope
 
 
-
 class FhirRoute(APIRoute):
     """Calls `endpoint(request)` directly, and turns away paths of another depth before matching them."""
 

@@ -1,5 +1,7 @@
 """Compilation of a SearchQuery into SQLite SQL: a pure function of the query and the parameter ids.
 
+It also reads the shipped Patient CompartmentDefinition, which decides the types that have compartment entries.
+
 User values only ever travel as bound parameters, never as SQL text.
 https://hl7.org/fhir/R4B/search.html
 """
