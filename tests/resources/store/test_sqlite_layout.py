@@ -15,7 +15,7 @@ import pytest
 
 from resources.search.index import IndexRows
 from resources.store.protocol import Write
-from resources.store.sqlite.bodies import decode, encode
+from resources.store.sqlite.bodies import decode, decode_many, encode
 from resources.store.sqlite.schema import LAYOUT
 from resources.store.sqlite.store import SqliteStore
 from server.settings import Settings
@@ -86,6 +86,37 @@ def test_plain_json_bodies_still_read() -> None:
     assert decode(None) is None
     with pytest.raises(ValueError, match="unknown dictionary 9"):
         decode(b"\x09rest")
+
+
+def test_many_bodies_restore_in_order_whatever_their_form() -> None:
+    bodies = [orjson.dumps({"resourceType": "Basic", "id": str(n), "text": "x" * n}) for n in range(5)]
+    assert decode_many([encode(b) for b in bodies]) == bodies
+    mixed = [encode(bodies[0]), bodies[1], None, encode(bodies[3])]
+    assert decode_many(mixed) == [bodies[0], bodies[1], None, bodies[3]]
+    assert decode_many([encode(bodies[4])]) == [bodies[4]]
+    assert decode_many([]) == []
+    with pytest.raises(ValueError, match="unknown dictionary 9"):
+        decode_many([encode(bodies[0]), b"\x09rest"])
+
+
+async def test_a_page_mixing_plain_and_compressed_bodies_reads_back_whole(tmp_path: Path) -> None:
+    """Rows written before compression sit beside compressed ones; searches and includes return both intact."""
+    db = tmp_path / "mixed.db"
+    async with client_for(_settings(db)) as client:
+        subject = await create(client, patient())
+        stored = [await create(client, observation(f"Patient/{subject['id']}")) for _ in range(4)]
+        conn = sqlite3.connect(db)
+        for res in (stored[1], subject):  # as an older build left them: plain JSON
+            conn.execute("UPDATE resource SET body = ? WHERE id = ?", (orjson.dumps(res), res["id"]))
+        conn.commit()
+        conn.close()
+        found = (await client.get("/fhir/Observation", params={
+            "patient": subject["id"], "_include": "Observation:patient"})).json()
+        everything = (await client.get(f"/fhir/Patient/{subject['id']}/$everything")).json()
+    by_id = {e["resource"]["id"]: e["resource"] for e in found["entry"]}
+    assert by_id == {r["id"]: r for r in [*stored, subject]}
+    assert sorted(e["resource"]["id"] for e in everything["entry"]) == sorted(r["id"] for r in [*stored, subject])
+    assert {e["resource"]["id"]: e["resource"] for e in everything["entry"]} == by_id
 
 
 async def test_a_rolled_back_system_is_not_remembered(tmp_path: Path) -> None:
