@@ -74,6 +74,11 @@ def core_block(read: dict[str, Any], ingest: dict[str, Any], single: dict[str, A
     ]
 
 
+def _tenths(found: dict[str, Any]) -> str:
+    tenths = found.get("ingest_tenths_resources_per_s") or []  # absent from results recorded before it
+    return f"{min(tenths)} / {max(tenths)} / {tenths[-1]} res/s" if tenths else "not recorded"
+
+
 def tier_block(found: dict[str, Any]) -> list[str]:
     """The figures of one population tier."""
     size = f"{found['resources']:,}"
@@ -84,6 +89,7 @@ def tier_block(found: dict[str, Any]) -> list[str]:
         "|---|---|---|---|---|",
         f"| a3 generated-population ingest, 2 bundles in flight | {f['ingest_resources_per_s']} res/s | first "
         f"10,000 resources {f['ingest_first_resources_per_s']} res/s | {f['ingest_scaling']} | >= 0.8 |",
+        f"| a3 the same load by tenths: slowest / fastest / last | {_tenths(f)} | | | |",
         f"| b3 read by id p50 / p99 (c=1) | {f['read_p50_ms']} / {f['read_p99_ms']} ms | primary-key select "
         f"{f['read_raw_p50_ms']} / {f['read_raw_p99_ms']} ms | | p50 <= 0.5 ms, p99 <= 2 ms |",
         f"| c1 `Observation?patient&code&date=ge` p50 / p99 | {f['observation_p50_ms']} / "

@@ -58,12 +58,14 @@ FIRST = 10_000  # the a3 ratio compares the whole tier's rate with the rate over
 
 
 
-async def _load(base: str, resources: int) -> tuple[float, float]:
-    """Post the tier two bundles at a time; the rate over the whole tier and over its first resources."""
+async def _load(base: str, resources: int) -> tuple[float, float, list[int]]:
+    """Post the tier two bundles at a time: the rate over the whole tier, over its first resources and per tenth."""
     bundles = [orjson.dumps(b) for b in population(resources)]
     queue = list(reversed(bundles))
     done = [0]
     first_at: list[float] = []
+    tenth = max(resources // 10, 100)
+    marks: list[float] = []  # when each tenth of the tier was in
 
     async def poster(client: httpx.AsyncClient) -> None:
         while queue:
@@ -71,12 +73,15 @@ async def _load(base: str, resources: int) -> tuple[float, float]:
             done[0] += 100
             if done[0] >= min(FIRST, resources) and not first_at:
                 first_at.append(time.perf_counter())
+            if done[0] % tenth == 0:
+                marks.append(time.perf_counter())
 
     async with httpx.AsyncClient(base_url=base, timeout=600) as client:
         started = time.perf_counter()
         await asyncio.gather(poster(client), poster(client))
         elapsed = time.perf_counter() - started
-    return resources / elapsed, min(FIRST, resources) / (first_at[0] - started)
+    tenths = [round(tenth / (end - begin)) for begin, end in zip([started, *marks], marks, strict=False)]
+    return resources / elapsed, min(FIRST, resources) / (first_at[0] - started), tenths
 
 
 def _timed(db: str, run: Callable[[sqlite3.Connection, Any], object], args_list: list[Any]) -> tuple[float, float]:
@@ -146,7 +151,9 @@ def main() -> None:
             time.sleep(6)  # start-up work (terminology seed, warm-up) settles
             figures["idle_rss_mb"] = round(rss_mb(server.pid), 1)
             figures["idle_workers_rss_mb"] = round(children_rss_mb(server.pid), 1)
-            rate, first_rate = asyncio.run(_load(f"http://127.0.0.1:{port}/fhir", args.resources))
+            rate, first_rate, tenths = asyncio.run(_load(f"http://127.0.0.1:{port}/fhir", args.resources))
+            # the rate of each tenth of the load: whether it slows as the file grows, or the machine drifts
+            figures["ingest_tenths_resources_per_s"] = tenths
             figures["ingest_resources_per_s"] = round(rate)
             figures["ingest_first_resources_per_s"] = round(first_rate)
             figures["ingest_scaling"] = round(rate / first_rate, 3)

@@ -5,7 +5,7 @@ docs/performance.md is the record of every figure; losing the 100k and 1M rows o
 
 from __future__ import annotations
 
-from bench.run import TIERS_HEADING, replace_block
+from bench.run import TIERS_HEADING, _tenths, replace_block
 
 REPORT = f"""# Performance
 
@@ -41,3 +41,8 @@ def test_new_tiers_go_in_size_order_under_the_heading() -> None:
     again = replace_block(text, "tier-10000", ["ten thousand, again"])
     assert again.count("ten thousand") == 1 and "ten thousand, again" in again
     assert again.count("<!-- figures:tier-10000:begin -->") == 1
+
+
+def test_the_load_by_tenths_shows_its_slowest_fastest_and_last_tenth() -> None:
+    assert _tenths({"ingest_tenths_resources_per_s": [1400, 1210, 1650, 1330]}) == "1210 / 1650 / 1330 res/s"
+    assert _tenths({}) == "not recorded"  # results recorded before the tenths were kept
