@@ -120,6 +120,11 @@ def tier_block(found: dict[str, Any]) -> list[str]:
         f"{round(f['idle_rss_mb'] + f.get('idle_workers_rss_mb', 0), 1)} MiB | | | |",
         f"| e2 memory after the load and a search mix | {f['loaded_rss_mb']} MiB | idle {f['idle_rss_mb']} MiB | "
         f"{f['memory_growth']} | <= 1.5 |",
+        *([f"| e2 the same, {f['settled_after_s']} s later (once writes pause the writer hands its cache back) | "
+           f"{f['settled_rss_mb']} MiB | idle {f['idle_rss_mb']} MiB | {f['settled_memory_growth']} | |"]
+          if "settled_rss_mb" in f else []),
+        *([f"| e2 after the load alone, before the mix | {f['ingested_rss_mb']} MiB | idle {f['idle_rss_mb']} MiB | "
+           f"{round(f['ingested_rss_mb'] / f['idle_rss_mb'], 3)} | |"] if "ingested_rss_mb" in f else []),
         *([f"| e2 for the whole server (all its processes) | {f['server_loaded_rss_mb']} MiB | idle "
            f"{f['server_idle_rss_mb']} MiB | {f['server_memory_growth']} | |"] if "server_loaded_rss_mb" in f else []),
         f"| e3 disk bytes per resource | {f['disk_bytes_per_resource']} | JSON of the same resources "
