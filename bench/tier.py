@@ -169,9 +169,9 @@ def main() -> None:
             figures["server_loaded_rss_mb"] = round(figures["loaded_rss_mb"] + children_rss_mb(server.pid), 1)
             figures["server_memory_growth"] = round(figures["server_loaded_rss_mb"] / figures["server_idle_rss_mb"], 3)
             figures["memory_growth"] = round(figures["loaded_rss_mb"] / figures["idle_rss_mb"], 3)
-            # Pathway Tasks raised by the load are written for a while after it, and the writer hands its
-            # page cache back only once writes pause (CARELOOP_SQLITE_WRITER_IDLE_SECONDS, 5 s): the reading
-            # above may or may not hold it. This one is taken once the server has settled.
+            # The writer hands its page cache back 5 s after writes pause (CARELOOP_SQLITE_WRITER_IDLE_SECONDS)
+            # and the mix also lasts 5 s, so the reading above may or may not still hold that cache: a race.
+            # This one is taken once the server has settled.
             time.sleep(WRITER_SETTLES_S)
             figures["settled_rss_mb"] = round(rss_mb(server.pid), 1)
             figures["settled_after_s"] = WRITER_SETTLES_S
