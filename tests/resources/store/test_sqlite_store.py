@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import ctypes.util
+import gc
 import sqlite3
 import time
 from pathlib import Path
@@ -22,7 +23,7 @@ from resources.search.index import Indexer, load_patient_compartment
 from resources.search.parse import SearchLimits, parse_search
 from resources.search.registry import default_registry
 from resources.store.protocol import HistoryQuery
-from resources.store.sqlite.store import SqliteStore, _shape
+from resources.store.sqlite.store import SqliteStore, SqliteWriteSession, _shape
 from server.app import build_store
 from server.settings import Settings
 from tests.conftest import FHIR_JSON, body, client_for, create
@@ -325,3 +326,21 @@ async def test_the_writer_hands_its_page_cache_back_once_writes_pause(settings: 
         assert (await store.search(query)).total == 1001
     finally:
         await store.close()
+
+
+async def test_a_finished_write_session_and_its_writes_are_freed_at_once(client: httpx.AsyncClient) -> None:
+    # The server runs the cycle collector rarely (gc.freeze, a high threshold), so a session that only it
+    # can free holds the bodies and index rows of its writes long after the answer: memory after a load.
+    gc.collect()
+    gc.disable()
+    try:
+        await create(client, patient(mrn="1"))
+        entries = [{"resource": patient(family=f"Batch{n}"), "request": {"method": "POST", "url": "Patient"}}
+                   for n in range(20)]
+        bundle = {"resourceType": "Bundle", "type": "transaction", "entry": entries}
+        answer = await client.post("/fhir", content=body(bundle), headers=FHIR_JSON)
+        assert answer.status_code == 200
+        held = [o for o in gc.get_objects() if isinstance(o, SqliteWriteSession)]
+    finally:
+        gc.enable()
+    assert held == []
