@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import parse_qsl
 
 import orjson
 from fastapi import Request
@@ -112,11 +113,14 @@ def prefer_strict(request: Request) -> bool:
 
 def query_pairs(request: Request) -> list[tuple[str, str]]:
     """Query parameters in order, repeated keys kept."""
-    return list(request.query_params.multi_items())
+    # parsed as Starlette parses them, without building its multi-dict (which nothing here needs)
+    return parse_qsl(request.scope["query_string"].decode("latin-1"), keep_blank_values=True)
 
 
 def is_pretty(request: Request) -> bool:
     """_pretty=true."""
+    if b"_pretty" not in request.scope["query_string"]:  # nearly every request: skip parsing the query
+        return False
     return request.query_params.get("_pretty", "false").lower() == "true"
 
 

@@ -5,8 +5,6 @@ https://hl7.org/fhir/R4B/http.html#history
 
 from __future__ import annotations
 
-from urllib.parse import urlencode
-
 from fastapi import Request
 from starlette.responses import Response
 
@@ -15,6 +13,7 @@ from resources.errors import Invalid, NotFound
 from resources.search.dates import date_range
 from resources.store.protocol import HistoryQuery
 from server.context import base_url, is_pretty, services
+from server.querystring import encode_query
 from server.responses import bytes_response
 
 
@@ -53,7 +52,7 @@ async def history_response(request: Request, type_: str | None, id_: str | None)
     base = base_url(request)
     path = "/".join(p for p in (base, type_, id_, "_history") if p)
     kept = [(k, v) for k, v in request.query_params.multi_items() if k != "_cursor"]
-    links = {"self": f"{path}?{urlencode(request.query_params.multi_items())}".rstrip("?")}
+    links = {"self": f"{path}?{encode_query(request.query_params.multi_items())}".rstrip("?")}
     if more and versions:
-        links["next"] = f"{path}?{urlencode([*kept, ('_cursor', str(versions[-1].seq))])}"
+        links["next"] = f"{path}?{encode_query([*kept, ('_cursor', str(versions[-1].seq))])}"
     return bytes_response(history(versions, base, links), 200, pretty=is_pretty(request))

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import replace
-from urllib.parse import urlencode
 
 from fastapi import Request
 from starlette.responses import Response
@@ -20,6 +19,7 @@ from resources.search.system import parse_system_search
 from resources.shaping import check_summary
 from resources.store.protocol import ReadSource, StoredResource
 from server.context import Services, base_url, is_pretty, prefer_strict, services
+from server.querystring import encode_query
 from server.render import shape_bytes
 from server.responses import bytes_response
 
@@ -45,14 +45,13 @@ async def search_bundle(svc: Services, base: str, resource_type: str, params: Se
     check_summary(summary)
     kept = [(k, v) for k, v in params if k != "_cursor"]
     path = base if resource_type == SYSTEM else f"{base}/{resource_type}"
-    links = {"self": f"{path}?{urlencode(list(params))}".rstrip("?"),
-             "first": f"{path}?{urlencode(kept)}".rstrip("?")}
+    links = {"self": f"{path}?{encode_query(params)}".rstrip("?"), "first": f"{path}?{encode_query(kept)}".rstrip("?")}
     if summary == "count":
         page = await svc.repository.search(replace(parsed.query, total="accurate", count=0), source)
         return searchset([], base, links, page.total)
     page = await svc.repository.search(parsed.query, source)
     if page.next_cursor is not None:
-        links["next"] = f"{path}?{urlencode([*kept, ('_cursor', page.next_cursor)])}"
+        links["next"] = f"{path}?{encode_query([*kept, ('_cursor', page.next_cursor)])}"
     body_of: Callable[[StoredResource], bytes] | None = None
     if (summary and summary != "false") or elements:
         def body_of(res: StoredResource) -> bytes:
