@@ -26,6 +26,8 @@ _NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
 
 def split_values(raw: str) -> list[str]:
     # commas separate OR values; '\,' is a literal comma
+    if "\\" not in raw:  # nearly every value has no escape: a plain split (the loop costs ~2 us a value)
+        return raw.split(",")
     parts, current, escaped = [], "", False
     for ch in raw:
         if escaped:
