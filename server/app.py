@@ -42,6 +42,7 @@ from server.negotiation import NegotiationMiddleware
 from server.openapi import describe_parameters
 from server.routes import instance, operations, reindex, system
 from server.routes import type as type_routes
+from server.routing import DepthDispatch
 from server.settings import Settings
 from subscriptions.endpoints import EndpointPolicy
 from subscriptions.engine import EngineConfig, SubscriptionEngine
@@ -195,6 +196,8 @@ def create_app(settings: Settings | None = None, *, mongo_client: Any = None) ->
     app = FastAPI(title="CareLoop FHIR server", version=VERSION, lifespan=lifespan, docs_url="/docs",
                   redoc_url=None, telemetry=telemetry_config(os.environ))
     errors.install(app)
+    # OAuth errors are RFC 6749 JSON wherever raised: a 404 on the discovery and key endpoints with auth off
+    app.add_exception_handler(auth_routes.JsonError, auth_routes.json_error_handler)
     app.add_middleware(NegotiationMiddleware)
     app.add_middleware(BearerMiddleware)
     for module in (instance, type_routes, system, reindex, operations, auth_routes):
@@ -202,6 +205,7 @@ def create_app(settings: Settings | None = None, *, mongo_client: Any = None) ->
         # which cost a third of the time of a read. The path convertors keep these routes from overlapping,
         # so the busiest (read by id, search) come first: each route tried before the match costs ~5 us.
         app.router.routes.extend(module.router.routes)
+    app.router.middleware_stack = DepthDispatch(app.router)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

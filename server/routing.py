@@ -10,11 +10,11 @@ from __future__ import annotations
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from fastapi.routing import APIRoute
+from fastapi.routing import APIRoute, APIRouter
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Match
-from starlette.types import Scope
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 
 class FhirRoute(APIRoute):
@@ -22,17 +22,50 @@ class FhirRoute(APIRoute):
 
     def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
         super().__init__(path, endpoint, **kwargs)
-        self._slashes = path.count("/")
+        self.slashes = path.count("/")
 
     def matches(self, scope: Scope) -> tuple[Match, Scope]:
         # The router tries its routes in turn, each through a regular expression and FastAPI's route context:
         # 2.7 us a route, 71 us to reach `$everything`, the 28th. No segment of a FHIR route can hold a "/"
         # (server/paths.py), so a path with another number of them cannot match. Under a root path the
         # route path is the request path less that prefix, and the full check runs.
-        if scope["type"] == "http" and not scope.get("root_path") and scope["path"].count("/") != self._slashes:
+        if scope["type"] == "http" and not scope.get("root_path") and scope["path"].count("/") != self.slashes:
             return Match.NONE, {}
         return super().matches(scope)
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         endpoint: Callable[[Request], Coroutine[Any, Any, Response]] = self.endpoint
         return endpoint
+
+
+class DepthDispatch:
+    """The router's entry: a request tries only the FHIR routes of its path's depth, in table order.
+
+    https://www.starlette.io/routing/
+    """
+
+    # The router tries every route in turn until one matches: a search is the 11th route and `$everything`
+    # the 28th, each miss a call and a check. A FHIR route of another depth never matches (FhirRoute.matches),
+    # so each depth gets a router holding only its own FHIR routes and every other route, in the same order:
+    # the first route to match, or to match the path but not the method (405), is the one the whole table
+    # would have found. A path no route of its router matches goes on to the whole table, which answers
+    # as before (404, or the trailing-slash redirect, whose target has another depth).
+
+    def __init__(self, router: APIRouter) -> None:
+        self._router = router
+        self._whole: ASGIApp = router.app
+        depths = {r.slashes for r in router.routes if isinstance(r, FhirRoute)}
+        self._by_depth = {
+            depth: APIRouter(routes=[r for r in router.routes if not isinstance(r, FhirRoute) or r.slashes == depth],
+                             redirect_slashes=False, default=self._whole)
+            for depth in depths}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Dispatch one request (or lifespan event)."""
+        if scope["type"] == "http" and not scope.get("root_path"):
+            narrowed = self._by_depth.get(scope["path"].count("/"))
+            if narrowed is not None:
+                scope.setdefault("router", self._router)  # as the whole table would set it
+                await narrowed.app(scope, receive, send)
+                return
+        await self._whole(scope, receive, send)

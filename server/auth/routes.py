@@ -61,6 +61,12 @@ def json_error(exc: JsonError) -> JSONResponse:
     return JSONResponse({"error": exc.error, "error_description": exc.description}, exc.status, NO_STORE)
 
 
+async def json_error_handler(request: Request, exc: Exception) -> Response:
+    """The answer to a JsonError an endpoint did not catch (with authorization off, every one of them)."""
+    assert isinstance(exc, JsonError)
+    return json_error(exc)
+
+
 def endpoints(request: Request) -> Endpoints:
     """Issuer, FHIR base and token URL as this request sees the server."""
     fhir = base_url(request)
