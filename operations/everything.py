@@ -64,7 +64,7 @@ async def run(call: OperationCall) -> bytes:
             raise Invalid(f"_since must be an instant, not '{since}'", code="value", expression=("_since",))
         filters.append(Filter("_lastUpdated", "date", None, (RangeValue("ge", found[0], found[1]),)))
     results: list[StoredResource] = [patient] if not wanted or "Patient" in wanted else []
-    types = tuple(t for t in _compartment_types() if not wanted or t in wanted)
+    types = tuple(t for t in _compartment_types() if t in wanted) if wanted else _compartment_types()
     if types:
         results.extend(await _record(repository, call.id, types, tuple(filters)))
     if len(results) > LIMIT:
