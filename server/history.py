@@ -12,7 +12,7 @@ from resources.bundles import history
 from resources.errors import Invalid, NotFound
 from resources.search.dates import date_range
 from resources.store.protocol import HistoryQuery
-from server.context import base_url, is_pretty, services
+from server.context import base_url, is_pretty, query_pairs, services
 from server.querystring import encode_query
 from server.responses import bytes_response
 
@@ -51,8 +51,9 @@ async def history_response(request: Request, type_: str | None, id_: str | None)
     versions = versions[:count]
     base = base_url(request)
     path = "/".join(p for p in (base, type_, id_, "_history") if p)
-    kept = [(k, v) for k, v in request.query_params.multi_items() if k != "_cursor"]
-    links = {"self": f"{path}?{encode_query(request.query_params.multi_items())}".rstrip("?")}
+    pairs = query_pairs(request)
+    kept = [(k, v) for k, v in pairs if k != "_cursor"]
+    links = {"self": f"{path}?{encode_query(pairs)}".rstrip("?")}
     if more and versions:
         links["next"] = f"{path}?{encode_query([*kept, ('_cursor', str(versions[-1].seq))])}"
     return bytes_response(history(versions, base, links), 200, pretty=is_pretty(request))

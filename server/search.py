@@ -45,7 +45,9 @@ async def search_bundle(svc: Services, base: str, resource_type: str, params: Se
     check_summary(summary)
     kept = [(k, v) for k, v in params if k != "_cursor"]
     path = base if resource_type == SYSTEM else f"{base}/{resource_type}"
-    links = {"self": f"{path}?{encode_query(params)}".rstrip("?"), "first": f"{path}?{encode_query(kept)}".rstrip("?")}
+    query = encode_query(params)
+    first = query if len(kept) == len(params) else encode_query(kept)  # the same text unless paging
+    links = {"self": f"{path}?{query}".rstrip("?"), "first": f"{path}?{first}".rstrip("?")}
     if summary == "count":
         page = await svc.repository.search(replace(parsed.query, total="accurate", count=0), source)
         return searchset([], base, links, page.total)

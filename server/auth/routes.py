@@ -141,13 +141,6 @@ _OAUTH_KEYS = ("response_type", "client_id", "redirect_uri", "scope", "state", "
 @router.api_route("/auth/authorize", methods=["GET", "POST"], include_in_schema=False)
 async def authorize(request: Request) -> Response:
     """Validate the request, sign the user in, pick the patient, then redirect back with a code."""
-    try:
-        return await _authorize(request)
-    except JsonError as exc:
-        return json_error(exc)
-
-
-async def _authorize(request: Request) -> Response:
     auth = auth_service(request)
     urls = endpoints(request)
     CURRENT.set(urls)
