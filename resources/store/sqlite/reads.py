@@ -32,6 +32,13 @@ def _matches(rows: list[tuple[Any, ...]]) -> list[StoredResource]:
             for (rid, t, i, v, u, _), body in zip(rows, restored, strict=True)]
 
 
+def _once(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """Rows without repeats of a resource: a page read from an index has one per matching entry, adjacent."""
+    if len({row[0] for row in rows}) == len(rows):
+        return rows
+    return [row for n, row in enumerate(rows) if n == 0 or row[0] != rows[n - 1][0]]
+
+
 def _version(row: tuple[Any, ...]) -> StoredResource:
     seq, type_, id_, vid, updated, deleted, body, method = row
     return StoredResource(type_, id_, vid, updated, bool(deleted), decode(body), method, seq)
@@ -84,8 +91,8 @@ def search(conn: sqlite3.Connection, query: SearchQuery, param_id: ParamId) -> S
         stored_types = tuple(t for (t,) in conn.execute("SELECT DISTINCT type FROM sp"))
     page_sql, args, count_sql, count_args = compile_search(query, param_id, stored_types)
     rows = conn.execute(page_sql, args).fetchall()
-    more = len(rows) > query.count
-    rows = rows[: query.count]
+    more = len(rows) > query.count  # before repeats are dropped: a short page may still have a next one
+    rows = _once(rows)[: query.count]
     resources = _matches(rows)
     total = None
     if query.total in ("accurate", "estimate"):
