@@ -371,36 +371,23 @@ def compile_search(query: SearchQuery, param_id: ParamId,
                    stored_types: tuple[str, ...] = ()) -> tuple[str, list[Any], str, list[Any]]:
     """SQL for one page (count + 1 rows, to know whether a next page exists) and for the total.
 
-    stored_types are the types that have index entries: a system search without _type looks in those.
+    The total's SQL is empty unless the query asks for one (`_total`). stored_types are the types that have
+    index entries: a system search without _type looks in those.
     """
-    ordered: list[Filter] = []  # the type-level filters, most selective first
-    if query.is_system:
-        where: list[str] = ["r.deleted = 0"]
-        args: list[Any] = []
-        if query.types:
-            sql, more = _types_clause(query)
-            if sql:
-                where.append(sql)
-                args.extend(more)
-        for flt in query.filters:
-            sql, more = _system_filter(flt, query.types or stored_types, param_id)
-            where.append(sql)
-            args.extend(more)
-    else:
-        ordered = sorted(query.filters, key=_selectivity)
-        drives = bool(ordered) and _selectivity(ordered[0]) < 9
-        # with a driving index filter the rows come by row id; `+r.type` keeps SQLite from scanning the whole
-        # type. `_id` and `_lastUpdated` are columns of the resource row: they need the (type, id) and (type,
-        # updated) indexes, so `type` must stay usable for them (as for no driving filter: (type, rid))
-        on_row = drives and ordered[0].code in ("_id", "_lastUpdated")
-        where = ["+r.type = ?" if drives and not on_row else "r.type = ?", "r.deleted = 0"]
-        args = [query.resource_type]
-        for position, flt in enumerate(ordered):
-            sql, more = compile_filter(flt, query.resource_type, param_id, correlated=position > 0)
-            where.append(sql)
-            args.extend(more)
-    count_sql = f"SELECT count(*) FROM resource r WHERE {' AND '.join(where)}"
-    count_args = list(args)
+    ordered = [] if query.is_system else sorted(query.filters, key=_selectivity)  # most selective first
+    counted = query.total in ("accurate", "estimate")
+    streamed = None
+    if not query.sort:
+        streamed = (_streamed_system_page(query, param_id, stored_types) if query.is_system
+                    else _streamed_page(query, ordered, param_id))
+        if streamed is not None and not counted:
+            return streamed[0], streamed[1], "", []
+    where, args = _conditions(query, ordered, param_id, stored_types)
+    count_sql, count_args = "", []
+    if counted:
+        count_sql, count_args = f"SELECT count(*) FROM resource r WHERE {' AND '.join(where)}", list(args)
+    if streamed is not None:
+        return streamed[0], streamed[1], count_sql, count_args
     if query.sort:
         # sorted pages are cut by offset (the cursor); unsorted ones by row id, which new rows never shift
         order, order_args = [], []
@@ -413,10 +400,6 @@ def compile_search(query: SearchQuery, param_id: ParamId,
         page_sql = (f"SELECT r.rid, r.type, r.id, r.vid, r.updated, r.body FROM resource r "
                     f"WHERE {' AND '.join(where)} ORDER BY {', '.join(order)} LIMIT ? OFFSET ?")
         return page_sql, [*args, *order_args, query.count + 1, query.cursor or 0], count_sql, count_args
-    streamed = (_streamed_system_page(query, param_id, stored_types) if query.is_system
-                else _streamed_page(query, ordered, param_id))
-    if streamed is not None:
-        return streamed[0], streamed[1], count_sql, count_args
     if query.cursor is not None:
         where.append("r.rid > ?")
         args.append(query.cursor)
@@ -424,6 +407,36 @@ def compile_search(query: SearchQuery, param_id: ParamId,
                 f"WHERE {' AND '.join(where)} ORDER BY r.rid LIMIT ?")
     args.append(query.count + 1)
     return page_sql, args, count_sql, count_args
+
+
+def _conditions(query: SearchQuery, ordered: list[Filter], param_id: ParamId,
+                stored_types: tuple[str, ...]) -> tuple[list[str], list[Any]]:
+    """The tests of a resource row `r` (for the total, and for pages not read from one index range)."""
+    if query.is_system:
+        where: list[str] = ["r.deleted = 0"]
+        args: list[Any] = []
+        if query.types:
+            sql, more = _types_clause(query)
+            if sql:
+                where.append(sql)
+                args.extend(more)
+        for flt in query.filters:
+            sql, more = _system_filter(flt, query.types or stored_types, param_id)
+            where.append(sql)
+            args.extend(more)
+        return where, args
+    drives = bool(ordered) and _selectivity(ordered[0]) < 9
+    # with a driving index filter the rows come by row id; `+r.type` keeps SQLite from scanning the whole
+    # type. `_id` and `_lastUpdated` are columns of the resource row: they need the (type, id) and (type,
+    # updated) indexes, so `type` must stay usable for them (as for no driving filter: (type, rid))
+    on_row = drives and ordered[0].code in ("_id", "_lastUpdated")
+    where = ["+r.type = ?" if drives and not on_row else "r.type = ?", "r.deleted = 0"]
+    args = [query.resource_type]
+    for position, flt in enumerate(ordered):
+        sql, more = compile_filter(flt, query.resource_type, param_id, correlated=position > 0)
+        where.append(sql)
+        args.extend(more)
+    return where, args
 
 
 def _streamed_page(query: SearchQuery, ordered: list[Filter], param_id: ParamId) -> Clause | None:
