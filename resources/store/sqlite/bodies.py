@@ -57,14 +57,8 @@ def decode(stored: bytes | None) -> bytes | None:
 
 def decode_many(stored: Sequence[bytes | None]) -> list[bytes | None]:
     """The JSON bodies of many stored forms, in order (a search page's rows)."""
-    frames: list[bytes | bytearray | memoryview] = []
-    for one in stored:
-        if not one or one[0] != DICTIONARY:
-            return [decode(s) for s in stored]
-        frames.append(one[1:])
-    if len(frames) < 2:
-        return [decode(s) for s in stored]
-    # One call restores every frame (each header records its size), saving a Python call, a context
-    # reset and an output allocation per body: a page of 100 Observations takes 130 us instead of 200.
-    restored = _pair()[1].multi_decompress_to_buffer(frames)
-    return [segment.tobytes() for segment in restored]  # type: ignore[attr-defined]  # (stubs lack __iter__)
+    # One decompressor looked up once, one call a body. zstandard's multi_decompress_to_buffer, used here
+    # before, creates and frees a whole decompression context on every call: 9 us before the first frame,
+    # so a page of 4 bodies took 12 us against 2.7 us this way (a page of 100: 63 against 62 us).
+    decompress = _pair()[1].decompress
+    return [decompress(one[1:]) if one and one[0] == DICTIONARY else decode(one) for one in stored]
