@@ -413,17 +413,9 @@ def _conditions(query: SearchQuery, ordered: list[Filter], param_id: ParamId,
                 stored_types: tuple[str, ...]) -> tuple[list[str], list[Any]]:
     """The tests of a resource row `r` (for the total, and for pages not read from one index range)."""
     if query.is_system:
-        where: list[str] = ["r.deleted = 0"]
+        where: list[str] = []
         args: list[Any] = []
-        if query.types:
-            sql, more = _types_clause(query)
-            if sql:
-                where.append(sql)
-                args.extend(more)
-        for flt in query.filters:
-            sql, more = _system_filter(flt, query.types or stored_types, param_id)
-            where.append(sql)
-            args.extend(more)
+        _system_tests(query, param_id, stored_types, None, where, args)
         return where, args
     drives = bool(ordered) and _selectivity(ordered[0]) < 9
     # with a driving index filter the rows come by row id; `+r.type` keeps SQLite from scanning the whole
@@ -470,6 +462,13 @@ def _streamed_system_page(query: SearchQuery, param_id: ParamId, stored_types: t
     if driver is None:
         return None
     table, where, args = driver
+    _system_tests(query, param_id, stored_types, first, where, args)
+    return _from_driver(query, table, where, args)
+
+
+def _system_tests(query: SearchQuery, param_id: ParamId, stored_types: tuple[str, ...], driving: Filter | None,
+                  where: list[str], args: list[Any]) -> None:
+    """Append a search across types' tests of the resource row `r` (all but the driving filter's)."""
     where.append("r.deleted = 0")
     if query.types:
         sql, more = _types_clause(query)
@@ -477,11 +476,10 @@ def _streamed_system_page(query: SearchQuery, param_id: ParamId, stored_types: t
             where.append(sql)
             args.extend(more)
     for flt in query.filters:
-        if flt is not first:
+        if flt is not driving:
             sql, more = _system_filter(flt, query.types or stored_types, param_id)
             where.append(sql)
             args.extend(more)
-    return _from_driver(query, table, where, args)
 
 
 def _from_driver(query: SearchQuery, table: str, where: list[str], args: list[Any]) -> Clause:
