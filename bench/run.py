@@ -197,7 +197,7 @@ def main() -> None:
     if not args.no_core:
         read = _run("bench.read_by_id", "--seconds", seconds, "--rounds", rounds)
         ingest = _run("bench.ingest", "--passes", passes, "--concurrency", "2")
-        single = _run("bench.ingest", "--passes", "1", "--concurrency", "1")
+        single = _run("bench.ingest", "--passes", "1", "--concurrency", "1", "--no-raw")
         text = replace_block(text, "core", core_block(read, ingest, single))
     if args.subscriptions:
         found = _run("bench.subscriptions", "--rounds", "1" if args.quick else "3", "--passes", passes)
