@@ -14,7 +14,7 @@ import orjson
 from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from consent.access import Access, BoundGuard
+from consent.access import Access, AccessPolicy, BoundGuard
 from consent.scopes import ScopeError, parse_scopes
 from resources.errors import Unauthorized
 from resources.guard import GUARD
@@ -32,7 +32,8 @@ class BearerMiddleware:
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
-        self._cache: dict[tuple[str, tuple[bytes, ...]], tuple[Access, float, str]] = {}
+        # verified tokens: (token, the headers that decide the audience) -> (guard, expiry, jti)
+        self._cache: dict[tuple[str, tuple[bytes, ...]], tuple[BoundGuard, float, str]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope.get("path", "")
@@ -46,26 +47,28 @@ class BearerMiddleware:
             return
         header, where = _headers(scope)
         try:
-            if not header.lower().startswith("bearer ") or not header[7:].strip():
+            token_text = header[7:].strip() if header[:7].lower() == "bearer " else ""
+            if not token_text:
                 raise TokenError("This request needs an access token (Authorization: Bearer ...)", code="login")
-            access = self._access(auth, header[7:].strip(), where, scope)
+            guard = self._guard(auth, services.policy, token_text, where, scope)
         except TokenError as exc:
             await _unauthorized(exc, send)
             return
-        scope.setdefault("state", {})["access"] = access
-        token = GUARD.set(BoundGuard(services.policy, access))
+        scope.setdefault("state", {})["access"] = guard.access
+        token = GUARD.set(guard)
         try:
             await self.app(scope, receive, send)
         finally:
             GUARD.reset(token)
 
-    def _access(self, auth: AuthService, token: str, where: tuple[bytes, ...], scope: Scope) -> Access:
+    def _guard(self, auth: AuthService, policy: AccessPolicy, token: str, where: tuple[bytes, ...],
+               scope: Scope) -> BoundGuard:
         # verified tokens are remembered per (token, the headers that decide this server's visible URL), so a
-        # repeated token costs a dictionary look-up and the revocation check
+        # repeated token costs a dictionary look-up and the revocation check; the request's guard is kept too
+        # (it depends only on the token and the policy, which lives as long as the services)
         key = (token, where)
         cached = self._cache.get(key)
-        now = time.time()
-        if cached is None or cached[1] < now:
+        if cached is None or cached[1] < time.time() or cached[0].policy is not policy:
             audience = base_url(Request(scope))
             issuer = audience.rsplit("/fhir", 1)[0] + "/auth"
             claims = auth.signer.decode(token, "at+jwt", issuer, audience)
@@ -77,7 +80,7 @@ class BearerMiddleware:
                             _text(claims.get("fhirUser")))
             if len(self._cache) > _CACHE_LIMIT:
                 self._cache.clear()
-            cached = (access, float(claims["exp"]), str(claims.get("jti")))
+            cached = (BoundGuard(policy, access), float(claims["exp"]), str(claims.get("jti")))
             self._cache[key] = cached
         if auth.signer.is_revoked(cached[2]):
             raise TokenError("The token was revoked")

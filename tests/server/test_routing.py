@@ -28,6 +28,8 @@ def _requests(pid: str) -> list[tuple[str, str]]:
         ("GET", "/fhir/Patient/"), ("GET", "/fhir/Nothing/1"), ("GET", "/fhir/Patient/a/b/c/d/e"),
         ("GET", "/nowhere"), ("GET", "/fhir/"), ("GET", f"/fhir/Patient/{pid}/"), ("GET", "/auth/jwks/"),
         ("PATCH", "/fhir/metadata"), ("GET", "/fhir/Patient/$nosuch"), ("GET", f"/fhir/Patient/{pid}/$nosuch"),
+        # routes outside /fhir, which each depth's table tries after its FHIR routes
+        ("GET", "/docs"), ("GET", "/docs/oauth2-redirect"), ("POST", "/openapi.json"),
     ]
 
 
@@ -55,6 +57,7 @@ async def test_every_request_finds_the_route_the_whole_table_would(app: FastAPI,
     assert statuses[:9] == [200] * 9
     assert statuses[9:13] == [404, 404, 404, 200]  # authorization is off here: no discovery, no keys
     assert 405 in statuses[13:] and 404 in statuses[13:] and 307 in statuses[13:]
+    assert statuses[-3:] == [200, 200, 405]
 
 
 async def test_with_authorization_off_the_oauth_endpoints_answer_404_in_json(client: httpx.AsyncClient) -> None:
@@ -62,3 +65,22 @@ async def test_with_authorization_off_the_oauth_endpoints_answer_404_in_json(cli
         answer = await client.get(path)
         assert answer.status_code == 404
         assert answer.json()["error"] == "not_found"
+
+
+async def test_a_fault_inside_a_route_answers_500_as_an_operation_outcome(
+        app: FastAPI, client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    # FHIR routes call their endpoint directly (server/routing.py): a fault still reaches the app's handlers
+    pid = (await create(client, patient()))["id"]
+
+    async def broken(*_: object) -> None:
+        raise RuntimeError("the disk is on fire")
+
+    monkeypatch.setattr(app.state.services.repository.store, "read", broken)
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as faulty:
+        answer = await faulty.get(f"/fhir/Patient/{pid}", headers=FHIR_JSON)
+    assert answer.status_code == 500
+    assert answer.json()["issue"][0]["code"] == "exception"
+    assert "fire" not in answer.text  # the fault is logged, not shown
+    monkeypatch.undo()
+    assert (await client.get(f"/fhir/Patient/{pid}")).status_code == 200
