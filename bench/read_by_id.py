@@ -3,7 +3,9 @@
 Both run as one uvicorn worker pinned to core 0; the load generator runs on core 1 (c=32, closed loop).
 CareLoop runs as in production, with authorization on: every read carries a Bearer token and is checked
 (`--no-auth` measures without).
-Rounds alternate between the two servers and the median round of each is reported.
+Each server is first measured alone, in turns (ABBA), for its req/s and latency; the ratio is then taken
+with both loaded at once, sharing the core, over several runs (the median of each run's ratio): on a machine
+whose speed swings within seconds, runs at once see the same machine and runs in turn do not.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import argparse
 import asyncio
 import json
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -39,12 +42,55 @@ async def _load(base: str, patients: int, token: str | None) -> list[str]:
     return ids
 
 
+Server = tuple[int, int, str | None]  # port, pid, token
+
+
+def _alone(args: argparse.Namespace, paths: list[str], baseline: Server,
+           ours: Server) -> tuple[list[dict[str, float]], list[dict[str, float]]]:
+    """Each server alone on its core, in turns; the order within a round alternates (ABBA)."""
+    for port, _, token in (baseline, ours):
+        loadgen(port, paths, args.connections, 1, 1, 1, None, token)  # first requests, caches, allocator
+    found: tuple[list[dict[str, float]], list[dict[str, float]]] = ([], [])
+    for n in range(args.rounds):
+        pair = [(found[1], baseline), (found[0], ours)]
+        for runs, (port, pid, token) in pair if n % 2 == 0 else pair[::-1]:
+            runs.append(loadgen(port, paths, args.connections, args.seconds, 1, 1, pid, token))
+    return found
+
+
+def _together(args: argparse.Namespace, paths: list[str], baseline: Server,
+              ours: Server) -> tuple[list[dict[str, float]], list[dict[str, float]]]:
+    """Both servers loaded at once, sharing their core (and both load generators the other one).
+
+    The machine's speed swings by up to 2x within seconds (docs/performance.md, Method), so two runs in
+    turn can see different machines; two runs at once see the same one. The scheduler gives each busy
+    server half the core, so the ratio of their rates is the inverse ratio of their cost a request.
+    """
+    def run(server: Server) -> dict[str, float]:
+        port, pid, token = server
+        return loadgen(port, paths, args.connections, args.seconds, 1, 1, pid, token)
+
+    found: tuple[list[dict[str, float]], list[dict[str, float]]] = ([], [])
+    with ThreadPoolExecutor(2) as pool:
+        for _ in range(args.pairs):
+            mine, theirs = pool.map(run, (ours, baseline))
+            found[0].append(mine)
+            found[1].append(theirs)
+    return found
+
+
+def _paired(ours: list[dict[str, float]], theirs: list[dict[str, float]], key: str) -> float:
+    """The median of each pair's ratio (steadier than a ratio of medians when the machine drifts)."""
+    return round(median([o[key] / t[key] for o, t in zip(ours, theirs, strict=True)]), 3)
+
+
 def main() -> None:
     """Run the comparison and print and record the figures."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--patients", type=int, default=10_000)
-    parser.add_argument("--seconds", type=float, default=8)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=4)
+    parser.add_argument("--rounds", type=int, default=3, help="turns of each server alone (absolute figures)")
+    parser.add_argument("--pairs", type=int, default=6, help="runs of both at once (the ratio)")
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--no-auth", action="store_true", help="run the server with CARELOOP_AUTH=off, no token")
     args = parser.parse_args()
@@ -61,25 +107,26 @@ def main() -> None:
             token = None if args.no_auth else backend_token(f"http://127.0.0.1:{port}/fhir", db)
             ids = asyncio.run(_load(f"http://127.0.0.1:{port}/fhir", args.patients, token))
             paths = [f"/fhir/Patient/{i}" for i in ids[:: max(1, len(ids) // 2000)]]
-            ours, theirs = [], []
-            for _ in range(args.rounds):
-                theirs.append(loadgen(base_port, paths, args.connections, args.seconds, 2, 1, baseline.pid))
-                ours.append(loadgen(port, paths, args.connections, args.seconds, 2, 1, server.pid, token))
+            servers = ((base_port, baseline.pid, None), (port, server.pid, token))
+            ours, theirs = _alone(args, paths, *servers)
+            ours_both, theirs_both = _together(args, paths, *servers)
         finally:
             stop(server)
             stop(baseline)
-    ours_rps = median([r["rps"] for r in ours])
-    theirs_rps = median([r["rps"] for r in theirs])
     figures = {"patients": args.patients, "connections": args.connections, "auth": not args.no_auth,
-               "careloop_rps": round(ours_rps), "trivial_fastapi_rps": round(theirs_rps),
-               "ratio": round(ours_rps / theirs_rps, 3),
+               "careloop_rps": round(median([r["rps"] for r in ours])),
+               "trivial_fastapi_rps": round(median([r["rps"] for r in theirs])),
+               "alone_ratio": _paired(ours, theirs, "rps"),
+               "ratio": _paired(ours_both, theirs_both, "rps"),
+               "ratio_spread": [round(o["rps"] / t["rps"], 3) for o, t in zip(ours_both, theirs_both, strict=True)],
                "careloop_req_per_cpu_s": round(median([r["req_per_cpu_s"] for r in ours])),
                "trivial_req_per_cpu_s": round(median([r["req_per_cpu_s"] for r in theirs])),
-               "cpu_ratio": round(median([r["req_per_cpu_s"] for r in ours])
-                                  / median([r["req_per_cpu_s"] for r in theirs]), 3),
+               "cpu_ratio": _paired(ours_both, theirs_both, "req_per_cpu_s"),
                "careloop_p50_ms": round(median([r["p50_ms"] for r in ours]), 2),
                "careloop_p99_ms": round(median([r["p99_ms"] for r in ours]), 2),
-               "errors": sum(r["errors"] for r in ours + theirs), "rounds": {"careloop": ours, "trivial": theirs}}
+               "errors": sum(r["errors"] for r in ours + theirs + ours_both + theirs_both),
+               "rounds": {"careloop": ours, "trivial": theirs, "careloop_together": ours_both,
+                          "trivial_together": theirs_both}}
     record("read_by_id", figures)
     print(json.dumps({k: v for k, v in figures.items() if k != "rounds"}, indent=2))  # noqa: T201
 
