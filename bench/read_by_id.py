@@ -14,13 +14,13 @@ import argparse
 import asyncio
 import json
 import tempfile
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
 import orjson
 
-from bench.common import PYTHON, backend_token, free_port, loadgen, median, pinned, record, start, stop
+from bench.common import PYTHON, backend_token, free_port, median, pinned, record, start, stop
+from bench.sidebyside import Target, alone, paired, spread, together
 
 FHIR = {"content-type": "application/fhir+json", "prefer": "return=minimal"}
 
@@ -40,48 +40,6 @@ async def _load(base: str, patients: int, token: str | None) -> list[str]:
             response.raise_for_status()
             ids.extend(e["response"]["location"].split("/")[1] for e in response.json()["entry"])
     return ids
-
-
-Server = tuple[int, int, str | None]  # port, pid, token
-
-
-def _alone(args: argparse.Namespace, paths: list[str], baseline: Server,
-           ours: Server) -> tuple[list[dict[str, float]], list[dict[str, float]]]:
-    """Each server alone on its core, in turns; the order within a round alternates (ABBA)."""
-    for port, _, token in (baseline, ours):
-        loadgen(port, paths, args.connections, 1, 1, 1, None, token)  # first requests, caches, allocator
-    found: tuple[list[dict[str, float]], list[dict[str, float]]] = ([], [])
-    for n in range(args.rounds):
-        pair = [(found[1], baseline), (found[0], ours)]
-        for runs, (port, pid, token) in pair if n % 2 == 0 else pair[::-1]:
-            runs.append(loadgen(port, paths, args.connections, args.seconds, 1, 1, pid, token))
-    return found
-
-
-def _together(args: argparse.Namespace, paths: list[str], baseline: Server,
-              ours: Server) -> tuple[list[dict[str, float]], list[dict[str, float]]]:
-    """Both servers loaded at once, sharing their core (and both load generators the other one).
-
-    The machine's speed swings by up to 2x within seconds (docs/performance.md, Method), so two runs in
-    turn can see different machines; two runs at once see the same one. The scheduler gives each busy
-    server half the core, so the ratio of their rates is the inverse ratio of their cost a request.
-    """
-    def run(server: Server) -> dict[str, float]:
-        port, pid, token = server
-        return loadgen(port, paths, args.connections, args.seconds, 1, 1, pid, token)
-
-    found: tuple[list[dict[str, float]], list[dict[str, float]]] = ([], [])
-    with ThreadPoolExecutor(2) as pool:
-        for _ in range(args.pairs):
-            mine, theirs = pool.map(run, (ours, baseline))
-            found[0].append(mine)
-            found[1].append(theirs)
-    return found
-
-
-def _paired(ours: list[dict[str, float]], theirs: list[dict[str, float]], key: str) -> float:
-    """The median of each pair's ratio (steadier than a ratio of medians when the machine drifts)."""
-    return round(median([o[key] / t[key] for o, t in zip(ours, theirs, strict=True)]), 3)
 
 
 def main() -> None:
@@ -107,25 +65,26 @@ def main() -> None:
             token = None if args.no_auth else backend_token(f"http://127.0.0.1:{port}/fhir", db)
             ids = asyncio.run(_load(f"http://127.0.0.1:{port}/fhir", args.patients, token))
             paths = [f"/fhir/Patient/{i}" for i in ids[:: max(1, len(ids) // 2000)]]
-            servers = ((base_port, baseline.pid, None), (port, server.pid, token))
-            ours, theirs = _alone(args, paths, *servers)
-            ours_both, theirs_both = _together(args, paths, *servers)
+            ours = Target(port, server.pid, token, paths)
+            theirs = Target(base_port, baseline.pid, None, paths)
+            ours_alone, theirs_alone = alone(ours, theirs, args.rounds, args.connections, args.seconds)
+            ours_both, theirs_both = together(ours, theirs, args.pairs, args.connections, args.seconds)
         finally:
             stop(server)
             stop(baseline)
     figures = {"patients": args.patients, "connections": args.connections, "auth": not args.no_auth,
-               "careloop_rps": round(median([r["rps"] for r in ours])),
-               "trivial_fastapi_rps": round(median([r["rps"] for r in theirs])),
-               "alone_ratio": _paired(ours, theirs, "rps"),
-               "ratio": _paired(ours_both, theirs_both, "rps"),
-               "ratio_spread": [round(o["rps"] / t["rps"], 3) for o, t in zip(ours_both, theirs_both, strict=True)],
-               "careloop_req_per_cpu_s": round(median([r["req_per_cpu_s"] for r in ours])),
-               "trivial_req_per_cpu_s": round(median([r["req_per_cpu_s"] for r in theirs])),
-               "cpu_ratio": _paired(ours_both, theirs_both, "req_per_cpu_s"),
-               "careloop_p50_ms": round(median([r["p50_ms"] for r in ours]), 2),
-               "careloop_p99_ms": round(median([r["p99_ms"] for r in ours]), 2),
-               "errors": sum(r["errors"] for r in ours + theirs + ours_both + theirs_both),
-               "rounds": {"careloop": ours, "trivial": theirs, "careloop_together": ours_both,
+               "careloop_rps": round(median([r["rps"] for r in ours_alone])),
+               "trivial_fastapi_rps": round(median([r["rps"] for r in theirs_alone])),
+               "alone_ratio": paired(ours_alone, theirs_alone, "rps"),
+               "ratio": paired(ours_both, theirs_both, "rps"),
+               "ratio_spread": spread(ours_both, theirs_both),
+               "careloop_req_per_cpu_s": round(median([r["req_per_cpu_s"] for r in ours_alone])),
+               "trivial_req_per_cpu_s": round(median([r["req_per_cpu_s"] for r in theirs_alone])),
+               "cpu_ratio": paired(ours_both, theirs_both, "req_per_cpu_s"),
+               "careloop_p50_ms": round(median([r["p50_ms"] for r in ours_alone]), 2),
+               "careloop_p99_ms": round(median([r["p99_ms"] for r in ours_alone]), 2),
+               "errors": sum(r["errors"] for r in ours_alone + theirs_alone + ours_both + theirs_both),
+               "rounds": {"careloop": ours_alone, "trivial": theirs_alone, "careloop_together": ours_both,
                           "trivial_together": theirs_both}}
     record("read_by_id", figures)
     print(json.dumps({k: v for k, v in figures.items() if k != "rounds"}, indent=2))  # noqa: T201

@@ -140,6 +140,21 @@ def tier_block(found: dict[str, Any]) -> list[str]:
     ]
 
 
+def peer_block(found: dict[str, Any]) -> list[str]:
+    """CareLoop's read by id against fhirstarter answering from the same rows (b2)."""
+    return [
+        _stamp(), "",
+        "| figure | CareLoop | baseline in the same run | ratio | target |",
+        "|---|---|---|---|---|",
+        f"| b2 read by id with a token, both servers loaded at once (c=32 each, sharing core 0) | | fhirstarter "
+        f"4.2.0 on the same rows | {found['ratio']} (runs: {_spread(found['ratio_spread'])}) | >= 5 |",
+        f"| read by id, req/s, each server alone on core 0 (in turns) | {found['careloop_rps']} | "
+        f"{found['peer_rps']} | {found['alone_ratio']} | |",
+        "",
+        f"{found['patients']} patients, {found['errors']} error answers.",
+    ]
+
+
 def subscriptions_block(found: dict[str, Any]) -> list[str]:
     """The subscription latency (d1) and ingest-with-subscriptions (d2) figures."""
     return [
@@ -196,6 +211,9 @@ def main() -> None:
     parser.add_argument("--no-core", action="store_true", help="only the tiers")
     parser.add_argument("--subscriptions", action="store_true",
                         help="also the subscription figures (d1, d2); about 3 minutes more")
+    parser.add_argument("--peer", action="store_true",
+                        help="also b2, against fhirstarter (its environment is made from the package index on "
+                             "first use); about a minute more")
     args = parser.parse_args()
     # the core figures and the 10k tier fit in five minutes on the 2-core machine
     seconds, rounds, passes = ("3", "2", "1") if args.quick else ("5", "3", "3")
@@ -205,6 +223,8 @@ def main() -> None:
         ingest = _run("bench.ingest", "--passes", passes, "--concurrency", "2")
         single = _run("bench.ingest", "--passes", "1", "--concurrency", "1", "--no-raw")
         text = replace_block(text, "core", core_block(read, ingest, single))
+    if args.peer:
+        text = replace_block(text, "peer", peer_block(_run("bench.read_peer")))
     if args.subscriptions:
         found = _run("bench.subscriptions", "--rounds", "1" if args.quick else "3", "--passes", passes)
         text = replace_block(text, "subscriptions", subscriptions_block(found))
