@@ -19,8 +19,8 @@ from pathlib import Path
 import httpx
 import orjson
 
-from bench.common import PYTHON, backend_token, free_port, median, pinned, record, start, stop
-from bench.sidebyside import Target, alone, paired, spread, together
+from bench.common import PYTHON, backend_token, free_port, pinned, record, start, stop
+from bench.sidebyside import Target, add_arguments, alone, summary, together
 
 FHIR = {"content-type": "application/fhir+json", "prefer": "return=minimal"}
 
@@ -45,11 +45,7 @@ async def _load(base: str, patients: int, token: str | None) -> list[str]:
 def main() -> None:
     """Run the comparison and print and record the figures."""
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--patients", type=int, default=10_000)
-    parser.add_argument("--seconds", type=float, default=4)
-    parser.add_argument("--rounds", type=int, default=3, help="turns of each server alone (absolute figures)")
-    parser.add_argument("--pairs", type=int, default=6, help="runs of both at once (the ratio)")
-    parser.add_argument("--connections", type=int, default=32)
+    add_arguments(parser, 10_000, 4, 3, 6)
     parser.add_argument("--no-auth", action="store_true", help="run the server with CARELOOP_AUTH=off, no token")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -73,19 +69,7 @@ def main() -> None:
             stop(server)
             stop(baseline)
     figures = {"patients": args.patients, "connections": args.connections, "auth": not args.no_auth,
-               "careloop_rps": round(median([r["rps"] for r in ours_alone])),
-               "trivial_fastapi_rps": round(median([r["rps"] for r in theirs_alone])),
-               "alone_ratio": paired(ours_alone, theirs_alone, "rps"),
-               "ratio": paired(ours_both, theirs_both, "rps"),
-               "ratio_spread": spread(ours_both, theirs_both),
-               "careloop_req_per_cpu_s": round(median([r["req_per_cpu_s"] for r in ours_alone])),
-               "trivial_req_per_cpu_s": round(median([r["req_per_cpu_s"] for r in theirs_alone])),
-               "cpu_ratio": paired(ours_both, theirs_both, "req_per_cpu_s"),
-               "careloop_p50_ms": round(median([r["p50_ms"] for r in ours_alone]), 2),
-               "careloop_p99_ms": round(median([r["p99_ms"] for r in ours_alone]), 2),
-               "errors": sum(r["errors"] for r in ours_alone + theirs_alone + ours_both + theirs_both),
-               "rounds": {"careloop": ours_alone, "trivial": theirs_alone, "careloop_together": ours_both,
-                          "trivial_together": theirs_both}}
+               **summary((ours_alone, ours_both), (theirs_alone, theirs_both), "trivial")}
     record("read_by_id", figures)
     print(json.dumps({k: v for k, v in figures.items() if k != "rounds"}, indent=2))  # noqa: T201
 

@@ -20,9 +20,9 @@ import tempfile
 import venv
 from pathlib import Path
 
-from bench.common import PYTHON, ROOT, backend_token, free_port, median, pinned, record, start, stop
+from bench.common import PYTHON, ROOT, backend_token, free_port, pinned, record, start, stop
 from bench.read_by_id import _load
-from bench.sidebyside import Target, alone, paired, spread, together
+from bench.sidebyside import Target, add_arguments, alone, summary, together
 
 PEER_VENV = ROOT / "bench" / "out" / "peer-venv"
 PEER_PACKAGES = ["fhirstarter==4.2.0", "uvicorn[standard]>=0.30", "zstandard>=0.22"]
@@ -43,11 +43,7 @@ def peer_python() -> Path:
 def main() -> None:
     """Run the comparison and print and record the figures."""
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--patients", type=int, default=2_000)
-    parser.add_argument("--seconds", type=float, default=3)
-    parser.add_argument("--rounds", type=int, default=2, help="turns of each server alone (absolute figures)")
-    parser.add_argument("--pairs", type=int, default=4, help="runs of both at once (the ratio)")
-    parser.add_argument("--connections", type=int, default=32)
+    add_arguments(parser, 2_000, 3, 2, 4)
     args = parser.parse_args()
     python = peer_python()
     with tempfile.TemporaryDirectory() as tmp:
@@ -71,16 +67,7 @@ def main() -> None:
             if peer is not None:
                 stop(peer)
     figures = {"patients": args.patients, "connections": args.connections,
-               "careloop_rps": round(median([r["rps"] for r in ours_alone])),
-               "peer_rps": round(median([r["rps"] for r in theirs_alone])),
-               "alone_ratio": paired(ours_alone, theirs_alone, "rps"),
-               "ratio": paired(ours_both, theirs_both, "rps"),
-               "ratio_spread": spread(ours_both, theirs_both),
-               "peer_p50_ms": round(median([r["p50_ms"] for r in theirs_alone]), 2),
-               "peer_p99_ms": round(median([r["p99_ms"] for r in theirs_alone]), 2),
-               "errors": sum(r["errors"] for r in ours_alone + theirs_alone + ours_both + theirs_both),
-               "rounds": {"careloop": ours_alone, "peer": theirs_alone, "careloop_together": ours_both,
-                          "peer_together": theirs_both}}
+               **summary((ours_alone, ours_both), (theirs_alone, theirs_both), "peer")}
     record("read_peer", figures)
     print(json.dumps({k: v for k, v in figures.items() if k != "rounds"}, indent=2))  # noqa: T201
 

@@ -62,7 +62,7 @@ def core_block(read: dict[str, Any], ingest: dict[str, Any], single: dict[str, A
         f"| b1 read by id with a token, both servers loaded at once (c=32 each, sharing core 0) | | trivial "
         f"FastAPI endpoint | {read['ratio']} (runs: {_spread(read['ratio_spread'])}) | >= 0.75 |",
         f"| read by id, req/s, each server alone on core 0 (in turns) | {read['careloop_rps']} | "
-        f"{read['trivial_fastapi_rps']} | {read['alone_ratio']} | |",
+        f"{read['trivial_rps']} | {read['alone_ratio']} | |",
         f"| read by id, req per server CPU-second (alone; the ratio at once) | {read['careloop_req_per_cpu_s']} | "
         f"{read['trivial_req_per_cpu_s']} | {read['cpu_ratio']} | |",
         f"| read by id latency p50 / p99 (c=32) | {read['careloop_p50_ms']} / {read['careloop_p99_ms']} ms | | | |",

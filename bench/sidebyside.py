@@ -7,8 +7,9 @@ scheduler gives each half of it, so the ratio of their rates is the inverse rati
 
 from __future__ import annotations
 
+import argparse
 from concurrent.futures import ThreadPoolExecutor
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from bench.common import loadgen, median
 
@@ -22,6 +23,15 @@ class Target(NamedTuple):
     pid: int
     token: str | None
     paths: list[str]
+
+
+def add_arguments(parser: argparse.ArgumentParser, patients: int, seconds: float, rounds: int, pairs: int) -> None:
+    """The options every side-by-side read takes, with its defaults."""
+    parser.add_argument("--patients", type=int, default=patients)
+    parser.add_argument("--seconds", type=float, default=seconds)
+    parser.add_argument("--rounds", type=int, default=rounds, help="turns of each server alone (absolute figures)")
+    parser.add_argument("--pairs", type=int, default=pairs, help="runs of both at once (the ratio)")
+    parser.add_argument("--connections", type=int, default=32)
 
 
 def _run(target: Target, connections: int, seconds: float) -> dict[str, float]:
@@ -59,3 +69,21 @@ def paired(first: Runs, second: Runs, key: str) -> float:
 def spread(first: Runs, second: Runs, key: str = "rps") -> list[float]:
     """Each pair's ratio."""
     return [round(a[key] / b[key], 3) for a, b in zip(first, second, strict=True)]
+
+
+def summary(ours: tuple[Runs, Runs], theirs: tuple[Runs, Runs], name: str) -> dict[str, Any]:
+    """The figures of both servers' runs, alone and at once (ours first, then theirs, keyed by `name`)."""
+    (ours_alone, ours_both), (theirs_alone, theirs_both) = ours, theirs
+    figures: dict[str, Any] = {"alone_ratio": paired(ours_alone, theirs_alone, "rps"),
+                               "ratio": paired(ours_both, theirs_both, "rps"),
+                               "ratio_spread": spread(ours_both, theirs_both),
+                               "cpu_ratio": paired(ours_both, theirs_both, "req_per_cpu_s")}
+    for who, runs in (("careloop", ours_alone), (name, theirs_alone)):
+        figures[f"{who}_rps"] = round(median([r["rps"] for r in runs]))
+        figures[f"{who}_req_per_cpu_s"] = round(median([r["req_per_cpu_s"] for r in runs]))
+        figures[f"{who}_p50_ms"] = round(median([r["p50_ms"] for r in runs]), 2)
+        figures[f"{who}_p99_ms"] = round(median([r["p99_ms"] for r in runs]), 2)
+    figures["errors"] = sum(r["errors"] for r in ours_alone + theirs_alone + ours_both + theirs_both)
+    figures["rounds"] = {"careloop": ours_alone, name: theirs_alone, "careloop_together": ours_both,
+                         f"{name}_together": theirs_both}
+    return figures
