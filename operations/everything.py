@@ -11,7 +11,7 @@ from __future__ import annotations
 from functools import cache
 
 from operations.context import OperationCall
-from resources.bundles import searchset
+from resources.bundles import searchset_entries
 from resources.errors import Forbidden, Invalid
 from resources.repository import Repository
 from resources.search.dates import date_range
@@ -28,25 +28,30 @@ def _compartment_types() -> tuple[str, ...]:
 
 
 async def _record(repository: Repository, patient_id: str, types: tuple[str, ...],
-                  filters: tuple[Filter, ...]) -> list[StoredResource]:
-    """The compartment's resources of these types.
+                  filters: tuple[Filter, ...]) -> list[tuple[str, bytes]]:
+    """The compartment's resources of these types, as (type/id, body).
 
     One search across the types when the caller's scopes reach all of them; otherwise one search per type
     that holds something of the patient's, each narrowed by its own scopes (types the caller may not search
     are left out).
     """
     try:
-        return (await repository.search(SearchQuery(SYSTEM, filters, count=LIMIT + 1, types=types))).resources
+        return await repository.entries(SearchQuery(SYSTEM, filters, count=LIMIT + 1, types=types))
     except Forbidden:
         pass
-    found: list[StoredResource] = []
+    found: list[tuple[str, bytes]] = []
     present = set(await repository.store.compartment_types(patient_id))
     for resource_type in (t for t in types if t in present):
         try:
-            found.extend((await repository.search(SearchQuery(resource_type, filters, count=LIMIT + 1))).resources)
+            page = await repository.search(SearchQuery(resource_type, filters, count=LIMIT + 1))
         except Forbidden:
             continue
+        found.extend(_entry(r) for r in page.resources)
     return found
+
+
+def _entry(resource: StoredResource) -> tuple[str, bytes]:
+    return f"{resource.type}/{resource.id}", resource.body or b"{}"
 
 
 async def run(call: OperationCall) -> bytes:
@@ -63,7 +68,7 @@ async def run(call: OperationCall) -> bytes:
         if found is None:
             raise Invalid(f"_since must be an instant, not '{since}'", code="value", expression=("_since",))
         filters.append(Filter("_lastUpdated", "date", None, (RangeValue("ge", found[0], found[1]),)))
-    results: list[StoredResource] = [patient] if not wanted or "Patient" in wanted else []
+    results = [_entry(patient)] if not wanted or "Patient" in wanted else []
     types = tuple(t for t in _compartment_types() if t in wanted) if wanted else _compartment_types()
     if types:
         results.extend(await _record(repository, call.id, types, tuple(filters)))
@@ -71,4 +76,4 @@ async def run(call: OperationCall) -> bytes:
         raise Invalid(f"The record has more than {LIMIT} resources; ask for fewer with _type or _since",
                       code="too-costly")
     base = call.context.base_url
-    return searchset(results, base, {"self": f"{base}/Patient/{call.id}/$everything"}, len(results))
+    return searchset_entries(results, base, {"self": f"{base}/Patient/{call.id}/$everything"}, len(results))

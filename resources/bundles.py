@@ -26,31 +26,57 @@ def _splice(head: dict[str, Any], entries: Sequence[bytes]) -> bytes:
     return start + b',"entry":[' + b",".join(entries) + b"]}"
 
 
-def searchset(resources: Sequence[StoredResource], base_url: str, links: dict[str, str], total: int | None,
-              outcome: dict[str, Any] | None = None, body_of: Callable[[StoredResource], bytes] | None = None,
-              included: Sequence[StoredResource] = ()) -> bytes:
-    """A searchset Bundle; `body_of` may reshape bodies (for _summary/_elements)."""
+def _head(total: int | None, links: dict[str, str]) -> dict[str, Any]:
     head: dict[str, Any] = {"resourceType": "Bundle", "type": "searchset"}
     if total is not None:
         head["total"] = total
     head["link"] = [{"relation": rel, "url": url} for rel, url in links.items()]
-    # one join of small pieces: concatenating each entry first would copy every body several times.
+    return head
+
+
+def _open_url(base_url: str) -> bytes:
     # Types and ids ([A-Za-z0-9-.]) need no JSON escaping; the base URL is escaped once.
-    open_url = b'{"fullUrl":' + _dumps(base_url + "/")[:-1]
+    return b'{"fullUrl":' + _dumps(base_url + "/")[:-1]
+
+
+def _close(mode: str) -> bytes:
+    return b',"search":{"mode":"' + mode.encode() + b'"}},'
+
+
+def _joined(head: dict[str, Any], parts: list[bytes]) -> bytes:
+    # one join of small pieces: concatenating each entry first would copy every body several times
+    start = _dumps(head)[:-1]
+    if not parts:
+        return start + b"}"
+    parts[-1] = parts[-1][:-1]  # no comma after the last entry
+    return b"".join((start, b',"entry":[', *parts, b"]}"))
+
+
+def searchset(resources: Sequence[StoredResource], base_url: str, links: dict[str, str], total: int | None,
+              outcome: dict[str, Any] | None = None, body_of: Callable[[StoredResource], bytes] | None = None,
+              included: Sequence[StoredResource] = ()) -> bytes:
+    """A searchset Bundle; `body_of` may reshape bodies (for _summary/_elements)."""
+    open_url = _open_url(base_url)
     parts: list[bytes] = []
     for mode, group in (("match", resources), ("include", included)):
-        close = b',"search":{"mode":"' + mode.encode() + b'"}},'
+        close = _close(mode)
         for res in group:
             body = body_of(res) if body_of else res.body
             parts += (open_url, res.type.encode(), b"/", res.id.encode(), b'","resource":', body or b"{}",
                       close)
     if outcome is not None:
         parts += (b'{"resource":', _dumps(outcome), b',"search":{"mode":"outcome"}},')
-    start = _dumps(head)[:-1]
-    if not parts:
-        return start + b"}"
-    parts[-1] = parts[-1][:-1]  # no comma after the last entry
-    return b"".join((start, b',"entry":[', *parts, b"]}"))
+    return _joined(_head(total, links), parts)
+
+
+def searchset_entries(entries: Sequence[tuple[str, bytes]], base_url: str, links: dict[str, str],
+                      total: int | None) -> bytes:
+    """A searchset Bundle of matches given as (type/id, body), as Repository.entries returns them."""
+    open_url, close = _open_url(base_url), _close("match")
+    parts: list[bytes] = []
+    for ref, body in entries:
+        parts += (open_url, ref.encode(), b'","resource":', body, close)
+    return _joined(_head(total, links), parts)
 
 
 def history(versions: Sequence[StoredResource], base_url: str, links: dict[str, str]) -> bytes:

@@ -143,6 +143,10 @@ class Store(Protocol):
     async def search(self, query: SearchQuery) -> SearchPage:
         """One page of current resources matching a query."""
 
+    async def entries(self, query: SearchQuery) -> list[tuple[str, bytes]]:
+        """The matches of a query without includes or a total as (type/id, body), in page order."""
+        ...
+
     def write_session(self) -> AbstractAsyncContextManager[WriteSession]:
         """An exclusive write transaction."""
 

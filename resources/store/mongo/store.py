@@ -199,6 +199,12 @@ class MongoStore:
             raise Invalid(f"The search could not run: {exc.details.get('errmsg') if exc.details else exc}",
                           code="too-costly") from exc
 
+    async def entries(self, query: SearchQuery) -> list[tuple[str, bytes]]:
+        """The matches of a query without includes or a total as (type/id, body), in page order."""
+        # a document already holds its type, id and body: the page's resources are the entries
+        page = await self.search(query)
+        return [(f"{r.type}/{r.id}", r.body or b"{}") for r in page.resources]
+
     async def _where(self, query: SearchQuery, session: Any) -> dict[str, Any]:
         types = query.types if query.is_system else ()
         parts = [base_filter(query, types)]

@@ -212,28 +212,37 @@ class SqliteStore:
 
     async def search(self, query: SearchQuery) -> SearchPage:
         """One page of matches, and the total when the query asks for it."""
+        return await self._query(reads.search, query)
+
+    async def entries(self, query: SearchQuery) -> list[tuple[str, bytes]]:
+        """The matches of a query without includes or a total as (type/id, body), in page order."""
+        return await self._query(reads.entries, query)
+
+    async def _query(self, run: Callable[[sqlite3.Connection, SearchQuery, Any], T], query: SearchQuery) -> T:
         if self._memory or self._inline_s <= 0:
-            return await self._on_reader(reads.search, query, self.param_ids)
+            return await self._on_reader(run, query, self.param_ids)
         shape = _shape(query)
         if shape not in self._long_shapes:
-            page = self._search_inline(query)
-            if page is not None:
-                return page
-        page, took = await self._on_reader(self._timed_search, query)
+            found = self._search_inline(run, query)
+            if found is not None:
+                return found
+        found, took = await self._on_reader(self._timed_search, run, query)
         if took > self._inline_s:
             if len(self._long_shapes) >= _SHAPES_KEPT:
                 self._long_shapes.clear()
             self._long_shapes.add(shape)
         else:
             self._long_shapes.discard(shape)
-        return page
+        return found
 
-    def _timed_search(self, conn: sqlite3.Connection, query: SearchQuery) -> tuple[SearchPage, float]:
+    def _timed_search(self, conn: sqlite3.Connection, run: Callable[[sqlite3.Connection, SearchQuery, Any], T],
+                      query: SearchQuery) -> tuple[T, float]:
         started = self._clock()
-        page = reads.search(conn, query, self.param_ids)
-        return page, self._clock() - started
+        found = run(conn, query, self.param_ids)
+        return found, self._clock() - started
 
-    def _search_inline(self, query: SearchQuery) -> SearchPage | None:
+    def _search_inline(self, run: Callable[[sqlite3.Connection, SearchQuery, Any], T],
+                       query: SearchQuery) -> T | None:
         # Handing a search to a reader thread and back costs 0.2 to 0.5 ms (two thread wake-ups, and the
         # GIL under load), more than most searches take in SQLite. So a search first runs on the event
         # loop's connection with a small budget; SQLite's progress handler stops it at the deadline and
@@ -243,7 +252,7 @@ class SqliteStore:
         self._deadline = self._clock() + self._inline_s
         conn.set_progress_handler(self._over_budget, _CHECK_EVERY)
         try:
-            return reads.search(conn, query, self.param_ids)
+            return run(conn, query, self.param_ids)
         except sqlite3.OperationalError as exc:
             if exc.sqlite_errorcode != sqlite3.SQLITE_INTERRUPT:
                 raise

@@ -23,6 +23,7 @@ from resources.search.index import Indexer, load_patient_compartment
 from resources.search.parse import SearchLimits, parse_search
 from resources.search.registry import default_registry
 from resources.store.protocol import HistoryQuery
+from resources.store.sqlite import reads
 from resources.store.sqlite.store import SqliteStore, SqliteWriteSession, _shape
 from server.app import build_store
 from server.settings import Settings
@@ -226,7 +227,7 @@ async def test_a_search_past_its_budget_on_the_event_loop_is_finished_on_a_reade
         parsed = parse_search("Patient", [("family", "inline"), ("_total", "accurate"), ("_count", "1000")],
                               registry, SearchLimits())
         query = parsed.query
-        assert store._search_inline(query) is None  # stopped by the progress handler, not an error
+        assert store._search_inline(reads.search, query) is None  # stopped by the progress handler, not an error
         page = await store.search(query)
         assert page.total == 300 and len(page.resources) == 300
         # the shape overran on the thread too, so it goes straight to a thread afterwards, same answer
