@@ -47,8 +47,9 @@ _SID = "(SELECT sid FROM system WHERE uri = ?)"
 _NOT_SID = "coalesce((SELECT sid FROM system WHERE uri = ?), 0)"
 # a search page's columns: what reads.search makes a StoredResource of
 PAGE_COLUMNS = "r.rid, r.type, r.id, r.vid, r.updated, r.body"
-# a Bundle entry's: its reference (type/id, for the fullUrl) and body; each column is a value SQLite reads
-# and Python holds a row, so a record of 100 rows takes 75 us with these against 85 to 95 with six
+# a Bundle entry's: its reference (type/id, for the fullUrl) and body. Each column is a value SQLite reads
+# and Python holds a row: a patient's record of 99 rows took 85 to 95 us with the six, 75 to 78 without
+# version and time, and 41 to 47 with the body alone
 ENTRY_COLUMNS = "r.type || '/' || r.id, r.body"
 
 
