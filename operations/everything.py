@@ -17,7 +17,7 @@ from resources.repository import Repository
 from resources.search.dates import date_range
 from resources.search.index import load_patient_compartment
 from resources.search.query import SYSTEM, Filter, RangeValue, ReferenceValue, SearchQuery
-from resources.store.protocol import StoredResource
+from resources.store.protocol import entry
 
 LIMIT = 10_000  # resources in one answer; a record larger than this is refused rather than cut silently
 
@@ -46,12 +46,8 @@ async def _record(repository: Repository, patient_id: str, types: tuple[str, ...
             page = await repository.search(SearchQuery(resource_type, filters, count=LIMIT + 1))
         except Forbidden:
             continue
-        found.extend(_entry(r) for r in page.resources)
+        found.extend(entry(r) for r in page.resources)
     return found
-
-
-def _entry(resource: StoredResource) -> tuple[str, bytes]:
-    return f"{resource.type}/{resource.id}", resource.body or b"{}"
 
 
 async def run(call: OperationCall) -> bytes:
@@ -68,7 +64,7 @@ async def run(call: OperationCall) -> bytes:
         if found is None:
             raise Invalid(f"_since must be an instant, not '{since}'", code="value", expression=("_since",))
         filters.append(Filter("_lastUpdated", "date", None, (RangeValue("ge", found[0], found[1]),)))
-    results = [_entry(patient)] if not wanted or "Patient" in wanted else []
+    results = [entry(patient)] if not wanted or "Patient" in wanted else []
     types = tuple(t for t in _compartment_types() if t in wanted) if wanted else _compartment_types()
     if types:
         results.extend(await _record(repository, call.id, types, tuple(filters)))

@@ -31,6 +31,11 @@ class StoredResource(NamedTuple):
     seq: int = 0
 
 
+def entry(resource: StoredResource) -> tuple[str, bytes]:
+    """A current resource as a searchset entry's parts: its reference (type/id) and body."""
+    return f"{resource.type}/{resource.id}", resource.body or b"{}"
+
+
 @dataclass(frozen=True)
 class Write:
     """One change to apply: create, update or delete of a resource, with its index rows."""

@@ -28,7 +28,7 @@ from resources.search.index import IndexRows
 from resources.search.query import Include, SearchQuery
 from resources.store.mongo import documents
 from resources.store.mongo.compile import Subquery, base_filter, compile_filter, sort_spec
-from resources.store.protocol import HistoryQuery, OutboxEvent, SearchPage, StoredResource, Write
+from resources.store.protocol import HistoryQuery, OutboxEvent, SearchPage, StoredResource, Write, entry
 
 log = logging.getLogger("careloop.mongo")
 INCLUDE_LIMIT = 1000
@@ -203,7 +203,7 @@ class MongoStore:
         """The matches of a query without includes or a total as (type/id, body), in page order."""
         # a document already holds its type, id and body: the page's resources are the entries
         page = await self.search(query)
-        return [(f"{r.type}/{r.id}", r.body or b"{}") for r in page.resources]
+        return [entry(r) for r in page.resources]
 
     async def _where(self, query: SearchQuery, session: Any) -> dict[str, Any]:
         types = query.types if query.is_system else ()

@@ -33,7 +33,10 @@ def _matches(rows: list[tuple[Any, ...]]) -> list[StoredResource]:
 
 
 def _once(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
-    """Rows without repeats of a resource: a page read from an index has one per matching entry, adjacent."""
+    """Rows without repeats of a resource: a page read from an index has one per matching entry, adjacent.
+
+    The first column names the resource (its row id in a search page, its type/id in entries).
+    """
     if len({row[0] for row in rows}) == len(rows):
         return rows
     return [row for n, row in enumerate(rows) if n == 0 or row[0] != rows[n - 1][0]]
@@ -85,11 +88,15 @@ def history(conn: sqlite3.Connection, q: HistoryQuery) -> list[StoredResource]:
     return [_version(r) for r in conn.execute(sql, args)]
 
 
-def search(conn: sqlite3.Connection, query: SearchQuery, param_id: ParamId) -> SearchPage:
-    stored_types: tuple[str, ...] = ()
+def _stored_types(conn: sqlite3.Connection, query: SearchQuery) -> tuple[str, ...]:
+    """The types with index entries, where a search across types without _type looks."""
     if query.is_system and not query.types:
-        stored_types = tuple(t for (t,) in conn.execute("SELECT DISTINCT type FROM sp"))
-    page_sql, args, count_sql, count_args = compile_search(query, param_id, stored_types)
+        return tuple(t for (t,) in conn.execute("SELECT DISTINCT type FROM sp"))
+    return ()
+
+
+def search(conn: sqlite3.Connection, query: SearchQuery, param_id: ParamId) -> SearchPage:
+    page_sql, args, count_sql, count_args = compile_search(query, param_id, _stored_types(conn, query))
     rows = conn.execute(page_sql, args).fetchall()
     more = len(rows) > query.count  # before repeats are dropped: a short page may still have a next one
     rows = _once(rows)[: query.count]
@@ -112,14 +119,8 @@ def entries(conn: sqlite3.Connection, query: SearchQuery, param_id: ParamId) -> 
     StoredResource a row: a patient's 100-resource record took 263 us through search and 205 us this way.
     """
     assert not query.includes and query.total not in ("accurate", "estimate")
-    stored_types: tuple[str, ...] = ()
-    if query.is_system and not query.types:
-        stored_types = tuple(t for (t,) in conn.execute("SELECT DISTINCT type FROM sp"))
-    page_sql, args, _, _ = compile_search(query, param_id, stored_types, ENTRY_COLUMNS)
-    rows = conn.execute(page_sql, args).fetchall()
-    if len({ref for ref, _ in rows}) != len(rows):  # a resource reached twice through one index: adjacent
-        rows = [row for n, row in enumerate(rows) if n == 0 or row[0] != rows[n - 1][0]]
-    rows = rows[: query.count]
+    page_sql, args, _, _ = compile_search(query, param_id, _stored_types(conn, query), ENTRY_COLUMNS)
+    rows = _once(conn.execute(page_sql, args).fetchall())[: query.count]
     bodies = decode_many([body for _, body in rows])
     return [(ref, body or b"{}") for (ref, _), body in zip(rows, bodies, strict=True)]
 
