@@ -28,7 +28,7 @@ def _compartment_types() -> tuple[str, ...]:
 
 
 async def _record(repository: Repository, patient_id: str, types: tuple[str, ...],
-                  filters: tuple[Filter, ...]) -> list[tuple[str, bytes]]:
+                  filters: tuple[Filter, ...]) -> list[tuple[bytes, bytes]]:
     """The compartment's resources of these types, as (type/id, body).
 
     One search across the types when the caller's scopes reach all of them; otherwise one search per type
@@ -39,7 +39,7 @@ async def _record(repository: Repository, patient_id: str, types: tuple[str, ...
         return await repository.entries(SearchQuery(SYSTEM, filters, count=LIMIT + 1, types=types))
     except Forbidden:
         pass
-    found: list[tuple[str, bytes]] = []
+    found: list[tuple[bytes, bytes]] = []
     present = set(await repository.store.compartment_types(patient_id))
     for resource_type in (t for t in types if t in present):
         try:

@@ -69,13 +69,13 @@ def searchset(resources: Sequence[StoredResource], base_url: str, links: dict[st
     return _joined(_head(total, links), parts)
 
 
-def searchset_entries(entries: Sequence[tuple[str, bytes]], base_url: str, links: dict[str, str],
+def searchset_entries(entries: Sequence[tuple[bytes, bytes]], base_url: str, links: dict[str, str],
                       total: int | None) -> bytes:
     """A searchset Bundle of matches given as (type/id, body), as Repository.entries returns them."""
     open_url, close = _open_url(base_url), _close("match")
     parts: list[bytes] = []
     for ref, body in entries:
-        parts += (open_url, ref.encode(), b'","resource":', body, close)
+        parts += (open_url, ref, b'","resource":', body, close)
     return _joined(_head(total, links), parts)
 
 

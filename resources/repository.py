@@ -194,7 +194,7 @@ class Repository:
                 page = replace(page, included=kept)
         return page
 
-    async def entries(self, query: SearchQuery) -> list[tuple[str, bytes]]:
+    async def entries(self, query: SearchQuery) -> list[tuple[bytes, bytes]]:
         """The matches of a search across types as (type/id, body), for a caller whose scopes reach them all.
 
         Narrowing a search across types either leaves it as it is or refuses it (Forbidden), so no match

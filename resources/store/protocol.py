@@ -31,9 +31,9 @@ class StoredResource(NamedTuple):
     seq: int = 0
 
 
-def entry(resource: StoredResource) -> tuple[str, bytes]:
-    """A current resource as a searchset entry's parts: its reference (type/id) and body."""
-    return f"{resource.type}/{resource.id}", resource.body or b"{}"
+def entry(resource: StoredResource) -> tuple[bytes, bytes]:
+    """A current resource as a searchset entry's parts: its reference (type/id, as bytes) and body."""
+    return f"{resource.type}/{resource.id}".encode(), resource.body or b"{}"
 
 
 @dataclass(frozen=True)
@@ -148,7 +148,7 @@ class Store(Protocol):
     async def search(self, query: SearchQuery) -> SearchPage:
         """One page of current resources matching a query."""
 
-    async def entries(self, query: SearchQuery) -> list[tuple[str, bytes]]:
+    async def entries(self, query: SearchQuery) -> list[tuple[bytes, bytes]]:
         """The matches of a query without includes or a total as (type/id, body), in page order."""
         ...
 

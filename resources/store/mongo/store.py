@@ -199,7 +199,7 @@ class MongoStore:
             raise Invalid(f"The search could not run: {exc.details.get('errmsg') if exc.details else exc}",
                           code="too-costly") from exc
 
-    async def entries(self, query: SearchQuery) -> list[tuple[str, bytes]]:
+    async def entries(self, query: SearchQuery) -> list[tuple[bytes, bytes]]:
         """The matches of a query without includes or a total as (type/id, body), in page order."""
         # a document already holds its type, id and body: the page's resources are the entries
         page = await self.search(query)

@@ -214,7 +214,7 @@ class SqliteStore:
         """One page of matches, and the total when the query asks for it."""
         return await self._query(reads.search, query)
 
-    async def entries(self, query: SearchQuery) -> list[tuple[str, bytes]]:
+    async def entries(self, query: SearchQuery) -> list[tuple[bytes, bytes]]:
         """The matches of a query without includes or a total as (type/id, body), in page order."""
         return await self._query(reads.entries, query)
 

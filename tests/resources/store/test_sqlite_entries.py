@@ -44,7 +44,7 @@ async def test_entries_are_the_search_pages_resources(client: httpx.AsyncClient,
         for query in queries:
             page = await store.search(query)
             entries = await store.entries(query)
-            assert entries == [(f"{r.type}/{r.id}", r.body) for r in page.resources]
+            assert entries == [(f"{r.type}/{r.id}".encode(), r.body) for r in page.resources]
             seen += len(entries)
         assert seen > 100  # the population has records to compare
     finally:
