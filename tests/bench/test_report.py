@@ -5,7 +5,7 @@ docs/performance.md is the record of every figure; losing the 100k and 1M rows o
 
 from __future__ import annotations
 
-from bench.run import TIERS_HEADING, _tenths, replace_block
+from bench.run import TIERS_HEADING, _firsts, _tenths, replace_block
 
 REPORT = f"""# Performance
 
@@ -46,3 +46,12 @@ def test_new_tiers_go_in_size_order_under_the_heading() -> None:
 def test_the_load_by_tenths_shows_its_slowest_fastest_and_last_tenth() -> None:
     assert _tenths({"ingest_tenths_resources_per_s": [1400, 1210, 1650, 1330]}) == "1210 / 1650 / 1330 res/s"
     assert _tenths({}) == "not recorded"  # results recorded before the tenths were kept
+
+
+def test_a3_names_each_first_ten_thousand_it_took_the_median_of() -> None:
+    alone = {"ingest_first_resources_per_s": 2900}
+    assert _firsts(alone) == "2900"
+    bracketed = {"ingest_first_resources_per_s": 3164, "ingest_first_fresh_resources_per_s": [2410, 2380],
+                 "ingest_first_median_resources_per_s": 2410}
+    assert _firsts(bracketed) == ("2410 (median of 3164 in the tier, 2410 and 2380 into fresh files before and "
+                                  "after)")
