@@ -75,7 +75,8 @@ def build_store(settings: Settings, registry: SearchRegistry, mongo_client: Any 
         return SqliteStore(settings.sqlite_path, readers=settings.sqlite_readers, subsumed=registry.subsumed,
                            cache_mib=settings.sqlite_cache_mib, loop_cache_mib=settings.sqlite_loop_cache_mib,
                            inline_ms=settings.sqlite_inline_ms,
-                           writer_idle_s=settings.sqlite_writer_idle_seconds, on_release=release_free_memory)
+                           writer_idle_s=settings.sqlite_writer_idle_seconds, on_release=release_free_memory,
+                           body_memo_mib=settings.sqlite_body_memo_mib)
     if settings.store == "mongodb":
         # imported only when used: pymongo adds about 14 MB to every process that loads it
         from resources.store.mongo.store import MongoStore

@@ -32,6 +32,9 @@ class Settings(BaseSettings):
     sqlite_writer_idle_seconds: float = Field(5.0, ge=0, description="After this many seconds without a write, "
                                               "the writer's page cache (filled by ingests, used only by writes) "
                                               "is handed back to the system; 0 keeps it")
+    sqlite_body_memo_mib: float = Field(16, ge=0, description="Memo of restored resource bodies, in MiB, "
+                                        "shared by the process: hot resources skip decompression; 0 turns "
+                                        "it off")
     mongodb_url: str = Field("mongodb://localhost:27017/?replicaSet=rs0", description="MongoDB connection string "
                              "(a replica set: transactions need one)")
     mongodb_database: str = "careloop"

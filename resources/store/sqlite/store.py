@@ -22,6 +22,7 @@ from resources.search.index import IndexRows
 from resources.search.query import SearchQuery
 from resources.store.protocol import HistoryQuery, OutboxEvent, SearchPage, StoredResource, Write
 from resources.store.sqlite import reads
+from resources.store.sqlite.bodies import MEMO_MIB, set_memo_mib
 from resources.store.sqlite.schema import CACHE_MIB, DDL, LAYOUT, LOOP_CACHE_MIB, PRAGMAS
 from resources.store.sqlite.writes import apply_writes, replace_index
 
@@ -78,12 +79,13 @@ class SqliteStore:
 
     def __init__(self, path: str, *, readers: int = 2, subsumed: Subsumed = _nothing_subsumed,
                  cache_mib: int = CACHE_MIB, loop_cache_mib: int = LOOP_CACHE_MIB, inline_ms: float = INLINE_MS,
-                 writer_idle_s: float = WRITER_IDLE_S,
+                 writer_idle_s: float = WRITER_IDLE_S, body_memo_mib: float = MEMO_MIB,
                  on_release: Callable[[], object] | None = None, clock: Callable[[], float] = time.perf_counter,
                  ) -> None:
         # subsumed: for a type, the parameters whose values another parameter always holds
         # (SearchRegistry.subsumed); their shared entries are stored once and searched together
         self._path = path
+        set_memo_mib(body_memo_mib)  # the memo is the process's: the last store opened sets its budget
         self._cache_mib = cache_mib
         self._loop_cache_mib = loop_cache_mib
         self._inline_s = inline_ms / 1000
