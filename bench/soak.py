@@ -140,7 +140,9 @@ async def _run(base: str, client: tuple[str, str], pid: int, args: argparse.Name
             "first_errors": soak.errors[:5], "p50_ms": round(ordered[len(ordered) // 2], 2),
             "p99_ms": round(ordered[int(len(ordered) * 0.99)], 2), "rss_start_mb": round(memory[0], 1),
             "rss_max_mb": round(max(memory), 1), "rss_end_mb": round(memory[-1], 1),
-            "rss_ratio": round(max(memory) / memory[0], 3), "server_rss_start_mb": round(whole[0], 1),
+            "rss_ratio": round(max(memory) / memory[0], 3),
+            # one sample a minute: whether memory levels off (caches filling) or keeps climbing (a leak)
+            "rss_by_minute_mb": [round(m, 1) for m in memory[::12]], "server_rss_start_mb": round(whole[0], 1),
             "server_rss_max_mb": round(max(whole), 1), "server_rss_ratio": round(max(whole) / whole[0], 3),
             "acknowledged_writes": len(soak.acknowledged), "lost_writes": len(lost), "tokens_fetched": renewed,
             "passed": passed(len(soak.errors), len(lost), memory, whole)}

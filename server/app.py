@@ -37,7 +37,7 @@ from server.auth.bearer import BearerMiddleware
 from server.auth.service import AuthService
 from server.capability import VERSION
 from server.context import Services
-from server.memory import release_free_memory
+from server.memory import limit_arenas, release_free_memory
 from server.negotiation import NegotiationMiddleware
 from server.openapi import describe_parameters
 from server.routes import instance, operations, reindex, system
@@ -166,6 +166,7 @@ def create_app(settings: Settings | None = None, *, mongo_client: Any = None) ->
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        limit_arenas(settings.malloc_arenas)  # before the store starts its threads
         svc = await open_services(build_services(settings, mongo_client))
         if svc.subscriptions is not None:
             await svc.subscriptions.start()

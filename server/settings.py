@@ -35,6 +35,9 @@ class Settings(BaseSettings):
     sqlite_body_memo_mib: float = Field(16, ge=0, description="Memo of restored resource bodies, in MiB, "
                                         "shared by the process: hot resources skip decompression; 0 turns "
                                         "it off")
+    malloc_arenas: int = Field(1, ge=0, description="Most malloc arenas the serving process's threads share "
+                               "(glibc); one keeps memory freed by one thread reusable by the others, 0 keeps "
+                               "glibc's default of one per contending thread")
     mongodb_url: str = Field("mongodb://localhost:27017/?replicaSet=rs0", description="MongoDB connection string "
                              "(a replica set: transactions need one)")
     mongodb_database: str = "careloop"

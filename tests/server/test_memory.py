@@ -10,7 +10,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from server.memory import release_free_memory
+import pytest
+
+from server.memory import limit_arenas, release_free_memory
 
 
 def test_freed_heap_is_returned_where_glibc_is_the_c_library() -> None:
@@ -65,3 +67,50 @@ def test_with_a_worker_the_models_live_there_alone_and_a_dead_worker_is_replaced
     assert "codes: [201, 400] 400 [400, 201]" in lines, out.stdout
     assert "workers again: True" in lines
     assert "stored: 2" in lines  # the two valid ones, nothing of the refused
+
+
+_CHURN_SCRIPT = """
+import os, random, sys, threading
+from resources.store.sqlite.memo import BoundedMemo
+from server.memory import limit_arenas
+
+def rss_mib():
+    with open('/proc/self/status') as status:
+        return next(int(line.split()[1]) / 1024 for line in status if line.startswith('VmRSS'))
+
+limited = limit_arenas(int(sys.argv[1]))
+memo = BoundedMemo(8 * 1024 * 1024)
+start = rss_mib()
+
+def churn(seed):
+    rng = random.Random(seed)
+    for _ in range(120_000):  # bodies restored and evicted by three threads, as reader threads do
+        stored = os.urandom(rng.randint(150, 600))
+        if memo.get(stored) is None:
+            memo.put(stored, b'x' * rng.randint(500, 3000))
+
+threads = [threading.Thread(target=churn, args=(n,)) for n in range(3)]
+for thread in threads:
+    thread.start()
+for thread in threads:
+    thread.join()
+print(limited, round((rss_mib() - start) / (memo.held_bytes / 2**20), 2))
+"""
+
+
+def test_no_arena_limit_is_set_for_zero() -> None:
+    assert limit_arenas(0) is False
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists() or ctypes.util.find_library("c") is None,
+                    reason="needs Linux's /proc and a C library with mallopt")
+def test_with_one_arena_threads_churning_the_memo_grow_the_process_little_beyond_what_it_holds() -> None:
+    # with glibc's default, three threads churning an 8 MiB memo grew the process about twice what it held
+    runs = {}
+    for arenas in ("1", "0"):
+        out = subprocess.run([sys.executable, "-c", _CHURN_SCRIPT, arenas], capture_output=True, text=True,
+                             timeout=120, check=True)
+        runs[arenas] = out.stdout.split()
+    assert runs["1"][0] == "True" and runs["0"][0] == "False"
+    assert float(runs["1"][1]) < 1.5, runs
+    assert float(runs["1"][1]) < float(runs["0"][1]), runs
