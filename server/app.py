@@ -76,7 +76,8 @@ def build_store(settings: Settings, registry: SearchRegistry, mongo_client: Any 
                            cache_mib=settings.sqlite_cache_mib, loop_cache_mib=settings.sqlite_loop_cache_mib,
                            inline_ms=settings.sqlite_inline_ms,
                            writer_idle_s=settings.sqlite_writer_idle_seconds, on_release=release_free_memory,
-                           body_memo_mib=settings.sqlite_body_memo_mib)
+                           body_memo_mib=settings.sqlite_body_memo_mib,
+                           heap_limit_mib=settings.sqlite_heap_limit_mib)
     if settings.store == "mongodb":
         # imported only when used: pymongo adds about 14 MB to every process that loads it
         from resources.store.mongo.store import MongoStore

@@ -22,6 +22,9 @@ class Settings(BaseSettings):
     sqlite_cache_mib: int = Field(32, ge=1, description="SQLite page cache of the writer's and each reader's "
                                   "connection, in MiB: smaller saves memory, larger keeps more of the index in "
                                   "memory for long searches")
+    sqlite_heap_limit_mib: float = Field(32, ge=0, description="Bound on all SQLite page caches of the process "
+                                         "together, in MiB (SQLite's soft heap limit): near it, connections "
+                                         "recycle their own pages rather than grow; 0 sets no bound")
     sqlite_loop_cache_mib: int = Field(8, ge=1, description="SQLite page cache of the event loop's own "
                                        "connection, in MiB (it serves reads by id and searches within "
                                        "CARELOOP_SQLITE_INLINE_MS, which touch few pages)")
@@ -32,7 +35,7 @@ class Settings(BaseSettings):
     sqlite_writer_idle_seconds: float = Field(5.0, ge=0, description="After this many seconds without a write, "
                                               "the writer's page cache (filled by ingests, used only by writes) "
                                               "is handed back to the system; 0 keeps it")
-    sqlite_body_memo_mib: float = Field(16, ge=0, description="Memo of restored resource bodies, in MiB, "
+    sqlite_body_memo_mib: float = Field(8, ge=0, description="Memo of restored resource bodies, in MiB, "
                                         "shared by the process: hot resources skip decompression; 0 turns "
                                         "it off")
     malloc_arenas: int = Field(1, ge=0, description="Most malloc arenas the serving process's threads share "

@@ -31,7 +31,7 @@ _PREFIX = bytes([DICTIONARY])
 # zstandard's (de)compressors must not be shared between threads, and making one loads the dictionary
 # (about 10 microseconds), so every thread keeps its own pair.
 _local = threading.local()
-MEMO_MIB = 16  # default budget of the restored-body memo (CARELOOP_SQLITE_BODY_MEMO_MIB)
+MEMO_MIB = 8  # default budget of the restored-body memo (CARELOOP_SQLITE_BODY_MEMO_MIB)
 # one memo a process: stored forms restore the same whichever store read them
 _memo = BoundedMemo(MEMO_MIB * 1024 * 1024)
 

@@ -27,6 +27,12 @@ PRAGMAS = (
 # beyond the caches come from the operating system's file cache, which the processes share.
 CACHE_MIB = 32
 LOOP_CACHE_MIB = 8
+# ... and all of them together stay near this bound (SQLite's soft heap limit, which is the process's):
+# once SQLite's heap reaches it, a connection that needs a page recycles its own least recently used one
+# rather than allocating, so one connection may still use its whole cache while the others hold little.
+# Without it the four caches could grow to 104 MiB between them on a file that large; a server under a
+# steady mix filled them, 32 MiB of growth in ten minutes. https://www.sqlite.org/pragma.html#pragma_soft_heap_limit
+HEAP_LIMIT_MIB = 32
 
 DDL = """
 CREATE TABLE IF NOT EXISTS resource (

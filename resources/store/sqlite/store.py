@@ -23,7 +23,7 @@ from resources.search.query import SearchQuery
 from resources.store.protocol import HistoryQuery, OutboxEvent, SearchPage, StoredResource, Write
 from resources.store.sqlite import reads
 from resources.store.sqlite.bodies import MEMO_MIB, set_memo_mib
-from resources.store.sqlite.schema import CACHE_MIB, DDL, LAYOUT, LOOP_CACHE_MIB, PRAGMAS
+from resources.store.sqlite.schema import CACHE_MIB, DDL, HEAP_LIMIT_MIB, LAYOUT, LOOP_CACHE_MIB, PRAGMAS
 from resources.store.sqlite.writes import apply_writes, replace_index
 
 T = TypeVar("T")
@@ -80,13 +80,15 @@ class SqliteStore:
     def __init__(self, path: str, *, readers: int = 2, subsumed: Subsumed = _nothing_subsumed,
                  cache_mib: int = CACHE_MIB, loop_cache_mib: int = LOOP_CACHE_MIB, inline_ms: float = INLINE_MS,
                  writer_idle_s: float = WRITER_IDLE_S, body_memo_mib: float = MEMO_MIB,
-                 on_release: Callable[[], object] | None = None, clock: Callable[[], float] = time.perf_counter,
+                 heap_limit_mib: float = HEAP_LIMIT_MIB, on_release: Callable[[], object] | None = None,
+                 clock: Callable[[], float] = time.perf_counter,
                  ) -> None:
         # subsumed: for a type, the parameters whose values another parameter always holds
         # (SearchRegistry.subsumed); their shared entries are stored once and searched together
         self._path = path
         set_memo_mib(body_memo_mib)  # the memo is the process's: the last store opened sets its budget
         self._cache_mib = cache_mib
+        self._heap_limit = int(heap_limit_mib * 1024 * 1024)  # SQLite's, so also the process's: 0 is none
         self._loop_cache_mib = loop_cache_mib
         self._inline_s = inline_ms / 1000
         self._deadline = math.inf
@@ -151,6 +153,7 @@ class SqliteStore:
 
     def _open_sync(self) -> None:
         conn = self._write_conn = _connect(self._path, self._cache_mib)
+        conn.execute(f"PRAGMA soft_heap_limit={self._heap_limit}")
         layout = conn.execute("PRAGMA user_version").fetchone()[0]
         used = conn.execute("SELECT count(*) FROM sqlite_master WHERE name = 'resource'").fetchone()[0]
         if used and layout != LAYOUT:
