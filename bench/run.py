@@ -226,21 +226,26 @@ def main() -> None:
     args = parser.parse_args()
     # the core figures and the 10k tier fit in five minutes on the 2-core machine
     seconds, rounds, passes = ("3", "2", "1") if args.quick else ("5", "3", "3")
-    text = REPORT.read_text()
+    blocks: list[tuple[str, list[str]]] = []
     if not args.no_core:
         read = _run("bench.read_by_id", "--seconds", "3", "--rounds", "2", "--pairs", "3" if args.quick else "6")
         ingest = _run("bench.ingest", "--passes", passes, "--concurrency", "2")
         single = _run("bench.ingest", "--passes", "1", "--concurrency", "1", "--no-raw")
-        text = replace_block(text, "core", core_block(read, ingest, single))
+        blocks.append(("core", core_block(read, ingest, single)))
     if args.peer:
-        text = replace_block(text, "peer", peer_block(_run("bench.read_peer")))
+        blocks.append(("peer", peer_block(_run("bench.read_peer"))))
     if args.subscriptions:
         found = _run("bench.subscriptions", "--rounds", "1" if args.quick else "3", "--passes", passes)
-        text = replace_block(text, "subscriptions", subscriptions_block(found))
+        blocks.append(("subscriptions", subscriptions_block(found)))
     for tier in (t.strip() for t in args.tiers.split(",") if t.strip()):
         found = _run("bench.tier", "--resources", tier, "--seconds", "2",
                      "--rounds", "1" if args.quick else "3", name=f"tier_{tier}")
-        text = replace_block(text, f"tier-{tier}", tier_block(found))
+        blocks.append((f"tier-{tier}", tier_block(found)))
+    # read when the figures are in, not before: a 1M run lasts half an hour, and edits made to the report
+    # meanwhile must survive it
+    text = REPORT.read_text()
+    for name, lines in blocks:
+        text = replace_block(text, name, lines)
     REPORT.write_text(text)
     print(text)  # noqa: T201
 
