@@ -24,7 +24,11 @@ TIERS_HEADING = "### Population tiers"
 
 def _commit() -> str:
     out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
-    return out.stdout.strip() or "unknown"
+    commit = out.stdout.strip() or "unknown"
+    # a figure must name the code it measured: changes outside docs/ mean the tree is not that commit
+    changed = subprocess.run(["git", "status", "--porcelain", "--", ".", ":!docs"], cwd=ROOT,
+                             capture_output=True, text=True).stdout.strip()
+    return f"`{commit}` with uncommitted changes" if changed else f"`{commit}`"
 
 
 def _cpu() -> str:
@@ -46,7 +50,7 @@ def _run(module: str, *args: str, name: str | None = None) -> dict[str, Any]:
 
 def _stamp() -> str:
     machine = f"{os.cpu_count()} cores, {_cpu()}, Python {platform.python_version()}"
-    return f"Measured {datetime.date.today().isoformat()} on commit `{_commit()}` ({machine})."
+    return f"Measured {datetime.date.today().isoformat()} on commit {_commit()} ({machine})."
 
 
 def _spread(values: list[float]) -> str:
