@@ -5,7 +5,7 @@ docs/performance.md is the record of every figure; losing the 100k and 1M rows o
 
 from __future__ import annotations
 
-from bench.run import TIERS_HEADING, _firsts, _tenths, replace_block
+from bench.run import TIERS_HEADING, _firsts, _processes, _tenths, _with_rounds, replace_block
 
 REPORT = f"""# Performance
 
@@ -55,3 +55,14 @@ def test_a3_names_each_first_ten_thousand_it_took_the_median_of() -> None:
                  "ingest_first_median_resources_per_s": 2410}
     assert _firsts(bracketed) == ("2410 (median of 3164 in the tier, 2410 and 2380 into fresh files before and "
                                   "after)")
+
+
+def test_a_ratio_shows_each_rounds_value_beside_its_median() -> None:
+    found = {"include_overhead": 1.152, "include_overhead_rounds": [1.1, 1.152, 1.31]}
+    assert _with_rounds(found, "include_overhead") == "1.152 (rounds: 1.1, 1.152, 1.31)"
+    assert _with_rounds({"include_overhead": 1.2}, "include_overhead") == "1.2"  # results recorded before rounds were
+
+
+def test_the_tier_says_its_rounds_ran_on_processes_of_their_own() -> None:
+    assert "3 rounds, each on a server process" in _processes({"measuring_processes": 3})
+    assert _processes({"measuring_processes": 1}) == "" and _processes({}) == ""
