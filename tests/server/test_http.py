@@ -95,6 +95,28 @@ async def test_forwarded_headers_shape_absolute_links(client: httpx.AsyncClient)
     rfc = await client.get("/fhir/Patient", headers={"Forwarded": 'for=1.2.3.4;proto=https;host="h.example"'})
     assert rfc.json()["link"][0]["url"].startswith("https://h.example/fhir/Patient")
 
+async def test_forwarded_lists_take_the_first_proxy(client: httpx.AsyncClient) -> None:
+    # each proxy appends itself: the first value is the client-facing one (RFC 7239 section 4)
+    response = await client.get("/fhir/Patient", headers={
+        "X-Forwarded-Proto": "https, http", "X-Forwarded-Host": "front.example, inner.example:8080"})
+    assert response.json()["link"][0]["url"].startswith("https://front.example/fhir/Patient")
+    # X-Forwarded-* win over Forwarded; the Host header stays when no proxy names a host
+    mixed = await client.get("/fhir/Patient", headers={"Forwarded": 'proto=https;host="a.example"',
+                                                       "X-Forwarded-Host": "b.example"})
+    assert mixed.json()["link"][0]["url"].startswith("https://b.example/fhir/Patient")
+    plain = await client.get("/fhir/Patient", headers={"X-Forwarded-Prefix": "/api/"})
+    assert plain.json()["link"][0]["url"] == "http://testserver/api/fhir/Patient"
+
+
+async def test_forwarded_headers_ignored_unless_trusted(tmp_path: Path) -> None:
+    async with client_for(Settings(auth="off", sqlite_path=str(tmp_path / "f.db"), trust_forwarded=False,
+                                   validation_workers=0)) as c:
+        response = await c.get("/fhir/Patient", headers={"X-Forwarded-Proto": "https",
+                                                         "X-Forwarded-Host": "clinic.example.org",
+                                                         "X-Forwarded-Prefix": "/api"})
+        assert response.json()["link"][0]["url"] == "http://testserver/fhir/Patient"
+
+
 
 async def test_configured_base_url_wins(tmp_path: Path) -> None:
     async with client_for(Settings(auth="off", sqlite_path=str(tmp_path / "b.db"), base_url="https://fhir.clinic.test/r4b/",
