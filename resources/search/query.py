@@ -1,5 +1,7 @@
 """The backend-neutral search query model: plain frozen data that each store compiles.
 
+A search builds a dozen of these objects on every request: quick_init makes each as cheap as a plain object.
+
 https://hl7.org/fhir/R4B/search.html
 """
 
@@ -7,10 +9,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from resources.records import quick_init
+
 PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
 SYSTEM = "*"  # the resource_type of a system-level search
 
 
+@quick_init
 @dataclass(frozen=True)
 class TokenValue:
     """system|code; any_system when no '|' was given, system None with '|code' means 'no system'."""
@@ -20,6 +25,7 @@ class TokenValue:
     any_system: bool = True
 
 
+@quick_init
 @dataclass(frozen=True)
 class StringValue:
     """A string to match (normalised for prefix and contains matching)."""
@@ -28,6 +34,7 @@ class StringValue:
     normalized: str
 
 
+@quick_init
 @dataclass(frozen=True)
 class ReferenceValue:
     """A reference target: type and id, or an absolute/canonical URL."""
@@ -37,6 +44,7 @@ class ReferenceValue:
     url: str | None = None
 
 
+@quick_init
 @dataclass(frozen=True)
 class RangeValue:
     """A date, number or quantity compared with a prefix against [low, high]."""
@@ -48,6 +56,7 @@ class RangeValue:
     code: str | None = None
 
 
+@quick_init
 @dataclass(frozen=True)
 class UriValue:
     """A URI to compare exactly or by :above/:below."""
@@ -55,6 +64,7 @@ class UriValue:
     uri: str
 
 
+@quick_init
 @dataclass(frozen=True)
 class CompositeValue:
     """code$value: a token for the first component and a typed value for the second."""
@@ -67,6 +77,7 @@ class CompositeValue:
 Value = TokenValue | StringValue | ReferenceValue | RangeValue | UriValue | CompositeValue
 
 
+@quick_init
 @dataclass(frozen=True)
 class Filter:
     """One search parameter with its modifier and OR-ed values (parameters are AND-ed)."""
@@ -83,6 +94,7 @@ class Filter:
     any_of: tuple[tuple[Filter, ...], ...] = ()
 
 
+@quick_init
 @dataclass(frozen=True)
 class Chained:
     """The part of a chain that applies to one target type: subject:Patient.name=x -> (Patient, name=x)."""
@@ -91,6 +103,7 @@ class Chained:
     inner: Filter
 
 
+@quick_init
 @dataclass(frozen=True)
 class Has:
     """_has:Source:reference:inner -- resources that some Source points at through `reference`."""
@@ -100,6 +113,7 @@ class Has:
     inner: Filter
 
 
+@quick_init
 @dataclass(frozen=True)
 class Sort:
     """One _sort key."""
@@ -109,6 +123,7 @@ class Sort:
     descending: bool = False
 
 
+@quick_init
 @dataclass(frozen=True)
 class Include:
     """_include (forward) or _revinclude (reverse), with its optional target type and :iterate."""
@@ -120,6 +135,7 @@ class Include:
     iterate: bool = False
 
 
+@quick_init
 @dataclass(frozen=True)
 class SearchQuery:
     """A parsed search: type, filters, sort, includes, page size, cursor and the total mode."""
