@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -90,13 +91,21 @@ def cpu_seconds(pid: int) -> float:
 
 
 def loadgen(port: int, paths: list[str], connections: int, seconds: float, warmup: float,
-            cpu: int | None, server_pid: int | None = None, token: str | None = None) -> dict[str, float]:
-    """Run bench/loadgen.py in its own process and return its summary (with server CPU use when given a pid)."""
+            cpu: int | None, server_pid: int | None = None, token: str | None = None,
+            pair: tuple[int, list[str]] | None = None) -> dict[str, Any]:
+    """Run bench/loadgen.py in its own process and return its summary (with server CPU use when given a pid).
+
+    pair: a second server's port and paths, requested in turn with the first (its summary under "pair").
+    """
     paths_file = ROOT / "bench" / "out" / f"paths-{port}.json"
     paths_file.parent.mkdir(exist_ok=True)
     paths_file.write_text(json.dumps(paths))
     command = [PYTHON, "-m", "bench.loadgen", "--port", str(port), "--paths", str(paths_file),
                "--connections", str(connections), "--seconds", str(seconds), "--warmup", str(warmup)]
+    if pair is not None:
+        pair_file = ROOT / "bench" / "out" / f"paths-{pair[0]}.json"
+        pair_file.write_text(json.dumps(pair[1]))
+        command += ["--pair-port", str(pair[0]), "--pair-paths", str(pair_file)]
     if cpu is not None:
         command += ["--cpu", str(cpu)]
     if token:
@@ -107,7 +116,7 @@ def loadgen(port: int, paths: list[str], connections: int, seconds: float, warmu
         time.sleep(warmup)
         before = cpu_seconds(server_pid)
     stdout, _ = process.communicate()
-    summary: dict[str, float] = json.loads(stdout)
+    summary: dict[str, Any] = json.loads(stdout)
     if server_pid is not None and before is not None:
         used = cpu_seconds(server_pid) - before
         summary["server_cpu_s"] = used

@@ -1,7 +1,8 @@
 """A closed-loop HTTP/1.1 keep-alive load generator on raw asyncio streams (loopback only).
 
 Each of `connections` clients sends a request, waits for the whole answer, records the latency and sends the
-next. Like wrk it has coordinated omission: latencies are service times under a closed loop.
+next. Like wrk it has coordinated omission: latencies are service times under a closed loop. Given a second
+server (--pair-port), each client alternates between the two, so both are measured over the same moments.
 """
 
 from __future__ import annotations
@@ -41,38 +42,54 @@ async def _read_response(reader: asyncio.StreamReader) -> int:
     return status
 
 
-async def _client(host: str, port: int, requests: list[bytes], stop: float, warm: float, result: Result,
-                  index: int) -> None:
-    reader, writer = await asyncio.open_connection(host, port)
+@dataclass
+class Target:
+    """A server to load: its port, the requests to send it in turn, and what it answered."""
+
+    port: int
+    requests: list[bytes]
+    result: Result = field(default_factory=Result)
+
+
+async def _exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes, warm: float,
+                    result: Result) -> None:
+    started = time.perf_counter()
+    writer.write(request)
+    status = await _read_response(reader)
+    done = time.perf_counter()
+    if started >= warm:
+        if 200 <= status < 400:
+            result.ok += 1
+            result.latencies.append(done - started)
+        else:
+            result.errors += 1
+
+
+async def _client(host: str, targets: list[Target], stop: float, warm: float, index: int) -> None:
+    # one keep-alive connection a target, each sent its next request in turn: with two targets their
+    # latencies are taken at the same moments, so a drift of the machine's speed moves both alike
+    streams = [await asyncio.open_connection(host, target.port) for target in targets]
     n = index
     try:
-        while True:
-            now = time.perf_counter()
-            if now >= stop:
-                return
-            writer.write(requests[n % len(requests)])
+        while time.perf_counter() < stop:
+            for target, (reader, writer) in zip(targets, streams, strict=True):
+                await _exchange(reader, writer, target.requests[n % len(target.requests)], warm, target.result)
             n += 1
-            status = await _read_response(reader)
-            done = time.perf_counter()
-            if now >= warm:
-                if 200 <= status < 400:
-                    result.ok += 1
-                    result.latencies.append(done - now)
-                else:
-                    result.errors += 1
     finally:
-        writer.close()
+        for _, writer in streams:
+            writer.close()
 
 
 async def run(host: str, port: int, requests: list[bytes], connections: int, seconds: float,
-              warmup: float) -> Result:
-    """Drive the server for warmup + seconds and measure the last `seconds`."""
-    result = Result()
+              warmup: float, pair: Target | None = None) -> Result:
+    """Drive the server for warmup + seconds and measure the last `seconds` (and the pair, in turn with it)."""
+    targets = [Target(port, requests), *([pair] if pair is not None else [])]
     start = time.perf_counter()
     warm, stop = start + warmup, start + warmup + seconds
-    await asyncio.gather(*(_client(host, port, requests, stop, warm, result, i) for i in range(connections)))
-    result.seconds = seconds
-    return result
+    await asyncio.gather(*(_client(host, targets, stop, warm, i) for i in range(connections)))
+    for target in targets:
+        target.result.seconds = seconds
+    return targets[0].result
 
 
 def get_request(host: str, port: int, path: str, token: str | None = None) -> bytes:
@@ -91,14 +108,24 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=3)
     parser.add_argument("--cpu", type=int, default=None, help="pin the load generator to this core")
     parser.add_argument("--token", default=None, help="send this Bearer access token with every request")
+    parser.add_argument("--pair-port", type=int, default=None, help="a second server, sent a request after each "
+                        "request to the first, on a connection of its own (its summary under 'pair')")
+    parser.add_argument("--pair-paths", default=None, help="JSON file with the second server's request paths")
     args = parser.parse_args()
     if args.cpu is not None and hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {args.cpu})
     with open(args.paths) as handle:
         paths = json.load(handle)
     requests = [get_request("127.0.0.1", args.port, p, args.token) for p in paths]
-    result = asyncio.run(run("127.0.0.1", args.port, requests, args.connections, args.seconds, args.warmup))
-    print(json.dumps(result.summary()))  # noqa: T201
+    pair = None
+    if args.pair_port is not None:
+        with open(args.pair_paths or args.paths) as handle:
+            pair = Target(args.pair_port, [get_request("127.0.0.1", args.pair_port, p) for p in json.load(handle)])
+    result = asyncio.run(run("127.0.0.1", args.port, requests, args.connections, args.seconds, args.warmup, pair))
+    summary = result.summary()
+    if pair is not None:
+        summary["pair"] = pair.result.summary()
+    print(json.dumps(summary))  # noqa: T201
 
 
 if __name__ == "__main__":

@@ -104,6 +104,14 @@ def _with_rounds(f: dict[str, Any], name: str) -> str:
     return f"{f[name]} (rounds: {', '.join(str(r) for r in rounds)})" if rounds else str(f[name])
 
 
+def _floor(f: dict[str, Any], key: str) -> str:
+    """The trivial endpoint's latency a figure was divided by: requested in turn with it, where it was."""
+    paired = f.get(f"{key}_trivial_p50_ms")
+    if paired is None:
+        return f"trivial endpoint {f['trivial_p50_ms']} ms"
+    return f"trivial endpoint {paired} ms in turn with it"
+
+
 def tier_block(found: dict[str, Any]) -> list[str]:
     """The figures of one population tier."""
     size = f"{found['resources']:,}"
@@ -118,17 +126,17 @@ def tier_block(found: dict[str, Any]) -> list[str]:
         f"| b3 read by id p50 / p99 (c=1) | {f['read_p50_ms']} / {f['read_p99_ms']} ms | primary-key select "
         f"{f['read_raw_p50_ms']} / {f['read_raw_p99_ms']} ms | | p50 <= 0.5 ms, p99 <= 2 ms |",
         f"| c1 `Observation?patient&code&date=ge` p50 / p99 | {f['observation_p50_ms']} / "
-        f"{f['observation_p99_ms']} ms | raw SQL {f['observation_raw_p50_ms']} ms + trivial endpoint "
-        f"{f['trivial_p50_ms']} ms | {_with_rounds(f, 'observation_ratio')} | <= 2 |",
+        f"{f['observation_p99_ms']} ms | raw SQL {f['observation_raw_p50_ms']} ms + {_floor(f, 'observation')} | "
+        f"{_with_rounds(f, 'observation_ratio')} | <= 2 |",
         f"| c2 `Patient?name=` prefix p50 / p99 | {f['name_p50_ms']} / {f['name_p99_ms']} ms | raw SQL "
-        f"{f['name_raw_p50_ms']} ms + trivial endpoint | {_with_rounds(f, 'name_ratio')} | <= 2; p99 <= 20 ms |",
+        f"{f['name_raw_p50_ms']} ms + {_floor(f, 'name')} | {_with_rounds(f, 'name_ratio')} | <= 2; p99 <= 20 ms |",
         f"| c3 same as c1 with `_include=Observation:patient` | {f['include_p50_ms']} ms | without the include | "
         f"{_with_rounds(f, 'include_overhead')} | <= 1.3 |",
         f"| c4 `Observation?code=2339-0` p50, default (no total) | {f['broad_p50_ms']} ms | with `_total=accurate` "
         f"{f['broad_total_p50_ms']} ms | {f['total_cost']} | the default never counts |",
         f"| c5 `Patient/$everything` (about 100 resources) p50 / p99 | {f['everything_p50_ms']} / "
         f"{f['everything_p99_ms']} ms | one raw query per type with data {f['everything_raw_p50_ms']} ms + "
-        f"trivial endpoint | {_with_rounds(f, 'everything_ratio')} | <= 1.5; p50 <= 30 ms |",
+        f"{_floor(f, 'everything')} | {_with_rounds(f, 'everything_ratio')} | <= 1.5; p50 <= 30 ms |",
         f"| f1 `Patient/$tier` of the whole population p50 | {f['tier_all_p50_ms']} ms | spend and visit sums "
         f"from the index tables {f['tier_all_raw_p50_ms']} ms | {f['tier_all_ratio']} | |",
         f"| f2 `Patient/{{id}}/$tier` p50 / p99 (population spend lines kept up to 300 s) | "
