@@ -247,6 +247,8 @@ def main() -> None:
     parser.add_argument("--peer", action="store_true",
                         help="also b2, against fhirstarter (its environment is made from the package index on "
                              "first use); about a minute more")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="rounds of each tier's latency figures, the median kept (each about 40 s)")
     args = parser.parse_args()
     # the core figures and the 10k tier fit in five minutes on the 2-core machine
     seconds, rounds, passes = ("3", "2", "1") if args.quick else ("5", "3", "3")
@@ -263,7 +265,7 @@ def main() -> None:
         blocks.append(("subscriptions", subscriptions_block(found)))
     for tier in (t.strip() for t in args.tiers.split(",") if t.strip()):
         found = _run("bench.tier", "--resources", tier, "--seconds", "2",
-                     "--rounds", "1" if args.quick else "3", name=f"tier_{tier}")
+                     "--rounds", "1" if args.quick else str(args.rounds), name=f"tier_{tier}")
         blocks.append((f"tier-{tier}", tier_block(found)))
     # read when the figures are in, not before: a 1M run lasts half an hour, and edits made to the report
     # meanwhile must survive it
