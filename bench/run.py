@@ -169,8 +169,14 @@ def tier_block(found: dict[str, Any]) -> list[str]:
 
 def _processes(f: dict[str, Any]) -> str:
     count = f.get("measuring_processes")
-    return (f" The latencies are medians of {count} rounds, each on a server process (and a trivial app) of its "
-            f"own started on the same file.") if count and count > 1 else ""
+    if not count or count <= 1:
+        return ""
+    rounds = f.get("rounds", count)
+    if rounds == count:
+        return (f" The latencies are medians of {count} rounds, each on a server process (and a trivial app) of "
+                f"its own started on the same file.")
+    return (f" The latencies are medians of {rounds} rounds, taken in turn on {count} server processes (and "
+            f"trivial apps) started on the same file.")
 
 
 def peer_block(found: dict[str, Any]) -> list[str]:

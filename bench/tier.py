@@ -243,6 +243,7 @@ def main() -> None:
             for process in servers:
                 stop(process)
     figures["measuring_processes"] = processes
+    figures["rounds"] = args.rounds
     _ratios(figures, measured, runs, raw)
     record(f"tier_{args.resources}", figures)
     print(json.dumps(figures, indent=2))  # noqa: T201

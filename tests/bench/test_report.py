@@ -66,3 +66,4 @@ def test_a_ratio_shows_each_rounds_value_beside_its_median() -> None:
 def test_the_tier_says_its_rounds_ran_on_processes_of_their_own() -> None:
     assert "3 rounds, each on a server process" in _processes({"measuring_processes": 3})
     assert _processes({"measuring_processes": 1}) == "" and _processes({}) == ""
+    assert "5 rounds, taken in turn on 3 server processes" in _processes({"measuring_processes": 3, "rounds": 5})
