@@ -72,7 +72,18 @@ def kind_issues(resource_type: str, data: dict[str, Any], limit: int = 20) -> li
     primitives, elements = _tables()
     issues: list[Issue] = []
 
+    def check(kind: str, one: Any, where: str) -> None:
+        json_kind = primitives[kind]
+        if not _KIND_OK[json_kind](one):
+            issues.append(Issue("structure", f"{one!r} is not {_KIND_NAME[json_kind]} (FHIR {kind})",
+                                expression=(where,)))
+        elif json_kind == "string" and not _CONTROL.isdisjoint(one):
+            issues.append(Issue("value", f"{one!r} does not match the FHIR {kind} rule: no control characters "
+                                         "but tab, CR and LF", expression=(where,)))
+
     def walk(definition: str, value: dict[str, Any], path: str) -> None:
+        # Paths are spelled out only for an issue or a nested element: a valid resource (nearly every one)
+        # has most of its values primitive, and building each one's path was a third of this walk.
         props = elements.get(definition)
         if props is None:
             return
@@ -81,22 +92,21 @@ def kind_issues(resource_type: str, data: dict[str, Any], limit: int = 20) -> li
             if info is None:
                 continue  # unknown elements are the models' to report
             kind = info[1]
-            for index, one in enumerate(item) if isinstance(item, list) else ((None, item),):
-                where = f"{path}.{key}" if index is None else f"{path}.{key}[{index}]"
-                if one is None or len(issues) >= limit:
-                    continue  # null placeholders in arrays are the shape check's to judge
-                if kind in primitives:
-                    json_kind = primitives[kind]
-                    if not _KIND_OK[json_kind](one):
-                        issues.append(Issue("structure", f"{one!r} is not {_KIND_NAME[json_kind]} (FHIR {kind})",
-                                            expression=(where,)))
-                    elif json_kind == "string" and not _CONTROL.isdisjoint(one):
-                        issues.append(Issue("value", f"{one!r} does not match the FHIR {kind} rule: no control "
-                                                     "characters but tab, CR and LF", expression=(where,)))
-                elif isinstance(one, dict):
+            many = isinstance(item, list)
+            if kind in primitives:
+                ok = _KIND_OK[primitives[kind]]
+                string = primitives[kind] == "string"
+                for index, one in enumerate(item) if many else ((None, item),):
+                    # null placeholders in arrays are the shape check's to judge
+                    if one is not None and (not ok(one) or string and not _CONTROL.isdisjoint(one)) \
+                            and len(issues) < limit:
+                        check(kind, one, f"{path}.{key}" if index is None else f"{path}.{key}[{index}]")
+                continue
+            for index, one in enumerate(item) if many else ((None, item),):
+                if isinstance(one, dict) and len(issues) < limit:
                     nested = one.get("resourceType") if kind == "ResourceList" else kind
                     if isinstance(nested, str):
-                        walk(nested, one, where)
+                        walk(nested, one, f"{path}.{key}" if index is None else f"{path}.{key}[{index}]")
 
     walk(resource_type, data, resource_type)
     return issues

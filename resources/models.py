@@ -35,6 +35,9 @@ def resource_types() -> frozenset[str]:
 
 @cache
 def _model(resource_type: str) -> Any:
+    from resources.model_fastpath import install  # before the first model class is built
+
+    install()
     from fhir.resources.R4B import get_fhir_model_class  # here, not at the top: see the module docstring
 
     return get_fhir_model_class(resource_type)
