@@ -64,43 +64,52 @@ _KIND_NAME = {"boolean": "a JSON boolean", "integer": "a JSON integer", "number"
               "string": "a JSON string"}
 
 
+@cache
+def _plans() -> dict[str, dict[str, tuple[Any, bool, str]]]:
+    """Per type and element: (the JSON kind test of a primitive or None, whether it is a string, its type)."""
+    primitives, elements = _tables()
+    return {definition: {name: (_KIND_OK[primitives[kind]] if kind in primitives else None,
+                                primitives.get(kind) == "string", kind)
+                         for name, (_, kind) in props.items()}
+            for definition, props in elements.items()}
+
+
 def kind_issues(resource_type: str, data: dict[str, Any], limit: int = 20) -> list[Issue]:
     """Primitive values of the wrong JSON kind ("true" for a boolean, "5" for a decimal); empty when none.
 
     The R4B models coerce such values, the JSON format does not allow them.
     """
-    primitives, elements = _tables()
+    primitives = _tables()[0]
+    plans = _plans()
     issues: list[Issue] = []
 
-    def check(kind: str, one: Any, where: str) -> None:
+    def report(kind: str, one: Any, where: str) -> None:
         json_kind = primitives[kind]
         if not _KIND_OK[json_kind](one):
             issues.append(Issue("structure", f"{one!r} is not {_KIND_NAME[json_kind]} (FHIR {kind})",
                                 expression=(where,)))
-        elif json_kind == "string" and not _CONTROL.isdisjoint(one):
+        else:
             issues.append(Issue("value", f"{one!r} does not match the FHIR {kind} rule: no control characters "
                                          "but tab, CR and LF", expression=(where,)))
 
     def walk(definition: str, value: dict[str, Any], path: str) -> None:
         # Paths are spelled out only for an issue or a nested element: a valid resource (nearly every one)
         # has most of its values primitive, and building each one's path was a third of this walk.
-        props = elements.get(definition)
-        if props is None:
+        plan = plans.get(definition)
+        if plan is None:
             return
         for key, item in value.items():
-            info = props.get(key)
-            if info is None:
+            found = plan.get(key)
+            if found is None:
                 continue  # unknown elements are the models' to report
-            kind = info[1]
+            ok, string, kind = found
             many = isinstance(item, list)
-            if kind in primitives:
-                ok = _KIND_OK[primitives[kind]]
-                string = primitives[kind] == "string"
+            if ok is not None:
                 for index, one in enumerate(item) if many else ((None, item),):
                     # null placeholders in arrays are the shape check's to judge
                     if one is not None and (not ok(one) or string and not _CONTROL.isdisjoint(one)) \
                             and len(issues) < limit:
-                        check(kind, one, f"{path}.{key}" if index is None else f"{path}.{key}[{index}]")
+                        report(kind, one, f"{path}.{key}" if index is None else f"{path}.{key}[{index}]")
                 continue
             for index, one in enumerate(item) if many else ((None, item),):
                 if isinstance(one, dict) and len(issues) < limit:
