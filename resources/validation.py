@@ -17,6 +17,7 @@ ID_PATTERN = re.compile(r"[A-Za-z0-9\-.]{1,64}")
 _RELATIVE_REF = re.compile(r"([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})(/_history/[A-Za-z0-9\-.]{1,64})?")
 _ABSOLUTE_REF = re.compile(r"[a-zA-Z][a-zA-Z0-9+.\-]*://\S+")
 _URN_REF = re.compile(r"urn:(uuid|oid):\S+")
+_CONTAINERS = (dict, list)  # a tuple: isinstance with `dict | list` takes a quarter longer (104 against 83 ns)
 
 
 @dataclass(frozen=True)
@@ -31,32 +32,57 @@ def valid_id(value: object) -> bool:
     return isinstance(value, str) and ID_PATTERN.fullmatch(value) is not None
 
 
+def _too_deep(path: str, limits: ValidationLimits) -> Invalid:
+    return Invalid(f"Resource nesting is deeper than the limit of {limits.max_depth}", code="too-costly",
+                   expression=(path,))
+
+
+def _leaf(key: str, value: Any, path: str, out: list[Issue]) -> None:
+    # a value that is not an object or an array: the null and blank-string rules, and a reference's form
+    if value is None:
+        out.append(Issue("structure", "null is not allowed in FHIR JSON", expression=(path,)))
+    elif isinstance(value, str):
+        if key == "reference":
+            problem = reference_issue(value, path)
+            if problem:
+                out.append(problem)
+        if not value.strip() and key != "div":
+            out.append(Issue("value", "Empty or blank strings are not allowed in FHIR JSON", expression=(path,)))
+
+
 def _walk(value: Any, path: str, depth: int, limits: ValidationLimits, out: list[Issue]) -> None:
     # One pass for the JSON shape rules (json.html#null: no nulls, no empty strings, arrays or objects)
-    # and for the form of every Reference.reference.
+    # and for the form of every Reference.reference. Plain values are judged in their container's loop, and
+    # a path is spelled out only for an object or array entered or an issue found: a valid resource is
+    # mostly plain values, and a call and a path for each was most of this walk.
     if depth > limits.max_depth:
-        raise Invalid(f"Resource nesting is deeper than the limit of {limits.max_depth}", code="too-costly",
-                      expression=(path,))
+        raise _too_deep(path, limits)
+    deeper = depth + 1 > limits.max_depth  # the children of this value are past the limit
     if isinstance(value, dict):
         if not value:
             out.append(Issue("structure", "Empty objects are not allowed in FHIR JSON", expression=(path,)))
         for key, item in value.items():
-            if key == "reference" and isinstance(item, str):
-                problem = reference_issue(item, f"{path}.reference")
-                if problem:
-                    out.append(problem)
-            _walk(item, f"{path}.{key}", depth + 1, limits, out)
+            if deeper:
+                raise _too_deep(f"{path}.{key}", limits)
+            if isinstance(item, _CONTAINERS):
+                _walk(item, f"{path}.{key}", depth + 1, limits, out)
+            elif item is None or isinstance(item, str) and (key == "reference" or not item.strip()):
+                _leaf(key, item, f"{path}.{key}", out)
     elif isinstance(value, list):
         if not value:
             out.append(Issue("structure", "Empty arrays are not allowed in FHIR JSON", expression=(path,)))
         for index, item in enumerate(value):
             # null is legal inside arrays only as a placeholder aligned with a primitive extension array
-            if item is not None:
+            if item is None:
+                continue
+            if deeper:
+                raise _too_deep(f"{path}[{index}]", limits)
+            if isinstance(item, _CONTAINERS):
                 _walk(item, f"{path}[{index}]", depth + 1, limits, out)
-    elif value is None:
-        out.append(Issue("structure", "null is not allowed in FHIR JSON", expression=(path,)))
-    elif isinstance(value, str) and not value.strip() and not path.endswith(".div"):
-        out.append(Issue("value", "Empty or blank strings are not allowed in FHIR JSON", expression=(path,)))
+            elif isinstance(item, str) and not item.strip():
+                _leaf("", item, f"{path}[{index}]", out)
+    else:
+        _leaf(path.rsplit(".", 1)[-1], value, path, out)
 
 
 def reference_issue(reference: str, path: str) -> Issue | None:
