@@ -122,7 +122,7 @@ def main() -> None:
         with open(args.pair_paths or args.paths) as handle:
             pair = Target(args.pair_port, [get_request("127.0.0.1", args.pair_port, p) for p in json.load(handle)])
     result = asyncio.run(run("127.0.0.1", args.port, requests, args.connections, args.seconds, args.warmup, pair))
-    summary = result.summary()
+    summary: dict[str, object] = {**result.summary()}
     if pair is not None:
         summary["pair"] = pair.result.summary()
     print(json.dumps(summary))  # noqa: T201

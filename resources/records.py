@@ -6,7 +6,7 @@ https://docs.python.org/3/library/dataclasses.html#frozen-instances
 from __future__ import annotations
 
 from dataclasses import MISSING, fields, is_dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
@@ -34,10 +34,10 @@ def quick_init(cls: type[T]) -> type[T]:
     if hasattr(cls, "__post_init__"):
         stores.append("    self.__post_init__()\n")
     source = f"def __init__(self, {', '.join(params)}):\n    d = self.__dict__\n{''.join(stores)}"
-    namespace: dict[str, object] = {}
+    namespace: dict[str, Any] = {}
     exec(source, defaults, namespace)  # noqa: S102  # the source is built above from the class's own field names
     init = namespace["__init__"]
-    init.__qualname__ = f"{cls.__qualname__}.__init__"  # type: ignore[attr-defined]
-    init.__doc__ = cls.__init__.__doc__  # type: ignore[misc]
-    cls.__init__ = init  # type: ignore[misc]
+    init.__qualname__ = f"{cls.__qualname__}.__init__"
+    init.__doc__ = cls.__init__.__doc__
+    setattr(cls, "__init__", init)  # noqa: B010  # mypy refuses assigning a method
     return cls
