@@ -34,13 +34,18 @@ def resource_types() -> frozenset[str]:
 
 
 @cache
-def _model(resource_type: str) -> Any:
+def _model_class_of() -> Any:
     from resources.model_fastpath import install  # before the first model class is built
 
     install()
     from fhir.resources.R4B import get_fhir_model_class  # here, not at the top: see the module docstring
 
-    return get_fhir_model_class(resource_type)
+    return get_fhir_model_class
+
+
+@cache
+def _model(resource_type: str) -> Any:
+    return _model_class_of()(resource_type)
 
 
 def _location(loc: tuple[Any, ...], resource_type: str) -> str:

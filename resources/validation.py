@@ -50,11 +50,13 @@ def _leaf(key: str, value: Any, path: str, out: list[Issue]) -> None:
             out.append(Issue("value", "Empty or blank strings are not allowed in FHIR JSON", expression=(path,)))
 
 
-def _walk(value: Any, path: str, depth: int, limits: ValidationLimits, out: list[Issue]) -> None:
-    # One pass for the JSON shape rules (json.html#null: no nulls, no empty strings, arrays or objects)
-    # and for the form of every Reference.reference. Plain values are judged in their container's loop, and
-    # a path is spelled out only for an object or array entered or an issue found: a valid resource is
-    # mostly plain values, and a call and a path for each was most of this walk.
+def _walk(value: dict[str, Any] | list[Any], path: str, depth: int, limits: ValidationLimits,
+          out: list[Issue]) -> None:
+    # An object or array (the resource, and what it holds). One pass for the JSON shape rules (json.html#null:
+    # no nulls, no empty strings, arrays or objects) and for the form of every Reference.reference. Plain
+    # values are judged in their container's loop, and a path is spelled out only for an object or array
+    # entered or an issue found: a valid resource is mostly plain values, and a call and a path for each was
+    # most of this walk.
     if depth > limits.max_depth:
         raise _too_deep(path, limits)
     deeper = depth + 1 > limits.max_depth  # the children of this value are past the limit
@@ -81,8 +83,6 @@ def _walk(value: Any, path: str, depth: int, limits: ValidationLimits, out: list
                 _walk(item, f"{path}[{index}]", depth + 1, limits, out)
             elif isinstance(item, str) and not item.strip():
                 _leaf("", item, f"{path}[{index}]", out)
-    else:
-        _leaf(path.rsplit(".", 1)[-1], value, path, out)
 
 
 def reference_issue(reference: str, path: str) -> Issue | None:

@@ -64,8 +64,7 @@ def access_of(request: Request) -> Access:
     raise Unauthorized("This request needs an access token", code="login")
 
 
-_BASE_HEADERS = (b"host", b"forwarded", b"x-forwarded-proto", b"x-forwarded-host", b"x-forwarded-prefix")
-_BASE_HEADER_SET = frozenset(_BASE_HEADERS)
+_BASE_HEADERS = frozenset((b"host", b"forwarded", b"x-forwarded-proto", b"x-forwarded-host", b"x-forwarded-prefix"))
 
 
 def _first(value: str | None) -> str | None:
@@ -99,7 +98,7 @@ def base_url(request: Request) -> str:
     scope = request.scope
     found: dict[bytes, str] = {}
     for name, value in scope["headers"]:
-        if name in _BASE_HEADER_SET and name not in found:
+        if name in _BASE_HEADERS and name not in found:
             found[name] = value.decode("latin-1")
     scheme, host = scope.get("scheme", "http"), found.get(b"host") or request.url.netloc
     if not svc.settings.trust_forwarded:
