@@ -13,6 +13,8 @@ from dataclasses import dataclass, replace
 from functools import cached_property
 from typing import Any
 
+from consent.ownership import OWNED_TYPE, OWNER_SYSTEM, masked, stamp_owner
+from consent.patient_types import SERVER_WRITTEN, SHARED_READ_ONLY
 from consent.scopes import ResourceScope
 from resources.errors import FhirError, Forbidden
 from resources.search.index import Indexer, IndexRows
@@ -75,9 +77,16 @@ class AccessPolicy:
         """True when resources of this type can belong to a patient's compartment."""
         return resource_type in self._compartment_types
 
+    def _patient_scope_reaches(self, resource_type: str, letter: str) -> bool:
+        """The compartment rule of docs/security.md: what a `patient/` scope can reach at all, by type."""
+        if resource_type in self._compartment_types:
+            return letter in "rs" or resource_type not in SERVER_WRITTEN
+        return resource_type == OWNED_TYPE or (letter in "rs" and resource_type in SHARED_READ_ONLY)
+
     def applicable(self, access: Access, resource_type: str, letter: str) -> list[ResourceScope]:
         """The granted scopes that allow `letter` on the type."""
-        return [s for s in access.scopes if s.applies(resource_type, letter)]
+        return [s for s in access.scopes if s.applies(resource_type, letter) and (
+            s.context != "patient" or self._patient_scope_reaches(resource_type, letter))]
 
     def require(self, access: Access, resource_type: str, letter: str) -> None:
         """403 unless some scope grants the interaction on the type (decided before any data access)."""
@@ -90,7 +99,8 @@ class AccessPolicy:
     def patient_bound(self, access: Access, resource_type: str, letter: str) -> bool:
         """True when every applicable scope confines the token to its patient's compartment for this type."""
         scopes = self.applicable(access, resource_type, letter)
-        return (not access.unrestricted and bool(scopes) and self.in_compartment_type(resource_type)
+        return (not access.unrestricted and bool(scopes) and (
+                self.in_compartment_type(resource_type) or resource_type == OWNED_TYPE)
                 and all(s.context == "patient" for s in scopes))
 
     def _groups(self, access: Access, resource_type: str, letter: str) -> list[tuple[Filter, ...]] | None:
@@ -114,6 +124,9 @@ class AccessPolicy:
                 # a patient scope without a patient context reaches no compartment at all
                 group.append(Filter(COMPARTMENT, "compartment", None,
                                     (ReferenceValue("Patient", access.patient or "\x00none"),)))
+            elif scope.context == "patient" and resource_type == OWNED_TYPE:
+                group.append(Filter("_tag", "token", None,
+                                    (TokenValue(access.client_id or "\x00none", OWNER_SYSTEM, False),)))
             if scope.query:
                 try:
                     parsed = parse_search(resource_type, scope.query, self._registry, self._limits, strict=True)
@@ -136,6 +149,7 @@ class AccessPolicy:
             self.require(access, touched, "s")
         if self.patient_bound(access, query.resource_type, "s"):
             self._refuse_other_patients(access, query)
+        query = self._narrow_hops(access, query)
         groups = self._groups(access, query.resource_type, "s")
         if groups is None:
             return query
@@ -150,14 +164,36 @@ class AccessPolicy:
         for resource_type in types:
             unlimited = [s for s in access.scopes if "s" in s.letters and s.type in ("*", resource_type)
                          and not s.query and (s.context != "patient" or (
-                             resource_type != "*" and not self.in_compartment_type(resource_type)))]
+                             resource_type != "*" and resource_type in SHARED_READ_ONLY))]
             if not unlimited:
                 raise Forbidden(f"A search across {'all types' if resource_type == '*' else resource_type} needs a "
                                 f"search scope that is not limited to one patient or by filters; search each type "
                                 f"instead", code="forbidden")
         for touched in sorted(_touched(query.filters)):
             self.require(access, touched, "s")
-        return query
+        return self._narrow_hops(access, query)
+
+    def _narrow_hops(self, access: Access, query: SearchQuery) -> SearchQuery:
+        """Chains and _has narrowed at every hop: each hop reaches only what the caller may search there."""
+        if not any(f.chain or f.has is not None for f in query.filters):
+            return query
+        return replace(query, filters=tuple(self._hop(access, f) for f in query.filters))
+
+    def _hop(self, access: Access, flt: Filter) -> Filter:
+        if flt.chain:
+            flt = replace(flt, chain=tuple(replace(c, inner=self._within(access, c.target_type, self._hop(
+                access, c.inner))) for c in flt.chain))
+        if flt.has is not None:
+            flt = replace(flt, has=replace(flt.has, inner=self._within(access, flt.has.source_type, self._hop(
+                access, flt.has.inner))))
+        return flt
+
+    def _within(self, access: Access, resource_type: str, inner: Filter) -> Filter:
+        # the hop's own condition AND one of the caller's alternatives for that type (any-of of one group = AND)
+        groups = self._groups(access, resource_type, "s")
+        if groups is None:
+            return inner
+        return Filter("_any", "any-of", None, (), any_of=tuple((inner, *group) for group in groups))
 
     def _refuse_other_patients(self, access: Access, query: SearchQuery) -> None:
         # naming another patient explicitly is refused whether or not that patient exists (no existence oracle)
@@ -208,6 +244,18 @@ class BoundGuard:
 
     policy: AccessPolicy
     access: Access
+    # Subscriptions: owned by the client that created them, headers masked (consent/ownership.py)
+    stamped_types = frozenset({OWNED_TYPE})
+    redacted_types = frozenset({OWNED_TYPE})
+
+    def stamp(self, resource_type: str, resource: dict[str, Any], current: dict[str, Any] | None) -> None:
+        """Owner tag and kept secrets of a Subscription about to be written."""
+        if resource_type == OWNED_TYPE:
+            stamp_owner(resource, current, self.access.client_id)
+
+    def redact(self, resource_type: str, body: bytes) -> bytes:
+        """A Subscription as this caller may see it."""
+        return masked(body, self.access.client_id) if resource_type == OWNED_TYPE else body
 
     def require(self, resource_type: str, letter: str) -> None:
         """403 unless granted."""

@@ -31,6 +31,20 @@ class Guard(Protocol):
     def restricts(self, resource_type: str, letter: str) -> bool:
         """True when whether a resource may be seen depends on its content (else every one of the type may)."""
 
+    @property
+    def stamped_types(self) -> frozenset[str]:
+        """Types whose writes the guard completes (stamp) before they are checked and stored."""
+
+    @property
+    def redacted_types(self) -> frozenset[str]:
+        """Types whose stored bodies the guard shows changed (redact): secrets masked or removed."""
+
+    def stamp(self, resource_type: str, resource: dict[str, Any], current: dict[str, Any] | None) -> None:
+        """Complete a resource about to be written, in place (current: the version it replaces)."""
+
+    def redact(self, resource_type: str, body: bytes) -> bytes:
+        """The stored body as this caller may see it."""
+
 
 GUARD: ContextVar[Guard | None] = ContextVar("careloop_access_guard", default=None)
 

@@ -11,7 +11,17 @@ from typing import Any
 
 import orjson
 
-from resources.errors import FhirError, Forbidden, Gone, Invalid, Issue, NotFound, NotSupported, PreconditionFailed
+from resources.errors import (
+    FhirError,
+    Forbidden,
+    Gone,
+    Invalid,
+    Issue,
+    MethodNotAllowed,
+    NotFound,
+    NotSupported,
+    PreconditionFailed,
+)
 from resources.guard import Guard, current_guard
 from resources.ids import new_id, now_ms
 from resources.model_pool import ModelValidator
@@ -36,6 +46,8 @@ from resources.validation import ValidationLimits, precheck, raise_issues, valid
 from resources.validation_job import ValidationJob
 
 Params = Sequence[tuple[str, str]]
+# resource types nobody may update, patch or delete through the API, whatever their scopes: the audit trail
+APPEND_ONLY = frozenset({"AuditEvent"})
 # a rule every stored version passes through: it may complete the resource in place or refuse it (FhirError)
 WriteHook = Callable[[str, dict[str, Any]], None]
 
@@ -65,8 +77,8 @@ class Repository:
     # -- building writes -------------------------------------------------------------------------
     def prepare(self, resource_type: str, id_: str, body: dict[str, Any], vid: int, updated_ms: int,
                 action: str, expected_vid: int | None, method: str,
-                pending_links: dict[str, str] | None = None) -> Write:
-        """Stamp id and meta onto a validated body and extract its index rows."""
+                pending_links: dict[str, str] | None = None, current: StoredResource | None = None) -> Write:
+        """Stamp id and meta onto a validated body and extract its index rows (current: the version replaced)."""
         resource = dict(body)
         resource["id"] = id_
         meta = dict(resource.get("meta") or {})
@@ -74,6 +86,8 @@ class Repository:
         meta["lastUpdated"] = format_instant(updated_ms)
         resource["meta"] = meta
         guard = current_guard()
+        if guard is not None and resource_type in guard.stamped_types:
+            guard.stamp(resource_type, resource, orjson.loads(current.body) if current and current.body else None)
         if guard is not None and not guard.visible(resource_type, resource, "c" if method == "POST" else "u"):
             raise Forbidden(f"The access token does not allow writing this {resource_type}: it would fall outside "
                             f"the patient context or the granted filters", code="forbidden")
@@ -147,7 +161,7 @@ class Repository:
             raise NotFound(f"{resource_type}/{id_} is not known")
         if found.deleted:
             raise Gone(f"{resource_type}/{id_} was deleted", headers={"ETag": f'W/"{found.vid}"'})
-        return found
+        return _shown(guard, found)
 
     async def vread(self, resource_type: str, id_: str, vid: str, source: ReadSource | None = None) -> StoredResource:
         """One version; NotFound for an unknown version, Gone for a deletion version."""
@@ -161,7 +175,7 @@ class Repository:
             raise NotFound(f"{resource_type}/{id_}/_history/{vid} is not known")
         if found.deleted:
             raise Gone(f"{resource_type}/{id_} version {vid} is a deletion")
-        return found
+        return _shown(guard, found)
 
     async def history(self, query: HistoryQuery) -> list[StoredResource]:
         """Versions newest first (of one resource: only the versions the caller may see)."""
@@ -174,13 +188,13 @@ class Repository:
             visible = [v for v in versions if _visible(guard, query.type, v, "r")]
             if versions and not visible:
                 raise NotFound(f"{query.type}/{query.id} is not known")
-            return visible
+            return [_shown(guard, v) for v in visible]
         # type and system history are only for callers whose scopes reach every resource of the type(s)
         narrowed = guard.narrow(SearchQuery(query.type or SYSTEM))
         if narrowed.filters:
             raise Forbidden(f"History of all {query.type or 'resources'} needs a scope that is not limited to one "
                             f"patient or by filters; read each resource's history instead", code="forbidden")
-        return await self.store.history(query)
+        return [_shown(guard, v) for v in await self.store.history(query)]
 
     async def search(self, query: SearchQuery, source: ReadSource | None = None) -> SearchPage:
         """One page of search results, narrowed to what the caller may see (included resources too)."""
@@ -192,6 +206,10 @@ class Repository:
             kept = [r for r in page.included if _may_include(guard, r)]
             if len(kept) != len(page.included):
                 page = replace(page, included=kept)
+        if guard is not None and guard.redacted_types and (
+                query.resource_type in guard.redacted_types or query.is_system or page.included):
+            page = replace(page, resources=[_shown(guard, r) for r in page.resources],
+                           included=[_shown(guard, r) for r in page.included])
         return page
 
     async def entries(self, query: SearchQuery) -> list[tuple[bytes, bytes]]:
@@ -204,7 +222,11 @@ class Repository:
         guard = current_guard()
         if guard is not None:
             query = guard.narrow(query)
-        return await self.store.entries(await self.resolve(query))
+        found = await self.store.entries(await self.resolve(query))
+        if guard is None or not guard.redacted_types:
+            return found
+        return [(ref, guard.redact(ref.split(b"/", 1)[0].decode(), body)
+                 if ref.split(b"/", 1)[0].decode() in guard.redacted_types else body) for ref, body in found]
 
     # -- writes ----------------------------------------------------------------------------------
     async def create(self, resource_type: str, body: Any, *, if_none_exist: Params = ()) -> WriteOutcome:
@@ -235,23 +257,30 @@ class Repository:
             raise Invalid(f"The resource id '{body['id']}' does not match the URL id '{id_}'", code="invalid",
                           expression=(f"{resource_type}.id",))
         async with self.store.write_session() as session:
-            return await self.update_in(session, resource_type, id_, body, if_match)
+            return await self.update_in(session, resource_type, id_, body, if_match, client_id=True)
 
     async def update_in(self, session: WriteSession, resource_type: str, id_: str, body: dict[str, Any],
-                        if_match: int | None, method: str = "PUT") -> WriteOutcome:
-        """Update inside an open write transaction."""
+                        if_match: int | None, method: str = "PUT", client_id: bool = False) -> WriteOutcome:
+        """Update inside an open write transaction; client_id: the id was chosen by the client, not matched."""
         current = await session.head(resource_type, id_)
-        _check_writable(current, resource_type, "u")
+        absent = current is None or current.deleted
+        if not absent:  # an append-only type may be created at a client's id, never replaced
+            _append_only(resource_type)
+        # what the caller may not see answers like a missing id; and as a missing id at a chosen id could
+        # not be created where a hidden resource stands, callers limited by content create with POST only
+        if _hidden(current, resource_type, "u") or (client_id and absent and _confined(resource_type, "u")):
+            raise NotFound(f"{resource_type}/{id_} is not known")
         _check_if_match(current, if_match, resource_type, id_)
         vid = (current.vid + 1) if current else 1
-        created = current is None or current.deleted
+        created = absent
         write = self.prepare(resource_type, id_, body, vid, self.clock(), "create" if created else "update",
-                             current.vid if current else 0, method)
+                             current.vid if current else 0, method, current=current)
         await session.apply([write])
         return WriteOutcome(_stored(write), created=created)
 
     async def patch(self, resource_type: str, id_: str, patch: Any, *, if_match: int | None = None) -> WriteOutcome:
         """Apply a JSON Patch to the current version and store the result as a new version."""
+        _append_only(resource_type)
         _require(resource_type, "u")
         async with self.store.write_session() as session:
             current = await session.head(resource_type, id_) if valid_id(id_) else None
@@ -260,11 +289,12 @@ class Repository:
     async def patch_in(self, session: WriteSession, resource_type: str, id_: str, current: StoredResource | None,
                        patch: Any, if_match: int | None) -> WriteOutcome:
         """Patch inside an open write transaction."""
-        if current is None:
+        _append_only(resource_type)
+        if current is None or _hidden(current, resource_type, "u") or (
+                current.deleted and _confined(resource_type, "u")):
             raise NotFound(f"{resource_type}/{id_} is not known")
         if current.deleted:
             raise Gone(f"{resource_type}/{id_} was deleted")
-        _check_writable(current, resource_type, "u")
         _check_if_match(current, if_match, resource_type, id_)
         assert current.body is not None
         patched = apply_patch(orjson.loads(current.body), patch)
@@ -273,12 +303,13 @@ class Repository:
             raise Invalid("A patch may not change the resource type or id", code="invalid")
         await self.validate(patched, resource_type)
         write = self.prepare(resource_type, id_, patched, current.vid + 1, self.clock(), "update", current.vid,
-                             "PATCH")
+                             "PATCH", current=current)
         await session.apply([write])
         return WriteOutcome(_stored(write), created=False)
 
     async def delete(self, resource_type: str, id_: str, *, if_match: int | None = None) -> StoredResource | None:
         """Delete (a new, empty version); deleting an absent or deleted resource changes nothing."""
+        _append_only(resource_type)
         _require(resource_type, "d")
         if not valid_id(id_):
             raise Invalid(f"Invalid id '{id_}' in the URL", code="value")
@@ -287,11 +318,11 @@ class Repository:
 
     async def delete_in(self, session: WriteSession, resource_type: str, id_: str,
                         if_match: int | None) -> StoredResource | None:
-        """Delete inside an open write transaction."""
+        """Delete inside an open write transaction; what the caller may not see is deleted like an absent id."""
+        _append_only(resource_type)
         current = await session.head(resource_type, id_)
-        if current is None or current.deleted:
+        if current is None or current.deleted or _hidden(current, resource_type, "d"):
             return None
-        _check_writable(current, resource_type, "d")
         _check_if_match(current, if_match, resource_type, id_)
         write = Write(resource_type, id_, current.vid + 1, self.clock(), "delete", None, None, current.vid,
                       "DELETE")
@@ -312,11 +343,13 @@ class Repository:
                                   code="invalid")
                 return await self.update_in(session, resource_type, target, {**body, "id": target}, if_match)
             id_ = body.get("id") or new_id()
-            return await self.update_in(session, resource_type, id_, {**body, "id": id_}, if_match)
+            return await self.update_in(session, resource_type, id_, {**body, "id": id_}, if_match,
+                                        client_id="id" in body)
 
     async def conditional_patch(self, resource_type: str, params: Params, patch: Any,
                                 *, if_match: int | None = None) -> WriteOutcome:
         """PATCH Type?criteria: patch the single match."""
+        _append_only(resource_type)
         _require(resource_type, "us")
         criteria = self.parse_criteria(resource_type, params, "Conditional patch")
         async with self.store.write_session() as session:
@@ -328,6 +361,7 @@ class Repository:
 
     async def conditional_delete(self, resource_type: str, params: Params) -> StoredResource | None:
         """DELETE Type?criteria: delete the single match; 412 when several match."""
+        _append_only(resource_type)
         _require(resource_type, "ds")
         criteria = self.parse_criteria(resource_type, params, "Conditional delete")
         async with self.store.write_session() as session:
@@ -362,12 +396,39 @@ def _may_include(guard: Guard, found: StoredResource) -> bool:
     return False
 
 
-def _check_writable(current: StoredResource | None, resource_type: str, letter: str) -> None:
-    # changing or deleting a resource the caller may not write is refused, whatever the new content
+def _append_only(resource_type: str) -> None:
+    if resource_type in APPEND_ONLY:
+        raise MethodNotAllowed(f"{resource_type} is append-only: it cannot be updated, patched or deleted")
+
+
+def _confined(resource_type: str, letter: str) -> bool:
+    """True when what the caller may write of this type depends on the content (a patient, granular filters)."""
     guard = current_guard()
-    if guard is not None and current is not None and not current.deleted and not _visible(
-            guard, resource_type, current, letter):
+    return guard is not None and guard.restricts(resource_type, letter)
+
+
+def _hidden(current: StoredResource | None, resource_type: str, letter: str) -> bool:
+    """True when the caller may neither write nor see this version: it then answers like an absent resource.
+
+    A version the caller may see but not write is refused (403): its existence is no secret to them.
+    """
+    guard = current_guard()
+    if guard is None or current is None or current.deleted or _visible(guard, resource_type, current, letter):
+        return False
+    try:
+        guard.require(resource_type, "r")
+    except FhirError:
+        return True
+    if _visible(guard, resource_type, current, "r"):
         raise Forbidden(f"The access token does not allow changing this {resource_type}", code="forbidden")
+    return True
+
+
+def _shown(guard: Guard | None, found: StoredResource) -> StoredResource:
+    """The version as this caller may see it (secrets some types carry are masked or removed)."""
+    if guard is None or found.body is None or found.type not in guard.redacted_types:
+        return found
+    return found._replace(body=guard.redact(found.type, found.body))
 
 
 def _check_if_match(current: StoredResource | None, if_match: int | None, resource_type: str, id_: str) -> None:

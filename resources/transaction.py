@@ -171,14 +171,17 @@ class TransactionProcessor:
         if entry.method == "PUT":
             assert entry.resource is not None
             target = entry.id
+            chosen = target is not None  # an id the client chose, not one its criteria matched
             if target is None:
                 criteria = repo.parse_criteria(entry.type, entry.query, "Conditional update")
-                target = (await repo.single_match(session, criteria, "Conditional update")
-                          or entry.resource.get("id") or new_id())
+                target = await repo.single_match(session, criteria, "Conditional update")
+                if target is None:
+                    chosen = "id" in entry.resource
+                    target = entry.resource.get("id") or new_id()
             elif entry.resource.get("id") != target:
                 raise Invalid(f"The resource id does not match the url {entry.url}", code="invalid")
             outcome = await repo.update_in(session, entry.type, target, {**entry.resource, "id": target},
-                                           entry.if_match)
+                                           entry.if_match, client_id=chosen)
             return EntryResult(_status(outcome), outcome.resource)
         # PATCH
         target = entry.id

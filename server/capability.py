@@ -11,6 +11,7 @@ import orjson
 
 from operations.registry import OPERATIONS
 from resources.models import FHIR_VERSION, resource_types
+from resources.repository import APPEND_ONLY
 from resources.search.registry import SearchRegistry
 
 VERSION = "0.1.0"
@@ -45,14 +46,15 @@ def capability_statement(registry: SearchRegistry, base_url: str, software_versi
                       if name in op.resource_types and (op.type_level or op.instance_level)]
         resources.append({
             "type": name,
-            "interaction": [{"code": code} for code in TYPE_INTERACTIONS],
+            "interaction": [{"code": code} for code in TYPE_INTERACTIONS
+                            if name not in APPEND_ONLY or code not in ("update", "patch", "delete")],
             "versioning": "versioned-update",
             "readHistory": True,
             "updateCreate": True,
             "conditionalCreate": True,
             "conditionalRead": "not-supported",
-            "conditionalUpdate": True,
-            "conditionalDelete": "single",
+            "conditionalUpdate": name not in APPEND_ONLY,
+            "conditionalDelete": "not-supported" if name in APPEND_ONLY else "single",
             "referencePolicy": ["literal", "logical"],
             "searchParam": params,
             **({"operation": operations} if operations else {}),

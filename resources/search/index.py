@@ -5,6 +5,7 @@ https://hl7.org/fhir/R4B/search.html
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from importlib import resources as pkg
@@ -86,11 +87,24 @@ EMITTERS: dict[str, Emitter] = {
 }
 
 
+@functools.cache
+def _compartment_definition() -> dict[str, tuple[str, ...]]:
+    merged: dict[str, tuple[str, ...]] = {}
+    # R4B's definition first, then CareLoop's additions (docs/security.md, "The patient compartment")
+    for name in ("CompartmentDefinition-patient.json", "CompartmentDefinition-careloop-patient.json"):
+        definition = orjson.loads(pkg.files("resources").joinpath(f"data/{name}").read_bytes())
+        for entry in definition["resource"]:
+            if entry.get("param"):
+                merged[entry["code"]] = tuple(dict.fromkeys((*merged.get(entry["code"], ()), *entry["param"])))
+    return merged
+
+
 def load_patient_compartment() -> dict[str, tuple[str, ...]]:
-    """Resource type -> the search parameters that place it in a Patient compartment."""
-    definition = orjson.loads(
-        pkg.files("resources").joinpath("data/CompartmentDefinition-patient.json").read_bytes())
-    return {r["code"]: tuple(r.get("param", [])) for r in definition["resource"] if r.get("param")}
+    """Resource type -> the search parameters that place it in a Patient compartment (R4B's, extended).
+
+    https://hl7.org/fhir/R4B/compartmentdefinition-patient.html
+    """
+    return dict(_compartment_definition())
 
 
 class Indexer:

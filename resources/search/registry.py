@@ -170,9 +170,12 @@ class SearchRegistry:
 
 
 def load_definitions() -> list[dict[str, Any]]:
-    """The official R4B SearchParameter definitions shipped in resources/data."""
-    bundle = orjson.loads(pkg.files("resources").joinpath("data/search-parameters.json").read_bytes())
-    return [entry["resource"] for entry in bundle["entry"]]
+    """The official R4B SearchParameter definitions shipped in resources/data, then CareLoop's own few."""
+    out: list[dict[str, Any]] = []
+    for name in ("search-parameters.json", "careloop-search-parameters.json"):
+        bundle = orjson.loads(pkg.files("resources").joinpath(f"data/{name}").read_bytes())
+        out.extend(entry["resource"] for entry in bundle["entry"])
+    return out
 
 
 def default_registry(resource_types: Iterable[str]) -> SearchRegistry:

@@ -18,6 +18,7 @@ from tests.subscriptions.conftest import subscription
 
 pytestmark = pytest.mark.anyio
 BOB_PHONE = "+1-555-0199"
+CRITERIA = "Observation?code=http://loinc.org|8867-4"  # an R4-style criteria: no topic needs seeding
 
 
 def patient_bearer(world: World, who: str, scope: str = "patient/*.rs", client_id: str = "patient-app") -> dict[
@@ -57,7 +58,7 @@ async def stored(world: World) -> dict[str, str]:
                                              "securityContext": {"reference": f"Patient/{alice}"}}),
         "bob_binary": await create(world, {"resourceType": "Binary", "contentType": "text/plain", "data": "Qg==",
                                            "securityContext": {"reference": f"Patient/{bob}"}}),
-        "subscription": await create(world, subscription("https://receiver.example.org/hook", reason="EHR")),
+        "subscription": await create(world, subscription("https://receiver.example.org/hook", topic=CRITERIA, reason="EHR")),
     }
     performer = await create(world, {"resourceType": "Practitioner", "name": [{"family": "Bobsdoctor"}]})
     found["performer"] = performer
@@ -117,8 +118,13 @@ async def test_subscriptions_belong_to_their_client(world: World, stored: dict[s
     missing = await world.client.delete("/fhir/Subscription/no-such-one", headers=alice)
     assert gone.status_code == missing.status_code
     assert (await world.client.get(f"/fhir/Subscription/{sid}", headers=world.admin)).status_code == 200
-    # the patient app's own Subscription is its own to read and delete, and nobody else's
-    own = await create(world, subscription("https://app.example.org/hook", reason="mine"), alice)
+    # a Subscription the app's client created is its own to read and delete, and nobody else's (patient apps
+    # cannot subscribe to patient data themselves: notifications are not narrowed to a patient, so the app's
+    # backend side creates it)
+    scope = "system/Subscription.cruds system/Observation.rs"
+    backend = {**world.bearer(forge(world, scope=scope, client_id="patient-app", jti="backend-of-patient-app")),
+               **FHIR_JSON}
+    own = await create(world, subscription("https://app.example.org/hook", topic=CRITERIA, reason="mine"), backend)
     assert ids(await world.client.get("/fhir/Subscription", headers=alice)) == {own}
     other_app = patient_bearer(world, "alice", "patient/*.cruds", client_id="another-app")
     assert (await world.client.get(f"/fhir/Subscription/{own}", headers=other_app)).status_code == 404
@@ -203,19 +209,26 @@ async def test_audit_events_are_append_only_and_not_written_by_patient_apps(worl
     response = await world.client.post("/fhir/AuditEvent", json=event, headers=alice)
     assert response.status_code == 403 and issue(response) == "forbidden"
     aid = await create(world, event)
+    # appending at a chosen id is a create; putting it again would replace it
+    appended = await world.client.put("/fhir/AuditEvent/new-one", json={**event, "id": "new-one"}, headers=world.admin)
+    assert appended.status_code == 201
     for response in (
             await world.client.put(f"/fhir/AuditEvent/{aid}", json={**event, "id": aid}, headers=world.admin),
-            await world.client.put("/fhir/AuditEvent/new-one", json={**event, "id": "new-one"}, headers=world.admin),
             await world.client.patch(f"/fhir/AuditEvent/{aid}", json=[{"op": "remove", "path": "/entity"}],
                                      headers={**world.admin, "content-type": "application/json-patch+json"}),
             await world.client.delete(f"/fhir/AuditEvent/{aid}", headers=world.admin),
-            await world.client.delete(f"/fhir/AuditEvent?_id={aid}", headers=world.admin)):
+            await world.client.delete(f"/fhir/AuditEvent?_id={aid}", headers=world.admin),
+            await world.client.put("/fhir/AuditEvent/new-one", json={**event, "id": "new-one"}, headers=world.admin)):
         assert response.status_code == 405 and issue(response) == "not-supported", response.text
     transaction = {"resourceType": "Bundle", "type": "transaction", "entry": [
         {"request": {"method": "DELETE", "url": f"AuditEvent/{aid}"}}]}
     response = await world.client.post("/fhir", json=transaction, headers=world.admin)
     assert response.status_code == 405, response.text
     assert (await world.client.get(f"/fhir/AuditEvent/{aid}", headers=world.admin)).json()["entity"]
+    metadata = (await world.client.get("/fhir/metadata")).json()
+    audit = next(r for r in metadata["rest"][0]["resource"] if r["type"] == "AuditEvent")
+    assert {i["code"] for i in audit["interaction"]} & {"update", "patch", "delete"} == set()
+    assert audit["conditionalDelete"] == "not-supported"
 
 
 async def test_chains_and_has_are_narrowed_at_every_hop(world: World, stored: dict[str, str]) -> None:

@@ -231,7 +231,10 @@ async def test_case_47_writes_for_another_patient_are_forbidden(world: World) ->
     current["subject"] = {"reference": f"Patient/{world.ids['alice']}"}
     takeover = await world.client.put(f"/fhir/Observation/{world.ids['bob_vital']}", json=current,
                                       headers={**world.bearer(token), **FHIR_JSON})
-    assert takeover.status_code == 403
+    # issue 27 item 8: another patient's id answers exactly like a missing id (no update-as-create either)
+    missing = await world.client.put("/fhir/Observation/no-such-id", json={**current, "id": "no-such-id"},
+                                     headers={**world.bearer(token), **FHIR_JSON})
+    assert takeover.status_code == missing.status_code == 404 and issue(takeover) == issue(missing) == "not-found"
     device = await world.backend_token("system/Observation.c")
     reading = await world.client.post("/fhir/Observation", json=other, headers={**world.bearer(device), **FHIR_JSON})
     assert reading.status_code == 201  # a system scope is not confined to one patient
