@@ -58,7 +58,8 @@ async def stored(world: World) -> dict[str, str]:
                                              "securityContext": {"reference": f"Patient/{alice}"}}),
         "bob_binary": await create(world, {"resourceType": "Binary", "contentType": "text/plain", "data": "Qg==",
                                            "securityContext": {"reference": f"Patient/{bob}"}}),
-        "subscription": await create(world, subscription("https://receiver.example.org/hook", topic=CRITERIA, reason="EHR")),
+        "subscription": await create(world, subscription("https://receiver.example.org/hook", topic=CRITERIA,
+                                                         reason="EHR")),
     }
     performer = await create(world, {"resourceType": "Practitioner", "name": [{"family": "Bobsdoctor"}]})
     found["performer"] = performer
