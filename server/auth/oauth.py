@@ -18,6 +18,7 @@ import httpx
 from authlib.oauth2.rfc6749 import AuthorizationServer, ClientMixin, grants
 from authlib.oauth2.rfc6749.errors import (
     InvalidClientError,
+    InvalidGrantError,
     InvalidRequestError,
     InvalidScopeError,
 )
@@ -28,7 +29,7 @@ from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 
-from consent.scopes import ScopeError, granted, parse_scopes
+from consent.scopes import ScopeError, granted, parse_scope, parse_scopes
 from server.auth.store import AuthStore, ClientRecord, digest
 from server.auth.tokens import Signer, new_jti
 
@@ -38,6 +39,11 @@ CODE_SECONDS = 60
 OFFLINE_SECONDS = 90 * 86400
 ONLINE_SECONDS = 86400
 ASSERTION_ALGORITHMS = ["RS384", "ES384"]
+# how each kind of client may authenticate at the token endpoint (RFC 6749 §2.3.1: a secret in Basic or the body)
+AUTH_METHODS = {"public": frozenset({"none"}),
+                "confidential-symmetric": frozenset({"client_secret_basic", "client_secret_post"}),
+                "confidential-asymmetric": frozenset({"private_key_jwt"})}
+TOKEN_AUTH_METHODS = ["none", "client_secret_basic", "client_secret_post", "private_key_jwt"]
 
 
 @dataclass(frozen=True)
@@ -101,9 +107,12 @@ class Client(ClientMixin):  # type: ignore[misc]
                                                                               self.record.secret_hash)
 
     def check_endpoint_auth_method(self, method: str, endpoint: str) -> bool:
-        expected = {"public": "none", "confidential-symmetric": "client_secret_basic",
-                    "confidential-asymmetric": "private_key_jwt"}[self.record.kind]
-        return method == expected
+        return method in AUTH_METHODS[self.record.kind]
+
+    def system_scope(self) -> str:
+        """The `system/` scopes of the client's registration: what a client_credentials request gets by default."""
+        return " ".join(s for s in self.record.scope.split()
+                        if (found := parse_scope(s, self.known_types)) is not None and found.context == "system")
 
     def check_response_type(self, response_type: str) -> bool:
         return response_type == "code" and bool(self.record.redirect_uris)
@@ -244,7 +253,7 @@ class PrivateKeyJWT(JWTBearerClientAssertion):  # type: ignore[misc]
 class CodeGrant(grants.AuthorizationCodeGrant):  # type: ignore[misc]
     """Authorization code with the launch context and the nonce kept with the code."""
 
-    TOKEN_ENDPOINT_AUTH_METHODS = ["none", "client_secret_basic", "private_key_jwt"]
+    TOKEN_ENDPOINT_AUTH_METHODS = TOKEN_AUTH_METHODS
 
     def save_authorization_code(self, code: str, request: Any) -> None:
         user: GrantUser = request.user
@@ -269,8 +278,26 @@ class CodeGrant(grants.AuthorizationCodeGrant):  # type: ignore[misc]
 class RefreshGrant(grants.RefreshTokenGrant):  # type: ignore[misc]
     """Refresh tokens rotate on use; a reused one revokes its whole family (SECURITY.md case 28)."""
 
-    TOKEN_ENDPOINT_AUTH_METHODS = ["none", "client_secret_basic", "private_key_jwt"]
+    TOKEN_ENDPOINT_AUTH_METHODS = TOKEN_AUTH_METHODS
     INCLUDE_NEW_REFRESH_TOKEN = True
+
+    def authenticate_token_endpoint_client(self) -> Client:
+        """Without any client credentials, the public client the token was issued to (RFC 6749 §6).
+
+        https://www.rfc-editor.org/rfc/rfc6749#section-6
+        """
+        # the SMART JS client refreshes without client_id by default; confidential clients still authenticate
+        if _presents_client_credentials(self.request):
+            client: Client = super().authenticate_token_endpoint_client()
+            return client
+        found = self.server.store.refresh(self.request.form.get("refresh_token") or "")
+        holder = self.server.query_client(found[1]) if found else None
+        if holder is None:
+            raise InvalidGrantError("The refresh token is unknown, expired or revoked")
+        if not holder.check_endpoint_auth_method("none", "token"):
+            raise InvalidClientError(status_code=401, description="This client must authenticate to refresh")
+        self.request.auth_method = "none"
+        return holder
 
     def authenticate_refresh_token(self, refresh_token: str) -> Credential | None:
         found = self.server.store.refresh(refresh_token)
@@ -294,17 +321,36 @@ class RefreshGrant(grants.RefreshTokenGrant):  # type: ignore[misc]
 class BackendGrant(grants.ClientCredentialsGrant):  # type: ignore[misc]
     """client_credentials for SMART backend services: system/ scopes within the client's pre-authorization."""
 
-    TOKEN_ENDPOINT_AUTH_METHODS = ["client_secret_basic", "private_key_jwt"]
+    TOKEN_ENDPOINT_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "private_key_jwt"]
+    granted_scope = ""
 
     def validate_token_request(self) -> None:
         super().validate_token_request()
-        requested = self.request.payload.scope or ""
+        requested = " ".join((self.request.payload.scope or "").split())
+        if not requested:  # RFC 6749 §3.3: no scope means the client's pre-authorized (system/) scopes
+            requested = self.request.client.system_scope()
+            if not requested:
+                raise InvalidScopeError("This client has no system/ scopes registered; request a scope")
         resources, _ = parse_scopes(requested, self.server.known_types)
         if not resources or any(s.context != "system" for s in resources):
             raise InvalidScopeError("Backend services request system/ scopes")
         if set(granted(requested, self.request.client.record.scope, self.server.known_types).split()) != set(
                 requested.split()):
             raise InvalidScopeError("The requested scope is beyond what this client is allowed")
+        self.granted_scope = requested
+
+    def create_token_response(self) -> tuple[int, dict[str, Any], list[tuple[str, str]]]:
+        """The token for the scope validated above, which may be the default one (its `scope` says which)."""
+        token = self.generate_token(scope=self.granted_scope, include_refresh_token=False)
+        self.save_token(token)
+        return 200, token, self.TOKEN_RESPONSE_HEADER
+
+
+def _presents_client_credentials(request: OAuth2Request) -> bool:
+    """True when the request carries any client identification or authentication of its own."""
+    form = request.form
+    return bool(request.headers.get("Authorization") or form.get("client_id") or form.get("client_secret")
+                or form.get("client_assertion") or form.get("client_assertion_type"))
 
 
 class SmartServer(AuthorizationServer):  # type: ignore[misc]
