@@ -19,7 +19,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
 from resources.search.query import SearchQuery
-from server.auth.oauth import CURRENT, Endpoints, FormRequest, GrantUser
+from server.auth.oauth import CURRENT, FAMILY_CLAIM, Endpoints, FormRequest, GrantUser
 from server.auth.service import AuthService
 from server.auth.store import check_password, digest
 from server.auth.tokens import TokenError
@@ -290,7 +290,8 @@ async def introspect(request: Request) -> Response:
 
 def _verify_access(auth: AuthService, value: str, urls: Endpoints) -> dict[str, Any]:
     claims = auth.signer.decode(value, "at+jwt", urls.issuer, urls.fhir_base)
-    if auth.signer.is_revoked(str(claims.get("jti"))):
+    family = claims.get(FAMILY_CLAIM)
+    if auth.signer.is_revoked(str(claims.get("jti")), family if isinstance(family, str) else None):
         raise TokenError("The token was revoked")
     return claims
 
@@ -313,7 +314,7 @@ async def revoke(request: Request) -> Response:
     except TokenError:
         found = auth.store.refresh(value) if value else None
         if found is not None and found[1] == client_id:
-            auth.store.revoke_family(found[0])
+            auth.server.revoke_grant(None, found[0])  # the family's access tokens stop working too
     return Response(status_code=200, headers=NO_STORE)
 
 

@@ -33,6 +33,8 @@ CREATE TABLE IF NOT EXISTS revoked_families (family TEXT PRIMARY KEY, expires RE
 CREATE TABLE IF NOT EXISTS assertions (iss TEXT NOT NULL, jti TEXT NOT NULL, expires REAL NOT NULL,
   PRIMARY KEY (iss, jti));
 CREATE TABLE IF NOT EXISTS launches (launch TEXT PRIMARY KEY, data TEXT NOT NULL, expires REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS redeemed_codes (code TEXT PRIMARY KEY, jti TEXT NOT NULL, family TEXT NOT NULL,
+  expires REAL NOT NULL);
 """
 CLIENT_KINDS = ("public", "confidential-symmetric", "confidential-asymmetric")
 
@@ -171,15 +173,37 @@ class AuthStore:
         self._run("INSERT INTO codes VALUES (?, ?, ?, ?)", (digest(code), client_id, orjson.dumps(data).decode(),
                                                             time.time() + ttl))
 
-    def code(self, code: str, client_id: str) -> dict[str, Any] | None:
-        """A live code issued to this client."""
-        rows = self._run("SELECT data FROM codes WHERE code = ? AND client_id = ? AND expires > ?",
-                         (digest(code), client_id, time.time()))
-        return orjson.loads(rows[0][0]) if rows else None
+    def redeem_code(self, code: str, client_id: str, jti: str, family: str, keep: float) -> dict[str, Any] | None:
+        """Take a live code issued to this client, once, noting the access token and family it is about to issue.
 
-    def delete_code(self, code: str) -> None:
-        """A code is used once."""
-        self._run("DELETE FROM codes WHERE code = ?", (digest(code),))
+        One transaction deletes the code and records its redemption, so of concurrent requests (threads or
+        processes) exactly one gets the code (RFC 6749 §4.1.2). https://www.sqlite.org/lang_returning.html
+        """
+        hashed, now = digest(code), time.time()
+        assert self._db is not None, "AuthStore is not open"
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.execute("DELETE FROM redeemed_codes WHERE expires < ?", (now,))
+                rows = self._db.execute("DELETE FROM codes WHERE code = ? AND client_id = ? RETURNING data, expires",
+                                        (hashed, client_id)).fetchall()
+                if rows:
+                    self._db.execute("INSERT OR REPLACE INTO redeemed_codes VALUES (?, ?, ?, ?)",
+                                     (hashed, jti, family, now + keep))
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        if not rows or rows[0][1] <= now:
+            return None
+        found: dict[str, Any] = orjson.loads(rows[0][0])
+        return found
+
+    def redeemed_code(self, code: str) -> tuple[str, str] | None:
+        """(access token jti, refresh family) of a code redeemed recently."""
+        rows = self._run("SELECT jti, family FROM redeemed_codes WHERE code = ? AND expires > ?",
+                         (digest(code), time.time()))
+        return (rows[0][0], rows[0][1]) if rows else None
 
     def save_launch(self, launch: str, data: dict[str, Any], ttl: float) -> None:
         """An EHR launch context (patient, encounter) for a `launch` parameter."""
@@ -216,6 +240,10 @@ class AuthStore:
     def family_revoked(self, family: str) -> bool:
         """True when the family was revoked."""
         return bool(self._run("SELECT 1 FROM revoked_families WHERE family = ?", (family,)))
+
+    def revoked_family_ids(self) -> set[str]:
+        """Revoked refresh-token families (their access tokens are refused too)."""
+        return {row[0] for row in self._run("SELECT family FROM revoked_families WHERE expires > ?", (time.time(),))}
 
     def revoke_jti(self, jti: str, expires: float) -> None:
         """Revoke one access token until it would have expired anyway."""
