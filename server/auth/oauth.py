@@ -40,6 +40,7 @@ FAMILY_CLAIM = "family"  # the refresh-token family an access token belongs to, 
 OFFLINE_SECONDS = 90 * 86400
 ONLINE_SECONDS = 86400
 ASSERTION_ALGORITHMS = ["RS384", "ES384"]
+INTROSPECTION = "introspection"  # the endpoint name authlib's client authentication is asked for
 
 
 @dataclass(frozen=True)
@@ -103,6 +104,8 @@ class Client(ClientMixin):  # type: ignore[misc]
                                                                               self.record.secret_hash)
 
     def check_endpoint_auth_method(self, method: str, endpoint: str) -> bool:
+        if endpoint == INTROSPECTION and self.record.kind == "confidential-symmetric":
+            return method in ("client_secret_basic", "client_secret_post")
         expected = {"public": "none", "confidential-symmetric": "client_secret_basic",
                     "confidential-asymmetric": "private_key_jwt"}[self.record.kind]
         return method == expected

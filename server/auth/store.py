@@ -20,7 +20,8 @@ import orjson
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS keys (kid TEXT PRIMARY KEY, jwk TEXT NOT NULL, created REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS clients (client_id TEXT PRIMARY KEY, name TEXT NOT NULL, kind TEXT NOT NULL,
-  secret_hash TEXT, jwks TEXT, jwks_url TEXT, scope TEXT NOT NULL, redirect_uris TEXT NOT NULL, created REAL NOT NULL);
+  secret_hash TEXT, jwks TEXT, jwks_url TEXT, scope TEXT NOT NULL, redirect_uris TEXT NOT NULL, created REAL NOT NULL,
+  resource_server INTEGER NOT NULL DEFAULT 0);
 CREATE TABLE IF NOT EXISTS users (username TEXT PRIMARY KEY, password_hash TEXT NOT NULL, fhir_user TEXT,
   name TEXT);
 CREATE TABLE IF NOT EXISTS codes (code TEXT PRIMARY KEY, client_id TEXT NOT NULL, data TEXT NOT NULL,
@@ -69,12 +70,13 @@ class ClientRecord:
     secret_hash: str | None = None
     jwks: dict[str, Any] | None = None
     jwks_url: str | None = None
+    resource_server: bool = False  # may introspect every token (RFC 7662 §4)
 
     def summary(self) -> dict[str, Any]:
         """What `clients list` shows."""
         return {"client_id": self.client_id, "name": self.name, "type": self.kind, "scope": self.scope,
                 "redirect_uris": self.redirect_uris, "jwks_url": self.jwks_url,
-                "jwks": bool(self.jwks)}
+                "jwks": bool(self.jwks), "resource_server": self.resource_server}
 
 
 @dataclass
@@ -100,6 +102,9 @@ class AuthStore:
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.executescript(SCHEMA)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(clients)")}
+        if "resource_server" not in columns:  # an auth file made before resource servers existed
+            self._db.execute("ALTER TABLE clients ADD COLUMN resource_server INTEGER NOT NULL DEFAULT 0")
         return self
 
     def close(self) -> None:
@@ -125,20 +130,21 @@ class AuthStore:
     # -- clients -------------------------------------------------------------------------------------
     def add_client(self, record: ClientRecord) -> None:
         """Register a client (its id must be new)."""
-        self._run("INSERT INTO clients VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", (
-            record.client_id, record.name, record.kind, record.secret_hash,
-            orjson.dumps(record.jwks).decode() if record.jwks else None, record.jwks_url, record.scope,
-            orjson.dumps(record.redirect_uris).decode(), time.time()))
+        self._run("INSERT INTO clients (client_id, name, kind, secret_hash, jwks, jwks_url, scope, redirect_uris, "
+                  "created, resource_server) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", (
+                      record.client_id, record.name, record.kind, record.secret_hash,
+                      orjson.dumps(record.jwks).decode() if record.jwks else None, record.jwks_url, record.scope,
+                      orjson.dumps(record.redirect_uris).decode(), time.time(), int(record.resource_server)))
 
     def client(self, client_id: str) -> ClientRecord | None:
         """A client by id."""
-        rows = self._run("SELECT client_id, name, kind, secret_hash, jwks, jwks_url, scope, redirect_uris "
-                         "FROM clients WHERE client_id = ?", (client_id,))
+        rows = self._run("SELECT client_id, name, kind, secret_hash, jwks, jwks_url, scope, redirect_uris, "
+                         "resource_server FROM clients WHERE client_id = ?", (client_id,))
         if not rows:
             return None
-        cid, name, kind, secret_hash, jwks, jwks_url, scope, uris = rows[0]
+        cid, name, kind, secret_hash, jwks, jwks_url, scope, uris, resource_server = rows[0]
         return ClientRecord(cid, name, kind, scope, orjson.loads(uris), secret_hash,
-                            orjson.loads(jwks) if jwks else None, jwks_url)
+                            orjson.loads(jwks) if jwks else None, jwks_url, bool(resource_server))
 
     def clients(self) -> list[ClientRecord]:
         """Every client."""
