@@ -193,7 +193,7 @@ class AuthStore:
                 self._db.execute("DELETE FROM redeemed_codes WHERE expires < ?", (now,))
                 rows = self._db.execute("DELETE FROM codes WHERE code = ? AND client_id = ? RETURNING data, expires",
                                         (hashed, client_id)).fetchall()
-                if rows:
+                if rows and rows[0][1] > now:  # an expired code is only removed: it issues nothing
                     self._db.execute("INSERT OR REPLACE INTO redeemed_codes VALUES (?, ?, ?, ?)",
                                      (hashed, jti, family, now + keep))
                 self._db.execute("COMMIT")
