@@ -19,6 +19,7 @@ from consent.scopes import ScopeError, parse_scopes
 from resources.errors import Unauthorized
 from resources.guard import GUARD
 from resources.outcome import from_error
+from server.auth.oauth import FAMILY_CLAIM
 from server.auth.service import AuthService
 from server.auth.tokens import TokenError
 from server.context import base_url
@@ -32,8 +33,8 @@ class BearerMiddleware:
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
-        # verified tokens: (token, the headers that decide the audience) -> (guard, expiry, jti)
-        self._cache: dict[tuple[str, tuple[bytes, ...]], tuple[BoundGuard, float, str]] = {}
+        # verified tokens: (token, the headers that decide the audience) -> (guard, expiry, jti, refresh family)
+        self._cache: dict[tuple[str, tuple[bytes, ...]], tuple[BoundGuard, float, str, str | None]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope.get("path", "")
@@ -80,9 +81,10 @@ class BearerMiddleware:
                             _text(claims.get("fhirUser")))
             if len(self._cache) > _CACHE_LIMIT:
                 self._cache.clear()
-            cached = (BoundGuard(policy, access), float(claims["exp"]), str(claims.get("jti")))
+            cached = (BoundGuard(policy, access), float(claims["exp"]), str(claims.get("jti")),
+                      _text(claims.get(FAMILY_CLAIM)))
             self._cache[key] = cached
-        if auth.signer.is_revoked(cached[2]):
+        if auth.signer.is_revoked(cached[2], cached[3]):
             raise TokenError("The token was revoked")
         return cached[0]
 

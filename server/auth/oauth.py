@@ -36,6 +36,8 @@ from server.auth.tokens import Signer, new_jti
 APP_TOKEN_SECONDS = 3600  # SMART: SHOULD be at most an hour
 BACKEND_TOKEN_SECONDS = 300  # SMART backend services: SHOULD be at most five minutes
 CODE_SECONDS = 60
+REDEEMED_SECONDS = APP_TOKEN_SECONDS  # a replayed code revokes what it issued while that can still be used
+FAMILY_CLAIM = "family"  # the refresh-token family an access token belongs to, so revoking the family stops it
 OFFLINE_SECONDS = 90 * 86400
 ONLINE_SECONDS = 86400
 ASSERTION_ALGORITHMS = ["RS384", "ES384"]
@@ -44,6 +46,7 @@ AUTH_METHODS = {"public": frozenset({"none"}),
                 "confidential-symmetric": frozenset({"client_secret_basic", "client_secret_post"}),
                 "confidential-asymmetric": frozenset({"private_key_jwt"})}
 TOKEN_AUTH_METHODS = ["none", "client_secret_basic", "client_secret_post", "private_key_jwt"]
+INTROSPECTION = "introspection"  # the endpoint name authlib's client authentication is asked for
 
 
 @dataclass(frozen=True)
@@ -132,7 +135,8 @@ class GrantUser:
     patient: str | None = None
     encounter: str | None = None
     nonce: str | None = None
-    family: str | None = None  # the refresh-token family this grant continues
+    family: str | None = None  # the refresh-token family this grant starts or continues
+    jti: str | None = None  # the access token's id, fixed when a code is redeemed
     extra: dict[str, Any] = field(default_factory=dict)
 
     def get_user_id(self) -> str | None:
@@ -147,8 +151,9 @@ class GrantUser:
 class Credential:
     """An authorization code or refresh token as authlib sees it."""
 
-    def __init__(self, client_id: str, data: dict[str, Any], raw: str, family: str | None = None) -> None:
-        self.client_id, self.data, self.raw, self.family = client_id, data, raw, family
+    def __init__(self, client_id: str, data: dict[str, Any], raw: str, family: str | None = None,
+                 jti: str | None = None) -> None:
+        self.client_id, self.data, self.raw, self.family, self.jti = client_id, data, raw, family, jti
 
     def get_redirect_uri(self) -> str:
         return str(self.data.get("redirect_uri") or "")
@@ -263,16 +268,23 @@ class CodeGrant(grants.AuthorizationCodeGrant):  # type: ignore[misc]
         self.server.store.save_code(code, request.client.get_client_id(), data, CODE_SECONDS)
 
     def query_authorization_code(self, code: str, client: Client) -> Credential | None:
-        data = self.server.store.code(code, client.get_client_id())
-        return Credential(client.get_client_id(), data, code) if data else None
+        """Redeem the code atomically; a code redeemed before revokes what that redemption issued (§4.1.2)."""
+        jti, family = new_jti(), secrets.token_urlsafe(12)
+        data = self.server.store.redeem_code(code, client.get_client_id(), jti, family, REDEEMED_SECONDS)
+        if data is None:
+            earlier = self.server.store.redeemed_code(code)
+            if earlier is not None:
+                self.server.revoke_grant(*earlier)
+            return None
+        return Credential(client.get_client_id(), data, code, family, jti)
 
     def delete_authorization_code(self, authorization_code: Credential) -> None:
-        self.server.store.delete_code(authorization_code.raw)
+        """Nothing left to do: redeeming the code deleted it."""
 
     def authenticate_user(self, authorization_code: Credential) -> GrantUser:
         data = authorization_code.data
         return GrantUser(data.get("username"), data.get("fhir_user"), data.get("patient"), data.get("encounter"),
-                         data.get("nonce"))
+                         data.get("nonce"), authorization_code.family, authorization_code.jti)
 
 
 class RefreshGrant(grants.RefreshTokenGrant):  # type: ignore[misc]
@@ -305,7 +317,7 @@ class RefreshGrant(grants.RefreshTokenGrant):  # type: ignore[misc]
             return None
         family, client_id, data, used = found
         if used:
-            self.server.store.revoke_family(family)
+            self.server.revoke_grant(None, family)
             return None
         return Credential(client_id, data, refresh_token, family)
 
@@ -374,6 +386,13 @@ class SmartServer(AuthorizationServer):  # type: ignore[misc]
     def save_token(self, token: dict[str, Any], request: Any) -> None:
         """Tokens are signed JWTs; refresh tokens were stored when they were made."""
 
+    def revoke_grant(self, jti: str | None, family: str) -> None:
+        """Revoke a refresh family, its access tokens and optionally one more access token, at once."""
+        if jti is not None:
+            self.store.revoke_jti(jti, time.time() + APP_TOKEN_SECONDS)
+        self.store.revoke_family(family)
+        self.signer.forget_revocations()
+
     def create_oauth2_request(self, request: Any) -> Any:
         return request
 
@@ -398,11 +417,13 @@ class SmartServer(AuthorizationServer):  # type: ignore[misc]
         backend = grant_type == "client_credentials"
         lifetime = BACKEND_TOKEN_SECONDS if backend else APP_TOKEN_SECONDS
         now = int(time.time())
-        jti = new_jti()
+        jti = (user.jti if user else None) or new_jti()
+        family = (user.family or secrets.token_urlsafe(12)) if user is not None else None
         claims: dict[str, Any] = {"iss": urls.issuer, "aud": urls.fhir_base, "sub": (user.username if user else None)
                                   or client.get_client_id(), "client_id": client.get_client_id(), "scope": scope,
                                   "iat": now, "exp": now + lifetime, "jti": jti}
         if user is not None:
+            claims[FAMILY_CLAIM] = family
             for key in ("patient", "encounter"):
                 if getattr(user, key):
                     claims[key] = getattr(user, key)
@@ -425,9 +446,8 @@ class SmartServer(AuthorizationServer):  # type: ignore[misc]
                     id_claims["nonce"] = user.nonce
                 token["id_token"] = self.signer.sign(id_claims)
         # refresh tokens only when offline_access or online_access was granted (pitfall 3)
-        if include_refresh_token and not backend and user is not None and names & {"offline_access", "online_access"}:
+        if include_refresh_token and family is not None and names & {"offline_access", "online_access"}:
             refresh = secrets.token_urlsafe(32)
-            family = user.family or secrets.token_urlsafe(12)
             ttl = OFFLINE_SECONDS if "offline_access" in names else ONLINE_SECONDS
             self.store.save_refresh(refresh, family, client.get_client_id(), {**user.context(), "scope": scope}, ttl)
             token["refresh_token"] = refresh

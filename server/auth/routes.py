@@ -19,6 +19,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
 from resources.search.query import SearchQuery
+from server.auth.introspection import CLIENT_METHODS, Refused, authenticate_caller, describe
 from server.auth.oauth import CURRENT, Endpoints, FormRequest, GrantUser
 from server.auth.service import AuthService
 from server.auth.store import check_password, digest
@@ -90,6 +91,7 @@ def _metadata(request: Request) -> dict[str, Any]:
         "scopes_supported": ["openid", "fhirUser", "launch", "launch/patient", "offline_access", "online_access",
                              "patient/*.cruds", "user/*.cruds", "system/*.cruds", "patient/*.read", "user/*.read"],
         "capabilities": CAPABILITIES,
+        "introspection_endpoint_auth_methods_supported": CLIENT_METHODS,  # RFC 8414 §2
     }
 
 
@@ -259,41 +261,27 @@ def _client_of_request(auth: AuthService, request: Request, form: dict[str, str]
 
 @router.post("/auth/introspect", include_in_schema=False)
 async def introspect(request: Request) -> Response:
-    """RFC 7662 with the SMART fields; callers authenticate with a Bearer token or as a confidential client."""
+    """RFC 7662 with the SMART fields, for confidential clients (their own tokens) and resource servers (any)."""
     auth = auth_service(request)
     urls = endpoints(request)
+    CURRENT.set(urls)  # a client assertion's audience is the token URL, as at the token endpoint
     form = await _form(request)
     header = request.headers.get("authorization", "")
-    if header.lower().startswith("bearer "):
-        try:
-            _verify_access(auth, header[7:].strip(), urls)
-        except TokenError:
-            return JSONResponse({"error": "invalid_token"}, 401, {"WWW-Authenticate": 'Bearer error="invalid_token"'})
-    elif _client_of_request(auth, request, form) is None:
-        return JSONResponse({"error": "invalid_client"}, 401, {"WWW-Authenticate": "Basic"})
-    value = form.get("token", "")
+    bearer = header[7:].strip() if header[:7].lower() == "bearer " else None
     try:
-        claims = _verify_access(auth, value, urls)
-    except TokenError:
-        found = auth.store.refresh(value) if value else None
-        if found is None or found[3]:
-            return JSONResponse({"active": False}, headers=NO_STORE)
-        _, client_id, data, _ = found
-        claims = {"client_id": client_id, "scope": data.get("scope"), "sub": data.get("username"),
-                  "patient": data.get("patient"), "encounter": data.get("encounter"), "token_type": "refresh_token"}
-    answer = {"active": True, "token_type": "Bearer", **{k: v for k, v in claims.items() if v is not None}}
-    if "fhirUser" not in answer and claims.get("sub"):
-        user = auth.store.user(str(claims["sub"]))
-        if user and user.fhir_user and "fhirUser" in str(claims.get("scope", "")).split():
-            answer["fhirUser"] = user.fhir_user
+        oauth = FormRequest("POST", f"{urls.issuer}/introspect", request.headers, {}, form)
+        caller = await run_in_threadpool(authenticate_caller, auth, oauth, bearer, urls)
+    except OAuth2Error as exc:  # OAuth needs https, except on loopback addresses
+        return JSONResponse({"error": exc.error, "error_description": exc.description}, 400, NO_STORE)
+    except Refused as exc:
+        return JSONResponse({"error": exc.error, "error_description": exc.description}, 401,
+                            {**NO_STORE, "WWW-Authenticate": exc.challenge})
+    answer = await run_in_threadpool(describe, auth, caller, form.get("token", ""), urls)
     return JSONResponse(answer, headers=NO_STORE)
 
 
 def _verify_access(auth: AuthService, value: str, urls: Endpoints) -> dict[str, Any]:
-    claims = auth.signer.decode(value, "at+jwt", urls.issuer, urls.fhir_base)
-    if auth.signer.is_revoked(str(claims.get("jti"))):
-        raise TokenError("The token was revoked")
-    return claims
+    return auth.access_claims(value, urls)
 
 
 @router.post("/auth/revoke", include_in_schema=False)
@@ -314,7 +302,7 @@ async def revoke(request: Request) -> Response:
     except TokenError:
         found = auth.store.refresh(value) if value else None
         if found is not None and found[1] == client_id:
-            auth.store.revoke_family(found[0])
+            auth.server.revoke_grant(None, found[0])  # the family's access tokens stop working too
     return Response(status_code=200, headers=NO_STORE)
 
 

@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from consent.scopes import parse_scopes
-from server.auth.oauth import SmartServer
+from server.auth.oauth import FAMILY_CLAIM, Endpoints, SmartServer
 from server.auth.store import CLIENT_KINDS, AuthStore, ClientRecord, digest
-from server.auth.tokens import Signer
+from server.auth.tokens import Signer, TokenError
 from server.settings import Settings
 
 
@@ -47,21 +47,31 @@ class AuthService:
         signer.key()
         return cls(store, signer, SmartServer(store, signer, known_types), known_types)
 
+    def access_claims(self, token: str, urls: Endpoints) -> dict[str, Any]:
+        """Claims of a live access token for this server: verified, not revoked, its refresh family not revoked."""
+        claims = self.signer.decode(token, "at+jwt", urls.issuer, urls.fhir_base)
+        family = claims.get(FAMILY_CLAIM)
+        if self.signer.is_revoked(str(claims.get("jti")), family if isinstance(family, str) else None):
+            raise TokenError("The token was revoked")
+        return claims
+
     def close(self) -> None:
         """Close the auth store."""
         self.store.close()
 
     def add_client(self, name: str, kind: str, scope: str, redirect_uris: list[str],
                    jwks: dict[str, Any] | None = None, jwks_url: str | None = None,
-                   client_id: str | None = None) -> tuple[ClientRecord, str | None]:
+                   client_id: str | None = None, resource_server: bool = False) -> tuple[ClientRecord, str | None]:
         """Register a client; returns it with its secret (shown once) for a symmetric client."""
         if kind not in CLIENT_KINDS:
             raise ValueError(f"client type must be one of {', '.join(CLIENT_KINDS)}")
+        if resource_server and kind == "public":
+            raise ValueError("a resource server must be a confidential client (it authenticates to introspect)")
         parse_scopes(scope, self.known_types)
         if kind == "confidential-asymmetric" and not (jwks or jwks_url):
             raise ValueError("an asymmetric client needs --jwks or --jwks-url")
         secret = secrets.token_urlsafe(32) if kind == "confidential-symmetric" else None
         record = ClientRecord(client_id or str(uuid.uuid4()), name, kind, scope, redirect_uris,
-                              digest(secret) if secret else None, jwks, jwks_url)
+                              digest(secret) if secret else None, jwks, jwks_url, resource_server)
         self.store.add_client(record)
         return record, secret

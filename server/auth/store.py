@@ -20,7 +20,8 @@ import orjson
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS keys (kid TEXT PRIMARY KEY, jwk TEXT NOT NULL, created REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS clients (client_id TEXT PRIMARY KEY, name TEXT NOT NULL, kind TEXT NOT NULL,
-  secret_hash TEXT, jwks TEXT, jwks_url TEXT, scope TEXT NOT NULL, redirect_uris TEXT NOT NULL, created REAL NOT NULL);
+  secret_hash TEXT, jwks TEXT, jwks_url TEXT, scope TEXT NOT NULL, redirect_uris TEXT NOT NULL, created REAL NOT NULL,
+  resource_server INTEGER NOT NULL DEFAULT 0);
 CREATE TABLE IF NOT EXISTS users (username TEXT PRIMARY KEY, password_hash TEXT NOT NULL, fhir_user TEXT,
   name TEXT);
 CREATE TABLE IF NOT EXISTS codes (code TEXT PRIMARY KEY, client_id TEXT NOT NULL, data TEXT NOT NULL,
@@ -33,6 +34,8 @@ CREATE TABLE IF NOT EXISTS revoked_families (family TEXT PRIMARY KEY, expires RE
 CREATE TABLE IF NOT EXISTS assertions (iss TEXT NOT NULL, jti TEXT NOT NULL, expires REAL NOT NULL,
   PRIMARY KEY (iss, jti));
 CREATE TABLE IF NOT EXISTS launches (launch TEXT PRIMARY KEY, data TEXT NOT NULL, expires REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS redeemed_codes (code TEXT PRIMARY KEY, jti TEXT NOT NULL, family TEXT NOT NULL,
+  expires REAL NOT NULL);
 """
 CLIENT_KINDS = ("public", "confidential-symmetric", "confidential-asymmetric")
 
@@ -67,12 +70,13 @@ class ClientRecord:
     secret_hash: str | None = None
     jwks: dict[str, Any] | None = None
     jwks_url: str | None = None
+    resource_server: bool = False  # may introspect every token (RFC 7662 §4)
 
     def summary(self) -> dict[str, Any]:
         """What `clients list` shows."""
         return {"client_id": self.client_id, "name": self.name, "type": self.kind, "scope": self.scope,
                 "redirect_uris": self.redirect_uris, "jwks_url": self.jwks_url,
-                "jwks": bool(self.jwks)}
+                "jwks": bool(self.jwks), "resource_server": self.resource_server}
 
 
 @dataclass
@@ -98,6 +102,9 @@ class AuthStore:
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.executescript(SCHEMA)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(clients)")}
+        if "resource_server" not in columns:  # an auth file made before resource servers existed
+            self._db.execute("ALTER TABLE clients ADD COLUMN resource_server INTEGER NOT NULL DEFAULT 0")
         return self
 
     def close(self) -> None:
@@ -123,20 +130,21 @@ class AuthStore:
     # -- clients -------------------------------------------------------------------------------------
     def add_client(self, record: ClientRecord) -> None:
         """Register a client (its id must be new)."""
-        self._run("INSERT INTO clients VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", (
-            record.client_id, record.name, record.kind, record.secret_hash,
-            orjson.dumps(record.jwks).decode() if record.jwks else None, record.jwks_url, record.scope,
-            orjson.dumps(record.redirect_uris).decode(), time.time()))
+        self._run("INSERT INTO clients (client_id, name, kind, secret_hash, jwks, jwks_url, scope, redirect_uris, "
+                  "created, resource_server) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", (
+                      record.client_id, record.name, record.kind, record.secret_hash,
+                      orjson.dumps(record.jwks).decode() if record.jwks else None, record.jwks_url, record.scope,
+                      orjson.dumps(record.redirect_uris).decode(), time.time(), int(record.resource_server)))
 
     def client(self, client_id: str) -> ClientRecord | None:
         """A client by id."""
-        rows = self._run("SELECT client_id, name, kind, secret_hash, jwks, jwks_url, scope, redirect_uris "
-                         "FROM clients WHERE client_id = ?", (client_id,))
+        rows = self._run("SELECT client_id, name, kind, secret_hash, jwks, jwks_url, scope, redirect_uris, "
+                         "resource_server FROM clients WHERE client_id = ?", (client_id,))
         if not rows:
             return None
-        cid, name, kind, secret_hash, jwks, jwks_url, scope, uris = rows[0]
+        cid, name, kind, secret_hash, jwks, jwks_url, scope, uris, resource_server = rows[0]
         return ClientRecord(cid, name, kind, scope, orjson.loads(uris), secret_hash,
-                            orjson.loads(jwks) if jwks else None, jwks_url)
+                            orjson.loads(jwks) if jwks else None, jwks_url, bool(resource_server))
 
     def clients(self) -> list[ClientRecord]:
         """Every client."""
@@ -171,15 +179,37 @@ class AuthStore:
         self._run("INSERT INTO codes VALUES (?, ?, ?, ?)", (digest(code), client_id, orjson.dumps(data).decode(),
                                                             time.time() + ttl))
 
-    def code(self, code: str, client_id: str) -> dict[str, Any] | None:
-        """A live code issued to this client."""
-        rows = self._run("SELECT data FROM codes WHERE code = ? AND client_id = ? AND expires > ?",
-                         (digest(code), client_id, time.time()))
-        return orjson.loads(rows[0][0]) if rows else None
+    def redeem_code(self, code: str, client_id: str, jti: str, family: str, keep: float) -> dict[str, Any] | None:
+        """Take a live code issued to this client, once, noting the access token and family it is about to issue.
 
-    def delete_code(self, code: str) -> None:
-        """A code is used once."""
-        self._run("DELETE FROM codes WHERE code = ?", (digest(code),))
+        One transaction deletes the code and records its redemption, so of concurrent requests (threads or
+        processes) exactly one gets the code (RFC 6749 §4.1.2). https://www.sqlite.org/lang_returning.html
+        """
+        hashed, now = digest(code), time.time()
+        assert self._db is not None, "AuthStore is not open"
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.execute("DELETE FROM redeemed_codes WHERE expires < ?", (now,))
+                rows = self._db.execute("DELETE FROM codes WHERE code = ? AND client_id = ? RETURNING data, expires",
+                                        (hashed, client_id)).fetchall()
+                if rows and rows[0][1] > now:  # an expired code is only removed: it issues nothing
+                    self._db.execute("INSERT OR REPLACE INTO redeemed_codes VALUES (?, ?, ?, ?)",
+                                     (hashed, jti, family, now + keep))
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        if not rows or rows[0][1] <= now:
+            return None
+        found: dict[str, Any] = orjson.loads(rows[0][0])
+        return found
+
+    def redeemed_code(self, code: str) -> tuple[str, str] | None:
+        """(access token jti, refresh family) of a code redeemed recently."""
+        rows = self._run("SELECT jti, family FROM redeemed_codes WHERE code = ? AND expires > ?",
+                         (digest(code), time.time()))
+        return (rows[0][0], rows[0][1]) if rows else None
 
     def save_launch(self, launch: str, data: dict[str, Any], ttl: float) -> None:
         """An EHR launch context (patient, encounter) for a `launch` parameter."""
@@ -216,6 +246,10 @@ class AuthStore:
     def family_revoked(self, family: str) -> bool:
         """True when the family was revoked."""
         return bool(self._run("SELECT 1 FROM revoked_families WHERE family = ?", (family,)))
+
+    def revoked_family_ids(self) -> set[str]:
+        """Revoked refresh-token families (their access tokens are refused too)."""
+        return {row[0] for row in self._run("SELECT family FROM revoked_families WHERE expires > ?", (time.time(),))}
 
     def revoke_jti(self, jti: str, expires: float) -> None:
         """Revoke one access token until it would have expired anyway."""

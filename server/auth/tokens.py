@@ -36,6 +36,7 @@ class Signer:
     store: AuthStore
     _key: RSAKey | None = None
     _revoked: set[str] = field(default_factory=set)
+    _revoked_families: set[str] = field(default_factory=set)
     _revoked_at: float = 0.0
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -80,14 +81,16 @@ class Signer:
             raise TokenError("The token is meant for another audience")
         return claims
 
-    def is_revoked(self, jti: str) -> bool:
-        """True for a revoked access token (the list is re-read at most once a second)."""
+    def is_revoked(self, jti: str, family: str | None = None) -> bool:
+        """True for a revoked access token, or one of a revoked refresh family (the lists are re-read at most once
+        a second, so the check on every request stays two set look-ups)."""
         now = time.monotonic()
         if now - self._revoked_at > 1.0:
             with self._lock:
                 self._revoked = self.store.revoked_jtis()
+                self._revoked_families = self.store.revoked_family_ids()
                 self._revoked_at = now
-        return jti in self._revoked
+        return jti in self._revoked or (family is not None and family in self._revoked_families)
 
     def forget_revocations(self) -> None:
         """Re-read the revocation list on the next check (after a revocation in this process)."""

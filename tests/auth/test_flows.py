@@ -267,7 +267,11 @@ async def test_case_37_backend_scope_beyond_its_preauthorization(world: World) -
 async def test_introspection_and_revocation(world: World) -> None:
     client_id, _ = world.app_client(PATIENT_APP)
     token = await world.authorize(client_id, PATIENT_APP, "alice")
-    caller = await world.backend_token("system/*.rs")
+    # a resource server introspects any token with its own client_credentials token (issue 27 item 4)
+    record, secret = world.auth.add_client("gateway", "confidential-symmetric", "system/*.rs", [],
+                                           resource_server=True)
+    caller = (await world.client.post("/auth/token", data={"grant_type": "client_credentials", "scope": "system/*.rs"},
+                                      auth=(record.client_id, secret or ""))).json()["access_token"]
     answer = (await world.client.post("/auth/introspect", data={"token": token["access_token"]},
                                       headers=world.bearer(caller))).json()
     assert answer["active"] is True and answer["client_id"] == client_id and answer["patient"] == world.ids["alice"]
