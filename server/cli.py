@@ -82,7 +82,7 @@ def _clients_add(args: argparse.Namespace) -> int:
     auth = _with_auth(args)
     try:
         record, secret = auth.add_client(args.name, args.type, args.scope, args.redirect_uri or [], jwks,
-                                         args.jwks_url, args.id)
+                                         args.jwks_url, args.id, args.ehr)
     except ValueError as exc:
         sys.stderr.write(f"error: {exc}\n")
         return 2
@@ -103,7 +103,8 @@ def _clients_list(args: argparse.Namespace) -> int:
         _out(json.dumps(found))
     else:
         for client in found:
-            _out(f"{client['client_id']}  {client['type']}  {client['name']}  scope={client['scope']}")
+            ehr = "  ehr" if client["ehr"] else ""
+            _out(f"{client['client_id']}  {client['type']}  {client['name']}  scope={client['scope']}{ehr}")
     return 0
 
 
@@ -160,6 +161,8 @@ def main(argv: list[str] | None = None) -> int:
     add.add_argument("--jwks", help="file with the client's public JWKS (asymmetric clients)")
     add.add_argument("--jwks-url", help="URL of the client's JWKS (asymmetric clients)")
     add.add_argument("--id", help="client id (default: a new UUID)")
+    add.add_argument("--ehr", action="store_true", help="an EHR: its system/ token may register launch contexts "
+                     "(POST /auth/launch)")
     add.add_argument("--json", action="store_true", help="print JSON (client_id, client_secret when there is one)")
     add.set_defaults(run=_clients_add)
     listing = client_commands.add_parser("list", help="list clients")

@@ -61,6 +61,8 @@ class Settings(BaseSettings):
     auth: str = Field("on", description="on: SMART on FHIR tokens required; off: no authorization (development only)")
     auth_db: str | None = Field(None, description="The authorization server's SQLite file (default: beside the "
                                 "FHIR store, <name>-auth.db)")
+    launch_seconds: float = Field(300, gt=0, description="How long an EHR launch context (POST /auth/launch) "
+                                  "may be used; it is used once")
     expansion_limit: int = Field(10_000, description="Largest ValueSet expansion ($expand, :in, :not-in)")
     subscriptions: bool = Field(True, description="Run the subscription engine: topics, rest-hook notifications "
                                 "and follow-up Tasks from pathways")

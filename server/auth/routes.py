@@ -19,6 +19,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
 from resources.search.query import SearchQuery
+from server.auth.launch import context_visible, may_create_launch
 from server.auth.oauth import CURRENT, Endpoints, FormRequest, GrantUser
 from server.auth.service import AuthService
 from server.auth.store import check_password, digest
@@ -159,15 +160,19 @@ async def authorize(request: Request) -> Response:
     launch_context: dict[str, Any] = {}
     if "launch" in params:
         found = auth.store.launch(params["launch"])
-        if found is None:
+        if found is None or found.get("client_id", params.get("client_id")) != params.get("client_id"):
             raise_json(400, "invalid_request", "Unknown or expired 'launch'")
         launch_context = found or {}
     user = _signed_in(auth, form)
     if user is None:
         return _login_page(params, form.get("username") is not None)
     patient = launch_context.get("patient")
-    if patient is None and user.fhir_user and user.fhir_user.startswith("Patient/"):
-        patient = user.fhir_user.split("/", 1)[1]
+    if user.fhir_user and user.fhir_user.startswith("Patient/"):
+        # a patient signs in to their own record only, whatever a launch names
+        own = user.fhir_user.split("/", 1)[1]
+        if patient not in (None, own):
+            raise_json(400, "invalid_request", "This launch is not for the signed-in patient")
+        patient = own
     wants_patient = "launch/patient" in scopes or any(s.startswith("patient/") for s in scopes)
     if wants_patient and patient is None:
         chosen = form.get("patient")
@@ -177,6 +182,8 @@ async def authorize(request: Request) -> Response:
             return await _picker_page(request, auth, params, user.username or "")
     grant_user = GrantUser(user.username, user.fhir_user, patient, launch_context.get("encounter"),
                            params.get("nonce"))
+    if "launch" in params and auth.store.use_launch(params["launch"]) is None:  # used once, even concurrently
+        raise_json(400, "invalid_request", "Unknown or expired 'launch'")
     status, _, headers = await run_in_threadpool(auth.server.create_authorization_response, oauth, grant_user,
                                                  grant)
     return RedirectResponse(dict(headers)["Location"], status_code=302, headers=NO_STORE)
@@ -319,7 +326,7 @@ async def revoke(request: Request) -> Response:
 
 @router.post("/auth/launch", include_in_schema=False)
 async def create_launch(request: Request) -> Response:
-    """An EHR registers a launch context (patient, encounter); the app gets its id as `launch`."""
+    """The EHR registers a launch context (patient, encounter, optionally the client); the app gets `launch`."""
     auth = auth_service(request)
     urls = endpoints(request)
     header = request.headers.get("authorization", "")
@@ -327,13 +334,23 @@ async def create_launch(request: Request) -> Response:
         claims = _verify_access(auth, header[7:].strip(), urls) if header.lower().startswith("bearer ") else None
     except TokenError:
         claims = None
-    if claims is None or not any(s.startswith(("system/", "user/")) for s in str(claims.get("scope", "")).split()):
+    if claims is None:
         return JSONResponse({"error": "invalid_token"}, 401, {"WWW-Authenticate": 'Bearer error="invalid_token"'})
+    if not may_create_launch(auth, claims):
+        return JSONResponse({"error": "insufficient_scope", "error_description": "Only a clinician's user/ token "
+                             "or the system/ token of a client registered as an EHR may create launches"}, 403,
+                            {"WWW-Authenticate": 'Bearer error="insufficient_scope"'})
     form = await _form(request)
-    context = {k: form[k] for k in ("patient", "encounter") if form.get(k)}
+    context = {k: form[k] for k in ("patient", "encounter", "client_id") if form.get(k)}
     if "patient" not in context:
         return JSONResponse({"error": "invalid_request", "error_description": "'patient' is required"}, 400)
+    # a missing patient and one the creator may not see get the same answer (no existence oracle)
+    if not await context_visible(services(request), auth, claims, context["patient"], context.get("encounter")):
+        return JSONResponse({"error": "invalid_request", "error_description": "The patient, or the encounter of "
+                             "that patient, is not known"}, 400)
+    if "client_id" in context and auth.store.client(context["client_id"]) is None:
+        return JSONResponse({"error": "invalid_request", "error_description": "'client_id' is not a registered "
+                             "client"}, 400)
     launch = secrets.token_urlsafe(16)
-    auth.store.save_launch(launch, context, 3600)
+    auth.store.save_launch(launch, context, services(request).settings.launch_seconds)
     return JSONResponse({"launch": launch, **context}, 201)
-

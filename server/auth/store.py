@@ -34,6 +34,8 @@ CREATE TABLE IF NOT EXISTS assertions (iss TEXT NOT NULL, jti TEXT NOT NULL, exp
   PRIMARY KEY (iss, jti));
 CREATE TABLE IF NOT EXISTS launches (launch TEXT PRIMARY KEY, data TEXT NOT NULL, expires REAL NOT NULL);
 """
+# columns added after the first release: (table, column, definition), added to older files when they open
+COLUMNS = (("clients", "ehr", "INTEGER NOT NULL DEFAULT 0"),)
 CLIENT_KINDS = ("public", "confidential-symmetric", "confidential-asymmetric")
 
 
@@ -67,12 +69,13 @@ class ClientRecord:
     secret_hash: str | None = None
     jwks: dict[str, Any] | None = None
     jwks_url: str | None = None
+    ehr: bool = False  # an EHR may register launch contexts with its system/ token
 
     def summary(self) -> dict[str, Any]:
         """What `clients list` shows."""
         return {"client_id": self.client_id, "name": self.name, "type": self.kind, "scope": self.scope,
                 "redirect_uris": self.redirect_uris, "jwks_url": self.jwks_url,
-                "jwks": bool(self.jwks)}
+                "jwks": bool(self.jwks), "ehr": self.ehr}
 
 
 @dataclass
@@ -98,6 +101,10 @@ class AuthStore:
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.executescript(SCHEMA)
+        for table, column, definition in COLUMNS:
+            present = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
+            if column not in present:
+                self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
         return self
 
     def close(self) -> None:
@@ -123,20 +130,21 @@ class AuthStore:
     # -- clients -------------------------------------------------------------------------------------
     def add_client(self, record: ClientRecord) -> None:
         """Register a client (its id must be new)."""
-        self._run("INSERT INTO clients VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", (
-            record.client_id, record.name, record.kind, record.secret_hash,
-            orjson.dumps(record.jwks).decode() if record.jwks else None, record.jwks_url, record.scope,
-            orjson.dumps(record.redirect_uris).decode(), time.time()))
+        self._run("INSERT INTO clients (client_id, name, kind, secret_hash, jwks, jwks_url, scope, redirect_uris, "
+                  "created, ehr) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", (
+                      record.client_id, record.name, record.kind, record.secret_hash,
+                      orjson.dumps(record.jwks).decode() if record.jwks else None, record.jwks_url, record.scope,
+                      orjson.dumps(record.redirect_uris).decode(), time.time(), int(record.ehr)))
 
     def client(self, client_id: str) -> ClientRecord | None:
         """A client by id."""
-        rows = self._run("SELECT client_id, name, kind, secret_hash, jwks, jwks_url, scope, redirect_uris "
+        rows = self._run("SELECT client_id, name, kind, secret_hash, jwks, jwks_url, scope, redirect_uris, ehr "
                          "FROM clients WHERE client_id = ?", (client_id,))
         if not rows:
             return None
-        cid, name, kind, secret_hash, jwks, jwks_url, scope, uris = rows[0]
+        cid, name, kind, secret_hash, jwks, jwks_url, scope, uris, ehr = rows[0]
         return ClientRecord(cid, name, kind, scope, orjson.loads(uris), secret_hash,
-                            orjson.loads(jwks) if jwks else None, jwks_url)
+                            orjson.loads(jwks) if jwks else None, jwks_url, bool(ehr))
 
     def clients(self) -> list[ClientRecord]:
         """Every client."""
@@ -186,8 +194,13 @@ class AuthStore:
         self._run("INSERT INTO launches VALUES (?, ?, ?)", (launch, orjson.dumps(data).decode(), time.time() + ttl))
 
     def launch(self, launch: str) -> dict[str, Any] | None:
-        """A live launch context."""
+        """A live launch context that was not used yet."""
         rows = self._run("SELECT data FROM launches WHERE launch = ? AND expires > ?", (launch, time.time()))
+        return orjson.loads(rows[0][0]) if rows else None
+
+    def use_launch(self, launch: str) -> dict[str, Any] | None:
+        """Take a live launch context for good; None when it expired or was taken (one statement: no race)."""
+        rows = self._run("DELETE FROM launches WHERE launch = ? AND expires > ? RETURNING data", (launch, time.time()))
         return orjson.loads(rows[0][0]) if rows else None
 
     # -- refresh tokens and revocation ---------------------------------------------------------------

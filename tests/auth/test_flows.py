@@ -57,7 +57,9 @@ async def test_practitioner_picks_the_patient_in_a_standalone_launch(world: Worl
 
 
 async def test_ehr_launch_carries_patient_and_encounter(world: World) -> None:
-    ehr = await world.backend_token("system/*.rs")
+    record, secret = world.auth.add_client("EHR", "confidential-symmetric", "system/*.rs", [], ehr=True)
+    ehr = (await world.client.post(TOKEN_URL, data={"grant_type": "client_credentials", "scope": "system/*.rs"},
+                                   auth=(record.client_id, secret or ""))).json()["access_token"]
     launch = await world.client.post("/auth/launch", data={"patient": world.ids["alice"],
                                                            "encounter": world.ids["alice_enc"]},
                                      headers=world.bearer(ehr))
