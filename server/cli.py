@@ -17,6 +17,7 @@ import uvicorn
 from resources.models import resource_types
 from server.app import create_app
 from server.auth.service import AuthService
+from server.auth.signin import is_locked
 from server.auth.store import CLIENT_KINDS
 from server.settings import Settings
 
@@ -132,12 +133,30 @@ def _users_add(args: argparse.Namespace) -> int:
 
 
 def _users_list(args: argparse.Namespace) -> int:
+    settings = _settings(args)
     auth = _with_auth(args)
     try:
-        users = [{"username": u.username, "fhir_user": u.fhir_user, "name": u.name} for u in auth.store.users()]
+        locks = auth.store.signin_locks()
+        users = [{"username": u.username, "fhir_user": u.fhir_user, "name": u.name,
+                  "locked": is_locked(locks.get(u.username), settings)} for u in auth.store.users()]
     finally:
         auth.close()
-    _out(json.dumps(users) if args.json else "\n".join(f"{u['username']}  {u['fhir_user']}" for u in users))
+    _out(json.dumps(users) if args.json else "\n".join(
+        f"{u['username']}  {u['fhir_user']}{'  locked' if u['locked'] else ''}" for u in users))
+    return 0
+
+
+def _users_unlock(args: argparse.Namespace) -> int:
+    auth = _with_auth(args)
+    try:
+        known = auth.store.user(args.username) is not None
+        cleared = auth.store.clear_signin_failures(args.username)
+    finally:
+        auth.close()
+    if not known and not cleared:
+        sys.stderr.write(f"error: no user {args.username}\n")
+        return 1
+    _out(f"unlocked {args.username} (failed sign-ins forgotten)")
     return 0
 
 
@@ -183,7 +202,10 @@ def main(argv: list[str] | None = None) -> int:
     user_list = user_commands.add_parser("list", help="list users")
     user_list.add_argument("--json", action="store_true")
     user_list.set_defaults(run=_users_list)
-    for sub in (add, listing, remove, user_add, user_list):
+    unlock = user_commands.add_parser("unlock", help="lift a sign-in lockout (too many failed sign-ins)")
+    unlock.add_argument("username")
+    unlock.set_defaults(run=_users_unlock)
+    for sub in (add, listing, remove, user_add, user_list, unlock):
         sub.add_argument("--db", help="SQLite file of the FHIR store (the auth file sits beside it)")
     args = parser.parse_args(argv)
     result: int = args.run(args)

@@ -22,7 +22,8 @@ from resources.search.query import SearchQuery
 from server.auth.launch import context_visible, may_create_launch
 from server.auth.oauth import CURRENT, Endpoints, FormRequest, GrantUser
 from server.auth.service import AuthService
-from server.auth.store import check_password, digest
+from server.auth.signin import Throttled, check_credentials
+from server.auth.store import digest
 from server.auth.tokens import TokenError
 from server.context import FHIR_PREFIX, base_url, services
 
@@ -121,11 +122,11 @@ async def _form(request: Request) -> dict[str, str]:
     return {k: v for k, v in form.items() if isinstance(v, str)}
 
 
-def _page(title: str, body: str, status: int = 200) -> HTMLResponse:
+def _page(title: str, body: str, status: int = 200, headers: dict[str, str] | None = None) -> HTMLResponse:
     style = "body{font-family:sans-serif;max-width:28rem;margin:3rem auto}input,button{display:block;margin:.4rem 0}"
     return HTMLResponse(f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
                         f"<style>{style}</style></head><body><h1>{html.escape(title)}</h1>{body}</body></html>",
-                        status, headers={**NO_STORE, "X-Frame-Options": "DENY",
+                        status, headers={**NO_STORE, **(headers or {}), "X-Frame-Options": "DENY",
                                          "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
                                                                     "form-action 'self'"})
 
@@ -163,7 +164,10 @@ async def authorize(request: Request) -> Response:
         if found is None or found.get("client_id", params.get("client_id")) != params.get("client_id"):
             raise_json(400, "invalid_request", "Unknown or expired 'launch'")
         launch_context = found or {}
-    user = _signed_in(auth, form)
+    try:
+        user = await _signed_in(request, auth, form)
+    except Throttled as exc:
+        return _throttled_page(params, exc.retry_after)
     if user is None:
         return _login_page(params, form.get("username") is not None)
     patient = launch_context.get("patient")
@@ -189,7 +193,7 @@ async def authorize(request: Request) -> Response:
     return RedirectResponse(dict(headers)["Location"], status_code=302, headers=NO_STORE)
 
 
-def _signed_in(auth: AuthService, form: dict[str, str]) -> GrantUser | None:
+async def _signed_in(request: Request, auth: AuthService, form: dict[str, str]) -> GrantUser | None:
     if form.get("session"):
         try:
             claims = auth.signer.decode(form["session"], "login+jwt", "careloop-login", None)
@@ -200,10 +204,9 @@ def _signed_in(auth: AuthService, form: dict[str, str]) -> GrantUser | None:
     username, password = form.get("username"), form.get("password")
     if not username or password is None:
         return None
-    found = auth.store.user(username)
-    if found is None or not check_password(password, found.password_hash):
-        return None
-    return GrantUser(found.username, found.fhir_user)
+    address = request.client.host if request.client else "unknown"
+    found = await check_credentials(auth.store, services(request).settings, username, password, address)
+    return GrantUser(found.username, found.fhir_user) if found else None
 
 
 def _login_page(params: dict[str, str], failed: bool) -> HTMLResponse:
@@ -213,6 +216,16 @@ def _login_page(params: dict[str, str], failed: bool) -> HTMLResponse:
             "<label>Password <input name='password' type='password' autocomplete='current-password' required>"
             "</label><button type='submit'>Sign in</button></form>")
     return _page("Sign in to CareLoop", body, 401 if failed else 200)
+
+
+def _throttled_page(params: dict[str, str], retry_after: int) -> HTMLResponse:
+    minutes = max(1, round(retry_after / 60))
+    body = (f"<p role='alert'>Too many failed sign-ins. Try again in about {minutes} minute(s), or ask an "
+            f"administrator to unlock the account.</p><form method='post' action='authorize'>{_hidden(params)}"
+            "<label>User name <input name='username' autocomplete='username' required></label>"
+            "<label>Password <input name='password' type='password' autocomplete='current-password' required>"
+            "</label><button type='submit'>Sign in</button></form>")
+    return _page("Sign in to CareLoop", body, 429, {"Retry-After": str(retry_after)})
 
 
 async def _picker_page(request: Request, auth: AuthService, params: dict[str, str], username: str) -> HTMLResponse:

@@ -33,6 +33,9 @@ CREATE TABLE IF NOT EXISTS revoked_families (family TEXT PRIMARY KEY, expires RE
 CREATE TABLE IF NOT EXISTS assertions (iss TEXT NOT NULL, jti TEXT NOT NULL, expires REAL NOT NULL,
   PRIMARY KEY (iss, jti));
 CREATE TABLE IF NOT EXISTS launches (launch TEXT PRIMARY KEY, data TEXT NOT NULL, expires REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS signin_users (username TEXT PRIMARY KEY, failures INTEGER NOT NULL, locked_at REAL);
+CREATE TABLE IF NOT EXISTS signin_addresses (address TEXT PRIMARY KEY, failures INTEGER NOT NULL,
+  since REAL NOT NULL);
 """
 # columns added after the first release: (table, column, definition), added to older files when they open
 COLUMNS = (("clients", "ehr", "INTEGER NOT NULL DEFAULT 0"),)
@@ -202,6 +205,44 @@ class AuthStore:
         """Take a live launch context for good; None when it expired or was taken (one statement: no race)."""
         rows = self._run("DELETE FROM launches WHERE launch = ? AND expires > ? RETURNING data", (launch, time.time()))
         return orjson.loads(rows[0][0]) if rows else None
+
+    # -- failed sign-ins -----------------------------------------------------------------------------
+    def signin_lock(self, username: str) -> float | None:
+        """When this user name was locked, None when it is not."""
+        rows = self._run("SELECT locked_at FROM signin_users WHERE username = ?", (username,))
+        return rows[0][0] if rows else None
+
+    def signin_locks(self) -> dict[str, float]:
+        """Every locked user name with when it was locked."""
+        return dict(self._run("SELECT username, locked_at FROM signin_users WHERE locked_at IS NOT NULL"))
+
+    def address_failures(self, address: str, window: float) -> tuple[int, float]:
+        """Failed sign-ins from an address in its current window, and when that window began."""
+        rows = self._run("SELECT failures, since FROM signin_addresses WHERE address = ? AND since > ?",
+                         (address, time.time() - window))
+        return (int(rows[0][0]), float(rows[0][1])) if rows else (0, 0.0)
+
+    def count_signin_failure(self, username: str, address: str, window: float, lock_after: int,
+                             lock_seconds: float) -> tuple[float | None, int, float]:
+        """Count a failed sign-in; (when the user name is locked or None, the address's failures, its window)."""
+        now = time.time()
+        if lock_seconds > 0:  # a lock that ran out starts the count again
+            self._run("DELETE FROM signin_users WHERE username = ? AND locked_at <= ?", (username, now - lock_seconds))
+        # one upsert each: concurrent failures are all counted
+        locked_at = self._run(
+            "INSERT INTO signin_users VALUES (?, 1, ?) ON CONFLICT (username) DO UPDATE SET failures = failures + 1, "
+            "locked_at = CASE WHEN locked_at IS NULL AND failures + 1 >= ? THEN ? ELSE locked_at END "
+            "RETURNING locked_at", (username, now if lock_after <= 1 else None, lock_after, now))[0][0]
+        failures, since = self._run(
+            "INSERT INTO signin_addresses VALUES (?, 1, ?) ON CONFLICT (address) DO UPDATE SET "
+            "failures = CASE WHEN since <= ? THEN 1 ELSE failures + 1 END, "
+            "since = CASE WHEN since <= ? THEN ? ELSE since END RETURNING failures, since",
+            (address, now, now - window, now - window, now))[0]
+        return locked_at, int(failures), float(since)
+
+    def clear_signin_failures(self, username: str) -> bool:
+        """Forget a user name's failures and lock (a successful sign-in, or an administrator); False when none."""
+        return bool(self._run("DELETE FROM signin_users WHERE username = ? RETURNING username", (username,)))
 
     # -- refresh tokens and revocation ---------------------------------------------------------------
     def save_refresh(self, token: str, family: str, client_id: str, data: dict[str, Any], ttl: float) -> None:
