@@ -12,15 +12,14 @@ import secrets
 import time
 from typing import Any
 
-import orjson
 from authlib.oauth2.rfc6749.errors import OAuth2Error
 from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
-from resources.search.query import SearchQuery
 from server.auth.launch import context_visible, may_create_launch
 from server.auth.oauth import CURRENT, Endpoints, FormRequest, GrantUser
+from server.auth.picker import choices, may_pick
 from server.auth.service import AuthService
 from server.auth.signin import Throttled, check_credentials
 from server.auth.store import digest
@@ -180,10 +179,13 @@ async def authorize(request: Request) -> Response:
     wants_patient = "launch/patient" in scopes or any(s.startswith("patient/") for s in scopes)
     if wants_patient and patient is None:
         chosen = form.get("patient")
-        if chosen and await services(request).repository.store.read("Patient", chosen):
+        # a patient the user may not pick is answered exactly like one that does not exist: the picker again
+        if chosen and await may_pick(services(request), auth.known_types, grant.request.scope or "",
+                                     params.get("client_id", ""), user.fhir_user, chosen):
             patient = chosen
         else:
-            return await _picker_page(request, auth, params, user.username or "")
+            return await _picker_page(request, auth, params, user, grant.request.scope or "",
+                                      form.get("q", "").strip()[:100])
     grant_user = GrantUser(user.username, user.fhir_user, patient, launch_context.get("encounter"),
                            params.get("nonce"))
     if "launch" in params and auth.store.use_launch(params["launch"]) is None:  # used once, even concurrently
@@ -228,22 +230,27 @@ def _throttled_page(params: dict[str, str], retry_after: int) -> HTMLResponse:
     return _page("Sign in to CareLoop", body, 429, {"Retry-After": str(retry_after)})
 
 
-async def _picker_page(request: Request, auth: AuthService, params: dict[str, str], username: str) -> HTMLResponse:
+async def _picker_page(request: Request, auth: AuthService, params: dict[str, str], user: GrantUser, scope: str,
+                       name: str) -> HTMLResponse:
     now = int(time.time())
-    session = auth.signer.sign({"iss": "careloop-login", "sub": username, "iat": now, "exp": now + LOGIN_SECONDS},
-                               "login+jwt")
-    page = await services(request).repository.store.search(SearchQuery("Patient", count=100))
-    choices = []
-    for res in page.resources:
-        body = orjson.loads(res.body or b"{}")
-        name = " ".join(" ".join(n.get("given", [])) + " " + n.get("family", "") for n in body.get("name", [])[:1])
-        choices.append(f"<label><input type='radio' name='patient' value='{html.escape(res.id)}' required> "
-                       f"{html.escape(name.strip() or res.id)} ({html.escape(res.id)})</label>")
-    body_html = (f"<form method='post' action='authorize'>{_hidden(params)}"
-                 f"<input type='hidden' name='session' value='{html.escape(session)}'>"
-                 f"{''.join(choices) or '<p>No patients are stored yet.</p>'}"
-                 "<button type='submit'>Continue</button></form>")
-    return _page("Choose a patient", body_html)
+    session = auth.signer.sign({"iss": "careloop-login", "sub": user.username or "", "iat": now,
+                                "exp": now + LOGIN_SECONDS}, "login+jwt")
+    kept = f"{_hidden(params)}<input type='hidden' name='session' value='{html.escape(session)}'>"
+    found, more = await choices(services(request), auth.known_types, scope,
+                                params.get("client_id", ""), user.fhir_user, name)
+    radios = "".join(f"<label><input type='radio' name='patient' value='{html.escape(c.id)}' required> "
+                     f"{html.escape(c.label)} ({html.escape(c.id)})</label>" for c in found)
+    search = (f"<form method='post' action='authorize'>{kept}<label>Name <input name='q' type='search' "
+              f"value='{html.escape(name)}'></label><button type='submit'>Search</button></form>")
+    if found:
+        note = "<p>More patients match: search by name to narrow the list.</p>" if more else ""
+        chooser = (f"{note}<form method='post' action='authorize'>{kept}{radios}"
+                   "<button type='submit'>Continue</button></form>")
+    elif name:
+        chooser = "<p>No patients you may see match that name.</p>"
+    else:
+        chooser = "<p>No patients are available to you in this app.</p>"
+    return _page("Choose a patient", search + chooser)
 
 
 @router.post("/auth/token", include_in_schema=False)
