@@ -176,6 +176,10 @@ async def authorize(request: Request) -> Response:
         if patient not in (None, own):
             raise_json(400, "invalid_request", "This launch is not for the signed-in patient")
         patient = own
+    elif patient is not None and (user.fhir_user or "").startswith("RelatedPerson/") and not await may_pick(
+            services(request), auth.known_types, grant.request.scope or "", params.get("client_id", ""),
+            user.fhir_user, patient):
+        raise_json(400, "invalid_request", "This launch is not for the signed-in person's patient")
     wants_patient = "launch/patient" in scopes or any(s.startswith("patient/") for s in scopes)
     if wants_patient and patient is None:
         chosen = form.get("patient")

@@ -20,7 +20,7 @@ import pytest
 
 from server.app import create_app
 from server.settings import Settings
-from tests.auth.conftest import FHIR, REDIRECT, World, build_world, challenge
+from tests.auth.conftest import FHIR, REDIRECT, World, _create, build_world, challenge
 
 pytestmark = pytest.mark.anyio
 ROOT = Path(__file__).parent.parent.parent
@@ -89,6 +89,21 @@ async def test_a_patient_user_keeps_their_own_patient_context(world: World) -> N
     bob = await world.client.get(f"/fhir/Observation/{world.ids['bob_vital']}",
                                  headers=world.bearer(token["access_token"]))
     assert bob.status_code == 404
+
+
+async def test_a_related_person_uses_only_a_launch_for_their_patient(world: World) -> None:
+    carer = await _create(world.client, world.admin, {"resourceType": "RelatedPerson", "patient": {
+        "reference": f"Patient/{world.ids['alice']}"}})
+    world.auth.store.add_user("carer", "secret", f"RelatedPerson/{carer}")
+    clinician = await user_token(world, "drsmith")
+    scope = "launch openid fhirUser patient/*.rs"
+    client_id, _ = world.app_client(scope)
+    for_bob = (await new_launch(world, clinician, patient=world.ids["bob"])).json()["launch"]
+    refused = await sign_in_with_launch(world, client_id, scope, "carer", for_bob)
+    assert refused.status_code == 400 and oauth_error(refused) == "invalid_request"
+    for_alice = (await new_launch(world, clinician, patient=world.ids["alice"])).json()["launch"]
+    code = code_of(await sign_in_with_launch(world, client_id, scope, "carer", for_alice))
+    assert (world.auth.store.code(code, client_id) or {})["patient"] == world.ids["alice"]
 
 
 @pytest.mark.parametrize("scope", ["system/*.rs", "system/Observation.c"])
