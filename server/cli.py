@@ -17,6 +17,7 @@ import uvicorn
 from resources.models import resource_types
 from server.app import create_app
 from server.auth.service import AuthService
+from server.auth.signin import is_locked
 from server.auth.store import CLIENT_KINDS
 from server.settings import Settings
 
@@ -82,7 +83,7 @@ def _clients_add(args: argparse.Namespace) -> int:
     auth = _with_auth(args)
     try:
         record, secret = auth.add_client(args.name, args.type, args.scope, args.redirect_uri or [], jwks,
-                                         args.jwks_url, args.id, args.resource_server)
+                                         args.jwks_url, args.id, args.resource_server, args.ehr)
     except ValueError as exc:
         sys.stderr.write(f"error: {exc}\n")
         return 2
@@ -103,8 +104,9 @@ def _clients_list(args: argparse.Namespace) -> int:
         _out(json.dumps(found))
     else:
         for client in found:
-            role = "  resource-server" if client["resource_server"] else ""
-            _out(f"{client['client_id']}  {client['type']}{role}  {client['name']}  scope={client['scope']}")
+            roles = "".join(f"  {role}" for role, on in (("resource-server", client["resource_server"]),
+                                                         ("ehr", client["ehr"])) if on)
+            _out(f"{client['client_id']}  {client['type']}{roles}  {client['name']}  scope={client['scope']}")
     return 0
 
 
@@ -132,12 +134,30 @@ def _users_add(args: argparse.Namespace) -> int:
 
 
 def _users_list(args: argparse.Namespace) -> int:
+    settings = _settings(args)
     auth = _with_auth(args)
     try:
-        users = [{"username": u.username, "fhir_user": u.fhir_user, "name": u.name} for u in auth.store.users()]
+        locks = auth.store.signin_locks()
+        users = [{"username": u.username, "fhir_user": u.fhir_user, "name": u.name,
+                  "locked": is_locked(locks.get(u.username), settings)} for u in auth.store.users()]
     finally:
         auth.close()
-    _out(json.dumps(users) if args.json else "\n".join(f"{u['username']}  {u['fhir_user']}" for u in users))
+    _out(json.dumps(users) if args.json else "\n".join(
+        f"{u['username']}  {u['fhir_user']}{'  locked' if u['locked'] else ''}" for u in users))
+    return 0
+
+
+def _users_unlock(args: argparse.Namespace) -> int:
+    auth = _with_auth(args)
+    try:
+        known = auth.store.user(args.username) is not None
+        cleared = auth.store.clear_signin_failures(args.username)
+    finally:
+        auth.close()
+    if not known and not cleared:
+        sys.stderr.write(f"error: no user {args.username}\n")
+        return 1
+    _out(f"unlocked {args.username} (failed sign-ins forgotten)")
     return 0
 
 
@@ -163,6 +183,8 @@ def main(argv: list[str] | None = None) -> int:
     add.add_argument("--id", help="client id (default: a new UUID)")
     add.add_argument("--resource-server", action="store_true",
                      help="a resource server: may introspect every token, not only its own (confidential clients)")
+    add.add_argument("--ehr", action="store_true", help="an EHR: its system/ token may register launch contexts "
+                     "(POST /auth/launch)")
     add.add_argument("--json", action="store_true", help="print JSON (client_id, client_secret when there is one)")
     add.set_defaults(run=_clients_add)
     listing = client_commands.add_parser("list", help="list clients")
@@ -183,7 +205,10 @@ def main(argv: list[str] | None = None) -> int:
     user_list = user_commands.add_parser("list", help="list users")
     user_list.add_argument("--json", action="store_true")
     user_list.set_defaults(run=_users_list)
-    for sub in (add, listing, remove, user_add, user_list):
+    unlock = user_commands.add_parser("unlock", help="lift a sign-in lockout (too many failed sign-ins)")
+    unlock.add_argument("username")
+    unlock.set_defaults(run=_users_unlock)
+    for sub in (add, listing, remove, user_add, user_list, unlock):
         sub.add_argument("--db", help="SQLite file of the FHIR store (the auth file sits beside it)")
     args = parser.parse_args(argv)
     result: int = args.run(args)

@@ -61,6 +61,18 @@ class Settings(BaseSettings):
     auth: str = Field("on", description="on: SMART on FHIR tokens required; off: no authorization (development only)")
     auth_db: str | None = Field(None, description="The authorization server's SQLite file (default: beside the "
                                 "FHIR store, <name>-auth.db)")
+    launch_seconds: float = Field(300, gt=0, description="How long an EHR launch context (POST /auth/launch) "
+                                  "may be used; it is used once")
+    signin_user_failures: int = Field(10, ge=1, description="Failed sign-ins of one user name (known or not) "
+                                      "that lock it: sign-in is refused (429) until `python -m server users "
+                                      "unlock` or CARELOOP_SIGNIN_LOCK_SECONDS pass")
+    signin_lock_seconds: float = Field(86400, ge=0, description="How long a locked user name stays locked "
+                                       "unless an administrator unlocks it first; 0: until unlocked")
+    signin_address_failures: int = Field(30, ge=1, description="Failed sign-ins from one client address within "
+                                         "CARELOOP_SIGNIN_ADDRESS_WINDOW_SECONDS after which that address is "
+                                         "refused (429) until the window ends")
+    signin_address_window_seconds: float = Field(900, gt=0, description="The window of "
+                                                 "CARELOOP_SIGNIN_ADDRESS_FAILURES")
     expansion_limit: int = Field(10_000, description="Largest ValueSet expansion ($expand, :in, :not-in)")
     subscriptions: bool = Field(True, description="Run the subscription engine: topics, rest-hook notifications "
                                 "and follow-up Tasks from pathways")

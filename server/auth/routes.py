@@ -12,17 +12,18 @@ import secrets
 import time
 from typing import Any
 
-import orjson
 from authlib.oauth2.rfc6749.errors import OAuth2Error
 from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
-from resources.search.query import SearchQuery
 from server.auth.introspection import CLIENT_METHODS, Refused, authenticate_caller, describe
+from server.auth.launch import context_visible, may_create_launch
 from server.auth.oauth import CURRENT, Endpoints, FormRequest, GrantUser
+from server.auth.picker import choices, may_pick
 from server.auth.service import AuthService
-from server.auth.store import check_password, digest
+from server.auth.signin import Throttled, check_credentials
+from server.auth.store import digest
 from server.auth.tokens import TokenError
 from server.context import FHIR_PREFIX, base_url, services
 
@@ -123,11 +124,11 @@ async def _form(request: Request) -> dict[str, str]:
     return {k: v for k, v in form.items() if isinstance(v, str)}
 
 
-def _page(title: str, body: str, status: int = 200) -> HTMLResponse:
+def _page(title: str, body: str, status: int = 200, headers: dict[str, str] | None = None) -> HTMLResponse:
     style = "body{font-family:sans-serif;max-width:28rem;margin:3rem auto}input,button{display:block;margin:.4rem 0}"
     return HTMLResponse(f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
                         f"<style>{style}</style></head><body><h1>{html.escape(title)}</h1>{body}</body></html>",
-                        status, headers={**NO_STORE, "X-Frame-Options": "DENY",
+                        status, headers={**NO_STORE, **(headers or {}), "X-Frame-Options": "DENY",
                                          "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
                                                                     "form-action 'self'"})
 
@@ -162,30 +163,46 @@ async def authorize(request: Request) -> Response:
     launch_context: dict[str, Any] = {}
     if "launch" in params:
         found = auth.store.launch(params["launch"])
-        if found is None:
+        if found is None or found.get("client_id", params.get("client_id")) != params.get("client_id"):
             raise_json(400, "invalid_request", "Unknown or expired 'launch'")
         launch_context = found or {}
-    user = _signed_in(auth, form)
+    try:
+        user = await _signed_in(request, auth, form)
+    except Throttled as exc:
+        return _throttled_page(params, exc.retry_after)
     if user is None:
         return _login_page(params, form.get("username") is not None)
     patient = launch_context.get("patient")
-    if patient is None and user.fhir_user and user.fhir_user.startswith("Patient/"):
-        patient = user.fhir_user.split("/", 1)[1]
+    if user.fhir_user and user.fhir_user.startswith("Patient/"):
+        # a patient signs in to their own record only, whatever a launch names
+        own = user.fhir_user.split("/", 1)[1]
+        if patient not in (None, own):
+            raise_json(400, "invalid_request", "This launch is not for the signed-in patient")
+        patient = own
+    elif patient is not None and (user.fhir_user or "").startswith("RelatedPerson/") and not await may_pick(
+            services(request), auth.known_types, grant.request.scope or "", params.get("client_id", ""),
+            user.fhir_user, patient):
+        raise_json(400, "invalid_request", "This launch is not for the signed-in person's patient")
     wants_patient = "launch/patient" in scopes or any(s.startswith("patient/") for s in scopes)
     if wants_patient and patient is None:
         chosen = form.get("patient")
-        if chosen and await services(request).repository.store.read("Patient", chosen):
+        # a patient the user may not pick is answered exactly like one that does not exist: the picker again
+        if chosen and await may_pick(services(request), auth.known_types, grant.request.scope or "",
+                                     params.get("client_id", ""), user.fhir_user, chosen):
             patient = chosen
         else:
-            return await _picker_page(request, auth, params, user.username or "")
+            return await _picker_page(request, auth, params, user, grant.request.scope or "",
+                                      form.get("q", "").strip()[:100])
     grant_user = GrantUser(user.username, user.fhir_user, patient, launch_context.get("encounter"),
                            params.get("nonce"))
+    if "launch" in params and auth.store.use_launch(params["launch"]) is None:  # used once, even concurrently
+        raise_json(400, "invalid_request", "Unknown or expired 'launch'")
     status, _, headers = await run_in_threadpool(auth.server.create_authorization_response, oauth, grant_user,
                                                  grant)
     return RedirectResponse(dict(headers)["Location"], status_code=302, headers=NO_STORE)
 
 
-def _signed_in(auth: AuthService, form: dict[str, str]) -> GrantUser | None:
+async def _signed_in(request: Request, auth: AuthService, form: dict[str, str]) -> GrantUser | None:
     if form.get("session"):
         try:
             claims = auth.signer.decode(form["session"], "login+jwt", "careloop-login", None)
@@ -196,10 +213,9 @@ def _signed_in(auth: AuthService, form: dict[str, str]) -> GrantUser | None:
     username, password = form.get("username"), form.get("password")
     if not username or password is None:
         return None
-    found = auth.store.user(username)
-    if found is None or not check_password(password, found.password_hash):
-        return None
-    return GrantUser(found.username, found.fhir_user)
+    address = request.client.host if request.client else "unknown"
+    found = await check_credentials(auth.store, services(request).settings, username, password, address)
+    return GrantUser(found.username, found.fhir_user) if found else None
 
 
 def _login_page(params: dict[str, str], failed: bool) -> HTMLResponse:
@@ -211,22 +227,37 @@ def _login_page(params: dict[str, str], failed: bool) -> HTMLResponse:
     return _page("Sign in to CareLoop", body, 401 if failed else 200)
 
 
-async def _picker_page(request: Request, auth: AuthService, params: dict[str, str], username: str) -> HTMLResponse:
+def _throttled_page(params: dict[str, str], retry_after: int) -> HTMLResponse:
+    minutes = max(1, round(retry_after / 60))
+    body = (f"<p role='alert'>Too many failed sign-ins. Try again in about {minutes} minute(s), or ask an "
+            f"administrator to unlock the account.</p><form method='post' action='authorize'>{_hidden(params)}"
+            "<label>User name <input name='username' autocomplete='username' required></label>"
+            "<label>Password <input name='password' type='password' autocomplete='current-password' required>"
+            "</label><button type='submit'>Sign in</button></form>")
+    return _page("Sign in to CareLoop", body, 429, {"Retry-After": str(retry_after)})
+
+
+async def _picker_page(request: Request, auth: AuthService, params: dict[str, str], user: GrantUser, scope: str,
+                       name: str) -> HTMLResponse:
     now = int(time.time())
-    session = auth.signer.sign({"iss": "careloop-login", "sub": username, "iat": now, "exp": now + LOGIN_SECONDS},
-                               "login+jwt")
-    page = await services(request).repository.store.search(SearchQuery("Patient", count=100))
-    choices = []
-    for res in page.resources:
-        body = orjson.loads(res.body or b"{}")
-        name = " ".join(" ".join(n.get("given", [])) + " " + n.get("family", "") for n in body.get("name", [])[:1])
-        choices.append(f"<label><input type='radio' name='patient' value='{html.escape(res.id)}' required> "
-                       f"{html.escape(name.strip() or res.id)} ({html.escape(res.id)})</label>")
-    body_html = (f"<form method='post' action='authorize'>{_hidden(params)}"
-                 f"<input type='hidden' name='session' value='{html.escape(session)}'>"
-                 f"{''.join(choices) or '<p>No patients are stored yet.</p>'}"
-                 "<button type='submit'>Continue</button></form>")
-    return _page("Choose a patient", body_html)
+    session = auth.signer.sign({"iss": "careloop-login", "sub": user.username or "", "iat": now,
+                                "exp": now + LOGIN_SECONDS}, "login+jwt")
+    kept = f"{_hidden(params)}<input type='hidden' name='session' value='{html.escape(session)}'>"
+    found, more = await choices(services(request), auth.known_types, scope,
+                                params.get("client_id", ""), user.fhir_user, name)
+    radios = "".join(f"<label><input type='radio' name='patient' value='{html.escape(c.id)}' required> "
+                     f"{html.escape(c.label)} ({html.escape(c.id)})</label>" for c in found)
+    search = (f"<form method='post' action='authorize'>{kept}<label>Name <input name='q' type='search' "
+              f"value='{html.escape(name)}'></label><button type='submit'>Search</button></form>")
+    if found:
+        note = "<p>More patients match: search by name to narrow the list.</p>" if more else ""
+        chooser = (f"{note}<form method='post' action='authorize'>{kept}{radios}"
+                   "<button type='submit'>Continue</button></form>")
+    elif name:
+        chooser = "<p>No patients you may see match that name.</p>"
+    else:
+        chooser = "<p>No patients are available to you in this app.</p>"
+    return _page("Choose a patient", search + chooser)
 
 
 @router.post("/auth/token", include_in_schema=False)
@@ -308,7 +339,7 @@ async def revoke(request: Request) -> Response:
 
 @router.post("/auth/launch", include_in_schema=False)
 async def create_launch(request: Request) -> Response:
-    """An EHR registers a launch context (patient, encounter); the app gets its id as `launch`."""
+    """The EHR registers a launch context (patient, encounter, optionally the client); the app gets `launch`."""
     auth = auth_service(request)
     urls = endpoints(request)
     header = request.headers.get("authorization", "")
@@ -316,13 +347,23 @@ async def create_launch(request: Request) -> Response:
         claims = _verify_access(auth, header[7:].strip(), urls) if header.lower().startswith("bearer ") else None
     except TokenError:
         claims = None
-    if claims is None or not any(s.startswith(("system/", "user/")) for s in str(claims.get("scope", "")).split()):
+    if claims is None:
         return JSONResponse({"error": "invalid_token"}, 401, {"WWW-Authenticate": 'Bearer error="invalid_token"'})
+    if not may_create_launch(auth, claims):
+        return JSONResponse({"error": "insufficient_scope", "error_description": "Only a clinician's user/ token "
+                             "or the system/ token of a client registered as an EHR may create launches"}, 403,
+                            {"WWW-Authenticate": 'Bearer error="insufficient_scope"'})
     form = await _form(request)
-    context = {k: form[k] for k in ("patient", "encounter") if form.get(k)}
+    context = {k: form[k] for k in ("patient", "encounter", "client_id") if form.get(k)}
     if "patient" not in context:
         return JSONResponse({"error": "invalid_request", "error_description": "'patient' is required"}, 400)
+    # a missing patient and one the creator may not see get the same answer (no existence oracle)
+    if not await context_visible(services(request), auth, claims, context["patient"], context.get("encounter")):
+        return JSONResponse({"error": "invalid_request", "error_description": "The patient, or the encounter of "
+                             "that patient, is not known"}, 400)
+    if "client_id" in context and auth.store.client(context["client_id"]) is None:
+        return JSONResponse({"error": "invalid_request", "error_description": "'client_id' is not a registered "
+                             "client"}, 400)
     launch = secrets.token_urlsafe(16)
-    auth.store.save_launch(launch, context, 3600)
+    auth.store.save_launch(launch, context, services(request).settings.launch_seconds)
     return JSONResponse({"launch": launch, **context}, 201)
-

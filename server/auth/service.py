@@ -61,7 +61,8 @@ class AuthService:
 
     def add_client(self, name: str, kind: str, scope: str, redirect_uris: list[str],
                    jwks: dict[str, Any] | None = None, jwks_url: str | None = None,
-                   client_id: str | None = None, resource_server: bool = False) -> tuple[ClientRecord, str | None]:
+                   client_id: str | None = None, resource_server: bool = False,
+                   ehr: bool = False) -> tuple[ClientRecord, str | None]:
         """Register a client; returns it with its secret (shown once) for a symmetric client."""
         if kind not in CLIENT_KINDS:
             raise ValueError(f"client type must be one of {', '.join(CLIENT_KINDS)}")
@@ -72,6 +73,6 @@ class AuthService:
             raise ValueError("an asymmetric client needs --jwks or --jwks-url")
         secret = secrets.token_urlsafe(32) if kind == "confidential-symmetric" else None
         record = ClientRecord(client_id or str(uuid.uuid4()), name, kind, scope, redirect_uris,
-                              digest(secret) if secret else None, jwks, jwks_url, resource_server)
+                              digest(secret) if secret else None, jwks, jwks_url, resource_server, ehr)
         self.store.add_client(record)
         return record, secret

@@ -36,7 +36,13 @@ CREATE TABLE IF NOT EXISTS assertions (iss TEXT NOT NULL, jti TEXT NOT NULL, exp
 CREATE TABLE IF NOT EXISTS launches (launch TEXT PRIMARY KEY, data TEXT NOT NULL, expires REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS redeemed_codes (code TEXT PRIMARY KEY, jti TEXT NOT NULL, family TEXT NOT NULL,
   expires REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS signin_users (username TEXT PRIMARY KEY, failures INTEGER NOT NULL, locked_at REAL);
+CREATE TABLE IF NOT EXISTS signin_addresses (address TEXT PRIMARY KEY, failures INTEGER NOT NULL,
+  since REAL NOT NULL);
 """
+# columns added after the first release: (table, column, definition), added to older files when they open
+COLUMNS = (("clients", "resource_server", "INTEGER NOT NULL DEFAULT 0"),
+           ("clients", "ehr", "INTEGER NOT NULL DEFAULT 0"))
 CLIENT_KINDS = ("public", "confidential-symmetric", "confidential-asymmetric")
 
 
@@ -71,12 +77,13 @@ class ClientRecord:
     jwks: dict[str, Any] | None = None
     jwks_url: str | None = None
     resource_server: bool = False  # may introspect every token (RFC 7662 §4)
+    ehr: bool = False  # an EHR may register launch contexts with its system/ token
 
     def summary(self) -> dict[str, Any]:
         """What `clients list` shows."""
         return {"client_id": self.client_id, "name": self.name, "type": self.kind, "scope": self.scope,
                 "redirect_uris": self.redirect_uris, "jwks_url": self.jwks_url,
-                "jwks": bool(self.jwks), "resource_server": self.resource_server}
+                "jwks": bool(self.jwks), "resource_server": self.resource_server, "ehr": self.ehr}
 
 
 @dataclass
@@ -102,9 +109,10 @@ class AuthStore:
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.executescript(SCHEMA)
-        columns = {row[1] for row in self._db.execute("PRAGMA table_info(clients)")}
-        if "resource_server" not in columns:  # an auth file made before resource servers existed
-            self._db.execute("ALTER TABLE clients ADD COLUMN resource_server INTEGER NOT NULL DEFAULT 0")
+        for table, column, definition in COLUMNS:
+            present = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
+            if column not in present:
+                self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
         return self
 
     def close(self) -> None:
@@ -131,20 +139,21 @@ class AuthStore:
     def add_client(self, record: ClientRecord) -> None:
         """Register a client (its id must be new)."""
         self._run("INSERT INTO clients (client_id, name, kind, secret_hash, jwks, jwks_url, scope, redirect_uris, "
-                  "created, resource_server) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", (
+                  "created, resource_server, ehr) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", (
                       record.client_id, record.name, record.kind, record.secret_hash,
                       orjson.dumps(record.jwks).decode() if record.jwks else None, record.jwks_url, record.scope,
-                      orjson.dumps(record.redirect_uris).decode(), time.time(), int(record.resource_server)))
+                      orjson.dumps(record.redirect_uris).decode(), time.time(), int(record.resource_server),
+                      int(record.ehr)))
 
     def client(self, client_id: str) -> ClientRecord | None:
         """A client by id."""
         rows = self._run("SELECT client_id, name, kind, secret_hash, jwks, jwks_url, scope, redirect_uris, "
-                         "resource_server FROM clients WHERE client_id = ?", (client_id,))
+                         "resource_server, ehr FROM clients WHERE client_id = ?", (client_id,))
         if not rows:
             return None
-        cid, name, kind, secret_hash, jwks, jwks_url, scope, uris, resource_server = rows[0]
+        cid, name, kind, secret_hash, jwks, jwks_url, scope, uris, resource_server, ehr = rows[0]
         return ClientRecord(cid, name, kind, scope, orjson.loads(uris), secret_hash,
-                            orjson.loads(jwks) if jwks else None, jwks_url, bool(resource_server))
+                            orjson.loads(jwks) if jwks else None, jwks_url, bool(resource_server), bool(ehr))
 
     def clients(self) -> list[ClientRecord]:
         """Every client."""
@@ -216,9 +225,52 @@ class AuthStore:
         self._run("INSERT INTO launches VALUES (?, ?, ?)", (launch, orjson.dumps(data).decode(), time.time() + ttl))
 
     def launch(self, launch: str) -> dict[str, Any] | None:
-        """A live launch context."""
+        """A live launch context that was not used yet."""
         rows = self._run("SELECT data FROM launches WHERE launch = ? AND expires > ?", (launch, time.time()))
         return orjson.loads(rows[0][0]) if rows else None
+
+    def use_launch(self, launch: str) -> dict[str, Any] | None:
+        """Take a live launch context for good; None when it expired or was taken (one statement: no race)."""
+        rows = self._run("DELETE FROM launches WHERE launch = ? AND expires > ? RETURNING data", (launch, time.time()))
+        return orjson.loads(rows[0][0]) if rows else None
+
+    # -- failed sign-ins -----------------------------------------------------------------------------
+    def signin_lock(self, username: str) -> float | None:
+        """When this user name was locked, None when it is not."""
+        rows = self._run("SELECT locked_at FROM signin_users WHERE username = ?", (username,))
+        return rows[0][0] if rows else None
+
+    def signin_locks(self) -> dict[str, float]:
+        """Every locked user name with when it was locked."""
+        return dict(self._run("SELECT username, locked_at FROM signin_users WHERE locked_at IS NOT NULL"))
+
+    def address_failures(self, address: str, window: float) -> tuple[int, float]:
+        """Failed sign-ins from an address in its current window, and when that window began."""
+        rows = self._run("SELECT failures, since FROM signin_addresses WHERE address = ? AND since > ?",
+                         (address, time.time() - window))
+        return (int(rows[0][0]), float(rows[0][1])) if rows else (0, 0.0)
+
+    def count_signin_failure(self, username: str, address: str, window: float, lock_after: int,
+                             lock_seconds: float) -> tuple[float | None, int, float]:
+        """Count a failed sign-in; (when the user name is locked or None, the address's failures, its window)."""
+        now = time.time()
+        if lock_seconds > 0:  # a lock that ran out starts the count again
+            self._run("DELETE FROM signin_users WHERE username = ? AND locked_at <= ?", (username, now - lock_seconds))
+        # one upsert each: concurrent failures are all counted
+        locked_at = self._run(
+            "INSERT INTO signin_users VALUES (?, 1, ?) ON CONFLICT (username) DO UPDATE SET failures = failures + 1, "
+            "locked_at = CASE WHEN locked_at IS NULL AND failures + 1 >= ? THEN ? ELSE locked_at END "
+            "RETURNING locked_at", (username, now if lock_after <= 1 else None, lock_after, now))[0][0]
+        failures, since = self._run(
+            "INSERT INTO signin_addresses VALUES (?, 1, ?) ON CONFLICT (address) DO UPDATE SET "
+            "failures = CASE WHEN since <= ? THEN 1 ELSE failures + 1 END, "
+            "since = CASE WHEN since <= ? THEN ? ELSE since END RETURNING failures, since",
+            (address, now, now - window, now - window, now))[0]
+        return locked_at, int(failures), float(since)
+
+    def clear_signin_failures(self, username: str) -> bool:
+        """Forget a user name's failures and lock (a successful sign-in, or an administrator); False when none."""
+        return bool(self._run("DELETE FROM signin_users WHERE username = ? RETURNING username", (username,)))
 
     # -- refresh tokens and revocation ---------------------------------------------------------------
     def save_refresh(self, token: str, family: str, client_id: str, data: dict[str, Any], ttl: float) -> None:

@@ -47,7 +47,8 @@ async def test_standalone_patient_launch_with_openid_and_offline_access(world: W
 
 
 async def test_practitioner_picks_the_patient_in_a_standalone_launch(world: World) -> None:
-    scope = "launch/patient openid fhirUser patient/Observation.rs"
+    # the picker offers the patients the app may read (issue 27 item 9): it asks for Patient read
+    scope = "launch/patient openid fhirUser patient/Patient.rs patient/Observation.rs"
     client_id, _ = world.app_client(scope)
     token = await world.authorize(client_id, scope, "drsmith", patient=world.ids["bob"])
     assert token["patient"] == world.ids["bob"] and token["need_patient_banner"] is True
@@ -57,7 +58,9 @@ async def test_practitioner_picks_the_patient_in_a_standalone_launch(world: Worl
 
 
 async def test_ehr_launch_carries_patient_and_encounter(world: World) -> None:
-    ehr = await world.backend_token("system/*.rs")
+    record, secret = world.auth.add_client("EHR", "confidential-symmetric", "system/*.rs", [], ehr=True)
+    ehr = (await world.client.post(TOKEN_URL, data={"grant_type": "client_credentials", "scope": "system/*.rs"},
+                                   auth=(record.client_id, secret or ""))).json()["access_token"]
     launch = await world.client.post("/auth/launch", data={"patient": world.ids["alice"],
                                                            "encounter": world.ids["alice_enc"]},
                                      headers=world.bearer(ehr))

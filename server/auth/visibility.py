@@ -1,0 +1,58 @@
+"""Reads and searches made by the authorization server on a caller's behalf, through the FHIR API's own guard.
+
+The launch endpoint and the patient picker decide what a person or client may see exactly as the FHIR API
+would for the same scopes, so neither becomes a way around them.
+https://hl7.org/fhir/smart-app-launch/scopes-and-launch-context.html
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from consent.access import Access, BoundGuard
+from consent.scopes import ScopeError, parse_scopes
+from resources.errors import FhirError
+from resources.guard import GUARD
+from resources.search.query import SearchQuery
+from resources.store.protocol import StoredResource
+from server.context import Services
+
+
+def access_of_claims(claims: dict[str, Any], known_types: frozenset[str]) -> Access | None:
+    """The Access an access token's claims give, as the bearer check builds it; None for a malformed scope."""
+    try:
+        resources, _ = parse_scopes(str(claims.get("scope", "")), known_types)
+    except ScopeError:
+        return None
+
+    def text(key: str) -> str | None:
+        value = claims.get(key)
+        return value if isinstance(value, str) else None
+
+    return Access(resources, text("patient"), text("client_id"), text("fhirUser"))
+
+
+async def read_as(services: Services, access: Access, resource_type: str, id_: str) -> dict[str, Any] | None:
+    """The resource when it exists and this access may read it; None otherwise (whatever the reason)."""
+    token = GUARD.set(BoundGuard(services.policy, access))
+    try:
+        found = await services.repository.read(resource_type, id_)
+    except FhirError:
+        return None
+    finally:
+        GUARD.reset(token)
+    parsed: dict[str, Any] = orjson.loads(found.body or b"{}")
+    return parsed
+
+
+async def search_as(services: Services, access: Access, query: SearchQuery) -> list[StoredResource]:
+    """The matches this access may see (none when it may not search the type)."""
+    token = GUARD.set(BoundGuard(services.policy, access))
+    try:
+        return list((await services.repository.search(query)).resources)
+    except FhirError:
+        return []
+    finally:
+        GUARD.reset(token)
