@@ -188,6 +188,12 @@ class AuthStore:
         self._run("INSERT INTO codes VALUES (?, ?, ?, ?)", (digest(code), client_id, orjson.dumps(data).decode(),
                                                             time.time() + ttl))
 
+    def code(self, code: str, client_id: str) -> dict[str, Any] | None:
+        """What a live code issued to this client carries, without redeeming it (an administrator's look)."""
+        rows = self._run("SELECT data FROM codes WHERE code = ? AND client_id = ? AND expires > ?",
+                         (digest(code), client_id, time.time()))
+        return orjson.loads(rows[0][0]) if rows else None
+
     def redeem_code(self, code: str, client_id: str, jti: str, family: str, keep: float) -> dict[str, Any] | None:
         """Take a live code issued to this client, once, noting the access token and family it is about to issue.
 
