@@ -13,6 +13,7 @@ import time
 from typing import Any
 
 import orjson
+from authlib.common.security import is_secure_transport
 from authlib.oauth2.rfc6749.errors import OAuth2Error
 from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
@@ -23,7 +24,7 @@ from server.auth.oauth import CURRENT, Endpoints, FormRequest, GrantUser
 from server.auth.service import AuthService
 from server.auth.store import check_password, digest
 from server.auth.tokens import TokenError
-from server.context import FHIR_PREFIX, base_url, services
+from server.context import FHIR_PREFIX, configured_base, request_base, services
 
 router = APIRouter()
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
@@ -67,15 +68,24 @@ async def json_error_handler(request: Request, exc: Exception) -> Response:
     return json_error(exc)
 
 
-def endpoints(request: Request) -> Endpoints:
-    """Issuer, FHIR base and token URL as this request sees the server."""
-    fhir = base_url(request)
+def configured_endpoints(request: Request) -> Endpoints:
+    """Issuer, FHIR base and token URL from configuration: never from what a request says (issue 27, item 7)."""
+    fhir = configured_base(services(request).settings)
     origin = fhir[: -len(FHIR_PREFIX)] if fhir.endswith(FHIR_PREFIX) else fhir
     return Endpoints(f"{origin}/auth", fhir, f"{origin}/auth/token")
 
 
+def endpoints(request: Request) -> Endpoints:
+    """The configured endpoints, for a request that came over TLS or to a loopback name (OAuth 2.1 section 1.5)."""
+    # the request's own scheme and host (a trusted proxy's, behind one) decide: the configured URLs say nothing
+    # of how this request travelled
+    if not is_secure_transport(request_base(request)):
+        raise_json(400, "insecure_transport", "OAuth 2 MUST utilize https")
+    return configured_endpoints(request)
+
+
 def _metadata(request: Request) -> dict[str, Any]:
-    urls = endpoints(request)
+    urls = configured_endpoints(request)
     auth = urls.issuer
     return {
         "issuer": auth, "jwks_uri": f"{auth}/jwks", "authorization_endpoint": f"{auth}/authorize",
