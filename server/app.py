@@ -37,6 +37,8 @@ from server.auth.bearer import BearerMiddleware
 from server.auth.service import AuthService
 from server.capability import VERSION
 from server.context import Services, configured_base
+from server.cors import AllowedOrigins
+from server.edge import EdgeMiddleware
 from server.forwarded import ForwardedMiddleware, TrustedProxies
 from server.memory import limit_arenas, release_free_memory
 from server.negotiation import NegotiationMiddleware
@@ -211,6 +213,8 @@ def create_app(settings: Settings | None = None, *, mongo_client: Any = None) ->
     app.add_exception_handler(auth_routes.JsonError, auth_routes.json_error_handler)
     app.add_middleware(NegotiationMiddleware)
     app.add_middleware(BearerMiddleware)
+    # outside the token check: 401s get the edge headers too, and preflights need no token
+    app.add_middleware(EdgeMiddleware, origins=AllowedOrigins(settings.cors_origins, settings.cors_cache_seconds))
     if settings.trusted_proxies:  # outermost: everything after it sees the client behind the proxy
         app.add_middleware(ForwardedMiddleware, proxies=trusted_proxies(settings))
     for module in (instance, type_routes, system, reindex, operations, auth_routes):

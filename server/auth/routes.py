@@ -104,9 +104,9 @@ def _metadata(request: Request) -> dict[str, Any]:
 
 @router.get("/fhir/.well-known/smart-configuration", include_in_schema=False)
 async def smart_configuration(request: Request) -> Response:
-    """SMART discovery: JSON whatever the Accept header, open to any origin."""
+    """SMART discovery: JSON whatever the Accept header, open to any origin (server/cors.py)."""
     auth_service(request)
-    return JSONResponse(_metadata(request), headers={"Access-Control-Allow-Origin": "*"})
+    return JSONResponse(_metadata(request))
 
 
 @router.get("/.well-known/oauth-authorization-server", include_in_schema=False)
@@ -114,13 +114,13 @@ async def smart_configuration(request: Request) -> Response:
 async def oauth_metadata(request: Request) -> Response:
     """RFC 8414 authorization-server metadata."""
     auth_service(request)
-    return JSONResponse(_metadata(request), headers={"Access-Control-Allow-Origin": "*"})
+    return JSONResponse(_metadata(request))
 
 
 @router.get("/auth/jwks", include_in_schema=False)
 async def jwks(request: Request) -> Response:
     """The public keys that verify access tokens and id_tokens."""
-    return JSONResponse(auth_service(request).signer.jwks(), headers={"Access-Control-Allow-Origin": "*"})
+    return JSONResponse(auth_service(request).signer.jwks())
 
 
 async def _form(request: Request) -> dict[str, str]:
