@@ -17,7 +17,7 @@ import orjson
 
 from server.auth.service import AuthService
 
-OPEN, RESTRICTED, NONE = 0, 1, 2
+OPEN, RESTRICTED, NONE = 0, 1, 2  # open to any origin; allowed origins only; no CORS (sign-in pages, launch, docs)
 OPEN_PATHS = frozenset(("/fhir/metadata", "/fhir/.well-known/smart-configuration",
                         "/.well-known/oauth-authorization-server", "/auth/.well-known/oauth-authorization-server",
                         "/auth/jwks"))
@@ -42,15 +42,6 @@ _REFUSAL = "Cross-origin requests from this origin are not allowed; register the
 REFUSED_FHIR = orjson.dumps({"resourceType": "OperationOutcome", "issue": [
     {"severity": "error", "code": "forbidden", "diagnostics": _REFUSAL}]})
 REFUSED_OAUTH = orjson.dumps({"error": "access_denied", "error_description": _REFUSAL})
-
-
-def kind(path: str) -> int:
-    """OPEN, RESTRICTED or NONE (no CORS: the sign-in pages, launch registration, the OpenAPI pages)."""
-    if path in OPEN_PATHS:
-        return OPEN
-    if path.startswith("/fhir/") or path == "/fhir" or path in CLIENT_PATHS:
-        return RESTRICTED
-    return NONE
 
 
 def origin_of(url: str) -> str | None:

@@ -103,6 +103,7 @@ class ForwardedMiddleware:
     def __init__(self, app: ASGIApp, proxies: TrustedProxies) -> None:
         self.app = app
         self.proxies = proxies
+        self._clients: dict[tuple[str | None, str | None], str | None | bool] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         client = scope.get("client")
@@ -122,8 +123,14 @@ class ForwardedMiddleware:
                                            found.get(b"x-forwarded-port"), found.get(b"x-forwarded-prefix"))
         scope["scheme"] = scope[VISIBLE_BASE].partition(":")[0]
         hops = found.get(b"x-forwarded-for")
-        chain = hops.split(",") if hops else [e.get("for", "") for e in _forwarded_pairs(forwarded or "")]
-        client = self._client(chain)
+        key = (hops, None) if hops else (None, forwarded)
+        client = self._clients.get(key, False)
+        if client is False:  # a client's address repeats on every request it makes: parsed once
+            chain = hops.split(",") if hops else [e.get("for", "") for e in _forwarded_pairs(forwarded or "")]
+            client = self._client(chain)
+            if len(self._clients) > 4096:
+                self._clients.clear()
+            self._clients[key] = client
         if client is not None:
             scope["client"] = (client, 0)
 
