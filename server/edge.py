@@ -49,6 +49,9 @@ class EdgeMiddleware:
             await self.app(scope, receive, send)
             return
         path: str = scope["path"]
+        root: str = scope.get("root_path", "")
+        if root and path.startswith(root):  # mounted under a prefix: the path routes see
+            path = path[len(root):]
         extra, unless_cached, policy = classify(path)
         if policy != cors.NONE:
             origin = preflight = None

@@ -119,3 +119,15 @@ async def test_public_documents_may_be_cached_but_are_not_sniffed(world: World) 
         assert response.status_code == 200
         hygienic(response)
         assert "cache-control" not in response.headers, path
+
+
+async def test_under_a_root_path_too(world: World) -> None:
+    # behind a proxy that mounts the server under /api, the scope's path keeps the prefix
+    transport = httpx.ASGITransport(app=world.app, root_path="/api")
+    async with httpx.AsyncClient(transport=transport, base_url="http://localhost:8080") as client:
+        read = await client.get(f"/api/fhir/Patient/{world.ids['alice']}", headers=world.admin)
+        assert read.status_code == 200
+        private(read)
+        metadata = await client.get("/api/fhir/metadata", headers={"Origin": "https://any.example"})
+        assert metadata.status_code == 200 and metadata.headers["access-control-allow-origin"] == "*"
+        assert "cache-control" not in metadata.headers
