@@ -74,6 +74,11 @@ def configured_base(settings: Settings) -> str:
     return f"http://{host}:{settings.port}{FHIR_PREFIX}"
 
 
+def configured_issuer(fhir_base: str) -> str:
+    """The authorization server's issuer for a FHIR base: its origin (the base without /fhir) plus /auth."""
+    return (fhir_base[: -len(FHIR_PREFIX)] if fhir_base.endswith(FHIR_PREFIX) else fhir_base) + "/auth"
+
+
 def base_url(request: Request) -> str:
     """The FHIR base of links: configured, else as a trusted proxy names it, else the request's scheme and Host."""
     svc = services(request)

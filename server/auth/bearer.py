@@ -20,7 +20,7 @@ from resources.guard import GUARD
 from resources.outcome import from_error
 from server.auth.service import AuthService
 from server.auth.tokens import TokenError
-from server.context import Services, configured_base
+from server.context import Services, configured_base, configured_issuer
 
 PUBLIC = ("/fhir/metadata", "/fhir/.well-known/smart-configuration")
 _CACHE_LIMIT = 10_000
@@ -69,7 +69,7 @@ class BearerMiddleware:
         cached = self._cache.get(key)
         if cached is None or cached[1] < time.time() or cached[0].policy is not policy:
             audience = configured_base(services.settings)
-            issuer = audience.rsplit("/fhir", 1)[0] + "/auth"
+            issuer = configured_issuer(audience)
             claims = auth.signer.decode(token, "at+jwt", issuer, audience)
             try:
                 resources, _ = parse_scopes(str(claims.get("scope", "")), auth.known_types)

@@ -24,7 +24,7 @@ from server.auth.oauth import CURRENT, Endpoints, FormRequest, GrantUser
 from server.auth.service import AuthService
 from server.auth.store import check_password, digest
 from server.auth.tokens import TokenError
-from server.context import FHIR_PREFIX, configured_base, request_base, services
+from server.context import configured_base, configured_issuer, request_base, services
 
 router = APIRouter()
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
@@ -71,8 +71,8 @@ async def json_error_handler(request: Request, exc: Exception) -> Response:
 def configured_endpoints(request: Request) -> Endpoints:
     """Issuer, FHIR base and token URL from configuration: never from what a request says (issue 27, item 7)."""
     fhir = configured_base(services(request).settings)
-    origin = fhir[: -len(FHIR_PREFIX)] if fhir.endswith(FHIR_PREFIX) else fhir
-    return Endpoints(f"{origin}/auth", fhir, f"{origin}/auth/token")
+    issuer = configured_issuer(fhir)
+    return Endpoints(issuer, fhir, f"{issuer}/token")
 
 
 def endpoints(request: Request) -> Endpoints:

@@ -199,3 +199,13 @@ async def test_the_client_address_comes_from_trusted_proxies_only(peer: str, hea
                                                                  scheme: str) -> None:
     found = await seen(peer, headers, ["10.0.0.0/8", "::1"])
     assert (found["client"][0], found["scheme"]) == (client, scheme)
+
+
+async def test_a_configured_base_of_any_shape_issues_tokens_the_api_accepts(tmp_path: Path,
+                                                                          seeded_database: Path) -> None:
+    async with smart(tmp_path, seeded_database, base_url="http://localhost:8080/fhir/r4") as world:
+        response = await backend_token(world.client, world, {})
+        claims = claims_of(response.json()["access_token"])
+        assert (claims["iss"], claims["aud"]) == ("http://localhost:8080/fhir/r4/auth", "http://localhost:8080/fhir/r4")
+        read = await world.client.get("/fhir/Patient", headers=world.bearer(response.json()["access_token"]))
+        assert read.status_code == 200, read.text
