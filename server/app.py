@@ -36,7 +36,10 @@ from server.auth import routes as auth_routes
 from server.auth.bearer import BearerMiddleware
 from server.auth.service import AuthService
 from server.capability import VERSION
-from server.context import Services
+from server.context import Services, configured_base
+from server.cors import AllowedOrigins
+from server.edge import EdgeMiddleware
+from server.forwarded import ForwardedMiddleware, TrustedProxies
 from server.memory import limit_arenas, release_free_memory
 from server.negotiation import NegotiationMiddleware
 from server.openapi import describe_parameters
@@ -126,14 +129,21 @@ def build_services(settings: Settings, mongo_client: Any = None) -> Services:
                     PopulationCache(settings.cohort_cache_seconds))
 
 
+def trusted_proxies(settings: Settings) -> TrustedProxies:
+    """The proxies whose forwarded headers count; SystemExit for an entry that is not an address or a network."""
+    try:
+        return TrustedProxies(settings.trusted_proxies)
+    except ValueError as exc:
+        raise SystemExit(f"CARELOOP_TRUSTED_PROXIES: {exc}") from exc
+
+
 def engine_config(settings: Settings) -> EngineConfig:
     """The subscription engine's settings; SystemExit for an allowed network that is not a CIDR."""
     try:
         policy = EndpointPolicy.of(settings.subscription_allowed_networks)
     except ValueError as exc:
         raise SystemExit(f"CARELOOP_SUBSCRIPTION_ALLOWED_NETWORKS: {exc}") from exc
-    base = settings.base_url or f"http://{settings.host}:{settings.port}/fhir"
-    return EngineConfig(base.rstrip("/"), policy, tuple(settings.subscription_retry_delays),
+    return EngineConfig(configured_base(settings), policy, tuple(settings.subscription_retry_delays),
                         {k: v * 60_000 for k, v in settings.service_level_minutes.items()},
                         settings.subscription_events_retained)
 
@@ -203,6 +213,10 @@ def create_app(settings: Settings | None = None, *, mongo_client: Any = None) ->
     app.add_exception_handler(auth_routes.JsonError, auth_routes.json_error_handler)
     app.add_middleware(NegotiationMiddleware)
     app.add_middleware(BearerMiddleware)
+    # outside the token check: 401s get the edge headers too, and preflights need no token
+    app.add_middleware(EdgeMiddleware, origins=AllowedOrigins(settings.cors_origins, settings.cors_cache_seconds))
+    if settings.trusted_proxies:  # outermost: everything after it sees the client behind the proxy
+        app.add_middleware(ForwardedMiddleware, proxies=trusted_proxies(settings))
     for module in (instance, type_routes, system, reindex, operations, auth_routes):
         # routes join the app's own table: FastAPI walks included routers one by one on every request,
         # which cost a third of the time of a read. The path convertors keep these routes from overlapping.

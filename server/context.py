@@ -6,7 +6,6 @@ https://hl7.org/fhir/R4B/http.html#general
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from functools import lru_cache
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -20,13 +19,12 @@ from resources.reindex import Reindexer
 from resources.repository import Repository
 from resources.search.custom import CustomParameters
 from server.auth.service import AuthService
+from server.forwarded import FHIR_PREFIX, VISIBLE_BASE
 from server.responses import check_content_type
 from server.settings import Settings
 from subscriptions.engine import SubscriptionEngine
 from terminology.device_rules import DeviceRules
 from terminology.service import TerminologyService
-
-FHIR_PREFIX = "/fhir"
 
 
 @dataclass
@@ -64,47 +62,42 @@ def access_of(request: Request) -> Access:
     raise Unauthorized("This request needs an access token", code="login")
 
 
-_BASE_HEADERS = frozenset((b"host", b"forwarded", b"x-forwarded-proto", b"x-forwarded-host", b"x-forwarded-prefix"))
+def configured_base(settings: Settings) -> str:
+    """The FHIR base tokens and discovery name: CARELOOP_BASE_URL, else http://<host>:<port>/fhir."""
+    if settings.base_url:
+        return settings.base_url.rstrip("/")
+    host = settings.host
+    if host in ("", "0.0.0.0", "::"):  # listening everywhere names no address; loopback is the one sure to work
+        host = "localhost"
+    elif ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{settings.port}{FHIR_PREFIX}"
 
 
-def _first(value: str | None) -> str | None:
-    return value.split(",")[0].strip() if value else None
-
-
-@lru_cache(maxsize=256)  # bounded: clients choose these headers; a deployment sees a handful of combinations
-def _visible_base(scheme: str, host: str, forwarded: str | None, x_proto: str | None, x_host: str | None,
-                  x_prefix: str | None) -> str:
-    proto = fwd_host = None
-    if forwarded:
-        for part in forwarded.split(",")[0].split(";"):
-            key, _, value = part.strip().partition("=")
-            value = value.strip('"')
-            if key.lower() == "proto":
-                proto = value
-            elif key.lower() == "host":
-                fwd_host = value
-    proto, fwd_host = _first(x_proto or proto), _first(x_host or fwd_host)
-    prefix = (x_prefix or "").rstrip("/")
-    return f"{proto or scheme}://{fwd_host or host}{prefix}{FHIR_PREFIX}"
+def configured_issuer(fhir_base: str) -> str:
+    """The authorization server's issuer for a FHIR base: its origin (the base without /fhir) plus /auth."""
+    return (fhir_base[: -len(FHIR_PREFIX)] if fhir_base.endswith(FHIR_PREFIX) else fhir_base) + "/auth"
 
 
 def base_url(request: Request) -> str:
-    """The externally visible FHIR base: configured, else from forwarded headers, else from the request."""
+    """The FHIR base of links: configured, else as a trusted proxy names it, else the request's scheme and Host."""
     svc = services(request)
     if svc.settings.base_url:
         return svc.settings.base_url.rstrip("/")
-    # One pass over the raw headers, the first of each name kept as Starlette's Headers.get does: building
-    # request.headers and looking up five names cost 10 us a request, as much as the read by id's query.
+    return request_base(request)
+
+
+def request_base(request: Request) -> str:
+    """The FHIR base as this request reached the server: a trusted proxy's view, else its scheme and Host."""
     scope = request.scope
-    found: dict[bytes, str] = {}
+    visible: str | None = scope.get(VISIBLE_BASE)
+    if visible is not None:  # server/forwarded.py, for a request from a trusted proxy
+        return visible
+    # the raw headers read directly: building request.headers cost as much as the read by id's query
     for name, value in scope["headers"]:
-        if name in _BASE_HEADERS and name not in found:
-            found[name] = value.decode("latin-1")
-    scheme, host = scope.get("scheme", "http"), found.get(b"host") or request.url.netloc
-    if not svc.settings.trust_forwarded:
-        return f"{scheme}://{host}{FHIR_PREFIX}"
-    return _visible_base(scheme, host, found.get(b"forwarded"), found.get(b"x-forwarded-proto"),
-                         found.get(b"x-forwarded-host"), found.get(b"x-forwarded-prefix"))
+        if name == b"host":
+            return f"{scope.get('scheme', 'http')}://{value.decode('latin-1')}{FHIR_PREFIX}"
+    return f"{scope.get('scheme', 'http')}://{request.url.netloc}{FHIR_PREFIX}"
 
 
 def prefer_return(request: Request) -> str:

@@ -45,8 +45,20 @@ class Settings(BaseSettings):
                              "(a replica set: transactions need one)")
     mongodb_database: str = "careloop"
     mongodb_timeout_ms: int = Field(5000, description="How long to wait for MongoDB before answering 503")
-    base_url: str | None = Field(None, description="Externally visible FHIR base URL, e.g. https://x.org/fhir")
-    trust_forwarded: bool = Field(True, description="Honour Forwarded / X-Forwarded-* headers for links")
+    base_url: str | None = Field(None, description="Externally visible FHIR base URL, e.g. https://x.org/fhir: "
+                                 "the audience of access tokens, the issuer's origin, every URL of discovery, and "
+                                 "the base of links (default: http://<host>:<port>/fhir)")
+    trusted_proxies: list[str] = Field(
+        default_factory=list, description="Addresses or CIDR networks of reverse proxies whose Forwarded / "
+        "X-Forwarded-* headers are believed (client address, scheme, host for links), e.g. [\"10.0.0.5\"]; "
+        "requests from anyone else have them ignored")
+    cors_origins: list[str] | None = Field(
+        None, description="Browser origins (scheme://host[:port]) allowed to call the token, introspection and "
+        "revocation endpoints and the FHIR API cross-origin (default: the origins of the registered clients' "
+        "redirect URIs)")
+    cors_cache_seconds: float = Field(5.0, ge=0, description="How long the origins of registered redirect URIs "
+                                      "are remembered before the client list is read again (clients added from "
+                                      "the CLI count within this time)")
     max_body_bytes: int = 16 * 1024 * 1024
     max_depth: int = 64
     max_bundle_entries: int = 5000

@@ -11,10 +11,9 @@ import time
 from typing import Any
 
 import orjson
-from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from consent.access import Access, AccessPolicy, BoundGuard
+from consent.access import Access, BoundGuard
 from consent.scopes import ScopeError, parse_scopes
 from resources.errors import Unauthorized
 from resources.guard import GUARD
@@ -22,7 +21,7 @@ from resources.outcome import from_error
 from server.auth.oauth import FAMILY_CLAIM
 from server.auth.service import AuthService
 from server.auth.tokens import TokenError
-from server.context import base_url
+from server.context import Services, configured_base, configured_issuer
 
 PUBLIC = ("/fhir/metadata", "/fhir/.well-known/smart-configuration")
 _CACHE_LIMIT = 10_000
@@ -33,8 +32,8 @@ class BearerMiddleware:
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
-        # verified tokens: (token, the headers that decide the audience) -> (guard, expiry, jti, refresh family)
-        self._cache: dict[tuple[str, tuple[bytes, ...]], tuple[BoundGuard, float, str, str | None]] = {}
+        # verified tokens: token -> (guard, expiry, jti, refresh family)
+        self._cache: dict[str, tuple[BoundGuard, float, str, str | None]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope.get("path", "")
@@ -46,12 +45,12 @@ class BearerMiddleware:
         if auth is None:  # CARELOOP_AUTH=off
             await self.app(scope, receive, send)
             return
-        header, where = _headers(scope)
+        header = _authorization(scope)
         try:
             token_text = header[7:].strip() if header[:7].lower() == "bearer " else ""
             if not token_text:
                 raise TokenError("This request needs an access token (Authorization: Bearer ...)", code="login")
-            guard = self._guard(auth, services.policy, token_text, where, scope)
+            guard = self._guard(auth, services, token_text)
         except TokenError as exc:
             await _unauthorized(exc, send)
             return
@@ -62,16 +61,16 @@ class BearerMiddleware:
         finally:
             GUARD.reset(token)
 
-    def _guard(self, auth: AuthService, policy: AccessPolicy, token: str, where: tuple[bytes, ...],
-               scope: Scope) -> BoundGuard:
-        # verified tokens are remembered per (token, the headers that decide this server's visible URL), so a
-        # repeated token costs a dictionary look-up and the revocation check; the request's guard is kept too
-        # (it depends only on the token and the policy, which lives as long as the services)
-        key = (token, where)
+    def _guard(self, auth: AuthService, services: Services, token: str) -> BoundGuard:
+        # verified tokens are remembered, so a repeated token costs a dictionary look-up and the revocation
+        # check; the request's guard is kept too (it depends only on the token and the policy, which lives as
+        # long as the services). Issuer and audience are configured, never taken from the request (issue 27).
+        key = token
+        policy = services.policy
         cached = self._cache.get(key)
         if cached is None or cached[1] < time.time() or cached[0].policy is not policy:
-            audience = base_url(Request(scope))
-            issuer = audience.rsplit("/fhir", 1)[0] + "/auth"
+            audience = configured_base(services.settings)
+            issuer = configured_issuer(audience)
             claims = auth.signer.decode(token, "at+jwt", issuer, audience)
             try:
                 resources, _ = parse_scopes(str(claims.get("scope", "")), auth.known_types)
@@ -89,17 +88,12 @@ class BearerMiddleware:
         return cached[0]
 
 
-_WHERE = (b"host", b"forwarded", b"x-forwarded-host", b"x-forwarded-proto", b"x-forwarded-prefix")
-
-
-def _headers(scope: Scope) -> tuple[str, tuple[bytes, ...]]:
-    """The Authorization header, and the headers that decide the visible base URL (the token's audience)."""
-    found: dict[bytes, bytes] = {}
+def _authorization(scope: Scope) -> str:
+    """The Authorization header."""
     for name, value in scope.get("headers", ()):
-        if name == b"authorization" or name in _WHERE:
-            found[name] = value
-    where = tuple(found.get(name, b"") for name in _WHERE) + (scope.get("scheme", "http").encode(),)
-    return found.get(b"authorization", b"").decode("latin-1"), where
+        if name == b"authorization":
+            return str(value.decode("latin-1"))
+    return ""
 
 
 def _text(value: Any) -> str | None:

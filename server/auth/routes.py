@@ -12,6 +12,7 @@ import secrets
 import time
 from typing import Any
 
+from authlib.common.security import is_secure_transport
 from authlib.oauth2.rfc6749.errors import OAuth2Error
 from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
@@ -25,7 +26,7 @@ from server.auth.service import AuthService
 from server.auth.signin import Throttled, check_credentials
 from server.auth.store import digest
 from server.auth.tokens import TokenError
-from server.context import FHIR_PREFIX, base_url, services
+from server.context import configured_base, configured_issuer, request_base, services
 
 router = APIRouter()
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
@@ -69,15 +70,24 @@ async def json_error_handler(request: Request, exc: Exception) -> Response:
     return json_error(exc)
 
 
+def configured_endpoints(request: Request) -> Endpoints:
+    """Issuer, FHIR base and token URL from configuration: never from what a request says (issue 27, item 7)."""
+    fhir = configured_base(services(request).settings)
+    issuer = configured_issuer(fhir)
+    return Endpoints(issuer, fhir, f"{issuer}/token")
+
+
 def endpoints(request: Request) -> Endpoints:
-    """Issuer, FHIR base and token URL as this request sees the server."""
-    fhir = base_url(request)
-    origin = fhir[: -len(FHIR_PREFIX)] if fhir.endswith(FHIR_PREFIX) else fhir
-    return Endpoints(f"{origin}/auth", fhir, f"{origin}/auth/token")
+    """The configured endpoints, for a request that came over TLS or to a loopback name (OAuth 2.1 section 1.5)."""
+    # the request's own scheme and host (a trusted proxy's, behind one) decide: the configured URLs say nothing
+    # of how this request travelled
+    if not is_secure_transport(request_base(request)):
+        raise_json(400, "insecure_transport", "OAuth 2 MUST utilize https")
+    return configured_endpoints(request)
 
 
 def _metadata(request: Request) -> dict[str, Any]:
-    urls = endpoints(request)
+    urls = configured_endpoints(request)
     auth = urls.issuer
     return {
         "issuer": auth, "jwks_uri": f"{auth}/jwks", "authorization_endpoint": f"{auth}/authorize",
@@ -98,9 +108,9 @@ def _metadata(request: Request) -> dict[str, Any]:
 
 @router.get("/fhir/.well-known/smart-configuration", include_in_schema=False)
 async def smart_configuration(request: Request) -> Response:
-    """SMART discovery: JSON whatever the Accept header, open to any origin."""
+    """SMART discovery: JSON whatever the Accept header, open to any origin (server/cors.py)."""
     auth_service(request)
-    return JSONResponse(_metadata(request), headers={"Access-Control-Allow-Origin": "*"})
+    return JSONResponse(_metadata(request))
 
 
 @router.get("/.well-known/oauth-authorization-server", include_in_schema=False)
@@ -108,13 +118,13 @@ async def smart_configuration(request: Request) -> Response:
 async def oauth_metadata(request: Request) -> Response:
     """RFC 8414 authorization-server metadata."""
     auth_service(request)
-    return JSONResponse(_metadata(request), headers={"Access-Control-Allow-Origin": "*"})
+    return JSONResponse(_metadata(request))
 
 
 @router.get("/auth/jwks", include_in_schema=False)
 async def jwks(request: Request) -> Response:
     """The public keys that verify access tokens and id_tokens."""
-    return JSONResponse(auth_service(request).signer.jwks(), headers={"Access-Control-Allow-Origin": "*"})
+    return JSONResponse(auth_service(request).signer.jwks())
 
 
 async def _form(request: Request) -> dict[str, str]:

@@ -11,7 +11,7 @@ from starlette.responses import Response
 from resources.search.query import SYSTEM
 from server.bundle_exec import require_bundle, run_bundle
 from server.capability import VERSION, capability_bytes
-from server.context import base_url, is_pretty, prefer_return, query_pairs, read_body, services
+from server.context import base_url, configured_base, is_pretty, prefer_return, query_pairs, read_body, services
 from server.history import history_response
 from server.openapi import BODY, ERRORS, RESOURCE_OK
 from server.responses import bytes_response
@@ -27,7 +27,9 @@ async def metadata(request: Request) -> Response:
     svc = services(request)
     registry = svc.repository.registry
     if svc.capability_version != registry.version:
-        svc.capability = capability_bytes(registry, base_url(request), VERSION, svc.auth is not None)
+        # the configured base, not the request's: the statement is kept for everyone, and its oauth-uris must
+        # match discovery (a first request's Host header once named the token endpoint for all later callers)
+        svc.capability = capability_bytes(registry, configured_base(svc.settings), VERSION, svc.auth is not None)
         svc.capability_version = registry.version
     return bytes_response(svc.capability, pretty=is_pretty(request))
 

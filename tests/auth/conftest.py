@@ -121,7 +121,8 @@ async def build_world(app: FastAPI) -> AsyncIterator[World]:
 @pytest.fixture
 async def world(tmp_path: Path, seeded_database: Path) -> AsyncIterator[World]:
     shutil.copyfile(seeded_database, tmp_path / "fhir.db")
-    settings = Settings(sqlite_path=str(tmp_path / "fhir.db"), validation_workers=0)
+    # the URL the tests call the server by is its configured base: issuer and audience come from it (issue 27)
+    settings = Settings(sqlite_path=str(tmp_path / "fhir.db"), validation_workers=0, base_url=FHIR)
     async with build_world(create_app(settings)) as found:
         yield found
 

@@ -40,7 +40,8 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     port = free_port()
     db = tmp_path_factory.mktemp("smart") / "live.db"
     env = {k: v for k, v in os.environ.items() if k != "CARELOOP_AUTH"}
-    env.update({"CARELOOP_LOG_LEVEL": "warning", "CARELOOP_TERMINOLOGY_SEED": "false"})
+    env.update({"CARELOOP_LOG_LEVEL": "warning", "CARELOOP_TERMINOLOGY_SEED": "false",
+                "CARELOOP_BASE_URL": f"http://localhost:{port}/fhir"})
     process = subprocess.Popen([sys.executable, "-m", "server", "serve", "--port", str(port), "--db", str(db)],
                                cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
     base = f"http://localhost:{port}"

@@ -18,7 +18,7 @@ from fastapi import FastAPI
 
 from server.app import create_app
 from server.settings import Settings
-from tests.auth.conftest import World, build_world
+from tests.auth.conftest import FHIR, World, build_world
 from tests.support.mongo_standin import StandInClient
 
 MONGODB_URL = os.environ.get("CARELOOP_TEST_MONGODB_URL")
@@ -50,6 +50,6 @@ async def app(settings: Settings) -> AsyncIterator[FastAPI]:
 @pytest.fixture
 async def world(tmp_path: Path) -> AsyncIterator[World]:
     """The authorization tests' world (tests/auth), on the MongoDB adapter."""
-    settings, client = mongo_settings(auth="on", auth_db=str(tmp_path / "auth.db"))
+    settings, client = mongo_settings(auth="on", auth_db=str(tmp_path / "auth.db"), base_url=FHIR)
     async with build_world(create_app(settings, mongo_client=client)) as found:
         yield found

@@ -87,35 +87,33 @@ async def test_summary_and_elements_on_read(client: httpx.AsyncClient) -> None:
     assert bad.status_code == 400
 
 
-async def test_forwarded_headers_shape_absolute_links(client: httpx.AsyncClient) -> None:
-    response = await client.post("/fhir/Patient", content=body(patient()), headers={
-        **FHIR_JSON, "X-Forwarded-Proto": "https", "X-Forwarded-Host": "clinic.example.org",
-        "X-Forwarded-Prefix": "/api"})
-    assert response.headers["location"].startswith("https://clinic.example.org/api/fhir/Patient/")
-    rfc = await client.get("/fhir/Patient", headers={"Forwarded": 'for=1.2.3.4;proto=https;host="h.example"'})
-    assert rfc.json()["link"][0]["url"].startswith("https://h.example/fhir/Patient")
+async def test_forwarded_headers_shape_absolute_links(tmp_path: Path) -> None:
+    # from a trusted proxy (the ASGI transport's peer is 127.0.0.1); tests/server/test_forwarded.py: others
+    async with client_for(Settings(auth="off", sqlite_path=str(tmp_path / "f.db"), trusted_proxies=["127.0.0.1"],
+                                   validation_workers=0)) as client:
+        response = await client.post("/fhir/Patient", content=body(patient()), headers={
+            **FHIR_JSON, "X-Forwarded-Proto": "https", "X-Forwarded-Host": "clinic.example.org",
+            "X-Forwarded-Prefix": "/api"})
+        assert response.headers["location"].startswith("https://clinic.example.org/api/fhir/Patient/")
+        rfc = await client.get("/fhir/Patient", headers={"Forwarded": 'for=1.2.3.4;proto=https;host="h.example"'})
+        assert rfc.json()["link"][0]["url"].startswith("https://h.example/fhir/Patient")
+        # each proxy appends itself: the first value is the client-facing one (RFC 7239 section 4)
+        response = await client.get("/fhir/Patient", headers={
+            "X-Forwarded-Proto": "https, http", "X-Forwarded-Host": "front.example, inner.example:8080"})
+        assert response.json()["link"][0]["url"].startswith("https://front.example/fhir/Patient")
+        # X-Forwarded-* win over Forwarded; the Host header stays when no proxy names a host
+        mixed = await client.get("/fhir/Patient", headers={"Forwarded": 'proto=https;host="a.example"',
+                                                           "X-Forwarded-Host": "b.example"})
+        assert mixed.json()["link"][0]["url"].startswith("https://b.example/fhir/Patient")
+        plain = await client.get("/fhir/Patient", headers={"X-Forwarded-Prefix": "/api/"})
+        assert plain.json()["link"][0]["url"] == "http://testserver/api/fhir/Patient"
 
-async def test_forwarded_lists_take_the_first_proxy(client: httpx.AsyncClient) -> None:
-    # each proxy appends itself: the first value is the client-facing one (RFC 7239 section 4)
-    response = await client.get("/fhir/Patient", headers={
-        "X-Forwarded-Proto": "https, http", "X-Forwarded-Host": "front.example, inner.example:8080"})
-    assert response.json()["link"][0]["url"].startswith("https://front.example/fhir/Patient")
-    # X-Forwarded-* win over Forwarded; the Host header stays when no proxy names a host
-    mixed = await client.get("/fhir/Patient", headers={"Forwarded": 'proto=https;host="a.example"',
-                                                       "X-Forwarded-Host": "b.example"})
-    assert mixed.json()["link"][0]["url"].startswith("https://b.example/fhir/Patient")
-    plain = await client.get("/fhir/Patient", headers={"X-Forwarded-Prefix": "/api/"})
-    assert plain.json()["link"][0]["url"] == "http://testserver/api/fhir/Patient"
 
-
-async def test_forwarded_headers_ignored_unless_trusted(tmp_path: Path) -> None:
-    async with client_for(Settings(auth="off", sqlite_path=str(tmp_path / "f.db"), trust_forwarded=False,
-                                   validation_workers=0)) as c:
-        response = await c.get("/fhir/Patient", headers={"X-Forwarded-Proto": "https",
-                                                         "X-Forwarded-Host": "clinic.example.org",
-                                                         "X-Forwarded-Prefix": "/api"})
-        assert response.json()["link"][0]["url"] == "http://testserver/fhir/Patient"
-
+async def test_forwarded_headers_ignored_unless_trusted(client: httpx.AsyncClient) -> None:
+    response = await client.get("/fhir/Patient", headers={"X-Forwarded-Proto": "https",
+                                                          "X-Forwarded-Host": "clinic.example.org",
+                                                          "X-Forwarded-Prefix": "/api"})
+    assert response.json()["link"][0]["url"] == "http://testserver/fhir/Patient"
 
 
 async def test_configured_base_url_wins(tmp_path: Path) -> None:
