@@ -44,8 +44,9 @@ class Live:
 @pytest.fixture
 def live(tmp_path: Path, seeded_database: Path) -> Iterator[Live]:
     shutil.copyfile(seeded_database, tmp_path / "fhir.db")
-    app = create_app(Settings(sqlite_path=str(tmp_path / "fhir.db"), validation_workers=0))
     port = free_port()
+    app = create_app(Settings(sqlite_path=str(tmp_path / "fhir.db"), validation_workers=0,
+                              base_url=f"http://127.0.0.1:{port}/fhir"))
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

@@ -32,7 +32,7 @@ CLINICIAN = "openid fhirUser user/*.rs"
 async def short_world(tmp_path: Path, seeded_database: Path) -> AsyncIterator[World]:
     """A world whose launches live one second."""
     shutil.copyfile(seeded_database, tmp_path / "fhir.db")
-    settings = Settings(sqlite_path=str(tmp_path / "fhir.db"), validation_workers=0, launch_seconds=1)
+    settings = Settings(sqlite_path=str(tmp_path / "fhir.db"), validation_workers=0, launch_seconds=1, base_url=FHIR)
     async with build_world(create_app(settings)) as found:
         yield found
 

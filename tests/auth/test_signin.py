@@ -58,8 +58,8 @@ def assert_throttled(response: httpx.Response) -> None:
 async def strict_world(tmp_path: Path, seeded_database: Path) -> AsyncIterator[World]:
     """A world allowing 5 failed sign-ins per address in 10 minutes."""
     shutil.copyfile(seeded_database, tmp_path / "fhir.db")
-    settings = Settings(sqlite_path=str(tmp_path / "fhir.db"), validation_workers=0, signin_address_failures=5,
-                        signin_address_window_seconds=600)
+    settings = Settings(sqlite_path=str(tmp_path / "fhir.db"), validation_workers=0, base_url=FHIR,
+                        signin_address_failures=5, signin_address_window_seconds=600)
     async with build_world(create_app(settings)) as found:
         yield found
 
@@ -85,7 +85,7 @@ async def test_the_lockout_survives_a_restart(world: World, tmp_path: Path) -> N
     client_id, _ = world.app_client(SCOPE)
     for i in range(12):
         await sign_in(world.client, client_id, "bob", f"guess-{i}")
-    settings = Settings(sqlite_path=str(tmp_path / "fhir.db"), validation_workers=0)
+    settings = Settings(sqlite_path=str(tmp_path / "fhir.db"), validation_workers=0, base_url=FHIR)
     restarted = create_app(settings)
     async with restarted.router.lifespan_context(restarted), httpx.AsyncClient(
             transport=httpx.ASGITransport(app=restarted), base_url="http://localhost:8080") as client:
