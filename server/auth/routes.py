@@ -6,7 +6,6 @@ https://www.rfc-editor.org/rfc/rfc7009
 
 from __future__ import annotations
 
-import base64
 import html
 import secrets
 import time
@@ -24,11 +23,12 @@ from server.auth.oauth import CURRENT, Endpoints, FormRequest, GrantUser
 from server.auth.picker import choices, may_pick
 from server.auth.service import AuthService
 from server.auth.signin import Throttled, check_credentials
-from server.auth.store import digest
 from server.auth.tokens import TokenError
 from server.context import configured_base, configured_issuer, request_base, services
 
 router = APIRouter()
+# RFC 7009 §2.1: the client authenticates as at the token endpoint; a public client names itself
+REVOKE_METHODS = ["none", "client_secret_basic", "client_secret_post", "private_key_jwt"]
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 CAPABILITIES = ["launch-ehr", "launch-standalone", "authorize-post", "client-public", "client-confidential-symmetric",
                 "client-confidential-asymmetric", "sso-openid-connect", "context-ehr-patient", "context-ehr-encounter",
@@ -284,20 +284,12 @@ async def token(request: Request) -> Response:
     return JSONResponse(body, status, {**headers, **NO_STORE})
 
 
-def _client_of_request(auth: AuthService, request: Request, form: dict[str, str]) -> str | None:
-    """The client calling introspect/revoke: HTTP Basic with its secret, or a public client's client_id."""
-    header = request.headers.get("authorization", "")
-    if header.lower().startswith("basic "):
-        try:
-            client_id, _, secret = base64.b64decode(header[6:]).decode().partition(":")
-        except ValueError:
-            return None
-        record = auth.store.client(client_id)
-        if record and record.secret_hash and secrets.compare_digest(digest(secret), record.secret_hash):
-            return client_id
+def _revoking_client(auth: AuthService, request: FormRequest) -> str | None:
+    """The client calling revoke, authenticated as at the token endpoint (a public client by its client_id)."""
+    try:
+        return str(auth.server.authenticate_client(request, REVOKE_METHODS, "revocation").client_id)
+    except (OAuth2Error, ValueError):  # ValueError: a Basic header that is not UTF-8
         return None
-    record = auth.store.client(form.get("client_id", ""))
-    return record.client_id if record and record.kind == "public" else None
 
 
 @router.post("/auth/introspect", include_in_schema=False)
@@ -331,9 +323,14 @@ async def revoke(request: Request) -> Response:
     auth = auth_service(request)
     urls = endpoints(request)
     form = await _form(request)
-    client_id = _client_of_request(auth, request, form)
+    CURRENT.set(urls)  # a client assertion's audience is the token URL, as at the token endpoint
+    try:
+        oauth = FormRequest("POST", f"{urls.issuer}/revoke", request.headers, {}, form)
+    except OAuth2Error as exc:  # OAuth needs https, except on loopback addresses
+        return JSONResponse({"error": exc.error, "error_description": exc.description}, 400, NO_STORE)
+    client_id = await run_in_threadpool(_revoking_client, auth, oauth)
     if client_id is None:
-        return JSONResponse({"error": "invalid_client"}, 401, {"WWW-Authenticate": "Basic"})
+        return JSONResponse({"error": "invalid_client"}, 401, {**NO_STORE, "WWW-Authenticate": "Basic"})
     value = form.get("token", "")
     try:
         claims = auth.signer.decode(value, "at+jwt", urls.issuer, None)

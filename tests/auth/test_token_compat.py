@@ -171,3 +171,19 @@ async def test_a_refresh_token_presented_by_another_client_is_invalid_grant(worl
         response = await _token(world, {"grant_type": "refresh_token", "refresh_token": first["refresh_token"],
                                         **extra}, auth=auth)
         _oauth_error(response, "invalid_grant")
+
+
+async def test_revocation_takes_the_secret_in_the_body_too(world: World) -> None:
+    # RFC 7009 §2.1: the client authenticates as at the token endpoint, so client_secret_post works here too
+    record, secret = world.auth.add_client("backend", "confidential-symmetric", "system/*.rs", [])
+    assert secret is not None
+    token = (await _token(world, {"grant_type": "client_credentials", "scope": "system/Patient.rs",
+                                  "client_id": record.client_id, "client_secret": secret})).json()["access_token"]
+    wrong = await world.client.post("/auth/revoke", data={"token": token, "client_id": record.client_id,
+                                                          "client_secret": "not-the-secret"})
+    assert wrong.status_code == 401 and wrong.json()["error"] == "invalid_client"
+    assert (await world.client.get("/fhir/Patient", headers=world.bearer(token))).status_code == 200
+    revoked = await world.client.post("/auth/revoke", data={"token": token, "client_id": record.client_id,
+                                                            "client_secret": secret})
+    assert revoked.status_code == 200 and revoked.headers["cache-control"] == "no-store"
+    assert (await world.client.get("/fhir/Patient", headers=world.bearer(token))).status_code == 401
