@@ -12,17 +12,11 @@ from collections.abc import Awaitable
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from server import cors
+from server.answer_headers import SECURITY, Headers, carries_fhir_headers, route_path
 from server.cors import AllowedOrigins
 
-Headers = tuple[tuple[bytes, bytes], ...]
-
-# nosniff: a JSON answer is never run as a script or styled as CSS; no-referrer: the sign-in page's URL (client,
-# state, redirect) is never sent on to the app it redirects to
-SECURITY: Headers = ((b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"no-referrer"))
-NO_STORE: Headers = ((b"cache-control", b"no-store"),)
 NO_STORE_OAUTH: Headers = ((b"cache-control", b"no-store"), (b"pragma", b"no-cache"))  # SMART: both on tokens
 _OPEN: Headers = (*SECURITY, cors.ANY_ORIGIN)
-_FHIR: Headers = (*SECURITY, *NO_STORE)
 _VARY: Headers = (cors.VARY_ORIGIN,)
 
 
@@ -30,8 +24,8 @@ def classify(path: str) -> tuple[Headers, Headers, int]:
     """The headers every answer on the path gets, those it gets unless it set its own Cache-Control, its CORS."""
     if path in cors.OPEN_PATHS:  # discovery, keys, the CapabilityStatement: no patient data, cacheable
         return _OPEN, (), cors.OPEN
-    if path.startswith("/fhir"):  # any other FHIR answer may carry patient data, errors included
-        return _FHIR, (), cors.RESTRICTED
+    if carries_fhir_headers(path):  # built with nosniff, no-referrer and no-store (server/answer_headers.py)
+        return (), (), cors.RESTRICTED
     if path.startswith("/auth/"):  # sign-in pages, tokens, introspection, launches
         return SECURITY, NO_STORE_OAUTH, cors.RESTRICTED if path in cors.CLIENT_PATHS else cors.NONE
     return SECURITY, (), cors.NONE
@@ -48,10 +42,7 @@ class EdgeMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        path: str = scope["path"]
-        root: str = scope.get("root_path", "")
-        if root and path.startswith(root):  # mounted under a prefix: the path routes see
-            path = path[len(root):]
+        path = route_path(scope)
         extra, unless_cached, policy = classify(path)
         if policy != cors.NONE:
             origin = preflight = None
@@ -68,6 +59,9 @@ class EdgeMiddleware:
                     return
                 if policy == cors.RESTRICTED:
                     extra = (*extra, *cors.allowed_response(origin)) if allowed else (*extra, *_VARY)
+        if not extra and not unless_cached:  # a FHIR answer without Origin: built with its headers already
+            await self.app(scope, receive, send)
+            return
 
         # a plain function handing back send's awaitable: no coroutine of its own per message (a third of the
         # middleware's cost when it was an async def)

@@ -14,6 +14,7 @@ from starlette.responses import Response
 
 from resources.errors import FhirError, Issue
 from resources.outcome import from_error, outcome
+from server.answer_headers import with_fhir_headers
 from server.responses import json_response
 
 log = logging.getLogger("careloop")
@@ -29,7 +30,7 @@ def error_response(error: FhirError) -> Response:
 
 async def _fhir_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, FhirError)
-    return error_response(exc)
+    return with_fhir_headers(request.scope, error_response(exc))
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -40,19 +41,22 @@ async def _http_error(request: Request, exc: Exception) -> Response:
         detail = f"No FHIR endpoint at {request.url.path}"
     elif exc.status_code == 405:
         detail = f"{request.method} is not allowed on {request.url.path}"
-    return json_response(outcome(Issue(code, detail)), exc.status_code, headers=getattr(exc, "headers", None))
+    return with_fhir_headers(request.scope, json_response(outcome(Issue(code, detail)), exc.status_code,
+                                                          headers=getattr(exc, "headers", None)))
 
 
 async def _validation_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
     issues = [Issue("invalid", str(e.get("msg")), expression=(".".join(str(p) for p in e.get("loc", ())),))
               for e in exc.errors()]
-    return json_response(outcome(*issues or [Issue("invalid", "Invalid request")]), 400)
+    return with_fhir_headers(request.scope, json_response(
+        outcome(*issues or [Issue("invalid", "Invalid request")]), 400))
 
 
 async def _unexpected(request: Request, exc: Exception) -> Response:
     log.exception("unexpected error on %s %s", request.method, request.url.path)
-    return json_response(outcome(Issue("exception", "Internal server error; the fault was logged")), 500)
+    return with_fhir_headers(request.scope, json_response(
+        outcome(Issue("exception", "Internal server error; the fault was logged")), 500))
 
 
 def install(app: FastAPI) -> None:

@@ -10,6 +10,7 @@ from urllib.parse import parse_qsl
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from resources.errors import FhirError
+from server.answer_headers import with_fhir_headers
 from server.errors import error_response
 from server.responses import negotiate
 
@@ -36,6 +37,6 @@ class NegotiationMiddleware:
         try:
             negotiate(accept, fmt)
         except FhirError as exc:
-            await error_response(exc)(scope, receive, send)
+            await with_fhir_headers(scope, error_response(exc))(scope, receive, send)
             return
         await self.app(scope, receive, send)

@@ -18,6 +18,8 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from server.answer_headers import with_fhir_headers
+
 
 class FhirRoute(APIRoute):
     """Calls `endpoint(request)` directly, and turns away paths of another depth before matching them."""
@@ -33,7 +35,7 @@ class FhirRoute(APIRoute):
 
     async def _respond(self, scope: Scope, receive: Receive, send: Send) -> None:
         response = await self.endpoint(Request(scope, receive, send))
-        await response(scope, receive, send)
+        await with_fhir_headers(scope, response)(scope, receive, send)
 
     def matches(self, scope: Scope) -> tuple[Match, Scope]:
         # The router tries its routes in turn, each through a regular expression and FastAPI's route context:
@@ -46,7 +48,11 @@ class FhirRoute(APIRoute):
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         endpoint: Callable[[Request], Coroutine[Any, Any, Response]] = self.endpoint
-        return endpoint
+
+        async def handler(request: Request) -> Response:  # a route that kept FastAPI's own app
+            return with_fhir_headers(request.scope, await endpoint(request))
+
+        return handler
 
 
 class DepthDispatch:

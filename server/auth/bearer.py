@@ -18,6 +18,7 @@ from consent.scopes import ScopeError, parse_scopes
 from resources.errors import Unauthorized
 from resources.guard import GUARD
 from resources.outcome import from_error
+from server.answer_headers import FHIR
 from server.auth.oauth import FAMILY_CLAIM
 from server.auth.service import AuthService
 from server.auth.tokens import TokenError
@@ -106,5 +107,5 @@ async def _unauthorized(exc: TokenError, send: Send) -> None:
     body = orjson.dumps(outcome)
     await send({"type": "http.response.start", "status": 401, "headers": [
         (b"content-type", b"application/fhir+json"), (b"content-length", str(len(body)).encode()),
-        (b"www-authenticate", f'Bearer realm="careloop"{error}'.encode())]})
+        (b"www-authenticate", f'Bearer realm="careloop"{error}'.encode()), *FHIR]})
     await send({"type": "http.response.body", "body": body})

@@ -29,6 +29,14 @@ def test_no_server_errors(live_server: str) -> None:
                 failures.append(f"{case.method} {case.formatted_path} -> {response.status_code} {response.text[:300]}")
             elif response.status_code >= 400:
                 assert response.json()["resourceType"] == "OperationOutcome", response.text
+            # every FHIR answer but the public documents, whatever route or error built it (issue 27 item 8)
+            path = case.formatted_path
+            if path.startswith("/fhir") and path not in ("/fhir/metadata", "/fhir/.well-known/smart-configuration"):
+                for name, value in (("cache-control", "no-store"), ("x-content-type-options", "nosniff"),
+                                    ("referrer-policy", "no-referrer")):
+                    found = response.headers.get(name)  # schemathesis lists each header's values
+                    if found not in ([value], value):
+                        failures.append(f"{case.method} {path} -> {response.status_code}: {name} {found}")
 
         run()
     assert failures == [], "\n".join(failures[:20])
