@@ -69,8 +69,9 @@ def _serve(args: argparse.Namespace) -> int:
         if settings.sqlite_path != ":memory:":
             Path(settings.sqlite_path).parent.mkdir(parents=True, exist_ok=True)
         _dev_client(settings)
+    # no `Server: uvicorn` header: what software answers is of use to attackers only (response hygiene)
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level,
-                access_log=False)
+                access_log=False, server_header=False)
     return 0
 
 

@@ -25,6 +25,8 @@ async def test_create_read_search_over_tcp(live_server: str) -> None:
         read = await client.get(location.split("/_history")[0])
         assert read.status_code == 200
         assert read.headers["etag"] == 'W/"1"'
+        # response hygiene (issue 27): the answer does not name the server software it runs on
+        assert "server" not in read.headers and read.headers["x-content-type-options"] == "nosniff"
         found = await client.get("/Patient", params={"identifier": "urn:oid:1.2.36.146.595.217.0.1|live-1"})
         assert found.json()["entry"][0]["resource"]["id"] == read.json()["id"]
         xml = await client.get("/metadata", headers={"Accept": "application/fhir+xml"})
