@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -63,21 +63,29 @@ def wait_until_serving(process: subprocess.Popen[Any], base: str, seconds: float
         time.sleep(0.2)
 
 
+@contextmanager
+def serving(port: int, db: Path, env: dict[str, str], base: str, stdout: Any = None) -> Iterator[
+        subprocess.Popen[str]]:
+    """`python -m server serve` on `port` and `db` with `env`, once it answers at `base`; stopped afterwards."""
+    process = subprocess.Popen([sys.executable, "-m", "server", "serve", "--port", str(port), "--db", str(db)],
+                               cwd=Path(__file__).parent.parent, env=env, stdout=stdout, text=True)
+    try:
+        wait_until_serving(process, base)
+        yield process
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
 @pytest.fixture(scope="session")
 def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real `python -m server serve` process on a free port; yields its FHIR base URL."""
     port = free_port()
     db = tmp_path_factory.mktemp("live") / "live.db"
     env = {**os.environ, "CARELOOP_LOG_LEVEL": "warning", "CARELOOP_AUTH": "off"}
-    process = subprocess.Popen([sys.executable, "-m", "server", "serve", "--port", str(port), "--db", str(db)],
-                               cwd=Path(__file__).parent.parent, env=env)
     base = f"http://127.0.0.1:{port}/fhir"
-    try:
-        wait_until_serving(process, base)
+    with serving(port, db, env, base):
         yield base
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
 
 
 @pytest.fixture(scope="session")

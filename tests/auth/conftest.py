@@ -118,12 +118,20 @@ async def build_world(app: FastAPI) -> AsyncIterator[World]:
             yield World(app, client, auth, admin, ids)
 
 
-@pytest.fixture
-async def world(tmp_path: Path, seeded_database: Path) -> AsyncIterator[World]:
+@asynccontextmanager
+async def open_world(tmp_path: Path, seeded_database: Path, **settings: Any) -> AsyncIterator[World]:
+    """A world on a copy of the seeded store, with settings changed from the test defaults."""
     shutil.copyfile(seeded_database, tmp_path / "fhir.db")
     # the URL the tests call the server by is its configured base: issuer and audience come from it (issue 27)
-    settings = Settings(sqlite_path=str(tmp_path / "fhir.db"), validation_workers=0, base_url=FHIR)
-    async with build_world(create_app(settings)) as found:
+    found = Settings(**{"sqlite_path": str(tmp_path / "fhir.db"), "validation_workers": 0, "base_url": FHIR,
+                        **settings})
+    async with build_world(create_app(found)) as world:
+        yield world
+
+
+@pytest.fixture
+async def world(tmp_path: Path, seeded_database: Path) -> AsyncIterator[World]:
+    async with open_world(tmp_path, seeded_database) as found:
         yield found
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
-import shutil
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -18,9 +17,7 @@ from urllib.parse import parse_qs, urlparse
 import httpx
 import pytest
 
-from server.app import create_app
-from server.settings import Settings
-from tests.auth.conftest import FHIR, REDIRECT, World, _create, build_world, challenge
+from tests.auth.conftest import FHIR, REDIRECT, World, _create, challenge, open_world
 
 pytestmark = pytest.mark.anyio
 ROOT = Path(__file__).parent.parent.parent
@@ -31,9 +28,7 @@ CLINICIAN = "openid fhirUser user/*.rs"
 @pytest.fixture
 async def short_world(tmp_path: Path, seeded_database: Path) -> AsyncIterator[World]:
     """A world whose launches live one second."""
-    shutil.copyfile(seeded_database, tmp_path / "fhir.db")
-    settings = Settings(sqlite_path=str(tmp_path / "fhir.db"), validation_workers=0, launch_seconds=1, base_url=FHIR)
-    async with build_world(create_app(settings)) as found:
+    async with open_world(tmp_path, seeded_database, launch_seconds=1) as found:
         yield found
 
 

@@ -23,7 +23,7 @@ from fhirclient import client as fhir_client
 from joserfc import jwt
 from joserfc.jwk import ECKey
 
-from tests.conftest import free_port, wait_until_serving
+from tests.conftest import free_port, serving
 
 ROOT = Path(__file__).parent.parent.parent
 REDIRECT = "http://localhost:9999/callback"
@@ -42,15 +42,9 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     env = {k: v for k, v in os.environ.items() if k != "CARELOOP_AUTH"}
     env.update({"CARELOOP_LOG_LEVEL": "warning", "CARELOOP_TERMINOLOGY_SEED": "false",
                 "CARELOOP_BASE_URL": f"http://localhost:{port}/fhir"})
-    process = subprocess.Popen([sys.executable, "-m", "server", "serve", "--port", str(port), "--db", str(db)],
-                               cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
     base = f"http://localhost:{port}"
-    try:
-        wait_until_serving(process, f"{base}/fhir")
+    with serving(port, db, env, f"{base}/fhir", stdout=subprocess.PIPE) as process:
         yield {"base": base, "db": str(db), "banner": _banner(process)}
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
 
 
 def _banner(process: subprocess.Popen[str]) -> str:

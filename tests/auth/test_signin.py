@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -23,8 +22,8 @@ import pytest
 
 from server.app import create_app
 from server.settings import Settings
-from tests.auth.conftest import FHIR, REDIRECT, World, build_world, challenge
-from tests.conftest import free_port, wait_until_serving
+from tests.auth.conftest import FHIR, REDIRECT, World, challenge, open_world
+from tests.conftest import free_port, serving
 
 pytestmark = pytest.mark.anyio
 ROOT = Path(__file__).parent.parent.parent
@@ -57,10 +56,8 @@ def assert_throttled(response: httpx.Response) -> None:
 @pytest.fixture
 async def strict_world(tmp_path: Path, seeded_database: Path) -> AsyncIterator[World]:
     """A world allowing 5 failed sign-ins per address in 10 minutes."""
-    shutil.copyfile(seeded_database, tmp_path / "fhir.db")
-    settings = Settings(sqlite_path=str(tmp_path / "fhir.db"), validation_workers=0, base_url=FHIR,
-                        signin_address_failures=5, signin_address_window_seconds=600)
-    async with build_world(create_app(settings)) as found:
+    async with open_world(tmp_path, seeded_database, signin_address_failures=5,
+                          signin_address_window_seconds=600) as found:
         yield found
 
 
@@ -151,15 +148,9 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     assert cli(db, "users", "add", "alice", "--password", "secret", "--fhir-user", "Patient/a", env=env).returncode == 0
     app = json.loads(cli(db, "clients", "add", "--name", "app", "--type", "public", "--scope", SCOPE,
                          "--redirect-uri", REDIRECT, "--json", env=env).stdout)
-    process = subprocess.Popen([sys.executable, "-m", "server", "serve", "--port", str(port), "--db", str(db)],
-                               cwd=ROOT, env=env, stdout=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_serving(process, f"{base}/fhir")
+    with serving(port, db, env, f"{base}/fhir", stdout=subprocess.DEVNULL):
         yield {"base": base, "client_id": app["client_id"]}
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
 
 
 async def test_forty_wrong_passwords_do_not_stall_other_requests(live: dict[str, str]) -> None:

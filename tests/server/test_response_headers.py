@@ -6,25 +6,20 @@ https://www.w3.org/TR/referrer-policy/
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from server.app import create_app
-from server.settings import Settings
-from tests.auth.conftest import FHIR, REDIRECT, World, build_world, challenge
+from tests.auth.conftest import FHIR, REDIRECT, World, challenge, open_world
 
 pytestmark = pytest.mark.anyio
 
 
 @pytest.fixture
 async def world(tmp_path: Path, seeded_database: Path) -> AsyncIterator[World]:
-    shutil.copyfile(seeded_database, tmp_path / "fhir.db")
-    settings = Settings(sqlite_path=str(tmp_path / "fhir.db"), validation_workers=0, base_url=FHIR)
-    async with build_world(create_app(settings)) as found:
+    async with open_world(tmp_path, seeded_database) as found:
         yield found
 
 
