@@ -9,7 +9,7 @@ https://hl7.org/fhir/smart-app-launch/scopes-and-launch-context.html
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Any
 
@@ -35,10 +35,25 @@ class Access:
     client_id: str | None = None
     fhir_user: str | None = None
     unrestricted: bool = False
+    # what the consent engine and the audit trail need of the caller (issues 28 and 29):
+    # purposes of use granted (v3-ActReason codes such as TREAT, HRESCH, BTG), the user's roles (clinician,
+    # trainee, auditor, support), the Organization the client or user acts for, whether the client is one of
+    # the clinic's own systems (registered --ehr), the break-glass reason, the token id, the Consent that
+    # records the patient's grant to this app, and whether the client may submit AuditEvents
+    purposes: tuple[str, ...] = ()
+    roles: tuple[str, ...] = ()
+    organization: str | None = None
+    clinic_system: bool = False
+    btg_reason: str | None = None
+    jti: str | None = field(default=None, compare=False)  # per token: no part of any decision
+    grant: str | None = None
+    audit_source: bool = False
 
     @cached_property
     def _hash(self) -> int:
-        return hash((self.scopes, self.patient, self.client_id, self.fhir_user, self.unrestricted))
+        return hash((self.scopes, self.patient, self.client_id, self.fhir_user, self.unrestricted, self.purposes,
+                     self.roles, self.organization, self.clinic_system, self.btg_reason, self.grant,
+                     self.audit_source))
 
     def __hash__(self) -> int:
         # computed once: every decision of a request looks its cached answers up by the Access
