@@ -28,8 +28,17 @@ class Guard(Protocol):
     def patient_bound(self, resource_type: str, letter: str) -> bool:
         """True when the caller only reaches one patient's compartment of this type."""
 
-    def restricts(self, resource_type: str, letter: str) -> bool:
-        """True when whether a resource may be seen depends on its content (else every one of the type may)."""
+    def check_patient(self, patient: str) -> None:
+        """Raise 403 when the caller may see nothing of this patient's record (whole-patient consent deny)."""
+
+    def admit(self, resource_type: str, resource: dict[str, Any], patients: list[str]) -> None:
+        """Raise 403 unless the caller may record this resource about these patients (collection consent)."""
+
+    def restricts(self, resource_type: str, letter: str, *, consent: bool = True) -> bool:
+        """True when whether a resource may be seen depends on its content (else every one of the type may).
+
+        consent=False: only what the scopes themselves limit (a patient context, granular filters).
+        """
 
     @property
     def stamped_types(self) -> frozenset[str]:

@@ -94,6 +94,8 @@ class Repository:
         for hook in self.write_hooks:
             hook(resource_type, resource)
         rows = self.indexer.extract(resource_type, resource, pending_links)
+        if guard is not None:
+            guard.admit(resource_type, resource, rows.compartments)
         return Write(resource_type, id_, vid, updated_ms, action, orjson.dumps(resource), rows, expected_vid, method)
 
     async def validate(self, body: Any, resource_type: str | None) -> str:
@@ -157,6 +159,7 @@ class Repository:
         if guard is not None:
             guard.require(resource_type, "r")
         found = await (source or self.store).read(resource_type, id_) if valid_id(id_) else None
+        _check_patient(guard, resource_type, id_, found)
         if found is None or not _visible(guard, resource_type, found, "r"):
             raise NotFound(f"{resource_type}/{id_} is not known")
         if found.deleted:
@@ -171,6 +174,7 @@ class Repository:
         found = None
         if valid_id(id_) and vid.isdigit():
             found = await (source or self.store).vread(resource_type, id_, int(vid))
+        _check_patient(guard, resource_type, id_, found)
         if found is None or not _visible(guard, resource_type, found, "r"):
             raise NotFound(f"{resource_type}/{id_}/_history/{vid} is not known")
         if found.deleted:
@@ -185,6 +189,7 @@ class Repository:
         if query.id is not None and query.type is not None:
             guard.require(query.type, "r")
             versions = await self.store.history(query)
+            _check_patient(guard, query.type, query.id, versions[0] if versions else None)
             visible = [v for v in versions if _visible(guard, query.type, v, "r")]
             if versions and not visible:
                 raise NotFound(f"{query.type}/{query.id} is not known")
@@ -192,8 +197,9 @@ class Repository:
         # type and system history are only for callers whose scopes reach every resource of the type(s)
         narrowed = guard.narrow(SearchQuery(query.type or SYSTEM))
         if narrowed.filters:
-            raise Forbidden(f"History of all {query.type or 'resources'} needs a scope that is not limited to one "
-                            f"patient or by filters; read each resource's history instead", code="forbidden")
+            raise Forbidden(f"History of all {query.type or 'resources'} needs access that is not limited to one "
+                            f"patient, by filters or by patients' consents; read each resource's history instead",
+                            code="forbidden")
         return [_shown(guard, v) for v in await self.store.history(query)]
 
     async def search(self, query: SearchQuery, source: ReadSource | None = None) -> SearchPage:
@@ -374,6 +380,12 @@ def _require(resource_type: str, letters: str) -> None:
     if guard is not None:
         for letter in letters:
             guard.require(resource_type, letter)
+
+
+def _check_patient(guard: Guard | None, resource_type: str, id_: str, found: StoredResource | None) -> None:
+    """C10: a request that names a patient whose Consents deny the caller everything is told so (403)."""
+    if guard is not None and resource_type == "Patient" and found is not None and not found.deleted:
+        guard.check_patient(id_)
 
 
 def _visible(guard: Guard | None, resource_type: str, found: StoredResource, letter: str) -> bool:

@@ -33,7 +33,7 @@ def evaluable(flt: Filter) -> str | None:
         return f"the chained parameter '{flt.code}' needs other resources"
     if flt.has is not None:
         return "_has needs other resources"
-    if flt.type == "any-of":
+    if flt.type in ("any-of", "none-of", "resource-type"):
         for group in flt.any_of:
             for inner in group:
                 reason = evaluable(inner)
@@ -205,6 +205,13 @@ def matches(flt: Filter, resource: dict[str, Any], rows: IndexRows) -> bool:
         raise NotEvaluable(reason)
     if flt.type == "any-of":
         return any(all(matches(inner, resource, rows) for inner in group) for group in flt.any_of)
+    if flt.type == "none-of":
+        return not any(all(matches(inner, resource, rows) for inner in group) for group in flt.any_of)
+    if flt.type == "resource-type":
+        return resource.get("resourceType") == flt.code and (not flt.any_of or any(
+            all(matches(inner, resource, rows) for inner in group) for group in flt.any_of))
+    if flt.type == "compartment" and flt.missing is not None:
+        return bool(rows.compartments) != flt.missing
     if flt.type == "compartment":
         return any(isinstance(v, ReferenceValue) and v.id in rows.compartments for v in flt.values)
     if flt.code in ("_id", "_lastUpdated"):

@@ -90,6 +90,8 @@ class Filter:
     chain: tuple[Chained, ...] = ()  # reference param followed by a parameter of its target (per target type)
     has: Has | None = None  # _has reverse chain
     # type "any-of": alternatives (OR) of filter groups (AND), e.g. the union of several granted scopes;
+    # type "none-of": no group holds (the negation of an any-of); type "resource-type": the resource is of type
+    # `code`, and one of the any_of groups holds when there are any (a type test inside a search across types);
     # type "compartment" (code _compartment): membership of the patient compartment of values[0].id
     any_of: tuple[tuple[Filter, ...], ...] = ()
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from resources.search.codesets import CANONICAL_SYSTEM
 from resources.search.query import (
+    SYSTEM,
     CompositeValue,
     Filter,
     RangeValue,
@@ -148,10 +149,17 @@ def compile_filter(flt: Filter, resource_type: str) -> dict[str, Any] | tuple[An
         return {"i": {"$nin": ids}} if flt.modifier == "not" else {"i": {"$in": ids}}
     if flt.code == "_lastUpdated":
         return {"$or": [_range(v, "u", "u") for v in flt.values if isinstance(v, RangeValue)]}
+    if flt.type == "compartment" and flt.missing is not None:  # in some patient's compartment, or in none
+        return {"c.0": {"$exists": not flt.missing}}
     if flt.type == "compartment":
         return {"c": {"$in": [v.id for v in flt.values if isinstance(v, ReferenceValue)]}}
-    if flt.type == "any-of":
-        return ("any-of", [[compile_filter(inner, resource_type) for inner in group] for group in flt.any_of])
+    if flt.type in ("any-of", "none-of"):
+        return (flt.type, [[compile_filter(inner, resource_type) for inner in group] for group in flt.any_of])
+    if flt.type == "resource-type":  # the document's type is flt.code, and then one of the groups holds (if any)
+        if resource_type not in (SYSTEM, flt.code):
+            return _NEVER
+        groups = [[compile_filter(inner, flt.code) for inner in group] for group in flt.any_of]
+        return ("any-of", [[{"t": flt.code}, *group] for group in groups] or [[{"t": flt.code}]])
     if flt.chain:
         return ("chain", flt.code, [(c.target_type, Subquery(c.target_type, (c.inner,))) for c in flt.chain])
     if flt.has is not None:

@@ -242,8 +242,10 @@ class MongoStore:
         if isinstance(compiled, dict):
             return compiled
         kind = compiled[0]
-        if kind == "any-of":
+        if kind in ("any-of", "none-of"):
             groups = [{"$and": [await self._resolve(c, session) for c in group] or [{}]} for group in compiled[1]]
+            if kind == "none-of":
+                return {"$nor": groups} if groups else {}
             return {"$or": groups} if groups else {"_id": {"$in": []}}
         if kind == "chain":
             _, code, targets = compiled

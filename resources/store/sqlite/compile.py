@@ -8,8 +8,11 @@ https://hl7.org/fhir/R4B/search.html
 
 from __future__ import annotations
 
+from dataclasses import replace
 from functools import lru_cache
 from typing import Any, Protocol
+
+import orjson
 
 from resources.search.codesets import CANONICAL_SYSTEM
 from resources.search.index import load_patient_compartment
@@ -41,6 +44,7 @@ Clause = tuple[str, list[Any]]
 _TABLE = {"token": "idx_token", "string": "idx_string", "reference": "idx_ref", "date": "idx_date",
           "number": "idx_number", "quantity": "idx_quantity", "uri": "idx_uri", "composite": "idx_composite"}
 _NEVER: Clause = ("0", [])
+_MANY = 200  # more values than this travel as one JSON array
 # code systems are stored as numbers (schema.py); a constant subquery turns the URI into its number, and an
 # unknown URI into NULL, which matches nothing
 _SID = "(SELECT sid FROM system WHERE uri = ?)"
@@ -239,18 +243,32 @@ def compile_filter(flt: Filter, resource_type: str, param_id: ParamId, alias: st
     """
     if flt.code in ("_id", "_lastUpdated"):
         return _resource_filter(flt, alias)
+    if flt.type == "compartment" and flt.missing is not None:  # in some patient's compartment, or in none
+        sub = f"SELECT 1 FROM compartment WHERE rid = {alias}.rid"
+        return (f"NOT EXISTS ({sub})" if flt.missing else f"EXISTS ({sub})"), []
     if flt.type == "compartment":
         patients = [v.id for v in flt.values if isinstance(v, ReferenceValue)]
         marks = ",".join("?" * len(patients))
+        if len(patients) > _MANY:  # one JSON array instead of a parameter each (SQLite caps parameters)
+            marks, patients = "SELECT value FROM json_each(?)", [orjson.dumps(patients).decode()]
         if correlated:
             return f"EXISTS (SELECT 1 FROM compartment WHERE rid = {alias}.rid AND patient IN ({marks}))", patients
         return f"{alias}.rid IN (SELECT rid FROM compartment WHERE patient IN ({marks}))", patients
+    if flt.type == "none-of":  # the negation of an any-of (consent exceptions): no group holds
+        sql, args = compile_filter(replace(flt, type="any-of"), resource_type, param_id, alias, depth, correlated)
+        return f"NOT {sql}", args
+    if flt.type == "resource-type":  # the row's type is flt.code, and then one of the groups holds (if any)
+        if resource_type != flt.code:
+            return _NEVER
+        if not flt.any_of:
+            return "1", []
+        return compile_filter(replace(flt, type="any-of"), resource_type, param_id, alias, depth, correlated)
     if flt.type == "any-of":
         ors: list[str] = []
         args: list[Any] = []
         for group in flt.any_of:
             parts = [compile_filter(inner, resource_type, param_id, alias, depth, correlated=True) for inner in group]
-            ors.append("(" + " AND ".join(sql for sql, _ in parts) + ")")
+            ors.append("(" + (" AND ".join(sql for sql, _ in parts) or "1") + ")")
             args.extend(arg for _, more in parts for arg in more)
         return ("(" + " OR ".join(ors) + ")", args) if ors else _NEVER
     if flt.chain:
@@ -307,7 +325,7 @@ def _selectivity(flt: Filter) -> int:
         return 0 if flt.code == "_id" and flt.modifier != "not" else 9
     if flt.type == "compartment":
         return 1
-    if flt.chain or flt.has is not None or flt.type == "any-of":
+    if flt.chain or flt.has is not None or flt.type in ("any-of", "none-of", "resource-type"):
         return 6
     ranks = {"reference": 1, "token": 2, "composite": 2, "uri": 3, "string": 4, "quantity": 5, "number": 5,
              "date": 7}
