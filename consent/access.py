@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from consent.ownership import OWNED_TYPE, OWNER_SYSTEM, masked, stamp_owner
 from consent.patient_types import SERVER_WRITTEN, SHARED_READ_ONLY
@@ -22,6 +22,9 @@ from resources.search.match import NotEvaluable, matches
 from resources.search.parse import SearchLimits, parse_search
 from resources.search.query import Filter, ReferenceValue, SearchQuery, TokenValue
 from resources.search.registry import SearchRegistry
+
+if TYPE_CHECKING:
+    from consent.enforce import ConsentEnforcer
 
 COMPARTMENT = "_compartment"
 
@@ -85,6 +88,8 @@ class AccessPolicy:
         self._indexer = indexer
         self._compartment_types = frozenset(compartment) | {"Patient"}
         self._limits = limits
+        # the patients' Consents (consent/enforce.py); None when consent enforcement is off
+        self.consent: ConsentEnforcer | None = None
         # an Access is immutable and the same for every request of one token: its groups are computed once
         self._group_cache: dict[tuple[Access, str, str], list[tuple[Filter, ...]] | None] = {}
 
@@ -165,12 +170,33 @@ class AccessPolicy:
         if self.patient_bound(access, query.resource_type, "s"):
             self._refuse_other_patients(access, query)
         query = self._narrow_hops(access, query)
+        query = self._consented(access, query)
         groups = self._groups(access, query.resource_type, "s")
         if groups is None:
             return query
         if len(groups) == 1:
             return replace(query, filters=query.filters + groups[0])
         return replace(query, filters=(*query.filters, Filter("_any", "any-of", None, (), any_of=tuple(groups))))
+
+    def _consented(self, access: Access, query: SearchQuery) -> SearchQuery:
+        """The query narrowed by the patients' Consents (C10: 403 when it names a patient who denies everything)."""
+        consent = self.consent
+        if consent is None or not consent.governs(access) or not (
+                query.is_system or self.in_compartment_type(query.resource_type)):
+            return query
+        for patient in _named_patients(query, self._registry):
+            if consent.denies_patient(access, patient):
+                raise Forbidden(f"Access to the record of Patient/{patient} is denied by patient consent",
+                                code="forbidden")
+        flt = consent.filter(access, query.resource_type)
+        return query if flt is None else replace(query, filters=(*query.filters, flt))
+
+    def check_patient(self, access: Access, patient: str) -> None:
+        """403 when the request names a patient whose Consents deny this caller everything (C10)."""
+        consent = self.consent
+        if consent is not None and consent.governs(access) and consent.denies_patient(access, patient):
+            raise Forbidden(f"Access to the record of Patient/{patient} is denied by patient consent",
+                            code="forbidden")
 
     def _narrow_system(self, access: Access, query: SearchQuery) -> SearchQuery:
         # across types, only scopes that reach every resource of each type: a patient or granular scope
@@ -186,7 +212,7 @@ class AccessPolicy:
                                 f"instead", code="forbidden")
         for touched in sorted(_touched(query.filters)):
             self.require(access, touched, "s")
-        return self._narrow_hops(access, query)
+        return self._consented(access, self._narrow_hops(access, query))
 
     def _narrow_hops(self, access: Access, query: SearchQuery) -> SearchQuery:
         """Chains and _has narrowed at every hop: each hop reaches only what the caller may search there."""
@@ -204,8 +230,14 @@ class AccessPolicy:
         return flt
 
     def _within(self, access: Access, resource_type: str, inner: Filter) -> Filter:
-        # the hop's own condition AND one of the caller's alternatives for that type (any-of of one group = AND)
+        # the hop's own condition AND one of the caller's alternatives for that type (any-of of one group = AND),
+        # AND what the patients' Consents let the caller see of that type
         groups = self._groups(access, resource_type, "s")
+        consent = self.consent
+        if consent is not None and consent.governs(access) and self.in_compartment_type(resource_type):
+            flt = consent.filter(access, resource_type)
+            if flt is not None:
+                inner = Filter("_any", "any-of", None, (), any_of=((inner, flt),))
         if groups is None:
             return inner
         return Filter("_any", "any-of", None, (), any_of=tuple((inner, *group) for group in groups))
@@ -230,12 +262,23 @@ class AccessPolicy:
         if access.unrestricted:
             return True
         groups = self._groups(access, resource_type, letter)
-        if groups is None:
-            return True
-        if not groups:
+        if groups is not None and not groups:
             return False
+        consent = self.consent
+        consented = (letter in "rs" and consent is not None and consent.governs(access)
+                     and self.in_compartment_type(resource_type))
+        if groups is None and not consented:
+            return True
         rows = self._indexer.extract(resource_type, resource)
-        return any(all(_matches(f, resource, rows) for f in group) for group in groups)
+        if groups is not None and not any(all(_matches(f, resource, rows) for f in group) for group in groups):
+            return False
+        return not consented or consent is None or consent.visible(access, resource_type, resource, rows)
+
+    def admit(self, access: Access, resource_type: str, patients: list[str]) -> None:
+        """403 unless the patients' Consents let this caller collect the resource (issue 28, collection)."""
+        consent = self.consent
+        if consent is not None and consent.governs(access) and patients:
+            consent.admit(access, resource_type, patients)
 
     def check_write(self, access: Access, resource_type: str, resource: dict[str, Any], letter: str) -> None:
         """403 unless the token may make this write with this content (its patient's compartment, its filters)."""
@@ -243,6 +286,24 @@ class AccessPolicy:
         if not self.visible(access, resource_type, resource, letter):
             raise Forbidden(f"The access token does not allow writing this {resource_type}: it would fall outside "
                             f"the patient context or the granted filters", code="forbidden")
+
+
+def _named_patients(query: SearchQuery, registry: SearchRegistry) -> list[str]:
+    """The patients a search names: its compartment, or a reference parameter that can only point at Patients."""
+    found: list[str] = []
+    for flt in query.filters:
+        for value in flt.values:
+            if not isinstance(value, ReferenceValue) or not value.id or flt.chain:
+                continue
+            if flt.type == "compartment" and flt.missing is None:
+                found.append(value.id)
+            elif flt.type == "reference" and flt.modifier is None and not query.is_system:
+                targets = registry.for_type(query.resource_type).get(flt.code)
+                if value.type == "Patient" or (targets is not None and targets.targets == ("Patient",)):
+                    found.append(value.id)
+        if query.resource_type == "Patient" and flt.code == "_id" and flt.modifier is None:
+            found.extend(v.code for v in flt.values if isinstance(v, TokenValue) and v.code)
+    return list(dict.fromkeys(found))
 
 
 def _matches(flt: Filter, resource: dict[str, Any], rows: IndexRows) -> bool:
@@ -288,6 +349,16 @@ class BoundGuard:
         """Confined to the token's patient."""
         return self.policy.patient_bound(self.access, resource_type, letter)
 
-    def restricts(self, resource_type: str, letter: str) -> bool:
-        """Whether visibility depends on content."""
-        return self.policy.restricts(self.access, resource_type, letter)
+    def restricts(self, resource_type: str, letter: str, *, consent: bool = True) -> bool:
+        """Whether visibility depends on content (scope filters, or the patients' Consents)."""
+        return self.policy.restricts(self.access, resource_type, letter) or (
+            consent and letter in "rs" and self.policy.consent is not None and self.policy.consent.governs(self.access)
+            and self.policy.in_compartment_type(resource_type))
+
+    def check_patient(self, patient: str) -> None:
+        """403 when consent denies this caller the whole record of the named patient."""
+        self.policy.check_patient(self.access, patient)
+
+    def admit(self, resource_type: str, resource: dict[str, Any], patients: list[str]) -> None:
+        """403 unless the caller may collect this resource for its patients."""
+        self.policy.admit(self.access, resource_type, patients)

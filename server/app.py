@@ -36,6 +36,7 @@ from server.auth import routes as auth_routes
 from server.auth.bearer import BearerMiddleware
 from server.auth.service import AuthService
 from server.capability import VERSION
+from server.consent_setup import install_consent, notification_audience
 from server.context import Services, configured_base
 from server.cors import AllowedOrigins
 from server.edge import EdgeMiddleware
@@ -116,6 +117,7 @@ def build_services(settings: Settings, mongo_client: Any = None) -> Services:
     repository.write_hooks.append(rules.check)
     indexer.canonical = rules.canonical_quantities
     policy = AccessPolicy(registry, indexer, load_patient_compartment(), limits)
+    install_consent(settings, policy, repository)
     engine = None
     if settings.subscriptions:
         engine = SubscriptionEngine(repository, engine_config(settings))
@@ -160,6 +162,8 @@ async def open_services(svc: Services) -> Services:
     svc.repository.models.start()  # early: the workers load the models while the rest of the start goes on
     await load_custom_parameters(svc)
     await svc.device_rules.load(svc.repository.store)
+    if svc.policy.consent is not None:
+        await svc.policy.consent.book.load(svc.repository.store)
     if svc.settings.terminology_seed:
         await seed(svc.repository)
     if svc.settings.pathways_seed:
@@ -186,6 +190,8 @@ def create_app(settings: Settings | None = None, *, mongo_client: Any = None) ->
                         "local development.")
         else:
             svc.auth = AuthService.open(settings, frozenset(resource_types()))
+            if svc.subscriptions is not None and svc.policy.consent is not None:
+                svc.subscriptions.audience = notification_audience(svc.policy.consent, svc.auth)
         app.state.services = svc
         # The registry, indexer and (with no workers) the R4B models are long-lived objects; freezing them keeps every
         # garbage collection from walking them again (otherwise a full collection costs milliseconds).

@@ -14,6 +14,7 @@ import contextlib
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -97,6 +98,10 @@ def _method(action: str) -> str:
     return {"create": "POST", "update": "PUT", "delete": "DELETE"}[action]
 
 
+# may the owner of this subscription see this resource (its type, body and index rows)?
+Audience = Callable[[Subscriber, str, dict[str, Any], IndexRows], bool]
+
+
 class SubscriptionEngine:
     """Topics, subscriptions and pathways over one repository's change feed."""
 
@@ -117,6 +122,8 @@ class SubscriptionEngine:
         self._fhirpath: dict[str, Any] = {}
         self._saved_counts: dict[str, int] = {}
         self._saved_at = 0.0
+        # may a subscription's owner see this resource (patient consent)? None: everyone sees everything
+        self.audience: Audience | None = None
 
     # -- lifecycle --------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -183,7 +190,8 @@ class SubscriptionEngine:
                                                                           subscriber.topic)
         for kind in sorted(topic.resource_types()):
             guard.require(kind, "s")
-            if guard.restricts(kind, "s"):
+            # patient consent narrows each notification (audience); only the scopes' own limits refuse here
+            if guard.restricts(kind, "s", consent=False):
                 raise Unprocessable(f"The access token reaches only some {kind} resources (a patient context or "
                                     f"granular scopes), and notifications are not narrowed to it: subscribing "
                                     f"to this topic needs search access to every {kind}", code="business-rule",
@@ -384,12 +392,13 @@ class SubscriptionEngine:
                 continue
             number = self.counts.get(sid, 0) + 1
             self.counts[sid] = number
-            event = Event(number, change.updated_ms, change.type, change.id, change.vid, _method(action))
+            withheld = self.audience is not None and not self.audience(subscriber, change.type, focus, rows)
+            event = Event(number, change.updated_ms, change.type, change.id, change.vid, _method(action), withheld)
             self.recent.setdefault(sid, deque(maxlen=self.config.events_retained)).append(event)
             channel = self.channels.get(sid)
             if channel is not None:
                 channel.events_since_start = number
-                channel.queue.put_nowait((event, change.body))
+                channel.queue.put_nowait((event, None if withheld else change.body))
 
     def _steps(self, topic: Topic, change: StoredResource, rows: IndexRows | None) -> list[dict[str, Any]]:
         """The Tasks the topic's pathways make from this change."""

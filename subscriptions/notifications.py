@@ -25,6 +25,9 @@ class Event:
     id: str
     vid: int
     method: str  # POST, PUT or DELETE
+    # the subscriber's owner may not see the resource (patient consent): the event keeps its number, so gaps
+    # stay meaningful, but no notification or $events answer names or carries the resource
+    withheld: bool = False
 
 
 def status_resource(subscription_id: str, status: str, topic: str, kind: str, events_since_start: int,
@@ -40,6 +43,7 @@ def status_resource(subscription_id: str, status: str, topic: str, kind: str, ev
     }
     if events:
         resource["notificationEvent"] = [
+            {"eventNumber": str(e.number), "timestamp": format_instant(e.at_ms)} if e.withheld else
             {"eventNumber": str(e.number), "timestamp": format_instant(e.at_ms),
              "focus": {"reference": f"{base_url}/{e.type}/{e.id}/_history/{e.vid}"}} for e in events]
     if error:
@@ -66,6 +70,6 @@ def bundle(subscription_id: str, status: dict[str, Any], content: str, events: l
         "request": {"method": "GET", "url": f"Subscription/{subscription_id}/$status"},
         "response": {"status": "200"}}]
     if content != "empty":
-        entries.extend(_entry(event, content, body, base_url) for event, body in events)
+        entries.extend(_entry(event, content, body, base_url) for event, body in events if not event.withheld)
     return orjson.dumps({"resourceType": "Bundle", "id": str(uuid.uuid4()), "type": "history",
                          "timestamp": format_instant(now_ms), "entry": entries})

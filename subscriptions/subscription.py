@@ -39,6 +39,13 @@ class Subscriber:
     timeout_s: int
     max_count: int
     end_ms: int | None
+    tags: tuple[tuple[str, str], ...] = ()  # meta.tag (system, code)
+
+
+def _tags(body: dict[str, Any]) -> tuple[tuple[str, str], ...]:
+    """meta.tag as (system, code): whoever decides who may see a notification reads its owner there."""
+    tags = (body.get("meta") or {}).get("tag") or []
+    return tuple((str(t.get("system") or ""), str(t.get("code") or "")) for t in tags if isinstance(t, dict))
 
 
 def _extension(element: dict[str, Any] | None, url: str) -> list[dict[str, Any]]:
@@ -131,4 +138,4 @@ def parse_subscription(registry: SearchRegistry, body: dict[str, Any], topics: d
         filters={k: tuple(v) for k, v in filters.items()}, endpoint=endpoint, headers=_headers(channel),
         content=content, heartbeat_s=_positive(channel, HEARTBEAT_PERIOD, "heartbeat-period"),
         timeout_s=_positive(channel, TIMEOUT, "timeout") or 10, max_count=_positive(channel, MAX_COUNT, "max-count")
-        or 50, end_ms=end_ms)
+        or 50, end_ms=end_ms, tags=_tags(body))
