@@ -22,6 +22,7 @@ from server.answer_headers import FHIR
 from server.auth.oauth import FAMILY_CLAIM
 from server.auth.service import AuthService
 from server.auth.tokens import TokenError
+from server.auth.visibility import purposes_of
 from server.context import Services, configured_base, configured_issuer
 
 PUBLIC = ("/fhir/metadata", "/fhir/.well-known/smart-configuration")
@@ -78,7 +79,8 @@ class BearerMiddleware:
             except ScopeError as exc:
                 raise TokenError("The token carries a malformed scope") from exc
             access = Access(resources, _text(claims.get("patient")), _text(claims.get("client_id")),
-                            _text(claims.get("fhirUser")))
+                            _text(claims.get("fhirUser")), purposes=purposes_of(claims.get("purpose_of_use")),
+                            jti=_text(claims.get("jti")), clinic_system=_ehr(auth, claims.get("client_id")))
             if len(self._cache) > _CACHE_LIMIT:
                 self._cache.clear()
             cached = (BoundGuard(policy, access), float(claims["exp"]), str(claims.get("jti")),
@@ -95,6 +97,12 @@ def _authorization(scope: Scope) -> str:
         if name == b"authorization":
             return str(value.decode("latin-1"))
     return ""
+
+
+def _ehr(auth: AuthService, client_id: Any) -> bool:
+    # one of the clinic's own systems (registered --ehr): it records care without a collection consent
+    record = auth.store.client(client_id) if isinstance(client_id, str) else None
+    return record is not None and record.ehr
 
 
 def _text(value: Any) -> str | None:

@@ -48,7 +48,7 @@ def clinician_access(scope: str, known_types: frozenset[str], client_id: str, fh
     # a patient/ scope has no patient yet at this point: the picker asks which patients it could be about
     scopes = tuple(ResourceScope("user", "Patient", frozenset("rs"), s.query, s.text) for s in granted
                    if s.applies("Patient", "r"))
-    return Access(scopes, None, client_id, fhir_user)
+    return Access(scopes, None, client_id, fhir_user, purposes=("TREAT",))  # choosing whom to treat
 
 
 async def _related_patient(services: Services, fhir_user: str) -> Choice | None:

@@ -106,7 +106,7 @@ async def build_world(app: FastAPI) -> AsyncIterator[World]:
         auth: AuthService = app.state.services.auth
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url=BASE) as client:
-            record, secret = auth.add_client("admin", "confidential-symmetric", "system/*.cruds", [])
+            record, secret = auth.add_client("admin", "confidential-symmetric", "system/*.cruds", [], ehr=True)
             response = await client.post("/auth/token", data={"grant_type": "client_credentials",
                                                               "scope": "system/*.cruds"},
                                          auth=(record.client_id, secret or ""))

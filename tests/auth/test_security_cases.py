@@ -236,10 +236,37 @@ async def test_case_47_writes_for_another_patient_are_forbidden(world: World) ->
                                      headers={**world.bearer(token), **FHIR_JSON})
     assert takeover.status_code == missing.status_code == 404 and issue(takeover) == issue(missing) == "not-found"
     device = await world.backend_token("system/Observation.c")
+    refused = await world.client.post("/fhir/Observation", json=other, headers={**world.bearer(device), **FHIR_JSON})
+    # issue 28 item 4: a device collects for a patient only with that patient's consent to collect
+    assert refused.status_code == 403 and "Consent" in refused.text
+    await consent_to_collect(world, world.ids["bob"], device)
     reading = await world.client.post("/fhir/Observation", json=other, headers={**world.bearer(device), **FHIR_JSON})
     assert reading.status_code == 201  # a system scope is not confined to one patient
     cannot_read = await world.client.get(f"/fhir/Observation/{reading.json()['id']}", headers=world.bearer(device))
     assert cannot_read.status_code == 403
+
+
+async def consent_to_collect(world: World, patient: str, token: str) -> None:
+    """Record the patient's consent that the client holding `token` collects Observations about them."""
+    client_id = jwt_claims(token)["client_id"]
+    consent = {"resourceType": "Consent", "status": "active", "scope": {"coding": [{
+        "system": "http://terminology.hl7.org/CodeSystem/consentscope", "code": "patient-privacy"}]},
+        "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}],
+        "patient": {"reference": f"Patient/{patient}"}, "policyRule": {"coding": [{
+            "system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "OPTIN"}]},
+        "provision": {"type": "permit", "actor": [{"role": {"coding": [{
+            "system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType", "code": "PRCP"}]},
+            "reference": {"identifier": {"system": "http://careloop.health/fhir/sid/client-id", "value": client_id}}}],
+            "action": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentaction",
+                                    "code": "collect"}]}]}}
+    response = await world.client.post("/fhir/Consent", json=consent, headers=world.admin)
+    assert response.status_code == 201, response.text
+
+
+def jwt_claims(token: str) -> dict[str, Any]:
+    """The (unverified) claims of a JWT: what the client itself can read of its token."""
+    payload = token.split(".")[1]
+    return dict(orjson.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))))
 
 
 async def test_case_48_conditional_create_gives_no_existence_oracle(world: World) -> None:
@@ -251,7 +278,7 @@ async def test_case_48_conditional_create_gives_no_existence_oracle(world: World
     assert (await world.client.post("/fhir/Observation", json=hidden, headers=world.admin)).status_code == 201
     response = await world.client.post("/fhir/Observation", json=observation, headers={
         **world.bearer(token), **FHIR_JSON, "If-None-Exist": "identifier=urn:reading|r-1"})
-    assert response.status_code == 201  # Bob's hidden match neither blocks nor is revealed
+    assert response.status_code == 201, response.text  # Bob's hidden match neither blocks nor is revealed
 
 
 async def test_case_49_granular_scopes(world: World) -> None:
