@@ -202,7 +202,8 @@ async def authorize(request: Request) -> Response:
     if user is None:
         return _login_page(params, form.get("username") is not None)
     if btg_reason is not None and not await _may_break_glass(auth, user):
-        return _denied(grant.request.redirect_uri, params, "This user is not entitled to break-glass access")
+        return _denied(grant.request.payload.redirect_uri or grant.request.client.get_default_redirect_uri(), params,
+                       "This user is not entitled to break-glass access")
     patient = launch_context.get("patient")
     if user.fhir_user and user.fhir_user.startswith("Patient/"):
         # a patient signs in to their own record only, whatever a launch names
