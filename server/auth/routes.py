@@ -19,7 +19,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
 from server.auth import purposes as pou
-from server.auth.grants import grant_consent, record_grant
+from server.auth.grants import grant_consent, provisions, record_grant
 from server.auth.introspection import CLIENT_METHODS, Refused, authenticate_caller, describe
 from server.auth.launch import context_visible, may_create_launch
 from server.auth.oauth import (
@@ -229,8 +229,9 @@ async def authorize(request: Request) -> Response:
                            params.get("nonce"), purposes=purposes, btg_reason=btg_reason)
     if "launch" in params and auth.store.use_launch(params["launch"]) is None:  # used once, even concurrently
         raise_json(400, "invalid_request", "Unknown or expired 'launch'")
-    if patient is not None and (user.fhir_user or "").startswith(("Patient/", "RelatedPerson/")):
-        # the patient (or their representative) authorizes the app: the grant is recorded as a Consent
+    if patient is not None and (user.fhir_user or "").startswith(("Patient/", "RelatedPerson/")) and provisions(
+            grant.request.scope or "", auth.known_types):
+        # the patient (or their representative) lets the app reach their data: the grant is recorded as a Consent
         record = grant.request.client.record
         body = grant_consent(client_id=record.client_id, client_name=record.name, patient=patient,
                              performer=user.fhir_user or "", scope=grant.request.scope or "", purposes=purposes,

@@ -222,3 +222,11 @@ async def test_an_authorize_error_writes_no_grant(world: World) -> None:
     assert response.status_code == 400
     after = await world.client.get("/fhir/Consent", params={"_summary": "count"}, headers=world.admin)
     assert after.json()["total"] == before.json()["total"]
+
+
+async def test_an_app_granted_no_data_records_no_grant(world: World) -> None:
+    before = await world.client.get("/fhir/Consent", params={"_summary": "count"}, headers=world.admin)
+    _, token = await authorized(world, "openid fhirUser")
+    assert "grant" not in claims(world, token["access_token"])
+    after = await world.client.get("/fhir/Consent", params={"_summary": "count"}, headers=world.admin)
+    assert after.json()["total"] == before.json()["total"]
