@@ -18,6 +18,7 @@ from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
+from consent.access import Access
 from server.auth import purposes as pou
 from server.auth.grants import grant_consent, provisions, record_grant
 from server.auth.introspection import CLIENT_METHODS, Refused, authenticate_caller, describe
@@ -201,9 +202,15 @@ async def authorize(request: Request) -> Response:
         return _throttled_page(params, exc.retry_after)
     if user is None:
         return _login_page(params, form.get("username") is not None)
-    if btg_reason is not None and not await _may_break_glass(auth, user):
+    signed_in = await run_in_threadpool(auth.store.user, user.username or "")
+    if btg_reason is not None and not (signed_in is not None and signed_in.break_glass):
         return _denied(grant.request.payload.redirect_uri or grant.request.client.get_default_redirect_uri(), params,
                        "This user is not entitled to break-glass access")
+    # what the picker decides with, as the FHIR API would for the token about to be issued
+    client_record = grant.request.client.record
+    facts = Access(purposes=purposes, roles=signed_in.roles if signed_in else (), btg_reason=btg_reason,
+                   organization=(signed_in.organization if signed_in else None) or client_record.organization,
+                   clinic_system=client_record.ehr, audit_source=client_record.audit_source)
     patient = launch_context.get("patient")
     if user.fhir_user and user.fhir_user.startswith("Patient/"):
         # a patient signs in to their own record only, whatever a launch names
@@ -213,18 +220,18 @@ async def authorize(request: Request) -> Response:
         patient = own
     elif patient is not None and (user.fhir_user or "").startswith("RelatedPerson/") and not await may_pick(
             services(request), auth.known_types, grant.request.scope or "", params.get("client_id", ""),
-            user.fhir_user, patient):
+            user.fhir_user, patient, facts):
         raise_json(400, "invalid_request", "This launch is not for the signed-in person's patient")
     wants_patient = "launch/patient" in scopes or any(s.startswith("patient/") for s in scopes)
     if wants_patient and patient is None:
         chosen = form.get("patient")
         # a patient the user may not pick is answered exactly like one that does not exist: the picker again
         if chosen and await may_pick(services(request), auth.known_types, grant.request.scope or "",
-                                     params.get("client_id", ""), user.fhir_user, chosen):
+                                     params.get("client_id", ""), user.fhir_user, chosen, facts):
             patient = chosen
         else:
             return await _picker_page(request, auth, params, user, grant.request.scope or "",
-                                      form.get("q", "").strip()[:100])
+                                      form.get("q", "").strip()[:100], facts)
     grant_user = GrantUser(user.username, user.fhir_user, patient, launch_context.get("encounter"),
                            params.get("nonce"), purposes=purposes, btg_reason=btg_reason)
     if "launch" in params and auth.store.use_launch(params["launch"]) is None:  # used once, even concurrently
@@ -232,7 +239,7 @@ async def authorize(request: Request) -> Response:
     if patient is not None and (user.fhir_user or "").startswith(("Patient/", "RelatedPerson/")) and provisions(
             grant.request.scope or "", auth.known_types):
         # the patient (or their representative) lets the app reach their data: the grant is recorded as a Consent
-        record = grant.request.client.record
+        record = client_record
         body = grant_consent(client_id=record.client_id, client_name=record.name, patient=patient,
                              performer=user.fhir_user or "", scope=grant.request.scope or "", purposes=purposes,
                              now_ms=int(time.time() * 1000), lifetime_seconds=_grant_seconds(scopes),
@@ -249,11 +256,6 @@ def _grant_seconds(scopes: set[str]) -> int:
     if "offline_access" in scopes:
         return OFFLINE_SECONDS
     return ONLINE_SECONDS if "online_access" in scopes else APP_TOKEN_SECONDS
-
-
-async def _may_break_glass(auth: AuthService, user: GrantUser) -> bool:
-    found = await run_in_threadpool(auth.store.user, user.username or "")
-    return found is not None and found.break_glass
 
 
 def _denied(redirect_uri: str | None, params: dict[str, str], description: str) -> Response:
@@ -300,13 +302,13 @@ def _throttled_page(params: dict[str, str], retry_after: int) -> HTMLResponse:
 
 
 async def _picker_page(request: Request, auth: AuthService, params: dict[str, str], user: GrantUser, scope: str,
-                       name: str) -> HTMLResponse:
+                       name: str, facts: Access) -> HTMLResponse:
     now = int(time.time())
     session = auth.signer.sign({"iss": "careloop-login", "sub": user.username or "", "iat": now,
                                 "exp": now + LOGIN_SECONDS}, "login+jwt")
     kept = f"{_hidden(params)}<input type='hidden' name='session' value='{html.escape(session)}'>"
     found, more = await choices(services(request), auth.known_types, scope,
-                                params.get("client_id", ""), user.fhir_user, name)
+                                params.get("client_id", ""), user.fhir_user, name, facts)
     radios = "".join(f"<label><input type='radio' name='patient' value='{html.escape(c.id)}' required> "
                      f"{html.escape(c.label)} ({html.escape(c.id)})</label>" for c in found)
     search = (f"<form method='post' action='authorize'>{kept}<label>Name <input name='q' type='search' "
