@@ -34,6 +34,7 @@ from resources.validation import ValidationLimits
 from server import errors
 from server.auth import routes as auth_routes
 from server.auth.bearer import BearerMiddleware
+from server.auth.grants import GrantRevocations
 from server.auth.service import AuthService
 from server.capability import VERSION
 from server.consent_setup import install_consent, notification_audience
@@ -185,6 +186,7 @@ def create_app(settings: Settings | None = None, *, mongo_client: Any = None) ->
         svc = await open_services(build_services(settings, mongo_client))
         if svc.subscriptions is not None:
             await svc.subscriptions.start()
+        revocations = None
         if settings.auth == "off":
             log.warning("CARELOOP_AUTH=off: every request has full access with no token. Never use this outside "
                         "local development.")
@@ -192,6 +194,9 @@ def create_app(settings: Settings | None = None, *, mongo_client: Any = None) ->
             svc.auth = AuthService.open(settings, frozenset(resource_types()))
             if svc.subscriptions is not None and svc.policy.consent is not None:
                 svc.subscriptions.audience = notification_audience(svc.policy.consent, svc.auth)
+            # a patient's grant Consent made inactive or deleted revokes the app's tokens before the write returns
+            revocations = GrantRevocations(svc.auth.signer, svc.auth.store)
+            svc.repository.store.add_commit_listener(revocations.on_commit)
         app.state.services = svc
         # The registry, indexer and (with no workers) the R4B models are long-lived objects; freezing them keeps every
         # garbage collection from walking them again (otherwise a full collection costs milliseconds).
@@ -209,6 +214,8 @@ def create_app(settings: Settings | None = None, *, mongo_client: Any = None) ->
             await svc.reindexer.close()
             await svc.repository.store.close()
             if svc.auth is not None:
+                if revocations is not None:
+                    await revocations.drain()
                 svc.auth.close()
             svc.repository.models.close()
 

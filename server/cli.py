@@ -16,9 +16,10 @@ import uvicorn
 
 from resources.models import resource_types
 from server.app import create_app
-from server.auth.service import AuthService
+from server.auth.purposes import DEFAULT
+from server.auth.service import AuthService, check_organization
 from server.auth.signin import is_locked
-from server.auth.store import CLIENT_KINDS
+from server.auth.store import CLIENT_KINDS, ROLES
 from server.settings import Settings
 
 DEV_CLIENT = "careloop-dev"
@@ -84,7 +85,9 @@ def _clients_add(args: argparse.Namespace) -> int:
     auth = _with_auth(args)
     try:
         record, secret = auth.add_client(args.name, args.type, args.scope, args.redirect_uri or [], jwks,
-                                         args.jwks_url, args.id, args.resource_server, args.ehr)
+                                         args.jwks_url, args.id, args.resource_server, args.ehr,
+                                         purposes=tuple(args.purpose or DEFAULT), organization=args.organization,
+                                         audit_source=args.audit_source, break_glass=args.break_glass)
     except ValueError as exc:
         sys.stderr.write(f"error: {exc}\n")
         return 2
@@ -105,9 +108,12 @@ def _clients_list(args: argparse.Namespace) -> int:
         _out(json.dumps(found))
     else:
         for client in found:
-            roles = "".join(f"  {role}" for role, on in (("resource-server", client["resource_server"]),
-                                                         ("ehr", client["ehr"])) if on)
-            _out(f"{client['client_id']}  {client['type']}{roles}  {client['name']}  scope={client['scope']}")
+            roles = "".join(f"  {role}" for role, on in (
+                ("resource-server", client["resource_server"]), ("ehr", client["ehr"]),
+                ("audit-source", client["audit_source"]), ("break-glass", client["break_glass"])) if on)
+            organization = f"  organization={client['organization']}" if client["organization"] else ""
+            _out(f"{client['client_id']}  {client['type']}{roles}  {client['name']}  scope={client['scope']}  "
+                 f"purposes={','.join(client['purposes'])}{organization}")
     return 0
 
 
@@ -125,12 +131,22 @@ def _clients_remove(args: argparse.Namespace) -> int:
 
 
 def _users_add(args: argparse.Namespace) -> int:
+    try:
+        check_organization(args.organization)
+    except ValueError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        return 2
     auth = _with_auth(args)
     try:
-        auth.store.add_user(args.username, args.password, args.fhir_user, args.name)
+        # no --role: the default of the fhirUser's kind (clinician for a Practitioner, none for a Patient)
+        auth.store.add_user(args.username, args.password, args.fhir_user, args.name,
+                            roles=tuple(dict.fromkeys(args.role)) if args.role else None,
+                            organization=args.organization, break_glass=args.break_glass)
+        found = auth.store.user(args.username)
     finally:
         auth.close()
-    _out(f"user {args.username} ({args.fhir_user or 'no fhirUser'})")
+    roles = ",".join(found.roles) if found and found.roles else "no roles"
+    _out(f"user {args.username} ({args.fhir_user or 'no fhirUser'}; {roles})")
     return 0
 
 
@@ -140,11 +156,14 @@ def _users_list(args: argparse.Namespace) -> int:
     try:
         locks = auth.store.signin_locks()
         users = [{"username": u.username, "fhir_user": u.fhir_user, "name": u.name,
-                  "locked": is_locked(locks.get(u.username), settings)} for u in auth.store.users()]
+                  "locked": is_locked(locks.get(u.username), settings), "roles": list(u.roles),
+                  "organization": u.organization, "break_glass": u.break_glass} for u in auth.store.users()]
     finally:
         auth.close()
     _out(json.dumps(users) if args.json else "\n".join(
-        f"{u['username']}  {u['fhir_user']}{'  locked' if u['locked'] else ''}" for u in users))
+        f"{u['username']}  {u['fhir_user']}  roles={','.join(u['roles']) or '-'}"
+        f"{'  organization=' + u['organization'] if u['organization'] else ''}"
+        f"{'  break-glass' if u['break_glass'] else ''}{'  locked' if u['locked'] else ''}" for u in users))
     return 0
 
 
@@ -186,6 +205,13 @@ def main(argv: list[str] | None = None) -> int:
                      help="a resource server: may introspect every token, not only its own (confidential clients)")
     add.add_argument("--ehr", action="store_true", help="an EHR: its system/ token may register launch contexts "
                      "(POST /auth/launch)")
+    add.add_argument("--purpose", action="append", metavar="CODE",
+                     help="a v3-ActReason purpose of use the client may ask for with __pou/CODE and gets when it "
+                          "asks for none (repeatable; default: TREAT)")
+    add.add_argument("--organization", help="the Organization the client acts for (Organization/<id>)")
+    add.add_argument("--audit-source", action="store_true", help="the client may submit AuditEvents of its own")
+    add.add_argument("--break-glass", action="store_true",
+                     help="the client may ask for break-glass access (__pou/BTG, with a btg_reason)")
     add.add_argument("--json", action="store_true", help="print JSON (client_id, client_secret when there is one)")
     add.set_defaults(run=_clients_add)
     listing = client_commands.add_parser("list", help="list clients")
@@ -202,6 +228,12 @@ def main(argv: list[str] | None = None) -> int:
     user_add.add_argument("--password", required=True)
     user_add.add_argument("--fhir-user", help="Patient/ID, Practitioner/ID, ... (the fhirUser claim)")
     user_add.add_argument("--name")
+    user_add.add_argument("--role", action="append", choices=ROLES,
+                          help="a role (repeatable; default: clinician for a Practitioner or PractitionerRole, "
+                               "none for anyone else)")
+    user_add.add_argument("--organization", help="the Organization the user works for (Organization/<id>)")
+    user_add.add_argument("--break-glass", action="store_true",
+                          help="the user may declare break-glass access (__pou/BTG, with a btg_reason)")
     user_add.set_defaults(run=_users_add)
     user_list = user_commands.add_parser("list", help="list users")
     user_list.add_argument("--json", action="store_true")

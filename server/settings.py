@@ -77,6 +77,8 @@ class Settings(BaseSettings):
                                 "FHIR store, <name>-auth.db)")
     launch_seconds: float = Field(300, gt=0, description="How long an EHR launch context (POST /auth/launch) "
                                   "may be used; it is used once")
+    btg_token_seconds: int = Field(900, gt=0, le=900, description="Lifetime of a break-glass (__pou/BTG) access "
+                                   "token, in seconds: at most 15 minutes, and never refreshed")
     signin_user_failures: int = Field(10, ge=1, description="Failed sign-ins of one user name (known or not) "
                                       "that lock it: sign-in is refused (429) until `python -m server users "
                                       "unlock` or CARELOOP_SIGNIN_LOCK_SECONDS pass")

@@ -13,16 +13,15 @@ from typing import Any
 import orjson
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from consent.access import Access, BoundGuard
-from consent.scopes import ScopeError, parse_scopes
+from consent.access import BoundGuard
 from resources.errors import Unauthorized
 from resources.guard import GUARD
 from resources.outcome import from_error
 from server.answer_headers import FHIR
 from server.auth.oauth import FAMILY_CLAIM
-from server.auth.service import AuthService
+from server.auth.service import REVOKED_GRANT, AuthService, grant_revoked
 from server.auth.tokens import TokenError
-from server.auth.visibility import purposes_of
+from server.auth.visibility import access_of_claims
 from server.context import Services, configured_base, configured_issuer
 
 PUBLIC = ("/fhir/metadata", "/fhir/.well-known/smart-configuration")
@@ -34,8 +33,8 @@ class BearerMiddleware:
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
-        # verified tokens: token -> (guard, expiry, jti, refresh family)
-        self._cache: dict[str, tuple[BoundGuard, float, str, str | None]] = {}
+        # verified tokens: token -> (guard, expiry, jti, refresh family, claims)
+        self._cache: dict[str, tuple[BoundGuard, float, str, str | None, dict[str, Any]]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope.get("path", "")
@@ -74,20 +73,19 @@ class BearerMiddleware:
             audience = configured_base(services.settings)
             issuer = configured_issuer(audience)
             claims = auth.signer.decode(token, "at+jwt", issuer, audience)
-            try:
-                resources, _ = parse_scopes(str(claims.get("scope", "")), auth.known_types)
-            except ScopeError as exc:
-                raise TokenError("The token carries a malformed scope") from exc
-            access = Access(resources, _text(claims.get("patient")), _text(claims.get("client_id")),
-                            _text(claims.get("fhirUser")), purposes=purposes_of(claims.get("purpose_of_use")),
-                            jti=_text(claims.get("jti")), clinic_system=_ehr(auth, claims.get("client_id")))
+            access = access_of_claims(claims, auth.known_types)
+            if access is None:
+                raise TokenError("The token carries a malformed scope")
             if len(self._cache) > _CACHE_LIMIT:
                 self._cache.clear()
             cached = (BoundGuard(policy, access), float(claims["exp"]), str(claims.get("jti")),
-                      _text(claims.get(FAMILY_CLAIM)))
+                      _text(claims.get(FAMILY_CLAIM)), claims)
             self._cache[key] = cached
         if auth.signer.is_revoked(cached[2], cached[3]):
             raise TokenError("The token was revoked")
+        # the patient made the grant's Consent inactive or deleted it: refused from the next request on (C11)
+        if cached[0].access.grant is not None and grant_revoked(auth.signer, cached[4]):
+            raise TokenError(REVOKED_GRANT)
         return cached[0]
 
 
@@ -97,12 +95,6 @@ def _authorization(scope: Scope) -> str:
         if name == b"authorization":
             return str(value.decode("latin-1"))
     return ""
-
-
-def _ehr(auth: AuthService, client_id: Any) -> bool:
-    # one of the clinic's own systems (registered --ehr): it records care without a collection consent
-    record = auth.store.client(client_id) if isinstance(client_id, str) else None
-    return record is not None and record.ehr
 
 
 def _text(value: Any) -> str | None:

@@ -13,6 +13,7 @@ from typing import Any
 
 from authlib.oauth2.rfc6749.errors import OAuth2Error
 
+from server.auth.facts import GRANT_VERSION_CLAIM
 from server.auth.oauth import FAMILY_CLAIM, INTROSPECTION, Endpoints, FormRequest
 from server.auth.service import AuthService
 from server.auth.tokens import TokenError
@@ -21,7 +22,7 @@ CLIENT_METHODS = ["client_secret_basic", "client_secret_post", "private_key_jwt"
 INACTIVE: dict[str, Any] = {"active": False}
 BASIC_CHALLENGE = 'Basic realm="careloop"'
 BEARER_CHALLENGE = 'Bearer realm="careloop", error="invalid_token"'
-_HIDDEN = frozenset({FAMILY_CLAIM})  # CareLoop's own bookkeeping, not part of the SMART answer
+_HIDDEN = frozenset({FAMILY_CLAIM, GRANT_VERSION_CLAIM})  # CareLoop's own bookkeeping, not part of the SMART answer
 
 
 @dataclass(frozen=True)
@@ -69,11 +70,13 @@ def describe(auth: AuthService, caller: Caller, token: str, urls: Endpoints) -> 
         claims = auth.access_claims(token, urls)
     except TokenError:
         found = auth.store.refresh(token) if token else None
-        if found is None or found[3]:
+        if found is None or found[3] or auth.signer.grant_revoked(found[2].get("grant"),
+                                                                  found[2].get("grant_version")):
             return INACTIVE
         _, client_id, data, _ = found
         claims = {"client_id": client_id, "scope": data.get("scope"), "sub": data.get("username"),
-                  "patient": data.get("patient"), "encounter": data.get("encounter"), "token_type": "refresh_token"}
+                  "patient": data.get("patient"), "encounter": data.get("encounter"), "token_type": "refresh_token",
+                  "purpose_of_use": data.get("purposes"), "grant": data.get("grant")}
     if not caller.resource_server and claims.get("client_id") != caller.client_id:
         return INACTIVE
     answer = {"active": True, "token_type": "Bearer",

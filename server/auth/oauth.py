@@ -30,10 +30,13 @@ from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 
 from consent.scopes import ScopeError, granted, parse_scope, parse_scopes
+from server.auth import purposes as pou
+from server.auth.facts import caller_claims
 from server.auth.store import AuthStore, ClientRecord, digest
 from server.auth.tokens import Signer, new_jti
 
 APP_TOKEN_SECONDS = 3600  # SMART: SHOULD be at most an hour
+BTG_TOKEN_SECONDS = 900  # break-glass: at most 15 minutes (SECURITY.md C9)
 BACKEND_TOKEN_SECONDS = 300  # SMART backend services: SHOULD be at most five minutes
 CODE_SECONDS = 60
 REDEEMED_SECONDS = APP_TOKEN_SECONDS  # a replayed code revokes what it issued while that can still be used
@@ -97,10 +100,18 @@ class Client(ClientMixin):  # type: ignore[misc]
         return self.record.redirect_uris[0] if len(self.record.redirect_uris) == 1 else None
 
     def get_allowed_scope(self, scope: str | None) -> str:
+        rest, codes = pou.split(scope or "")
         try:
-            return granted(scope or "", self.record.scope, self.known_types)
-        except ScopeError as exc:
+            pou.choose(codes, self.record.purposes, self.record.break_glass)
+            allowed = granted(" ".join(rest), self.record.scope, self.known_types)
+        except (ScopeError, pou.PurposeError) as exc:
             raise InvalidScopeError(str(exc)) from exc
+        # the purposes asked for stay in the scope; none asked for: the registered ones go in the token only
+        return " ".join([*allowed.split(), *(pou.PREFIX + code for code in codes)])
+
+    def purposes(self, scope: str) -> tuple[str, ...]:
+        """The purposes of use a token for this (already allowed) scope carries."""
+        return pou.choose(pou.split(scope)[1], self.record.purposes, self.record.break_glass)
 
     def check_redirect_uri(self, redirect_uri: str) -> bool:
         return redirect_uri in self.record.redirect_uris  # exact string match, no prefixes (pitfall 6)
@@ -138,6 +149,10 @@ class GrantUser:
     family: str | None = None  # the refresh-token family this grant starts or continues
     jti: str | None = None  # the access token's id, fixed when a code is redeemed
     extra: dict[str, Any] = field(default_factory=dict)
+    purposes: tuple[str, ...] = ()
+    btg_reason: str | None = None
+    grant: str | None = None  # "Consent/<id>": the patient's grant to the app, when a patient authorized it
+    grant_version: int | None = None
 
     def get_user_id(self) -> str | None:
         return self.username
@@ -145,7 +160,16 @@ class GrantUser:
     def context(self) -> dict[str, Any]:
         """What codes and refresh tokens remember."""
         return {"username": self.username, "fhir_user": self.fhir_user, "patient": self.patient,
-                "encounter": self.encounter, "nonce": self.nonce}
+                "encounter": self.encounter, "nonce": self.nonce, "purposes": list(self.purposes),
+                "btg_reason": self.btg_reason, "grant": self.grant, "grant_version": self.grant_version}
+
+    @classmethod
+    def remembered(cls, data: dict[str, Any], family: str | None, jti: str | None = None,
+                   nonce: bool = True) -> GrantUser:
+        """The user a code or refresh token remembers."""
+        return cls(data.get("username"), data.get("fhir_user"), data.get("patient"), data.get("encounter"),
+                   data.get("nonce") if nonce else None, family, jti, purposes=tuple(data.get("purposes") or ()),
+                   btg_reason=data.get("btg_reason"), grant=data.get("grant"), grant_version=data.get("grant_version"))
 
 
 class Credential:
@@ -282,9 +306,7 @@ class CodeGrant(grants.AuthorizationCodeGrant):  # type: ignore[misc]
         """Nothing left to do: redeeming the code deleted it."""
 
     def authenticate_user(self, authorization_code: Credential) -> GrantUser:
-        data = authorization_code.data
-        return GrantUser(data.get("username"), data.get("fhir_user"), data.get("patient"), data.get("encounter"),
-                         data.get("nonce"), authorization_code.family, authorization_code.jti)
+        return GrantUser.remembered(authorization_code.data, authorization_code.family, authorization_code.jti)
 
 
 class RefreshGrant(grants.RefreshTokenGrant):  # type: ignore[misc]
@@ -316,15 +338,14 @@ class RefreshGrant(grants.RefreshTokenGrant):  # type: ignore[misc]
         if found is None:
             return None
         family, client_id, data, used = found
-        if used:
+        # a reused token, or one of a grant the patient revoked (its Consent inactive or deleted), ends the family
+        if used or self.server.signer.grant_revoked(data.get("grant"), data.get("grant_version")):
             self.server.revoke_grant(None, family)
             return None
         return Credential(client_id, data, refresh_token, family)
 
     def authenticate_user(self, credential: Credential) -> GrantUser:
-        data = credential.data
-        return GrantUser(data.get("username"), data.get("fhir_user"), data.get("patient"), data.get("encounter"),
-                         None, credential.family)
+        return GrantUser.remembered(credential.data, credential.family, nonce=False)
 
     def revoke_old_credential(self, credential: Credential) -> None:
         self.server.store.mark_refresh_used(credential.raw)
@@ -335,10 +356,13 @@ class BackendGrant(grants.ClientCredentialsGrant):  # type: ignore[misc]
 
     TOKEN_ENDPOINT_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "private_key_jwt"]
     granted_scope = ""
+    purposes: tuple[str, ...] = ()
+    btg_reason: str | None = None
 
     def validate_token_request(self) -> None:
         super().validate_token_request()
-        requested = " ".join((self.request.payload.scope or "").split())
+        rest, codes = pou.split(self.request.payload.scope or "")
+        requested = " ".join(rest)
         if not requested:  # RFC 6749 §3.3: no scope means the client's pre-authorized (system/) scopes
             requested = self.request.client.system_scope()
             if not requested:
@@ -346,14 +370,23 @@ class BackendGrant(grants.ClientCredentialsGrant):  # type: ignore[misc]
         resources, _ = parse_scopes(requested, self.server.known_types)
         if not resources or any(s.context != "system" for s in resources):
             raise InvalidScopeError("Backend services request system/ scopes")
-        if set(granted(requested, self.request.client.record.scope, self.server.known_types).split()) != set(
-                requested.split()):
+        record = self.request.client.record
+        if set(granted(requested, record.scope, self.server.known_types).split()) != set(requested.split()):
             raise InvalidScopeError("The requested scope is beyond what this client is allowed")
-        self.granted_scope = requested
+        try:
+            self.purposes = pou.choose(codes, record.purposes, record.break_glass)
+            if pou.BREAK_GLASS in self.purposes:
+                self.btg_reason = pou.check_reason(self.request.form.get("btg_reason"))
+        except pou.PurposeError as exc:
+            raise InvalidScopeError(str(exc)) from exc
+        except ValueError as exc:
+            raise InvalidRequestError(str(exc)) from exc
+        self.granted_scope = " ".join([*requested.split(), *(pou.PREFIX + code for code in codes)])
 
     def create_token_response(self) -> tuple[int, dict[str, Any], list[tuple[str, str]]]:
         """The token for the scope validated above, which may be the default one (its `scope` says which)."""
-        token = self.generate_token(scope=self.granted_scope, include_refresh_token=False)
+        token = self.server.issue(self.GRANT_TYPE, self.request.client, None, self.granted_scope,
+                                  include_refresh_token=False, purposes=self.purposes, btg_reason=self.btg_reason)
         self.save_token(token)
         return 200, token, self.TOKEN_RESPONSE_HEADER
 
@@ -368,11 +401,13 @@ def _presents_client_credentials(request: OAuth2Request) -> bool:
 class SmartServer(AuthorizationServer):  # type: ignore[misc]
     """authlib's AuthorizationServer bound to CareLoop's store, signer and response type."""
 
-    def __init__(self, store: AuthStore, signer: Signer, known_types: frozenset[str]) -> None:
+    def __init__(self, store: AuthStore, signer: Signer, known_types: frozenset[str],
+                 btg_seconds: int = BTG_TOKEN_SECONDS) -> None:
         super().__init__()
         self.store = store
         self.signer = signer
         self.known_types = known_types
+        self.btg_seconds = btg_seconds
         self.register_client_auth_method("private_key_jwt", PrivateKeyJWT(store))
         self.register_grant(CodeGrant, [S256Only(required=True)])
         self.register_grant(RefreshGrant)
@@ -409,19 +444,30 @@ class SmartServer(AuthorizationServer):  # type: ignore[misc]
             raise InvalidScopeError(str(exc)) from exc
 
     def issue(self, grant_type: str, client: Client, user: GrantUser | None = None, scope: str | None = None,
-              expires_in: int | None = None, include_refresh_token: bool = True) -> dict[str, Any]:
+              expires_in: int | None = None, include_refresh_token: bool = True, *,
+              purposes: tuple[str, ...] | None = None, btg_reason: str | None = None) -> dict[str, Any]:
         """Access token (JWT), and the id_token, refresh token and launch context the grant earns."""
         urls = CURRENT.get()
         scope = scope or ""
         names = set(scope.split())
         backend = grant_type == "client_credentials"
         lifetime = BACKEND_TOKEN_SECONDS if backend else APP_TOKEN_SECONDS
+        if user is not None:
+            purposes, btg_reason = user.purposes or client.purposes(scope), user.btg_reason
+        purposes = purposes if purposes is not None else client.purposes(scope)
+        break_glass = pou.BREAK_GLASS in purposes
+        if break_glass:  # short-lived, and never refreshed
+            lifetime = min(lifetime, self.btg_seconds)
+            include_refresh_token = False
         now = int(time.time())
         jti = (user.jti if user else None) or new_jti()
         family = (user.family or secrets.token_urlsafe(12)) if user is not None else None
         claims: dict[str, Any] = {"iss": urls.issuer, "aud": urls.fhir_base, "sub": (user.username if user else None)
                                   or client.get_client_id(), "client_id": client.get_client_id(), "scope": scope,
                                   "iat": now, "exp": now + lifetime, "jti": jti}
+        signed_in = self.store.user(user.username) if user is not None and user.username else None
+        claims.update(caller_claims(client.record, signed_in, purposes, btg_reason,
+                                    user.grant if user else None, user.grant_version if user else None))
         if user is not None:
             claims[FAMILY_CLAIM] = family
             for key in ("patient", "encounter"):
@@ -449,7 +495,8 @@ class SmartServer(AuthorizationServer):  # type: ignore[misc]
         if include_refresh_token and family is not None and names & {"offline_access", "online_access"}:
             refresh = secrets.token_urlsafe(32)
             ttl = OFFLINE_SECONDS if "offline_access" in names else ONLINE_SECONDS
-            self.store.save_refresh(refresh, family, client.get_client_id(), {**user.context(), "scope": scope}, ttl)
+            self.store.save_refresh(refresh, family, client.get_client_id(),
+                                    {**user.context(), "scope": scope, "purposes": list(purposes)}, ttl)
             token["refresh_token"] = refresh
         return token
 

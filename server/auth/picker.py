@@ -7,7 +7,7 @@ else picks nobody. https://hl7.org/fhir/smart-app-launch/scopes-and-launch-conte
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import orjson
@@ -22,6 +22,7 @@ from server.auth.visibility import read_as, search_as
 from server.context import Services
 
 PAGE = 20
+NO_FACTS = Access()  # no purposes, roles or organization: scopes alone decide
 
 
 @dataclass(frozen=True)
@@ -39,8 +40,10 @@ def _label(id_: str, body: dict[str, Any]) -> str:
     return str(text or id_)
 
 
-def clinician_access(scope: str, known_types: frozenset[str], client_id: str, fhir_user: str) -> Access:
-    """The Patient read the app was granted, as `user/` scopes: the set a clinician picks from."""
+def clinician_access(scope: str, known_types: frozenset[str], client_id: str, fhir_user: str,
+                     facts: Access = NO_FACTS) -> Access:
+    """The Patient read the app was granted, as `user/` scopes: the set a clinician picks from (facts: the
+    purposes, roles and organization the token will carry)."""
     try:
         granted, _ = parse_scopes(scope, known_types)
     except ScopeError:
@@ -48,7 +51,7 @@ def clinician_access(scope: str, known_types: frozenset[str], client_id: str, fh
     # a patient/ scope has no patient yet at this point: the picker asks which patients it could be about
     scopes = tuple(ResourceScope("user", "Patient", frozenset("rs"), s.query, s.text) for s in granted
                    if s.applies("Patient", "r"))
-    return Access(scopes, None, client_id, fhir_user, purposes=("TREAT",))  # choosing whom to treat
+    return replace(facts, scopes=scopes, patient=None, client_id=client_id, fhir_user=fhir_user)
 
 
 async def _related_patient(services: Services, fhir_user: str) -> Choice | None:
@@ -65,7 +68,7 @@ async def _related_patient(services: Services, fhir_user: str) -> Choice | None:
 
 
 async def choices(services: Services, known_types: frozenset[str], scope: str, client_id: str,
-                  fhir_user: str | None, name: str) -> tuple[list[Choice], bool]:
+                  fhir_user: str | None, name: str, facts: Access = NO_FACTS) -> tuple[list[Choice], bool]:
     """Up to PAGE patients the user may pick whose name matches `name`, and whether there are more."""
     if fhir_user and fhir_user.startswith("RelatedPerson/"):
         own = await _related_patient(services, fhir_user)
@@ -78,19 +81,19 @@ async def choices(services: Services, known_types: frozenset[str], scope: str, c
                              services.repository.search_limits).query
     except FhirError:
         return [], False
-    found = await search_as(services, clinician_access(scope, known_types, client_id, fhir_user),
+    found = await search_as(services, clinician_access(scope, known_types, client_id, fhir_user, facts),
                             SearchQuery("Patient", query.filters, count=PAGE + 1))
     picked = [Choice(r.id, _label(r.id, orjson.loads(r.body or b"{}"))) for r in found[:PAGE]]
     return picked, len(found) > PAGE
 
 
 async def may_pick(services: Services, known_types: frozenset[str], scope: str, client_id: str,
-                   fhir_user: str | None, patient: str) -> bool:
+                   fhir_user: str | None, patient: str, facts: Access = NO_FACTS) -> bool:
     """True when the user may pick this patient (whatever the reason it may not, the answer is the same)."""
     if fhir_user and fhir_user.startswith("RelatedPerson/"):
         own = await _related_patient(services, fhir_user)
         return own is not None and own.id == patient
     if not fhir_user or not fhir_user.startswith(CLINICIANS):
         return False
-    access = clinician_access(scope, known_types, client_id, fhir_user)
+    access = clinician_access(scope, known_types, client_id, fhir_user, facts)
     return await read_as(services, access, "Patient", patient) is not None

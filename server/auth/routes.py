@@ -10,6 +10,7 @@ import html
 import secrets
 import time
 from typing import Any
+from urllib.parse import urlencode
 
 from authlib.common.security import is_secure_transport
 from authlib.oauth2.rfc6749.errors import OAuth2Error
@@ -17,9 +18,20 @@ from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
+from consent.access import Access
+from server.auth import purposes as pou
+from server.auth.grants import grant_consent, provisions, record_grant
 from server.auth.introspection import CLIENT_METHODS, Refused, authenticate_caller, describe
 from server.auth.launch import context_visible, may_create_launch
-from server.auth.oauth import CURRENT, Endpoints, FormRequest, GrantUser
+from server.auth.oauth import (
+    APP_TOKEN_SECONDS,
+    CURRENT,
+    OFFLINE_SECONDS,
+    ONLINE_SECONDS,
+    Endpoints,
+    FormRequest,
+    GrantUser,
+)
 from server.auth.picker import choices, may_pick
 from server.auth.service import AuthService
 from server.auth.signin import Throttled, check_credentials
@@ -100,7 +112,8 @@ def _metadata(request: Request) -> dict[str, Any]:
         "token_endpoint_auth_signing_alg_values_supported": ["RS384", "ES384"],
         "id_token_signing_alg_values_supported": ["RS256"],
         "scopes_supported": ["openid", "fhirUser", "launch", "launch/patient", "offline_access", "online_access",
-                             "patient/*.cruds", "user/*.cruds", "system/*.cruds", "patient/*.read", "user/*.read"],
+                             "patient/*.cruds", "user/*.cruds", "system/*.cruds", "patient/*.read", "user/*.read",
+                             *(pou.PREFIX + code for code in sorted(pou.KNOWN))],
         "capabilities": CAPABILITIES,
         "introspection_endpoint_auth_methods_supported": CLIENT_METHODS,  # RFC 8414 §2
     }
@@ -149,7 +162,7 @@ def _hidden(params: dict[str, str]) -> str:
 
 
 _OAUTH_KEYS = ("response_type", "client_id", "redirect_uri", "scope", "state", "aud", "code_challenge",
-               "code_challenge_method", "launch", "nonce", "resource")
+               "code_challenge_method", "launch", "nonce", "resource", "btg_reason")
 
 
 @router.api_route("/auth/authorize", methods=["GET", "POST"], include_in_schema=False)
@@ -170,6 +183,13 @@ async def authorize(request: Request) -> Response:
     if audience is None or audience.rstrip("/") != urls.fhir_base:
         raise_json(400, "invalid_request", f"'aud' must be this server's FHIR base URL {urls.fhir_base}")
     scopes = set(grant.request.scope.split()) if grant.request.scope else set()
+    purposes = grant.request.client.purposes(grant.request.scope or "")
+    btg_reason = None
+    if pou.BREAK_GLASS in purposes:
+        try:
+            btg_reason = pou.check_reason(params.get("btg_reason"))
+        except ValueError as exc:
+            raise_json(400, "invalid_request", str(exc))
     launch_context: dict[str, Any] = {}
     if "launch" in params:
         found = auth.store.launch(params["launch"])
@@ -182,6 +202,15 @@ async def authorize(request: Request) -> Response:
         return _throttled_page(params, exc.retry_after)
     if user is None:
         return _login_page(params, form.get("username") is not None)
+    signed_in = await run_in_threadpool(auth.store.user, user.username or "")
+    if btg_reason is not None and not (signed_in is not None and signed_in.break_glass):
+        return _denied(grant.request.payload.redirect_uri or grant.request.client.get_default_redirect_uri(), params,
+                       "This user is not entitled to break-glass access")
+    # what the picker decides with, as the FHIR API would for the token about to be issued
+    client_record = grant.request.client.record
+    facts = Access(purposes=purposes, roles=signed_in.roles if signed_in else (), btg_reason=btg_reason,
+                   organization=(signed_in.organization if signed_in else None) or client_record.organization,
+                   clinic_system=client_record.ehr, audit_source=client_record.audit_source)
     patient = launch_context.get("patient")
     if user.fhir_user and user.fhir_user.startswith("Patient/"):
         # a patient signs in to their own record only, whatever a launch names
@@ -191,25 +220,50 @@ async def authorize(request: Request) -> Response:
         patient = own
     elif patient is not None and (user.fhir_user or "").startswith("RelatedPerson/") and not await may_pick(
             services(request), auth.known_types, grant.request.scope or "", params.get("client_id", ""),
-            user.fhir_user, patient):
+            user.fhir_user, patient, facts):
         raise_json(400, "invalid_request", "This launch is not for the signed-in person's patient")
     wants_patient = "launch/patient" in scopes or any(s.startswith("patient/") for s in scopes)
     if wants_patient and patient is None:
         chosen = form.get("patient")
         # a patient the user may not pick is answered exactly like one that does not exist: the picker again
         if chosen and await may_pick(services(request), auth.known_types, grant.request.scope or "",
-                                     params.get("client_id", ""), user.fhir_user, chosen):
+                                     params.get("client_id", ""), user.fhir_user, chosen, facts):
             patient = chosen
         else:
             return await _picker_page(request, auth, params, user, grant.request.scope or "",
-                                      form.get("q", "").strip()[:100])
+                                      form.get("q", "").strip()[:100], facts)
     grant_user = GrantUser(user.username, user.fhir_user, patient, launch_context.get("encounter"),
-                           params.get("nonce"))
+                           params.get("nonce"), purposes=purposes, btg_reason=btg_reason)
     if "launch" in params and auth.store.use_launch(params["launch"]) is None:  # used once, even concurrently
         raise_json(400, "invalid_request", "Unknown or expired 'launch'")
+    if patient is not None and (user.fhir_user or "").startswith(("Patient/", "RelatedPerson/")) and provisions(
+            grant.request.scope or "", auth.known_types):
+        # the patient (or their representative) lets the app reach their data: the grant is recorded as a Consent
+        record = client_record
+        body = grant_consent(client_id=record.client_id, client_name=record.name, patient=patient,
+                             performer=user.fhir_user or "", scope=grant.request.scope or "", purposes=purposes,
+                             now_ms=int(time.time() * 1000), lifetime_seconds=_grant_seconds(scopes),
+                             known_types=auth.known_types)
+        grant_user.grant, grant_user.grant_version = await record_grant(services(request), auth.store, body,
+                                                                        record.client_id, patient)
     status, _, headers = await run_in_threadpool(auth.server.create_authorization_response, oauth, grant_user,
                                                  grant)
     return RedirectResponse(dict(headers)["Location"], status_code=302, headers=NO_STORE)
+
+
+def _grant_seconds(scopes: set[str]) -> int:
+    """How long a grant lasts: as long as its refresh tokens may (or its access token, without one)."""
+    if "offline_access" in scopes:
+        return OFFLINE_SECONDS
+    return ONLINE_SECONDS if "online_access" in scopes else APP_TOKEN_SECONDS
+
+
+def _denied(redirect_uri: str | None, params: dict[str, str], description: str) -> Response:
+    """access_denied back to the app's (already validated) redirect URI, RFC 6749 §4.1.2.1."""
+    query = urlencode({"error": "access_denied", "error_description": description,
+                       **({"state": params["state"]} if "state" in params else {})})
+    target = redirect_uri or ""
+    return RedirectResponse(f"{target}{'&' if '?' in target else '?'}{query}", status_code=302, headers=NO_STORE)
 
 
 async def _signed_in(request: Request, auth: AuthService, form: dict[str, str]) -> GrantUser | None:
@@ -248,13 +302,13 @@ def _throttled_page(params: dict[str, str], retry_after: int) -> HTMLResponse:
 
 
 async def _picker_page(request: Request, auth: AuthService, params: dict[str, str], user: GrantUser, scope: str,
-                       name: str) -> HTMLResponse:
+                       name: str, facts: Access) -> HTMLResponse:
     now = int(time.time())
     session = auth.signer.sign({"iss": "careloop-login", "sub": user.username or "", "iat": now,
                                 "exp": now + LOGIN_SECONDS}, "login+jwt")
     kept = f"{_hidden(params)}<input type='hidden' name='session' value='{html.escape(session)}'>"
     found, more = await choices(services(request), auth.known_types, scope,
-                                params.get("client_id", ""), user.fhir_user, name)
+                                params.get("client_id", ""), user.fhir_user, name, facts)
     radios = "".join(f"<label><input type='radio' name='patient' value='{html.escape(c.id)}' required> "
                      f"{html.escape(c.label)} ({html.escape(c.id)})</label>" for c in found)
     search = (f"<form method='post' action='authorize'>{kept}<label>Name <input name='q' type='search' "

@@ -12,8 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from consent.scopes import parse_scopes
+from server.auth.facts import GRANT_VERSION_CLAIM
 from server.auth.oauth import FAMILY_CLAIM, Endpoints, SmartServer
-from server.auth.store import CLIENT_KINDS, AuthStore, ClientRecord, digest
+from server.auth.purposes import check_registration
+from server.auth.store import CLIENT_KINDS, DEFAULT_PURPOSES, AuthStore, ClientRecord, digest
 from server.auth.tokens import Signer, TokenError
 from server.settings import Settings
 
@@ -45,7 +47,7 @@ class AuthService:
         store = AuthStore(path).open()
         signer = Signer(store)
         signer.key()
-        return cls(store, signer, SmartServer(store, signer, known_types), known_types)
+        return cls(store, signer, SmartServer(store, signer, known_types, settings.btg_token_seconds), known_types)
 
     def access_claims(self, token: str, urls: Endpoints) -> dict[str, Any]:
         """Claims of a live access token for this server: verified, not revoked, its refresh family not revoked."""
@@ -53,6 +55,8 @@ class AuthService:
         family = claims.get(FAMILY_CLAIM)
         if self.signer.is_revoked(str(claims.get("jti")), family if isinstance(family, str) else None):
             raise TokenError("The token was revoked")
+        if grant_revoked(self.signer, claims):
+            raise TokenError(REVOKED_GRANT)
         return claims
 
     def close(self) -> None:
@@ -62,10 +66,14 @@ class AuthService:
     def add_client(self, name: str, kind: str, scope: str, redirect_uris: list[str],
                    jwks: dict[str, Any] | None = None, jwks_url: str | None = None,
                    client_id: str | None = None, resource_server: bool = False,
-                   ehr: bool = False) -> tuple[ClientRecord, str | None]:
+                   ehr: bool = False, *, purposes: tuple[str, ...] = DEFAULT_PURPOSES,
+                   organization: str | None = None, audit_source: bool = False,
+                   break_glass: bool = False) -> tuple[ClientRecord, str | None]:
         """Register a client; returns it with its secret (shown once) for a symmetric client."""
         if kind not in CLIENT_KINDS:
             raise ValueError(f"client type must be one of {', '.join(CLIENT_KINDS)}")
+        purposes = check_registration(purposes) or DEFAULT_PURPOSES
+        check_organization(organization)
         if resource_server and kind == "public":
             raise ValueError("a resource server must be a confidential client (it authenticates to introspect)")
         parse_scopes(scope, self.known_types)
@@ -73,6 +81,25 @@ class AuthService:
             raise ValueError("an asymmetric client needs --jwks or --jwks-url")
         secret = secrets.token_urlsafe(32) if kind == "confidential-symmetric" else None
         record = ClientRecord(client_id or str(uuid.uuid4()), name, kind, scope, redirect_uris,
-                              digest(secret) if secret else None, jwks, jwks_url, resource_server, ehr)
+                              digest(secret) if secret else None, jwks, jwks_url, resource_server, ehr, purposes,
+                              organization, audit_source, break_glass)
         self.store.add_client(record)
         return record, secret
+
+
+REVOKED_GRANT = "The patient revoked this app's access"
+
+
+def grant_revoked(signer: Signer, claims: dict[str, Any]) -> bool:
+    """True when the token was issued under a patient's grant whose Consent is no longer active."""
+    grant, version = claims.get("grant"), claims.get(GRANT_VERSION_CLAIM)
+    return isinstance(grant, str) and signer.grant_revoked(grant, version if isinstance(version, int) else 0)
+
+
+def check_organization(reference: str | None) -> None:
+    """ValueError unless an organization is given as a relative reference `Organization/<id>`."""
+    if reference is None:
+        return
+    kind, _, id_ = reference.partition("/")
+    if kind != "Organization" or not id_ or "/" in id_:
+        raise ValueError(f"an organization is given as Organization/<id>, not '{reference}'")

@@ -39,11 +39,24 @@ CREATE TABLE IF NOT EXISTS redeemed_codes (code TEXT PRIMARY KEY, jti TEXT NOT N
 CREATE TABLE IF NOT EXISTS signin_users (username TEXT PRIMARY KEY, failures INTEGER NOT NULL, locked_at REAL);
 CREATE TABLE IF NOT EXISTS signin_addresses (address TEXT PRIMARY KEY, failures INTEGER NOT NULL,
   since REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS grants (client_id TEXT NOT NULL, patient TEXT NOT NULL, consent TEXT NOT NULL,
+  PRIMARY KEY (client_id, patient));
+CREATE TABLE IF NOT EXISTS revoked_grants (consent TEXT PRIMARY KEY, vid INTEGER NOT NULL);
 """
 # columns added after the first release: (table, column, definition), added to older files when they open
 COLUMNS = (("clients", "resource_server", "INTEGER NOT NULL DEFAULT 0"),
-           ("clients", "ehr", "INTEGER NOT NULL DEFAULT 0"))
+           ("clients", "ehr", "INTEGER NOT NULL DEFAULT 0"),
+           ("clients", "purposes", "TEXT"), ("clients", "organization", "TEXT"),
+           ("clients", "audit_source", "INTEGER NOT NULL DEFAULT 0"),
+           ("clients", "break_glass", "INTEGER NOT NULL DEFAULT 0"),
+           ("users", "roles", "TEXT"), ("users", "organization", "TEXT"),
+           ("users", "break_glass", "INTEGER NOT NULL DEFAULT 0"))
 CLIENT_KINDS = ("public", "confidential-symmetric", "confidential-asymmetric")
+ROLES = ("clinician", "trainee", "auditor", "support")
+DEFAULT_PURPOSES = ("TREAT",)
+_CLIENT_COLUMNS = ("client_id, name, kind, secret_hash, jwks, jwks_url, scope, redirect_uris, resource_server, ehr, "
+                   "purposes, organization, audit_source, break_glass")
+_USER_COLUMNS = "username, password_hash, fhir_user, name, roles, organization, break_glass"
 
 
 def digest(secret: str) -> str:
@@ -77,13 +90,19 @@ class ClientRecord:
     jwks: dict[str, Any] | None = None
     jwks_url: str | None = None
     resource_server: bool = False  # may introspect every token (RFC 7662 §4)
-    ehr: bool = False  # an EHR may register launch contexts with its system/ token
+    ehr: bool = False  # an EHR may register launch contexts with its system/ token; one of the clinic's systems
+    purposes: tuple[str, ...] = DEFAULT_PURPOSES  # purposes of use it may ask for, and gets when it names none
+    organization: str | None = None  # the Organization it acts for ("Organization/x")
+    audit_source: bool = False  # may submit AuditEvents of its own
+    break_glass: bool = False  # may ask for __pou/BTG
 
     def summary(self) -> dict[str, Any]:
         """What `clients list` shows."""
         return {"client_id": self.client_id, "name": self.name, "type": self.kind, "scope": self.scope,
                 "redirect_uris": self.redirect_uris, "jwks_url": self.jwks_url,
-                "jwks": bool(self.jwks), "resource_server": self.resource_server, "ehr": self.ehr}
+                "jwks": bool(self.jwks), "resource_server": self.resource_server, "ehr": self.ehr,
+                "purposes": list(self.purposes), "organization": self.organization,
+                "audit_source": self.audit_source, "break_glass": self.break_glass}
 
 
 @dataclass
@@ -94,6 +113,22 @@ class UserRecord:
     password_hash: str
     fhir_user: str | None
     name: str | None = None
+    registered_roles: tuple[str, ...] | None = None  # None: the default of the fhirUser's kind
+    organization: str | None = None
+    break_glass: bool = False
+
+    @property
+    def roles(self) -> tuple[str, ...]:
+        """The user's roles: as registered, else clinician for a Practitioner(Role) and none for anyone else."""
+        if self.registered_roles is not None:
+            return self.registered_roles
+        return ("clinician",) if (self.fhir_user or "").startswith(("Practitioner/", "PractitionerRole/")) else ()
+
+
+def _user(row: tuple[Any, ...]) -> UserRecord:
+    username, password_hash, fhir_user, name, roles, organization, break_glass = row
+    return UserRecord(username, password_hash, fhir_user, name,
+                      tuple(orjson.loads(roles)) if roles is not None else None, organization, bool(break_glass))
 
 
 @dataclass
@@ -139,21 +174,26 @@ class AuthStore:
     def add_client(self, record: ClientRecord) -> None:
         """Register a client (its id must be new)."""
         self._run("INSERT INTO clients (client_id, name, kind, secret_hash, jwks, jwks_url, scope, redirect_uris, "
-                  "created, resource_server, ehr) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", (
+                  "created, resource_server, ehr, purposes, organization, audit_source, break_glass) "
+                  "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", (
                       record.client_id, record.name, record.kind, record.secret_hash,
                       orjson.dumps(record.jwks).decode() if record.jwks else None, record.jwks_url, record.scope,
                       orjson.dumps(record.redirect_uris).decode(), time.time(), int(record.resource_server),
-                      int(record.ehr)))
+                      int(record.ehr), orjson.dumps(list(record.purposes)).decode(), record.organization,
+                      int(record.audit_source), int(record.break_glass)))
 
     def client(self, client_id: str) -> ClientRecord | None:
         """A client by id."""
-        rows = self._run("SELECT client_id, name, kind, secret_hash, jwks, jwks_url, scope, redirect_uris, "
-                         "resource_server, ehr FROM clients WHERE client_id = ?", (client_id,))
+        rows = self._run(f"SELECT {_CLIENT_COLUMNS} FROM clients WHERE client_id = ?", (client_id,))
         if not rows:
             return None
-        cid, name, kind, secret_hash, jwks, jwks_url, scope, uris, resource_server, ehr = rows[0]
+        (cid, name, kind, secret_hash, jwks, jwks_url, scope, uris, resource_server, ehr, purposes, organization,
+         audit_source, break_glass) = rows[0]
+        # a client registered before purposes existed has the default one
         return ClientRecord(cid, name, kind, scope, orjson.loads(uris), secret_hash,
-                            orjson.loads(jwks) if jwks else None, jwks_url, bool(resource_server), bool(ehr))
+                            orjson.loads(jwks) if jwks else None, jwks_url, bool(resource_server), bool(ehr),
+                            tuple(orjson.loads(purposes)) if purposes else DEFAULT_PURPOSES, organization,
+                            bool(audit_source), bool(break_glass))
 
     def clients(self) -> list[ClientRecord]:
         """Every client."""
@@ -167,20 +207,22 @@ class AuthStore:
         return existed
 
     # -- users ---------------------------------------------------------------------------------------
-    def add_user(self, username: str, password: str, fhir_user: str | None, name: str | None = None) -> None:
-        """Create or replace a user."""
-        self._run("INSERT OR REPLACE INTO users VALUES (?, ?, ?, ?)",
-                  (username, hash_password(password), fhir_user, name))
+    def add_user(self, username: str, password: str, fhir_user: str | None, name: str | None = None, *,
+                 roles: tuple[str, ...] | None = None, organization: str | None = None,
+                 break_glass: bool = False) -> None:
+        """Create or replace a user (roles None: the default of the fhirUser's kind)."""
+        self._run(f"INSERT OR REPLACE INTO users ({_USER_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                  (username, hash_password(password), fhir_user, name,
+                   orjson.dumps(list(roles)).decode() if roles is not None else None, organization, int(break_glass)))
 
     def user(self, username: str) -> UserRecord | None:
         """A user by name."""
-        rows = self._run("SELECT username, password_hash, fhir_user, name FROM users WHERE username = ?",
-                         (username,))
-        return UserRecord(*rows[0]) if rows else None
+        rows = self._run(f"SELECT {_USER_COLUMNS} FROM users WHERE username = ?", (username,))
+        return _user(rows[0]) if rows else None
 
     def users(self) -> list[UserRecord]:
         """Every user."""
-        return [UserRecord(*row) for row in self._run("SELECT username, password_hash, fhir_user, name FROM users")]
+        return [_user(row) for row in self._run(f"SELECT {_USER_COLUMNS} FROM users")]
 
     # -- authorization codes, launches -------------------------------------------------------------
     def save_code(self, code: str, client_id: str, data: dict[str, Any], ttl: float) -> None:
@@ -316,6 +358,25 @@ class AuthStore:
     def revoked_jtis(self) -> set[str]:
         """Revoked access tokens that have not expired."""
         return {row[0] for row in self._run("SELECT jti FROM revoked WHERE expires > ?", (time.time(),))}
+
+    # -- SMART grants recorded as Consents ------------------------------------------------------------
+    def grant_consent(self, client_id: str, patient: str) -> str | None:
+        """The id of the Consent recording this patient's grant to this client, if one was recorded."""
+        rows = self._run("SELECT consent FROM grants WHERE client_id = ? AND patient = ?", (client_id, patient))
+        return str(rows[0][0]) if rows else None
+
+    def keep_grant_consent(self, client_id: str, patient: str, consent: str) -> None:
+        """Remember which Consent records this patient's grant to this client."""
+        self._run("INSERT OR REPLACE INTO grants VALUES (?, ?, ?)", (client_id, patient, consent))
+
+    def revoke_grant_version(self, consent: str, vid: int) -> None:
+        """The grant's Consent became inactive or was deleted at version `vid`: tokens of earlier versions stop."""
+        self._run("INSERT INTO revoked_grants VALUES (?, ?) ON CONFLICT (consent) DO UPDATE SET "
+                  "vid = MAX(vid, excluded.vid)", (consent, vid))
+
+    def revoked_grants(self) -> dict[str, int]:
+        """Consent id -> the latest version that revoked it."""
+        return {str(consent): int(vid) for consent, vid in self._run("SELECT consent, vid FROM revoked_grants")}
 
     def use_assertion(self, iss: str, jti: str, expires: float) -> bool:
         """Record a client assertion's jti; False when this issuer used it before (replay)."""

@@ -39,6 +39,8 @@ class Signer:
     _revoked_families: set[str] = field(default_factory=set)
     _revoked_at: float = 0.0
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    # Consent id -> the latest version that revoked that SMART grant (inactive or deleted); only grows
+    _revoked_grants: dict[str, int] = field(default_factory=dict)
 
     def key(self) -> RSAKey:
         """The current private key."""
@@ -89,8 +91,21 @@ class Signer:
             with self._lock:
                 self._revoked = self.store.revoked_jtis()
                 self._revoked_families = self.store.revoked_family_ids()
+                for consent, vid in self.store.revoked_grants().items():  # other processes' revocations
+                    self.note_revoked_grant(consent, vid)
                 self._revoked_at = now
         return jti in self._revoked or (family is not None and family in self._revoked_families)
+
+    def note_revoked_grant(self, consent: str, vid: int) -> None:
+        """Refuse at once the tokens of a grant whose Consent became inactive or was deleted at version `vid`."""
+        if self._revoked_grants.get(consent, 0) < vid:
+            self._revoked_grants[consent] = vid
+
+    def grant_revoked(self, grant: str | None, version: int | None) -> bool:
+        """True when the grant's Consent was revoked after the version the token was issued under."""
+        if not grant:
+            return False
+        return self._revoked_grants.get(grant.removeprefix("Consent/"), 0) > (version or 0)
 
     def forget_revocations(self) -> None:
         """Re-read the revocation list on the next check (after a revocation in this process)."""

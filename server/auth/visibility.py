@@ -31,17 +31,14 @@ def access_of_claims(claims: dict[str, Any], known_types: frozenset[str]) -> Acc
         value = claims.get(key)
         return value if isinstance(value, str) else None
 
+    def texts(key: str) -> tuple[str, ...]:
+        value = claims.get(key)
+        return tuple(v for v in value if isinstance(v, str)) if isinstance(value, list) else ()
+
     return Access(resources, text("patient"), text("client_id"), text("fhirUser"),
-                  purposes=purposes_of(claims.get("purpose_of_use")))
-
-
-def purposes_of(value: Any) -> tuple[str, ...]:
-    """The purposes of use a token's claim names; tokens issued before purposes existed were for treatment."""
-    if isinstance(value, str):
-        return (value,)
-    if isinstance(value, list) and all(isinstance(v, str) for v in value):
-        return tuple(value)
-    return ("TREAT",)
+                  purposes=texts("purpose_of_use"), roles=texts("roles"), organization=text("organization"),
+                  clinic_system=claims.get("clinic_system") is True, btg_reason=text("btg_reason"),
+                  jti=text("jti"), grant=text("grant"), audit_source=claims.get("audit_source") is True)
 
 
 async def read_as(services: Services, access: Access, resource_type: str, id_: str) -> dict[str, Any] | None:

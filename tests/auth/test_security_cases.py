@@ -186,7 +186,9 @@ async def test_case_45_everything_stays_in_the_compartment_and_the_granted_types
     own = await world.client.get(f"/fhir/Patient/{world.ids['alice']}/$everything", headers=world.bearer(token))
     assert own.status_code == 200
     found = {e["resource"]["id"] for e in own.json()["entry"]}
-    assert found == {world.ids[k] for k in ("alice", "alice_enc", "alice_vital", "alice_lab")}
+    # alice's grant to the app is a Consent in her record (issue 28, item 6)
+    grant = world.auth.signer.decode(token, "at+jwt", f"{BASE}/auth", FHIR)["grant"].removeprefix("Consent/")
+    assert found == {world.ids[k] for k in ("alice", "alice_enc", "alice_vital", "alice_lab")} | {grant}
     other = await world.client.get(f"/fhir/Patient/{world.ids['bob']}/$everything", headers=world.bearer(token))
     assert other.status_code == 404
     observations_only = await patient_token(world, scope="launch/patient patient/Patient.r patient/Observation.rs")
