@@ -24,6 +24,7 @@ from consent.engine.model import ParsedConsent, Provision
 from consent.engine.terms import CONFIDENTIALITY, Ask, Basis, ConsentPolicy, Decision, Facts
 from consent.engine.verdict import basis_of, groups, usable, verdict
 
+_PAST = {"permit": "permitted", "deny": "denied"}
 Outcome = tuple[str, tuple[Provision, ...]]  # (permit | deny | none, the provisions that decided)
 
 
@@ -81,7 +82,7 @@ def _on_resource(found: list[ParsedConsent], ask: Ask, policy: ConsentPolicy, fa
                 where = ", ".join(f"{b.consent} {b.path} ({b.why})" for b in basis)
                 glass = " by break-glass over their denies" if ask.break_glass and kind == "permit" and any(
                     b.type == "deny" for b in basis) else ""
-                return Decision(kind == "permit", basis, None, f"{kind}ed{glass} by {where}")
+                return Decision(kind == "permit", basis, None, f"{_PAST[kind]}{glass} by {where}")
     permitted, name, why = implicit(ask, policy)
     verb = "permits" if permitted else "denies"
     return Decision(permitted, (), name, f"no consent applies: the implicit policy {name} {verb} ({why})")

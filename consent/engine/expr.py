@@ -98,6 +98,8 @@ def all_of(*items: Expr) -> Expr:
             kept[part] = None
     if not kept:
         return TRUE
+    if any(negate(part) in kept for part in kept):  # x and not x
+        return FALSE
     return next(iter(kept)) if len(kept) == 1 else And(tuple(kept))
 
 
@@ -113,6 +115,8 @@ def any_of(*items: Expr) -> Expr:
             kept[part] = None
     if not kept:
         return FALSE
+    if any(negate(part) in kept for part in kept):  # x or not x
+        return TRUE
     return next(iter(kept)) if len(kept) == 1 else Or(tuple(kept))
 
 

@@ -30,6 +30,7 @@ from consent.engine.match import (
 )
 from consent.engine.model import ParsedConsent, Provision, parse
 from consent.engine.terms import Ask, Basis, ConsentPolicy, Verdict
+from resources.search.dates import MAX_MS
 
 
 def usable(consent: ParsedConsent) -> ParsedConsent:
@@ -126,7 +127,7 @@ def valid_until(consents: Sequence[dict[str, Any]], ask: Ask, policy: ConsentPol
 
     def visit(p: Provision) -> None:
         if p.period is not None and p.period[0] <= p.period[1]:
-            bounds.extend(b for b in (p.period[0], p.period[1] + 1) if b > now)
+            bounds.extend(b for b in (p.period[0], p.period[1] + 1) if now < b <= MAX_MS)  # open ends: none
         for child in p.children:
             visit(child)
 
