@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from resources.search.dates import date_range
+from resources.search.dates import MAX_MS, date_range
 
 if TYPE_CHECKING:
     from consent.engine.terms import Facts
@@ -120,8 +120,16 @@ def any_of(*items: Expr) -> Expr:
     return next(iter(kept)) if len(kept) == 1 else Or(tuple(kept))
 
 
+def instant_range(text: str) -> tuple[int, int] | None:
+    """date_range, except that the last instant of year 9999 is the end of time instead of an OverflowError."""
+    try:
+        return date_range(text)
+    except OverflowError:
+        return MAX_MS, MAX_MS
+
+
 def _bounds(text: str | None, low: bool) -> int | None:
-    found = date_range(text) if text else None
+    found = instant_range(text) if text else None
     return None if found is None else found[0 if low else 1]
 
 

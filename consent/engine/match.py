@@ -12,10 +12,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from consent.engine.expr import Coding, Cond, Expr, all_of, any_of
+from consent.engine.expr import Coding, Cond, Expr, all_of, any_of, instant_range
 from consent.engine.model import ParsedConsent, Provision, parse, ref_key
 from consent.engine.terms import BTG, RESOURCE_TYPES, Ask, ConsentPolicy
-from resources.search.dates import date_range
 
 SCOPE = ("http://terminology.hl7.org/CodeSystem/consentscope", "patient-privacy")
 _READ_ACTIONS = frozenset({"access", "disclose"})  # a read-type ask ("access") matches either (C4)
@@ -45,8 +44,8 @@ def _period_contains(period: Any, now: int) -> bool:
     if not isinstance(period, dict):
         return True
     start, end = period.get("start"), period.get("end")
-    low = date_range(start) if isinstance(start, str) else None
-    high = date_range(end) if isinstance(end, str) else None
+    low = instant_range(start) if isinstance(start, str) else None
+    high = instant_range(end) if isinstance(end, str) else None
     if (start is not None and low is None) or (end is not None and high is None):
         return True  # malformed: kept, so the unevaluable consent counts as a deny rather than vanishing
     return (low is None or low[0] <= now) and (high is None or now <= high[1])

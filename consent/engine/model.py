@@ -9,9 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from consent.engine.expr import Coding
+from consent.engine.expr import Coding, instant_range
 from consent.engine.terms import ACTION, ACTIONS, Problem
-from resources.search.dates import MAX_MS, MIN_MS, date_range
+from resources.search.dates import MAX_MS, MIN_MS
 
 ACT_CODE = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
 POLICY_RULES = {"OPTIN": "permit", "OPTINR": "permit", "OPTOUT": "deny", "OPTOUTE": "deny"}
@@ -68,7 +68,7 @@ def ref_key(value: Any) -> str | None:
 
 
 def _instant(text: Any, low: bool) -> int | None:
-    found = date_range(text) if isinstance(text, str) else None
+    found = instant_range(text) if isinstance(text, str) else None
     return None if found is None else found[0 if low else 1]
 
 
