@@ -18,6 +18,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.telemetry import TelemetryConfig
 
 from consent.access import AccessPolicy
+from consent.engine.writes import refuse_unevaluable
 from operations.cohort import CohortRules, PopulationCache
 from operations.definitions import seed_definitions
 from resources.model_pool import ModelValidator
@@ -111,6 +112,7 @@ def build_services(settings: Settings, mongo_client: Any = None) -> Services:
     terminology = TerminologyService(store, settings.expansion_limit)
     repository.terminology = terminology
     repository.write_hooks.append(RequiredBindings().check)
+    repository.write_hooks.append(refuse_unevaluable)  # Consents the engine cannot decide on: 422 (issue 28)
     rules = DeviceRules()
     store.add_commit_listener(rules.on_commit)
     repository.write_hooks.append(rules.check)

@@ -135,15 +135,18 @@ class _Reader:
                                                               "identifier with system and value")
         return frozenset(refs), frozenset(ids)
 
-    def actions(self, values: Any, where: str) -> frozenset[str] | None:
+    def actions(self, values: Any, where: str, kind: str) -> frozenset[str] | None:
         if values is None:
             return None
         found = self.concepts(values, where, "action") or ()
         for system, code in found:
-            if system != ACTION or code not in ACTIONS:
-                self.problem(f"{where}.action", f"Action {system}#{code} is not supported: use {ACTION} with "
+            if system == ACTION and code not in ACTIONS:
+                self.problem(f"{where}.action", f"Action {code} is not a code of {ACTION}: use "
                                                  f"{', '.join(sorted(ACTIONS))}")
-        return frozenset(code for system, code in found if system == ACTION)
+        known = frozenset(code for system, code in found if system == ACTION)
+        # the binding is an example one, so other systems are valid FHIR; the engine cannot tell which asks
+        # they mean and fails closed: with no code it knows, a deny matches every action and a permit none
+        return None if not known and kind == "deny" else known
 
     def data(self, values: Any, where: str) -> tuple[tuple[str, str], ...] | None:
         if values is None:
@@ -182,7 +185,7 @@ class _Reader:
         purposes = self.codings(raw.get("purpose"), where, "purpose")
         return Provision(
             path, str(kind), self.period(raw.get("period"), f"{where}.period"), refs, ids, bool(raw.get("actor")),
-            self.actions(raw.get("action"), where), None if purposes is None else frozenset(purposes),
+            self.actions(raw.get("action"), where, str(kind)), None if purposes is None else frozenset(purposes),
             self.codings(raw.get("class"), where, "class"), self.concepts(raw.get("code"), where, "code"),
             self.codings(raw.get("securityLabel"), where, "securityLabel"),
             self.data_period(raw.get("dataPeriod"), where), self.data(raw.get("data"), where), children)

@@ -39,7 +39,8 @@ REFUSED: list[tuple[str, dict[str, Any], str]] = [
     ("code as text only", consent({"type": "deny", "code": [{"text": "HIV"}]}), "Consent.provision.code[0]"),
     ("code coding without system", consent({"type": "deny", "code": [{"coding": [{"code": "75622-1"}]}]}),
      "Consent.provision.code[0].coding[0]"),
-    ("action not supported", consent({"type": "deny", "action": [{"coding": [{"system": "urn:x", "code": "read"}]}]}),
+    ("action not a consentaction code", consent({"type": "deny", "action": [{"coding": [{
+        "system": "http://terminology.hl7.org/CodeSystem/consentaction", "code": "read"}]}]}),
      "Consent.provision.action"),
     ("actor without reference", consent({"type": "deny", "actor": [{"role": {"text": "GP"}}]}),
      "Consent.provision.actor[0].reference"),
@@ -66,6 +67,13 @@ ACCEPTED: list[tuple[str, dict[str, Any], bool]] = [
      False),
     ("OPTOUTE rule", consent(None, rule="OPTOUTE"), False),
     ("root type wins over the rule", consent(prov("permit"), rule="OPTOUT"), True),
+    ("permit for an action of another system permits nothing", consent(prov("deny", children=(
+        {"type": "permit", "action": [{"coding": [{"system": "urn:x", "code": "read"}]}]},))), False),
+    ("deny for an action of another system denies every action", consent(prov("permit", children=(
+        {"type": "deny", "action": [{"coding": [{"system": "urn:x", "code": "marketing"}]}]},))), False),
+    ("known codes decide beside other systems", consent(prov("permit", children=(
+        {"type": "deny", "action": [{"coding": [{"system": "urn:x", "code": "read"}]}, {"coding": [{
+            "system": "http://terminology.hl7.org/CodeSystem/consentaction", "code": "collect"}]}]},))), True),
     ("period of one day", consent(prov("permit", period={"start": "2026-06-01", "end": "2026-06-01"})), True),
 ]
 
