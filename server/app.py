@@ -18,6 +18,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.telemetry import TelemetryConfig
 
 from consent.access import AccessPolicy
+from consent.engine import ConsentPolicy
 from consent.engine.writes import refuse_unevaluable
 from operations.cohort import CohortRules, PopulationCache
 from operations.definitions import seed_definitions
@@ -127,8 +128,12 @@ def build_services(settings: Settings, mongo_client: Any = None) -> Services:
         cohort = CohortRules.of(settings.cohort_rules)
     except (ValueError, TypeError) as exc:
         raise SystemExit(f"CARELOOP_COHORT_RULES: {exc}") from exc
+    try:
+        consent_policy = ConsentPolicy.of(dict(settings.consent_policy))
+    except ValueError as exc:
+        raise SystemExit(f"CARELOOP_CONSENT_POLICY: {exc}") from exc
     return Services(settings, repository, custom, reindexer, terminology, rules, policy, engine, cohort,
-                    PopulationCache(settings.cohort_cache_seconds))
+                    PopulationCache(settings.cohort_cache_seconds), consent_policy=consent_policy)
 
 
 def trusted_proxies(settings: Settings) -> TrustedProxies:

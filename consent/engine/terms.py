@@ -5,8 +5,9 @@ Semantics: SECURITY.md §3.6 (C1-C12). https://hl7.org/fhir/R4B/consent.html
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
+from typing import Any
 
 from consent.engine.expr import Coding, Expr
 
@@ -65,6 +66,45 @@ class ConsentPolicy:
                                      ("collection", self.collection, COLLECTION_POLICIES)):
             if value not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(sorted(allowed))}, not '{value}'")
+
+    @classmethod
+    def of(cls, overrides: dict[str, Any]) -> ConsentPolicy:
+        """Defaults with a clinic's overrides (codings as "system|code"); ValueError naming what is wrong."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(overrides) - known)
+        if unknown:
+            raise ValueError(f"unknown consent policy setting(s) {', '.join(unknown)}; "
+                             f"known: {', '.join(sorted(known))}")
+        given: dict[str, Any] = {}
+        for name, value in overrides.items():
+            if name in ("combining", "implicit", "collection"):
+                if not isinstance(value, str):
+                    raise ValueError(f"{name} must be a string")
+                given[name] = value
+            else:
+                given[name] = frozenset(_coding(name, text) for text in _texts(name, value))
+        return cls(**given)
+
+    def as_settings(self) -> dict[str, Any]:
+        """The policy as the settings that give it (codings as "system|code", sorted)."""
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            out[f.name] = value if isinstance(value, str) else sorted(f"{s}|{c}" for s, c in value)
+        return out
+
+
+def _texts(name: str, value: Any) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ValueError(f"{name} must be a list of \"system|code\" strings")
+    return value
+
+
+def _coding(name: str, text: str) -> Coding:
+    system, sep, code = text.rpartition("|")
+    if not sep or not system or not code:
+        raise ValueError(f"{name}: '{text}' is not a \"system|code\" coding")
+    return system, code
 
 
 @dataclass(frozen=True)

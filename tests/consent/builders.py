@@ -16,6 +16,7 @@ ACT = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
 ACTION = "http://terminology.hl7.org/CodeSystem/consentaction"
 ORG = "http://careloop.health/fhir/sid/client-id"
 
+ROLE = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType", "code": "IRCP"}]}
 TREAT = (PURPOSE, "TREAT")
 HMARKT = (PURPOSE, "HMARKT")
 HRESCH = (PURPOSE, "HRESCH")
@@ -44,8 +45,8 @@ def prov(type: str | None = None, *, actor: tuple[str, ...] = (), ident: tuple[t
         out["type"] = type
     if period is not None:
         out["period"] = period
-    actors = [{"reference": {"reference": ref}} for ref in actor]
-    actors += [{"reference": {"identifier": {"system": s, "value": v}}} for s, v in ident]
+    actors = [{"role": ROLE, "reference": {"reference": ref}} for ref in actor]
+    actors += [{"role": ROLE, "reference": {"identifier": {"system": s, "value": v}}} for s, v in ident]
     if actors:
         out["actor"] = actors
     if action:
