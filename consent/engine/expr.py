@@ -7,7 +7,7 @@ one resource in memory. https://hl7.org/fhir/R4B/consent.html
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from resources.search.dates import MAX_MS, date_range
@@ -43,6 +43,15 @@ class Cond:
     end: str | None = None
     unknown: bool = False
     overlap: bool = False
+    _hash: int = field(init=False, repr=False, compare=False, default=0)
+
+    def __post_init__(self) -> None:
+        # expressions are hashed over and over while they are folded: computed once, like a tuple's would be
+        object.__setattr__(self, "_hash", hash((self.element, self.codings, self.references, self.start, self.end,
+                                                self.unknown, self.overlap)))
+
+    def __hash__(self) -> int:
+        return self._hash
 
 
 @dataclass(frozen=True)
@@ -50,6 +59,13 @@ class Not:
     """Negation."""
 
     expr: Expr
+    _hash: int = field(init=False, repr=False, compare=False, default=0)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_hash", hash((Not, self.expr)))
+
+    def __hash__(self) -> int:
+        return self._hash
 
 
 @dataclass(frozen=True)
@@ -57,6 +73,13 @@ class And:
     """Conjunction of two or more expressions."""
 
     items: tuple[Expr, ...]
+    _hash: int = field(init=False, repr=False, compare=False, default=0)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_hash", hash((And, self.items)))
+
+    def __hash__(self) -> int:
+        return self._hash
 
 
 @dataclass(frozen=True)
@@ -64,6 +87,13 @@ class Or:
     """Disjunction of two or more expressions."""
 
     items: tuple[Expr, ...]
+    _hash: int = field(init=False, repr=False, compare=False, default=0)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_hash", hash((Or, self.items)))
+
+    def __hash__(self) -> int:
+        return self._hash
 
 
 Expr = Const | Cond | Not | And | Or

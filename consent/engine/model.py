@@ -7,7 +7,10 @@ OPTOUT/OPTOUTE deny); nested provisions must say their type. https://hl7.org/fhi
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
+
+import orjson
 
 from consent.engine.expr import Coding, instant_range
 from consent.engine.terms import ACTION, ACTIONS, Problem
@@ -205,6 +208,21 @@ def base_decision(consent: dict[str, Any]) -> str | None:
 
 def parse(consent: dict[str, Any]) -> ParsedConsent:
     """The provision tree of a Consent and the problems that keep its decision from being derived."""
+    try:
+        blob = orjson.dumps(consent, option=orjson.OPT_SORT_KEYS)
+    except TypeError:  # not JSON (a test's hand-made value): read it without the cache
+        return _parse(consent)
+    return _parse_blob(blob)
+
+
+# Every decision for a patient reads the same few Consents; reading one costs far more than serialising it,
+# so the trees are kept by content (bounded: 4096 Consents)
+@lru_cache(maxsize=4096)
+def _parse_blob(blob: bytes) -> ParsedConsent:
+    return _parse(orjson.loads(blob))
+
+
+def _parse(consent: dict[str, Any]) -> ParsedConsent:
     reader = _Reader()
     base = base_decision(consent)
     if base is None:

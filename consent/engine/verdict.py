@@ -142,16 +142,16 @@ def verdict(consents: Sequence[dict[str, Any]], ask: Ask, policy: ConsentPolicy)
     if ask.actor.kind == "self":  # C2: the patient (or their representative) is the grantor
         return Verdict(TRUE, (), (), None, None)
     found = parsed_candidates(consents, ask, policy)
-    outcomes = {c.reference: consent_outcome(c, ask, policy) for c in found}
+    outcomes = {id(c): consent_outcome(c, ask, policy) for c in found}  # by object: one Consent may come twice
     permitted, name, _ = implicit(ask, policy)
     result: Expr = const(permitted)
     for group in reversed(groups(found, policy)):
-        deny = any_of(*(outcomes[c.reference][1] for c in group))
-        permit = all_of(negate(deny), any_of(*(outcomes[c.reference][0] for c in group)))
+        deny = any_of(*(outcomes[id(c)][1] for c in group))
+        permit = all_of(negate(deny), any_of(*(outcomes[id(c)][0] for c in group)))
         result = any_of(permit, all_of(negate(deny), result))
     if not ask.break_glass and ask.action != "collect":
         result = all_of(result, *_label_permits(found, ask, policy))
-    unapplied = all_of(*(negate(any_of(*outcomes[c.reference])) for c in found))
+    unapplied = all_of(*(negate(any_of(*outcomes[id(c)])) for c in found))
     basis = tuple(b for c in found for b in basis_of(c, ask))
     return Verdict(result, basis, tuple(c.reference for c in found), None if unapplied == FALSE else name,
                    valid_until(consents, ask, policy))
