@@ -10,6 +10,7 @@ from typing import Any
 
 import orjson
 
+from consent.engine import ConsentPolicy
 from operations.cohort import CohortRules, PopulationCache
 from operations.parameters import OperationInput
 from resources.repository import Repository
@@ -27,6 +28,7 @@ class OperationContext:
     subscriptions: SubscriptionEngine | None = None
     cohort: CohortRules = field(default_factory=CohortRules)
     population: PopulationCache = field(default_factory=PopulationCache)
+    consent_policy: ConsentPolicy = field(default_factory=ConsentPolicy)
 
 
 @dataclass(frozen=True)

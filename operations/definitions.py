@@ -12,6 +12,7 @@ import logging
 from dataclasses import fields
 from typing import Any
 
+from operations import consent_evaluate
 from operations.cohort import CohortRules
 from resources.repository import Repository
 
@@ -46,7 +47,7 @@ def _definition(code: str, title: str, description: str, parameters: list[dict[s
 
 
 def definitions() -> list[dict[str, Any]]:
-    """The OperationDefinitions of $tier and $churn-risk."""
+    """The OperationDefinitions of $tier, $churn-risk and Consent/$evaluate."""
     per_tier = [_param(f"count-{t}", "out", 1, "1", "integer", f"How many patients are in tier {t}")
                 for t in ("A", "B", "C")]
     tier = _definition("tier", "Service tier", "Each patient's service tier (A core, B potential, C basic) with "
@@ -81,7 +82,7 @@ def definitions() -> list[dict[str, Any]]:
                 _param("level", "out", 1, "1", "Coding", "The level this signal reaches"))))),
         *levels,
         _rules()])
-    return [tier, churn]
+    return [tier, churn, consent_evaluate.definition(CANONICAL, VERSION)]
 
 
 async def seed_definitions(repository: Repository) -> int:

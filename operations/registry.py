@@ -12,6 +12,7 @@ from typing import Any
 
 from operations import (
     churn_risk,
+    consent_evaluate,
     everything,
     expand,
     lookup,
@@ -60,6 +61,7 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation("everything", ("Patient",), everything.run, _HL7 + "Patient-everything", type_level=False),
     Operation("tier", ("Patient",), tier.run, _CARELOOP + "Patient-tier"),
     Operation("churn-risk", ("Patient",), churn_risk.run, _CARELOOP + "Patient-churn-risk"),
+    Operation("evaluate", ("Consent",), consent_evaluate.run, _CARELOOP + "Consent-evaluate", instance_level=False),
     Operation("status", ("Subscription",), subscription_status.status, _BACKPORT + "backport-subscription-status"),
     Operation("events", ("Subscription",), subscription_status.events, _BACKPORT + "backport-subscription-events",
               type_level=False),

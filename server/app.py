@@ -18,6 +18,8 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.telemetry import TelemetryConfig
 
 from consent.access import AccessPolicy
+from consent.engine import ConsentPolicy
+from consent.engine.writes import refuse_unevaluable
 from operations.cohort import CohortRules, PopulationCache
 from operations.definitions import seed_definitions
 from resources.model_pool import ModelValidator
@@ -113,12 +115,12 @@ def build_services(settings: Settings, mongo_client: Any = None) -> Services:
     terminology = TerminologyService(store, settings.expansion_limit)
     repository.terminology = terminology
     repository.write_hooks.append(RequiredBindings().check)
+    repository.write_hooks.append(refuse_unevaluable)  # Consents the engine cannot decide on: 422 (issue 28)
     rules = DeviceRules()
     store.add_commit_listener(rules.on_commit)
     repository.write_hooks.append(rules.check)
     indexer.canonical = rules.canonical_quantities
     policy = AccessPolicy(registry, indexer, load_patient_compartment(), limits)
-    install_consent(settings, policy, repository)
     engine = None
     if settings.subscriptions:
         engine = SubscriptionEngine(repository, engine_config(settings))
@@ -128,8 +130,13 @@ def build_services(settings: Settings, mongo_client: Any = None) -> Services:
         cohort = CohortRules.of(settings.cohort_rules)
     except (ValueError, TypeError) as exc:
         raise SystemExit(f"CARELOOP_COHORT_RULES: {exc}") from exc
+    try:
+        consent_policy = ConsentPolicy.of(dict(settings.consent_policy))
+    except ValueError as exc:
+        raise SystemExit(f"CARELOOP_CONSENT_POLICY: {exc}") from exc
+    install_consent(settings, policy, repository, consent_policy)
     return Services(settings, repository, custom, reindexer, terminology, rules, policy, engine, cohort,
-                    PopulationCache(settings.cohort_cache_seconds))
+                    PopulationCache(settings.cohort_cache_seconds), consent_policy=consent_policy)
 
 
 def trusted_proxies(settings: Settings) -> TrustedProxies:

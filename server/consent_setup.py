@@ -13,10 +13,9 @@ from consent.book import ConsentBook
 from consent.compile import Compiler
 from consent.enforce import ConsentEnforcer
 from consent.enforce import Settings as EnforcementSettings
-from consent.engine import ConsentPolicy, problems
+from consent.engine import ConsentPolicy
 from consent.ownership import OWNER_SYSTEM
 from consent.type_params import TypeParamsOf
-from resources.errors import Issue, Unprocessable
 from resources.repository import Repository
 from resources.search.index import IndexRows, load_patient_compartment
 from server.auth.service import AuthService
@@ -25,18 +24,15 @@ from subscriptions.engine import Audience
 from subscriptions.subscription import Subscriber
 
 
-def install_consent(settings: Settings, policy: AccessPolicy, repository: Repository) -> ConsentBook:
-    """Enforce the patients' Consents on every request the policy guards; Consents that decide nothing: 422."""
-    categories = frozenset(_coding(text) for text in settings.consent_categories)
-    engine_policy = ConsentPolicy(combining=settings.consent_combining, implicit=settings.consent_implicit_policy,
-                                  categories=categories, collection=settings.consent_collection)
+def install_consent(settings: Settings, policy: AccessPolicy, repository: Repository,
+                    engine_policy: ConsentPolicy) -> ConsentBook:
+    """Enforce the patients' Consents on every request the policy guards (the engine's policy from settings)."""
     book = ConsentBook()
     types = frozenset(load_patient_compartment()) | {"Patient"}
     compiler = Compiler(repository.registry, TypeParamsOf(repository.registry).of, types)
     policy.consent = ConsentEnforcer(book, EnforcementSettings(
         engine_policy, settings.clinic_organization, frozenset(settings.consent_collected_types)), compiler)
     repository.store.add_commit_listener(book.on_commit)
-    repository.write_hooks.append(_refuse_undecidable)
     return book
 
 
@@ -61,21 +57,3 @@ def notification_audience(enforcer: ConsentEnforcer, auth: AuthService) -> Audie
         return enforcer.visible(owner_access(owner), resource_type, focus, rows)
 
     return audience
-
-
-def _refuse_undecidable(resource_type: str, resource: dict[str, Any]) -> None:
-    """A Consent whose decision cannot be derived is refused at write (SECURITY.md §3.6 C3)."""
-    if resource_type != "Consent":
-        return
-    found = problems(resource)
-    if found:
-        issues = tuple(Issue("invariant", f"{p.expression}: {p.message}", expression=(p.expression,))
-                       for p in found)
-        raise Unprocessable("; ".join(i.diagnostics for i in issues), issues=issues)
-
-
-def _coding(text: str) -> tuple[str, str]:
-    system, _, code = text.rpartition("|")
-    if not system or not code:
-        raise SystemExit(f"CARELOOP_CONSENT_CATEGORIES: '{text}' is not system|code")
-    return system, code

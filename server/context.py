@@ -13,6 +13,7 @@ import orjson
 from fastapi import Request
 
 from consent.access import FULL_ACCESS, Access, AccessPolicy
+from consent.engine import ConsentPolicy
 from operations.cohort import CohortRules, PopulationCache
 from resources.errors import Invalid, TooLarge, Unauthorized
 from resources.reindex import Reindexer
@@ -41,6 +42,7 @@ class Services:
     subscriptions: SubscriptionEngine | None = None
     cohort: CohortRules = field(default_factory=CohortRules)
     population: PopulationCache = field(default_factory=PopulationCache)
+    consent_policy: ConsentPolicy = field(default_factory=ConsentPolicy)  # CARELOOP_CONSENT_POLICY (issue 28)
     auth: AuthService | None = None
     capability: bytes = b""
     capability_version: int = -1

@@ -5,8 +5,6 @@ https://docs.pydantic.dev/latest/concepts/pydantic_settings/
 
 from __future__ import annotations
 
-from typing import Literal
-
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -110,23 +108,12 @@ class Settings(BaseSettings):
     cohort_rules: dict[str, float | str] = Field(
         default_factory=dict, description="Overrides of the tier and churn-risk rules (DOMAIN.md sections 1-2), "
         "e.g. {\"lost_days\": 150}; every rule and its value is listed in each $tier and $churn-risk answer")
+    consent_policy: dict[str, list[str] | str] = Field(
+        default_factory=dict, description="Overrides of the consent engine's policy (docs/consent.md), e.g. "
+        "{\"implicit\": \"all-normal\", \"combining\": \"most-recent\"}; codings as \"system|code\"")
     cohort_cache_seconds: float = Field(
         300, ge=0, description="How long one patient's $tier may use the population's spend lines before they "
         "are computed again (0: every time); the answer says when they were computed")
-    consent_implicit_policy: Literal["basic-normal", "all-normal", "break-glass-only", "deny"] = Field(
-        "basic-normal", description="What a patient with no applicable Consent allows (IHE PCF implicit policies): "
-        "basic-normal = clinicians and the clinic's systems for treatment only; all-normal = everyone the scopes "
-        "allow (opt-out); break-glass-only; deny (opt-in)")
-    consent_combining: Literal["deny-overrides", "most-recent"] = Field(
-        "deny-overrides", description="How several applicable Consents of one patient combine: a deny wins, or "
-        "the most recent Consent (dateTime) decides")
-    consent_categories: list[str] = Field(
-        default_factory=list, description="Consent.category codings (system|code) that are privacy consents the "
-        "server enforces; empty: every category")
-    consent_collection: Literal["treatment-exempt", "consent-required"] = Field(
-        "treatment-exempt", description="Collection with no applicable Consent: treatment-exempt lets clinicians "
-        "and the clinic's EHR systems (clients registered --ehr) record care for treatment; consent-required "
-        "asks a Consent of every collector")
     consent_collected_types: list[str] = Field(
         default_factory=lambda: ["Observation"], description="Resource types whose creation by a device or "
         "backend client needs the patient's Consent to collect (provision.action collect)")

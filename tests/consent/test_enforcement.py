@@ -117,7 +117,7 @@ async def test_a_basic_normal_lets_clinicians_and_clinic_systems_treat_and_nobod
     ("all-normal", True, True), ("deny", False, False), ("break-glass-only", False, False)])
 async def test_a_each_implicit_policy(world_with: WorldFactory, policy: str, clinician_sees: bool,
                                       research_sees: bool) -> None:
-    async with world_with(auth="on", consent_implicit_policy=policy) as world:
+    async with world_with(auth="on", consent_policy={"implicit": policy}) as world:
         everything = {world.ids["alice_vital"], world.ids["alice_lab"], world.ids["bob_vital"]}
         assert (await seen(world, clinician(world)) == everything) is clinician_sees
         assert (await seen(world, clinician(world)) == set()) is not clinician_sees
@@ -178,7 +178,7 @@ async def test_e_a_deny_overrides_a_permit(world: World) -> None:
 
 
 async def test_e_most_recent_when_configured(world_with: WorldFactory) -> None:
-    async with world_with(auth="on", consent_combining="most-recent") as world:
+    async with world_with(auth="on", consent_policy={"combining": "most-recent"}) as world:
         await store(world, consent(world.ids["alice"], {"type": "deny"}, dateTime="2026-01-01T00:00:00Z"))
         await store(world, consent(world.ids["alice"], {"type": "permit"}, dateTime="2026-02-01T00:00:00Z"))
         assert await seen(world, clinician(world), f"Observation?subject={world.ids['alice']}") == {
