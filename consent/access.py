@@ -299,7 +299,9 @@ def _named_patients(query: SearchQuery, registry: SearchRegistry) -> list[str]:
                 found.append(value.id)
             elif flt.type == "reference" and flt.modifier is None and not query.is_system:
                 targets = registry.for_type(query.resource_type).get(flt.code)
-                if value.type == "Patient" or (targets is not None and targets.targets == ("Patient",)):
+                # a bare id names a patient when the parameter can point at Patients (subject=123)
+                if value.type == "Patient" or (value.type is None and targets is not None
+                                               and "Patient" in targets.targets):
                     found.append(value.id)
         if query.resource_type == "Patient" and flt.code == "_id" and flt.modifier is None:
             found.extend(v.code for v in flt.values if isinstance(v, TokenValue) and v.code)

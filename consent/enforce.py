@@ -172,11 +172,22 @@ class ConsentEnforcer:
             found = self.verdict(access, patient)
             _record(patient, found, permit=found.expr != Const(False), why="search narrowed by patient consent")
 
+    def _records_care(self, access: Access) -> bool:
+        """A clinician, or one of the clinic's EHR systems, writing for treatment."""
+        user = access.fhir_user or ""
+        clinic = user.startswith(CLINICIANS) or (not user and access.clinic_system)
+        treating = any((PURPOSE, code) in self.settings.policy.treatment for code in access.purposes)
+        return clinic and treating and not (access.organization and
+                                            access.organization != self.settings.clinic_organization)
+
     # -- writes --------------------------------------------------------------------------------------------
     def admit(self, access: Access, resource_type: str, patients: list[str]) -> None:
         """403 unless every patient the written resource is about permits this caller to collect it (issue 28)."""
         if resource_type not in self.settings.collected_types:
             return
+        policy = self.settings.policy
+        if policy.collection == "treatment-exempt" and self._records_care(access):
+            return  # the clinic recording its own care is not collection by a third party (docs/consent.md)
         for patient in patients:
             found = self.verdict(access, patient, "collect")
             if found.expr == Const(False) or not _permits_some(found.expr):

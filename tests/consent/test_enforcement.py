@@ -159,7 +159,8 @@ async def test_c_root_deny_with_a_nested_permit_for_one_organization(world: Worl
     assert response.status_code == 403  # the whole record is denied to everyone else (C10)
     assert await seen(world, doctor) == {world.ids["bob_vital"]}
     # a third party gets nothing of a patient who did not name it (issue 28 item 5)
-    assert await seen(world, partner, f"Observation?subject={world.ids['bob']}") == set()
+    assert await seen(world, partner) == {world.ids["alice_vital"], world.ids["alice_lab"]}
+    assert await status(world, partner, f"Observation?subject={world.ids['bob']}") == 403
 
 
 # -- (d), (e), (f): applicability and combining -------------------------------------------------------------
