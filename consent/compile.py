@@ -9,10 +9,10 @@ in memory. https://hl7.org/fhir/R4B/search.html
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from functools import lru_cache
 
 from consent.engine.expr import And, Cond, Const, Expr, Not, Or
+from consent.engine.facts import LABELS, PROFILES, FactParams
 from consent.engine.terms import PROFILE, RESOURCE_TYPES
 from resources.search.dates import date_range
 from resources.search.query import SYSTEM, Filter, RangeValue, ReferenceValue, TokenValue, UriValue
@@ -22,20 +22,10 @@ Compiled = Filter | bool
 _FAR = 1e16  # beyond any instant in milliseconds: an open end of a period
 
 
-@dataclass(frozen=True)
-class TypeParams:
-    """The search parameters of one type that hold what the engine's conditions test."""
-
-    date: str | None = None
-    code: str | None = None
-    category: str | None = None
-    authors: tuple[str, ...] = ()
-
-
 class Compiler:
     """Compiles engine expressions for one resource type (or SYSTEM: any type, with type tests)."""
 
-    def __init__(self, registry: SearchRegistry, params_of: Callable[[str], TypeParams],
+    def __init__(self, registry: SearchRegistry, params_of: Callable[[str], FactParams],
                  types: frozenset[str]) -> None:
         self._registry = registry
         self._params_of = params_of
@@ -88,11 +78,11 @@ class Compiler:
         if element == "class":
             return self._class(cond, resource_type, params)
         if element == "code":
-            return _tokens(params.code, cond.codings) if params.code else False
+            return _any(*(_tokens(code, cond.codings) for code in params.code))
         if element == "securityLabel":
-            return _tokens("_security", cond.codings)
+            return _tokens(LABELS, cond.codings)
         if element == "dataPeriod":
-            return _period(cond, params.date)
+            return _first_date(cond, params.date)
         if element == "instance":
             ids = tuple(r.split("/", 1)[1] for r in cond.references if r.startswith(resource_type + "/"))
             return Filter("_id", "token", None, tuple(TokenValue(i) for i in ids)) if ids else False
@@ -104,16 +94,16 @@ class Compiler:
             return _references(params.authors, cond.references)
         return False  # an element the engine does not produce: matches nothing (fail closed for permits)
 
-    def _class(self, cond: Cond, resource_type: str, params: TypeParams) -> Compiled:
+    def _class(self, cond: Cond, resource_type: str, params: FactParams) -> Compiled:
         if any(system == RESOURCE_TYPES and code == resource_type for system, code in cond.codings):
             return True
         others = tuple(c for c in cond.codings if c[0] not in (RESOURCE_TYPES, PROFILE))
         profiles = tuple(code for system, code in cond.codings if system == PROFILE)
         parts: list[Filter] = []
-        if others and params.category:
-            parts.append(_tokens(params.category, others))
+        if others:
+            parts.extend(_tokens(code, others) for code in params.category)
         if profiles:
-            parts.append(Filter("_profile", "uri", None, tuple(UriValue(p) for p in profiles)))
+            parts.append(Filter(PROFILES, "uri", None, tuple(UriValue(p) for p in profiles)))
         return _any(*parts)
 
 
@@ -141,9 +131,25 @@ def _references(codes: tuple[str, ...], references: tuple[str, ...]) -> Compiled
     return _any(*(Filter(code, "reference", None, values) for code in codes))
 
 
-def _period(cond: Cond, param: str | None) -> Compiled:
-    if param is None:
-        return cond.unknown  # a type without a clinical date: every resource of it is undated
+def _first_date(cond: Cond, params: tuple[str, ...]) -> Compiled:
+    """The first of the type's date parameters that has a value decides (consent/engine/facts.py)."""
+    branches: list[Compiled] = []
+    absent: list[Filter] = []
+    for param in params:
+        found = _period(cond, param, with_unknown=False)
+        if isinstance(found, Filter):
+            branches.append(_all((*absent, found)))
+        elif found:
+            branches.append(_all(tuple(absent)))
+        absent.append(Filter(param, "date", None, (), missing=True))
+    if cond.unknown:
+        branches.append(_all(tuple(absent)))
+    if any(b is True for b in branches):
+        return True
+    return _any(*(b for b in branches if isinstance(b, Filter)))
+
+
+def _period(cond: Cond, param: str, *, with_unknown: bool = True) -> Compiled:
     start = _bound(cond.start, 0) if cond.start else -_FAR
     end = _bound(cond.end, 1) if cond.end else _FAR
     dated: Compiled
@@ -153,7 +159,7 @@ def _period(cond: Cond, param: str | None) -> Compiled:
         dated = _all(bounds) if bounds else Filter(param, "date", None, (), missing=False)
     else:  # the resource's date lies within the period
         dated = Filter(param, "date", None, (RangeValue("eq", start, end),))
-    if not cond.unknown:
+    if not (with_unknown and cond.unknown):
         return dated
     undated = Filter(param, "date", None, (), missing=True)
     return undated if dated is True else _any(*(f for f in (dated, undated) if isinstance(f, Filter)))

@@ -14,8 +14,8 @@ from consent.compile import Compiler
 from consent.enforce import ConsentEnforcer
 from consent.enforce import Settings as EnforcementSettings
 from consent.engine import ConsentPolicy
+from consent.engine.facts import fact_params
 from consent.ownership import OWNER_SYSTEM
-from consent.type_params import TypeParamsOf
 from resources.repository import Repository
 from resources.search.index import IndexRows, load_patient_compartment
 from server.auth.service import AuthService
@@ -29,7 +29,7 @@ def install_consent(settings: Settings, policy: AccessPolicy, repository: Reposi
     """Enforce the patients' Consents on every request the policy guards (the engine's policy from settings)."""
     book = ConsentBook()
     types = frozenset(load_patient_compartment()) | {"Patient"}
-    compiler = Compiler(repository.registry, TypeParamsOf(repository.registry).of, types)
+    compiler = Compiler(repository.registry, fact_params, types)
     policy.consent = ConsentEnforcer(book, EnforcementSettings(
         engine_policy, settings.clinic_organization, frozenset(settings.consent_collected_types)), compiler)
     repository.store.add_commit_listener(book.on_commit)

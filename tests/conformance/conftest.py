@@ -53,3 +53,18 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
     settings, client = mongo_settings(auth="on", auth_db=str(tmp_path / "auth.db"), base_url=FHIR)
     async with build_world(create_app(settings, mongo_client=client)) as found:
         yield found
+
+
+@pytest.fixture
+def world_with(tmp_path: Path) -> Any:
+    """A world with other settings (tests/consent), on the MongoDB adapter."""
+    counter = iter(range(100))
+
+    def make(**overrides: Any) -> Any:
+        folder = tmp_path / f"w{next(counter)}"
+        folder.mkdir()
+        settings, client = mongo_settings(**{"auth": "on", "auth_db": str(folder / "auth.db"), "base_url": FHIR,
+                                            **overrides})
+        return build_world(create_app(settings, mongo_client=client))
+
+    return make

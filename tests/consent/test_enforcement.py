@@ -11,13 +11,12 @@ import time
 import uuid
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from subscriptions.subscription import PAYLOAD_CONTENT
-from tests.auth.conftest import BASE, FHIR, FHIR_JSON, World, open_world
+from tests.auth.conftest import BASE, FHIR, FHIR_JSON, World
 from tests.support.receiver import running_receiver
 
 LOINC = "http://loinc.org"
@@ -29,19 +28,6 @@ ROLE = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-Particip
 
 WorldFactory = Callable[..., AbstractAsyncContextManager[World]]
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-def world_with(tmp_path: Path, seeded_database: Path) -> WorldFactory:
-    """A world with other settings (the implicit policy, the combining rule)."""
-    counter = iter(range(100))
-
-    def make(**settings: Any) -> AbstractAsyncContextManager[World]:
-        folder = tmp_path / f"w{next(counter)}"
-        folder.mkdir()
-        return open_world(folder, seeded_database, **settings)
-
-    return make
 
 
 def token(world: World, scope: str = "system/*.rs", *, purposes: tuple[str, ...] = ("TREAT",),
