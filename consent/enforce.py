@@ -162,9 +162,14 @@ class ConsentEnforcer:
         if flt is None:
             return True
         try:
-            return matches(flt, resource, rows)
+            shown = matches(flt, resource, rows)
         except NotEvaluable:
-            return False
+            shown = False
+        for patient in rows.compartments:  # what the audit trail records of this decision (AuthZ-Consent)
+            found = self.verdict(access, patient)
+            if found.consents or found.expr != TRUE:
+                _record(patient, found, permit=shown, why=f"{resource_type} {'shown' if shown else 'withheld'}")
+        return shown
 
     def record_search(self, access: Access, patients: list[str]) -> None:
         """Hand the decisions behind a search's narrowing to the audit trail, one per patient named."""

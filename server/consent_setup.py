@@ -15,6 +15,7 @@ from consent.enforce import ConsentEnforcer
 from consent.enforce import Settings as EnforcementSettings
 from consent.engine import ConsentPolicy
 from consent.engine.facts import fact_params
+from consent.marketing import MarketingGate
 from consent.ownership import OWNER_SYSTEM
 from resources.repository import Repository
 from resources.search.index import IndexRows, load_patient_compartment
@@ -33,6 +34,8 @@ def install_consent(settings: Settings, policy: AccessPolicy, repository: Reposi
     policy.consent = ConsentEnforcer(book, EnforcementSettings(
         engine_policy, settings.clinic_organization, frozenset(settings.consent_collected_types)), compiler)
     repository.store.add_commit_listener(book.on_commit)
+    repository.write_hooks.append(MarketingGate(book, engine_policy, repository.indexer,
+                                                clinic=settings.clinic_organization).check)
     return book
 
 

@@ -321,6 +321,54 @@ async def test_a_device_collects_only_with_the_patients_consent(world: World) ->
                                     headers={**world.admin, **FHIR_JSON})).status_code == 201
 
 
+# -- marketing (issue 28 item 5) ------------------------------------------------------------------------------
+def offer(patient: str, kind: str = "Communication", code: str = "marketing") -> dict[str, Any]:
+    system = "http://careloop.health/fhir/CodeSystem/communication-category"
+    if code == "reminder":
+        system = "http://terminology.hl7.org/CodeSystem/communication-category"
+    return {"resourceType": kind, "status": "completed" if kind == "Communication" else "active",
+            "category": [{"coding": [{"system": system, "code": code}]}],
+            "subject": {"reference": f"Patient/{patient}"}, "payload": [{"contentString": "20% off a re-check"}]}
+
+
+async def test_marketing_needs_an_opt_in_and_treatment_follow_up_never_does(world: World) -> None:
+    ehr = {**world.admin, **FHIR_JSON}
+    refused = await world.client.post("/fhir/Communication", json=offer(world.ids["alice"]), headers=ehr)
+    assert refused.status_code == 403 and "marketing" in refused.json()["issue"][0]["diagnostics"]
+    request = await world.client.post("/fhir/CommunicationRequest", json=offer(world.ids["alice"],
+                                      "CommunicationRequest"), headers=ehr)
+    assert request.status_code == 403
+    task = {"resourceType": "Task", "status": "requested", "intent": "order", "for": {
+        "reference": f"Patient/{world.ids['alice']}"}, "meta": {"tag": [{
+            "system": ACT_REASON, "code": "HMARKT"}]}, "description": "returning-patient discount"}
+    assert (await world.client.post("/fhir/Task", json=task, headers=ehr)).status_code == 403
+    reminder = await world.client.post("/fhir/Communication", json=offer(world.ids["alice"], code="reminder"),
+                                       headers=ehr)
+    assert reminder.status_code == 201  # a treatment reminder needs no marketing consent
+    await store(world, consent(world.ids["alice"], {"type": "permit", "purpose": [
+        {"system": ACT_REASON, "code": "HMARKT"}]}))
+    assert (await world.client.post("/fhir/Communication", json=offer(world.ids["alice"]),
+                                    headers=ehr)).status_code == 201
+    assert (await world.client.post("/fhir/Task", json=task, headers=ehr)).status_code == 201
+    # bob did not opt in: still refused
+    assert (await world.client.post("/fhir/Communication", json=offer(world.ids["bob"]),
+                                    headers=ehr)).status_code == 403
+
+
+async def test_batch_entries_are_narrowed_like_single_requests(world: World) -> None:
+    await store(world, consent(world.ids["alice"], {"type": "permit", "provision": [
+        {"type": "deny", "class": [lab_class()]}]}))
+    bundle = {"resourceType": "Bundle", "type": "batch", "entry": [
+        {"request": {"method": "GET", "url": f"Observation/{world.ids['alice_lab']}"}},
+        {"request": {"method": "GET", "url": f"Observation/{world.ids['alice_vital']}"}},
+        {"request": {"method": "GET", "url": f"Observation?subject={world.ids['alice']}"}}]}
+    response = await world.client.post("/fhir", json=bundle, headers={**clinician(world), **FHIR_JSON})
+    assert response.status_code == 200
+    entries = response.json()["entry"]
+    assert [e["response"]["status"][:3] for e in entries] == ["404", "200", "200"]
+    assert [e["resource"]["id"] for e in entries[2]["resource"].get("entry", [])] == [world.ids["alice_vital"]]
+
+
 # -- notifications -------------------------------------------------------------------------------------------
 async def test_notifications_never_carry_what_the_subscriber_may_not_see(world_with: WorldFactory) -> None:
     async with running_receiver() as receiver, world_with(
