@@ -269,8 +269,16 @@ class AccessPolicy:
                      and self.in_compartment_type(resource_type))
         if groups is None and not consented:
             return True
-        rows = self._indexer.extract(resource_type, resource)
-        if groups is not None and not any(all(_matches(f, resource, rows) for f in group) for group in groups):
+        extracted: dict[frozenset[str] | None, IndexRows] = {}
+
+        def rows(only: frozenset[str] | None) -> IndexRows:
+            # a read pays for the accessors its checks need: the compartment first, the whole index if asked
+            found = extracted.get(only) or extracted.get(None)
+            if found is None:
+                found = extracted[only] = self._indexer.extract(resource_type, resource, only=only)
+            return found
+
+        if groups is not None and not any(all(_matches(f, resource, rows(None)) for f in group) for group in groups):
             return False
         return not consented or consent is None or consent.visible(access, resource_type, resource, rows)
 

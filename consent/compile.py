@@ -46,6 +46,10 @@ class Compiler:
     def _compile(self, expr: Expr, resource_type: str) -> Compiled:
         if isinstance(expr, Const):
             return expr.value
+        if isinstance(expr, Not) and isinstance(expr.expr, And):  # not (a and b) = (not a) or (not b)
+            return self.compile(Or(tuple(_not(item) for item in expr.expr.items)), resource_type)
+        if isinstance(expr, Not) and isinstance(expr.expr, Or):  # not (a or b) = (not a) and (not b)
+            return self.compile(And(tuple(_not(item) for item in expr.expr.items)), resource_type)
         if isinstance(expr, Not):
             inner = self.compile(expr.expr, resource_type)
             return (not inner) if isinstance(inner, bool) else Filter("_not", "none-of", None, (), any_of=((inner,),))
@@ -59,7 +63,14 @@ class Compiler:
             parts = [self.compile(item, resource_type) for item in expr.items]
             if any(p is True for p in parts):
                 return True
-            kept = tuple(p for p in parts if not isinstance(p, bool))
+            kept: list[Filter] = []
+            for part in parts:
+                if isinstance(part, bool):
+                    continue
+                if part.code == "_or":  # nested alternatives are alternatives here too (and merge by parameter)
+                    kept.extend(group[0] for group in part.any_of)
+                else:
+                    kept.append(part)
             return _any(*kept)
         return self._cond(expr, resource_type)
 
@@ -107,6 +118,14 @@ class Compiler:
         return _any(*parts)
 
 
+def _not(expr: Expr) -> Expr:
+    if isinstance(expr, Not):
+        return expr.expr
+    if isinstance(expr, Const):
+        return Const(not expr.value)
+    return Not(expr)
+
+
 def _all(parts: tuple[Filter, ...]) -> Compiled:
     if not parts:
         return True
@@ -116,6 +135,17 @@ def _all(parts: tuple[Filter, ...]) -> Compiled:
 def _any(*parts: Filter) -> Compiled:
     if not parts:
         return False
+    # alternatives on one token parameter are one test with several values: one index probe, not several
+    merged: dict[str, Filter] = {}
+    rest: list[Filter] = []
+    for part in parts:
+        if part.type == "token" and part.modifier is None and part.missing is None and not part.chain:
+            found = merged.get(part.code)
+            merged[part.code] = part if found is None else Filter(part.code, "token", None,
+                                                                  tuple(dict.fromkeys(found.values + part.values)))
+        else:
+            rest.append(part)
+    parts = (*merged.values(), *rest)
     return parts[0] if len(parts) == 1 else Filter("_or", "any-of", None, (), any_of=tuple((p,) for p in parts))
 
 

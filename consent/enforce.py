@@ -17,12 +17,13 @@ from consent.access import COMPARTMENT, Access
 from consent.book import ConsentBook
 from consent.compile import Compiler
 from consent.decisions import DecisionRecord, note
+from consent.engine import holds
 from consent.engine import verdict as engine_verdict
 from consent.engine.expr import TRUE, Const, Expr
+from consent.engine.facts import facts_from_rows
 from consent.engine.terms import BTG, CLIENT_ID, PURPOSE, Actor, Ask, ConsentPolicy, Verdict
 from resources.errors import Forbidden
 from resources.search.index import IndexRows
-from resources.search.match import NotEvaluable, matches
 from resources.search.query import SYSTEM, Filter, ReferenceValue
 
 CLINICIANS = ("Practitioner/", "PractitionerRole/")
@@ -156,19 +157,30 @@ class ConsentEnforcer:
         self._filters[key] = (self.book.generation, expiry, result)
         return result
 
-    def visible(self, access: Access, resource_type: str, resource: dict[str, Any], rows: IndexRows) -> bool:
-        """The per-resource re-check: the search filter evaluated on one resource (reads, includes, history)."""
-        flt = self.filter(access, resource_type)
-        if flt is None:
+    def visible(self, access: Access, resource_type: str, resource: dict[str, Any],
+                rows: Callable[[frozenset[str] | None], IndexRows]) -> bool:
+        """The per-resource re-check (reads, includes, history): every patient whose compartment holds the
+        resource must permit it (the store query's deny groups, decided here by the engine on its facts).
+
+        rows(only) extracts the resource's index rows (only: those parameters); the compartment comes first,
+        and the facts only when some patient's verdict depends on the resource.
+        """
+        if not self.compiler.governs(resource_type):
             return True
-        try:
-            shown = matches(flt, resource, rows)
-        except NotEvaluable:
-            shown = False
-        for patient in rows.compartments:  # what the audit trail records of this decision (AuthZ-Consent)
-            found = self.verdict(access, patient)
-            if found.consents or found.expr != TRUE:
-                _record(patient, found, permit=shown, why=f"{resource_type} {'shown' if shown else 'withheld'}")
+        members = rows(frozenset())
+        verdicts = [(p, self.verdict(access, p)) for p in members.compartments]
+        shown = True
+        facts = None
+        for patient, found in verdicts:
+            if isinstance(found.expr, Const):
+                permit = found.expr.value
+            else:
+                if facts is None:
+                    facts = facts_from_rows(resource_type, resource, rows(None))
+                permit = holds(found.expr, facts)
+            if found.consents or not permit:  # what the audit trail records of this decision (AuthZ-Consent)
+                _record(patient, found, permit=permit, why=f"{resource_type} {'shown' if permit else 'withheld'}")
+            shown = shown and permit
         return shown
 
     def record_search(self, access: Access, patients: list[str]) -> None:

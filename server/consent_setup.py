@@ -57,6 +57,6 @@ def notification_audience(enforcer: ConsentEnforcer, auth: AuthService) -> Audie
         owner = next((code for system, code in subscriber.tags if system == OWNER_SYSTEM), None)
         if owner is None or not enforcer.compiler.governs(resource_type):
             return True  # written with authorization off: the server's own subscription
-        return enforcer.visible(owner_access(owner), resource_type, focus, rows)
+        return enforcer.visible(owner_access(owner), resource_type, focus, lambda only: rows)
 
     return audience
