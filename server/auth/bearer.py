@@ -78,7 +78,7 @@ class BearerMiddleware:
             except ScopeError as exc:
                 raise TokenError("The token carries a malformed scope") from exc
             access = Access(resources, _text(claims.get("patient")), _text(claims.get("client_id")),
-                            _text(claims.get("fhirUser")))
+                            _text(claims.get("fhirUser")), roles=_roles(claims.get("roles")))
             if len(self._cache) > _CACHE_LIMIT:
                 self._cache.clear()
             cached = (BoundGuard(policy, access), float(claims["exp"]), str(claims.get("jti")),
@@ -99,6 +99,15 @@ def _authorization(scope: Scope) -> str:
 
 def _text(value: Any) -> str | None:
     return value if isinstance(value, str) else None
+
+
+def _roles(value: Any) -> tuple[str, ...]:
+    """The user's roles from the `roles` claim: a JSON array of names (a space-separated string is read too)."""
+    names = value.split() if isinstance(value, str) else [] if value is None else value
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        # roles narrow what a user sees (a trainee's de-identified view): unreadable ones must not widen it
+        raise TokenError("The token carries malformed roles")
+    return tuple(sorted({n for n in names if n}))
 
 
 async def _unauthorized(exc: TokenError, send: Send) -> None:
