@@ -16,6 +16,8 @@ import pytest
 
 from consent.access import Access, BoundGuard
 from tests.auth.conftest import FHIR_JSON, World, _create, open_world
+from tests.subscriptions.conftest import pain_score, subscription
+from tests.support.receiver import running_receiver
 
 pytestmark = pytest.mark.anyio
 SCOPE = "openid fhirUser user/*.cruds"
@@ -261,3 +263,30 @@ async def test_a_broken_profile_stops_the_server_at_start(tmp_path: Path, seeded
     with pytest.raises(SystemExit, match="CARELOOP_DEIDENTIFY_PROFILE: elements.Patient.birthdate"):
         async with open_world(tmp_path, seeded_database, deidentify_profile=str(profile)):
             pass
+
+
+async def test_subscription_events_and_the_subscription_itself_are_de_identified(
+        tmp_path: Path, seeded_database: Path) -> None:
+    # a trainee cannot own a Subscription (writes are refused); what they can reach of one is its $events
+    # (each event's resource read again, as they may see it) and the Subscription resource
+    async with running_receiver() as receiver, open_world(
+            tmp_path, seeded_database, subscription_allowed_networks=["127.0.0.0/8"]) as world:
+        _, trainee = await _tokens(world, ["trainee"])
+        sub = subscription(receiver.url, contact=[{"system": "phone", "value": "555-0100"}])
+        made = await world.client.post("/fhir/Subscription", json=sub, headers=world.admin)
+        assert made.status_code == 201, made.text
+        await receiver.wait_for("handshake")
+        pain = {**pain_score(world.ids["alice"], 9), "note": [{"text": "Alice Alpha winced"}]}
+        await _create(world.client, world.admin, pain)
+        await receiver.wait_for("event-notification")
+        sid = made.json()["id"]
+        events = await world.client.get(f"/fhir/Subscription/{sid}/$events",
+                                        params={"eventsSinceNumber": "1", "content": "full-resource"},
+                                        headers=trainee)
+        assert events.status_code == 200, events.text
+        shown = [e["resource"] for e in events.json()["entry"][1:]]
+        assert [r["resourceType"] for r in shown] == ["Observation"] and _redacted(shown[0])
+        _clean(events.text)
+        read = await world.client.get(f"/fhir/Subscription/{sid}", headers=trainee)
+        assert read.status_code == 200 and "receiver-secret" not in read.text and "contact" not in read.json()
+        _clean(read.text)
