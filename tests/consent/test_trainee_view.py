@@ -7,7 +7,6 @@ Real HTTP through the ASGI app, real signed tokens (a user's token from the auth
 from __future__ import annotations
 
 import base64
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -27,29 +26,29 @@ SECRETS = ("Alpha", "Alice", "A-1", "555-0100", "alice@example.org", "Wensan", "
 
 
 @pytest.fixture
-async def world(tmp_path: Path, seeded_database: Path) -> AsyncIterator[World]:
-    async with open_world(tmp_path, seeded_database) as found:
-        alice = found.ids["alice"]
-        # Alice with every kind of direct identifier, and a note naming people on one of her Observations
-        rich = {"resourceType": "Patient", "id": alice, "gender": "female", "birthDate": "1980-05-12",
-                "text": {"status": "generated", "div": "<div xmlns=\"http://www.w3.org/1999/xhtml\">narrative of "
-                                                       "Alice Alpha</div>"},
-                "name": [{"family": "Alpha", "given": ["Alice"]}],
-                "identifier": [{"system": "urn:mrn", "value": "A-1"}],
-                "telecom": [{"system": "phone", "value": "555-0100"},
-                            {"system": "email", "value": "alice@example.org"}],
-                "address": [{"line": ["1 Wensan Rd"], "city": "Hangzhou", "district": "Xihu", "state": "Zhejiang",
-                             "postalCode": "310000", "country": "CN"}],
-                "photo": [{"contentType": "image/png", "data": "iVBORw0KGgo="}],
-                "contact": [{"name": {"family": "Beta", "given": ["Bob"]}, "telecom": [{"value": "555-0100"}]}]}
-        response = await found.client.put(f"/fhir/Patient/{alice}", json=rich, headers=found.admin)
-        assert response.status_code == 200, response.text
-        found.ids["noted"] = await _create(found.client, found.admin, {
-            "resourceType": "Observation", "status": "final", "code": {"text": "glucose"},
-            "subject": {"reference": f"Patient/{alice}", "display": "Alice Alpha"},
-            "identifier": [{"value": "A-1-LAB"}], "valueQuantity": {"value": 6.1, "unit": "mmol/L"},
-            "note": [{"text": "her husband Bob Beta brought her in"}]})
-        yield found
+async def world(world: World) -> World:
+    """The authorization tests' world (SQLite here, MongoDB under tests/conformance), with more of Alice."""
+    alice = world.ids["alice"]
+    # Alice with every kind of direct identifier, and a note naming people on one of her Observations
+    rich = {"resourceType": "Patient", "id": alice, "gender": "female", "birthDate": "1980-05-12",
+            "text": {"status": "generated", "div": "<div xmlns=\"http://www.w3.org/1999/xhtml\">narrative of "
+                                                   "Alice Alpha</div>"},
+            "name": [{"family": "Alpha", "given": ["Alice"]}],
+            "identifier": [{"system": "urn:mrn", "value": "A-1"}],
+            "telecom": [{"system": "phone", "value": "555-0100"},
+                        {"system": "email", "value": "alice@example.org"}],
+            "address": [{"line": ["1 Wensan Rd"], "city": "Hangzhou", "district": "Xihu", "state": "Zhejiang",
+                         "postalCode": "310000", "country": "CN"}],
+            "photo": [{"contentType": "image/png", "data": "iVBORw0KGgo="}],
+            "contact": [{"name": {"family": "Beta", "given": ["Bob"]}, "telecom": [{"value": "555-0100"}]}]}
+    response = await world.client.put(f"/fhir/Patient/{alice}", json=rich, headers=world.admin)
+    assert response.status_code == 200, response.text
+    world.ids["noted"] = await _create(world.client, world.admin, {
+        "resourceType": "Observation", "status": "final", "code": {"text": "glucose"},
+        "subject": {"reference": f"Patient/{alice}", "display": "Alice Alpha"},
+        "identifier": [{"value": "A-1-LAB"}], "valueQuantity": {"value": 6.1, "unit": "mmol/L"},
+        "note": [{"text": "her husband Bob Beta brought her in"}]})
+    return world
 
 
 def _claims(token: str) -> dict[str, Any]:
