@@ -89,6 +89,7 @@ class AccessPolicy:
         self._registry = registry
         # what a caller with the profile's role (trainee) sees: docs/deidentification.md
         self.deidentify = deidentify or shipped_profile()
+        self.deidentified_types = (resource_type_names() - self.deidentify.exempt_types) | {OWNED_TYPE}
         self._indexer = indexer
         self._compartment_types = frozenset(compartment) | {"Patient"}
         self._limits = limits
@@ -281,8 +282,8 @@ class BoundGuard:
 
     @property
     def redacted_types(self) -> frozenset[str]:
-        """Subscriptions (masked headers); every type for a de-identified view (the others pay nothing)."""
-        return resource_type_names() if self.policy.deidentifies(self.access) else _MASKED
+        """Subscriptions (masked headers); every type not exempt for a de-identified view (others pay nothing)."""
+        return self.policy.deidentified_types if self.policy.deidentifies(self.access) else _MASKED
 
     def stamp(self, resource_type: str, resource: dict[str, Any], current: dict[str, Any] | None) -> None:
         """Owner tag and kept secrets of a Subscription about to be written."""

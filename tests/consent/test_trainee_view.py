@@ -226,6 +226,12 @@ async def test_a_clinician_pays_nothing_and_sees_the_stored_bytes(world: World) 
     for headers in (clinician, other_role):
         response = await world.client.get(f"/fhir/Patient/{alice}", headers=headers)
         assert response.content == stored.content  # not re-serialised: no redaction step ran
+    # a trainee's reads of exempt types (the clinic's directory) are not rewritten either
+    _, trainee = await _tokens(world, ["trainee"])
+    clinic = await _create(world.client, world.admin, {"resourceType": "Organization", "name": "West Lake Clinic",
+                                                       "telecom": [{"system": "phone", "value": "0571-1"}]})
+    stored = await world.client.get(f"/fhir/Organization/{clinic}", headers=world.admin)
+    assert (await world.client.get(f"/fhir/Organization/{clinic}", headers=trainee)).content == stored.content
     policy = world.app.state.services.policy
     assert not policy.deidentifies(Access(roles=("clinician",))) and policy.deidentifies(Access(roles=("trainee",)))
     # the guard a non-trainee request runs with redacts Subscriptions only: no other body is parsed or rewritten
