@@ -10,12 +10,17 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
+from consent.deidentify import deidentified_bytes
+from consent.deidentify_profile import Profile, shipped_profile
+from consent.deidentify_search import refuse_identifying
 from consent.ownership import OWNED_TYPE, OWNER_SYSTEM, masked, stamp_owner
 from consent.patient_types import SERVER_WRITTEN, SHARED_READ_ONLY
 from consent.scopes import ResourceScope
+from resources.elements import resource_type_names
 from resources.errors import FhirError, Forbidden
 from resources.search.index import Indexer, IndexRows
 from resources.search.match import NotEvaluable, matches
@@ -83,8 +88,11 @@ class AccessPolicy:
     """Applies an Access to interactions, queries and resources."""
 
     def __init__(self, registry: SearchRegistry, indexer: Indexer, compartment: dict[str, tuple[str, ...]],
-                 limits: SearchLimits) -> None:
+                 limits: SearchLimits, *, deidentify: Profile | None = None) -> None:
         self._registry = registry
+        # what a caller with the profile's role (trainee) sees: docs/deidentification.md
+        self.deidentify = deidentify or shipped_profile()
+        self.deidentified_types = (resource_type_names() - self.deidentify.exempt_types) | {OWNED_TYPE}
         self._indexer = indexer
         self._compartment_types = frozenset(compartment) | {"Patient"}
         self._limits = limits
@@ -110,11 +118,18 @@ class AccessPolicy:
 
     def require(self, access: Access, resource_type: str, letter: str) -> None:
         """403 unless some scope grants the interaction on the type (decided before any data access)."""
+        if letter in "cud" and self.deidentifies(access):
+            raise Forbidden(f"The {self.deidentify.role} role sees de-identified records and may not change them",
+                            code="forbidden")
         if access.unrestricted or self.applicable(access, resource_type, letter):
             return
         names = {"c": "create", "r": "read", "u": "update", "d": "delete", "s": "search"}
         raise Forbidden(f"The access token has no scope that allows {names[letter]} on {resource_type}",
                         code="forbidden")
+
+    def deidentifies(self, access: Access) -> bool:
+        """True when the caller sees de-identified records only (their roles include the profile's)."""
+        return bool(access.roles) and self.deidentify.role in access.roles
 
     def patient_bound(self, access: Access, resource_type: str, letter: str) -> bool:
         """True when every applicable scope confines the token to its patient's compartment for this type."""
@@ -324,6 +339,9 @@ def _matches(flt: Filter, resource: dict[str, Any], rows: IndexRows) -> bool:
         return False
 
 
+_MASKED = frozenset({OWNED_TYPE})
+
+
 @dataclass(frozen=True)
 class BoundGuard:
     """An AccessPolicy applied to one request's Access (resources.guard.Guard)."""
@@ -332,7 +350,11 @@ class BoundGuard:
     access: Access
     # Subscriptions: owned by the client that created them, headers masked (consent/ownership.py)
     stamped_types = frozenset({OWNED_TYPE})
-    redacted_types = frozenset({OWNED_TYPE})
+
+    @property
+    def redacted_types(self) -> frozenset[str]:
+        """Subscriptions (masked headers); every type not exempt for a de-identified view (others pay nothing)."""
+        return self.policy.deidentified_types if self.policy.deidentifies(self.access) else _MASKED
 
     def stamp(self, resource_type: str, resource: dict[str, Any], current: dict[str, Any] | None) -> None:
         """Owner tag and kept secrets of a Subscription about to be written."""
@@ -340,15 +362,21 @@ class BoundGuard:
             stamp_owner(resource, current, self.access.client_id)
 
     def redact(self, resource_type: str, body: bytes) -> bytes:
-        """A Subscription as this caller may see it."""
-        return masked(body, self.access.client_id) if resource_type == OWNED_TYPE else body
+        """A Subscription as this caller may see it, and any resource de-identified for a trainee."""
+        if resource_type == OWNED_TYPE:
+            body = masked(body, self.access.client_id)
+        if self.policy.deidentifies(self.access):
+            body = deidentified_bytes(body, self.policy.deidentify, datetime.now(UTC).year)
+        return body
 
     def require(self, resource_type: str, letter: str) -> None:
         """403 unless granted."""
         self.policy.require(self.access, resource_type, letter)
 
     def narrow(self, query: SearchQuery) -> SearchQuery:
-        """The narrowed query."""
+        """The narrowed query (a de-identified view may not search by what it hides)."""
+        if self.policy.deidentifies(self.access):
+            refuse_identifying(query, self.policy.deidentify)
         return self.policy.narrow(self.access, query)
 
     def visible(self, resource_type: str, resource: dict[str, Any], letter: str) -> bool:

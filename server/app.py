@@ -18,6 +18,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.telemetry import TelemetryConfig
 
 from consent.access import AccessPolicy
+from consent.deidentify_profile import ProfileError, load_profile
 from consent.engine import ConsentPolicy
 from consent.engine.writes import refuse_unevaluable
 from operations.cohort import CohortRules, PopulationCache
@@ -120,7 +121,11 @@ def build_services(settings: Settings, mongo_client: Any = None) -> Services:
     store.add_commit_listener(rules.on_commit)
     repository.write_hooks.append(rules.check)
     indexer.canonical = rules.canonical_quantities
-    policy = AccessPolicy(registry, indexer, load_patient_compartment(), limits)
+    try:
+        profile = load_profile(settings.deidentify_profile)
+    except ProfileError as exc:
+        raise SystemExit(f"CARELOOP_DEIDENTIFY_PROFILE: {exc}") from exc
+    policy = AccessPolicy(registry, indexer, load_patient_compartment(), limits, deidentify=profile)
     engine = None
     if settings.subscriptions:
         engine = SubscriptionEngine(repository, engine_config(settings))

@@ -88,6 +88,8 @@ class Settings(BaseSettings):
     signin_address_window_seconds: float = Field(900, gt=0, description="The window of "
                                                  "CARELOOP_SIGNIN_ADDRESS_FAILURES")
     expansion_limit: int = Field(10_000, description="Largest ValueSet expansion ($expand, :in, :not-in)")
+    deidentify_profile: str | None = Field(None, description="A de-identification profile (JSON) to use instead "
+                                           "of the shipped one: what the trainee role sees (docs/deidentification.md)")
     subscriptions: bool = Field(True, description="Run the subscription engine: topics, rest-hook notifications "
                                 "and follow-up Tasks from pathways")
     pathways_seed: bool = Field(True, description="Load the default follow-up pathways (SubscriptionTopics, "

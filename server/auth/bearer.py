@@ -75,7 +75,7 @@ class BearerMiddleware:
             claims = auth.signer.decode(token, "at+jwt", issuer, audience)
             access = access_of_claims(claims, auth.known_types)
             if access is None:
-                raise TokenError("The token carries a malformed scope")
+                raise TokenError("The token carries a malformed scope or malformed roles")
             if len(self._cache) > _CACHE_LIMIT:
                 self._cache.clear()
             cached = (BoundGuard(policy, access), float(claims["exp"]), str(claims.get("jti")),
@@ -99,6 +99,8 @@ def _authorization(scope: Scope) -> str:
 
 def _text(value: Any) -> str | None:
     return value if isinstance(value, str) else None
+
+
 
 
 async def _unauthorized(exc: TokenError, send: Send) -> None:

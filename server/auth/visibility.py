@@ -26,6 +26,9 @@ def access_of_claims(claims: dict[str, Any], known_types: frozenset[str]) -> Acc
         resources, _ = parse_scopes(str(claims.get("scope", "")), known_types)
     except ScopeError:
         return None
+    roles = _roles(claims.get("roles"))
+    if roles is None:
+        return None
 
     def text(key: str) -> str | None:
         value = claims.get(key)
@@ -36,9 +39,20 @@ def access_of_claims(claims: dict[str, Any], known_types: frozenset[str]) -> Acc
         return tuple(v for v in value if isinstance(v, str)) if isinstance(value, list) else ()
 
     return Access(resources, text("patient"), text("client_id"), text("fhirUser"),
-                  purposes=texts("purpose_of_use"), roles=texts("roles"), organization=text("organization"),
+                  purposes=texts("purpose_of_use"), roles=roles, organization=text("organization"),
                   clinic_system=claims.get("clinic_system") is True, btg_reason=text("btg_reason"),
                   jti=text("jti"), grant=text("grant"), audit_source=claims.get("audit_source") is True)
+
+
+def _roles(value: Any) -> tuple[str, ...] | None:
+    """The user's roles from the `roles` claim (a JSON array; a space-separated string too); None if unreadable.
+
+    Roles narrow what a user sees (a trainee's de-identified view): unreadable ones must not widen it.
+    """
+    names = value.split() if isinstance(value, str) else [] if value is None else value
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        return None
+    return tuple(sorted({n for n in names if n}))
 
 
 async def read_as(services: Services, access: Access, resource_type: str, id_: str) -> dict[str, Any] | None:
