@@ -173,19 +173,20 @@ class AccessPolicy:
             groups.append(tuple(group))
         return groups
 
-    def narrow(self, access: Access, query: SearchQuery) -> SearchQuery:
+    def narrow(self, access: Access, query: SearchQuery, *, consent: bool = True) -> SearchQuery:
         """The query restricted to what the token may search; 403 for types or patients it may not touch."""
         if access.unrestricted:
             return query
         if query.is_system:
-            return self._narrow_system(access, query)
+            return self._narrow_system(access, query, consent=consent)
         self.require(access, query.resource_type, "s")
         for touched in sorted(_touched(query.filters)):
             self.require(access, touched, "s")
         if self.patient_bound(access, query.resource_type, "s"):
             self._refuse_other_patients(access, query)
         query = self._narrow_hops(access, query)
-        query = self._consented(access, query)
+        if consent:
+            query = self._consented(access, query)
         groups = self._groups(access, query.resource_type, "s")
         if groups is None:
             return query
@@ -213,7 +214,7 @@ class AccessPolicy:
             raise Forbidden(f"Access to the record of Patient/{patient} is denied by patient consent",
                             code="forbidden")
 
-    def _narrow_system(self, access: Access, query: SearchQuery) -> SearchQuery:
+    def _narrow_system(self, access: Access, query: SearchQuery, *, consent: bool = True) -> SearchQuery:
         # across types, only scopes that reach every resource of each type: a patient or granular scope
         # would need a different narrowing per type, so the caller searches each type instead
         types = query.types or ("*",)
@@ -227,7 +228,8 @@ class AccessPolicy:
                                 f"instead", code="forbidden")
         for touched in sorted(_touched(query.filters)):
             self.require(access, touched, "s")
-        return self._consented(access, self._narrow_hops(access, query))
+        hopped = self._narrow_hops(access, query)
+        return self._consented(access, hopped) if consent else hopped
 
     def _narrow_hops(self, access: Access, query: SearchQuery) -> SearchQuery:
         """Chains and _has narrowed at every hop: each hop reaches only what the caller may search there."""
@@ -373,11 +375,11 @@ class BoundGuard:
         """403 unless granted."""
         self.policy.require(self.access, resource_type, letter)
 
-    def narrow(self, query: SearchQuery) -> SearchQuery:
+    def narrow(self, query: SearchQuery, *, consent: bool = True) -> SearchQuery:
         """The narrowed query (a de-identified view may not search by what it hides)."""
         if self.policy.deidentifies(self.access):
             refuse_identifying(query, self.policy.deidentify)
-        return self.policy.narrow(self.access, query)
+        return self.policy.narrow(self.access, query, consent=consent)
 
     def visible(self, resource_type: str, resource: dict[str, Any], letter: str) -> bool:
         """Visibility of one resource."""

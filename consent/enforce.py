@@ -60,7 +60,7 @@ class ConsentEnforcer:
         """The engine's view of the caller for one patient (self-access is per patient: C2)."""
         refs = {r for r in (access.fhir_user, access.organization) if r}
         identifiers = {(CLIENT_ID, access.client_id)} if access.client_id else set()
-        third = bool(access.organization) and access.organization != self.settings.clinic_organization
+        third = _third_party(access, self.settings.clinic_organization)
         user = access.fhir_user or ""
         # the patient (or a representative) acting through an app they authorized: the grant is theirs
         if user == f"Patient/{patient}" or (access.patient == patient and (
@@ -194,8 +194,7 @@ class ConsentEnforcer:
         user = access.fhir_user or ""
         clinic = user.startswith(CLINICIANS) or (not user and access.clinic_system)
         treating = any((PURPOSE, code) in self.settings.policy.treatment for code in access.purposes)
-        return clinic and treating and not (access.organization and
-                                            access.organization != self.settings.clinic_organization)
+        return clinic and treating and not _third_party(access, self.settings.clinic_organization)
 
     # -- writes --------------------------------------------------------------------------------------------
     def admit(self, access: Access, resource_type: str, patients: list[str]) -> None:
@@ -214,6 +213,11 @@ class ConsentEnforcer:
                                 f"to collection first (Consent with provision.action collect)", code="forbidden",
                                 expression=(f"{resource_type}.subject",))
             _record(patient, found, permit=True, why=f"collection of {resource_type} permitted")
+
+
+def _third_party(access: Access, clinic: str | None) -> bool:
+    """Acting for another Organization than the clinic's (CARELOOP_CLINIC_ORGANIZATION; unset: nobody is)."""
+    return clinic is not None and access.organization is not None and access.organization != clinic
 
 
 def _permits_some(expr: Expr) -> bool:

@@ -19,8 +19,11 @@ class Guard(Protocol):
     def require(self, resource_type: str, letter: str) -> None:
         """Raise 403 unless the interaction (c, r, u, d, s) is granted on the type."""
 
-    def narrow(self, query: SearchQuery) -> SearchQuery:
-        """The query restricted to what may be searched (403 for what may not be searched at all)."""
+    def narrow(self, query: SearchQuery, *, consent: bool = True) -> SearchQuery:
+        """The query restricted to what may be searched (403 for what may not be searched at all).
+
+        consent=False: by the scopes alone, without the patients' Consents.
+        """
 
     def visible(self, resource_type: str, resource: dict[str, Any], letter: str) -> bool:
         """True when this resource may be seen (r, s) or written (c, u, d) by the caller."""

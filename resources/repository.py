@@ -194,13 +194,14 @@ class Repository:
             if versions and not visible:
                 raise NotFound(f"{query.type}/{query.id} is not known")
             return [_shown(guard, v) for v in visible]
-        # type and system history are only for callers whose scopes reach every resource of the type(s)
-        narrowed = guard.narrow(SearchQuery(query.type or SYSTEM))
+        # type and system history are only for callers whose scopes reach every resource of the type(s); the
+        # patients' Consents then re-check each version (a deletion, which has no body, only when none apply)
+        narrowed = guard.narrow(SearchQuery(query.type or SYSTEM), consent=False)
         if narrowed.filters:
-            raise Forbidden(f"History of all {query.type or 'resources'} needs access that is not limited to one "
-                            f"patient, by filters or by patients' consents; read each resource's history instead",
-                            code="forbidden")
-        return [_shown(guard, v) for v in await self.store.history(query)]
+            raise Forbidden(f"History of all {query.type or 'resources'} needs a scope that is not limited to one "
+                            f"patient or by filters; read each resource's history instead", code="forbidden")
+        return [_shown(guard, v) for v in await self.store.history(query)
+                if not guard.restricts(v.type, "r") or (v.body is not None and _visible(guard, v.type, v, "r"))]
 
     async def search(self, query: SearchQuery, source: ReadSource | None = None) -> SearchPage:
         """One page of search results, narrowed to what the caller may see (included resources too)."""

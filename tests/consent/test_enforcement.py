@@ -134,7 +134,12 @@ async def test_b_root_permit_with_a_nested_deny_of_labs_hides_labs_only(world: W
     assert not any(link["relation"] == "next" for link in second.get("link", []))
 
 
-async def test_c_root_deny_with_a_nested_permit_for_one_organization(world: World) -> None:
+async def test_c_root_deny_with_a_nested_permit_for_one_organization(world_with: WorldFactory) -> None:
+    async with world_with(auth="on", clinic_organization="Organization/clinic") as world:
+        await _root_deny_with_a_partner(world)
+
+
+async def _root_deny_with_a_partner(world: World) -> None:
     await store(world, consent(world.ids["alice"], {"type": "deny", "provision": [
         {"type": "permit", "actor": [{"role": ROLE, "reference": {"reference": "Organization/lab-partner"}}]}]}))
     partner = token(world, organization="Organization/lab-partner", client_id="partner")
@@ -297,7 +302,12 @@ def reading(patient: str) -> dict[str, Any]:
         "valueQuantity": {"value": 6.1, "unit": "mmol/L", "system": "http://unitsofmeasure.org", "code": "mmol/L"}}
 
 
-async def test_a_device_collects_only_with_the_patients_consent(world: World) -> None:
+async def test_a_device_collects_only_with_the_patients_consent(world_with: WorldFactory) -> None:
+    async with world_with(auth="on", clinic_organization="Organization/clinic") as world:
+        await _device_collects(world)
+
+
+async def _device_collects(world: World) -> None:
     device = token(world, "system/Observation.c", client_id="glucometer", organization="Organization/vendor")
     refused = await world.client.post("/fhir/Observation", json=reading(world.ids["alice"]),
                                       headers={**device, **FHIR_JSON})
