@@ -19,6 +19,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
 from consent.access import Access
+from resources.errors import FhirError
 from server.auth import purposes as pou
 from server.auth.grants import grant_consent, provisions, record_grant
 from server.auth.introspection import CLIENT_METHODS, Refused, authenticate_caller, describe
@@ -244,8 +245,11 @@ async def authorize(request: Request) -> Response:
                              performer=user.fhir_user or "", scope=grant.request.scope or "", purposes=purposes,
                              now_ms=int(time.time() * 1000), lifetime_seconds=_grant_seconds(scopes),
                              known_types=auth.known_types)
-        grant_user.grant, grant_user.grant_version = await record_grant(services(request), auth.store, body,
-                                                                        record.client_id, patient)
+        try:
+            grant_user.grant, grant_user.grant_version = await record_grant(services(request), auth.store, body,
+                                                                            record.client_id, patient)
+        except FhirError as exc:  # the store is unreachable, or refused the write: no code without the record
+            raise_json(503, "temporarily_unavailable", f"The grant could not be recorded: {exc.diagnostics}")
     status, _, headers = await run_in_threadpool(auth.server.create_authorization_response, oauth, grant_user,
                                                  grant)
     return RedirectResponse(dict(headers)["Location"], status_code=302, headers=NO_STORE)
