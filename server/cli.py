@@ -155,16 +155,20 @@ def _users_list(args: argparse.Namespace) -> int:
     auth = _with_auth(args)
     try:
         locks = auth.store.signin_locks()
-        users = [{"username": u.username, "fhir_user": u.fhir_user, "name": u.name,
+        users: list[dict[str, Any]] = [{"username": u.username, "fhir_user": u.fhir_user, "name": u.name,
                   "locked": is_locked(locks.get(u.username), settings), "roles": list(u.roles),
                   "organization": u.organization, "break_glass": u.break_glass} for u in auth.store.users()]
     finally:
         auth.close()
-    _out(json.dumps(users) if args.json else "\n".join(
-        f"{u['username']}  {u['fhir_user']}  roles={','.join(u['roles']) or '-'}"
-        f"{'  organization=' + u['organization'] if u['organization'] else ''}"
-        f"{'  break-glass' if u['break_glass'] else ''}{'  locked' if u['locked'] else ''}" for u in users))
+    _out(json.dumps(users) if args.json else "\n".join(_user_line(u) for u in users))
     return 0
+
+
+def _user_line(user: dict[str, Any]) -> str:
+    roles = ",".join(user["roles"]) or "-"
+    organization = f"  organization={user['organization']}" if user["organization"] else ""
+    flags = f"{'  break-glass' if user['break_glass'] else ''}{'  locked' if user['locked'] else ''}"
+    return f"{user['username']}  {user['fhir_user']}  roles={roles}{organization}{flags}"
 
 
 def _users_unlock(args: argparse.Namespace) -> int:

@@ -492,7 +492,8 @@ class SmartServer(AuthorizationServer):  # type: ignore[misc]
                     id_claims["nonce"] = user.nonce
                 token["id_token"] = self.signer.sign(id_claims)
         # refresh tokens only when offline_access or online_access was granted (pitfall 3)
-        if include_refresh_token and family is not None and names & {"offline_access", "online_access"}:
+        if include_refresh_token and user is not None and family is not None and names & {"offline_access",
+                                                                                           "online_access"}:
             refresh = secrets.token_urlsafe(32)
             ttl = OFFLINE_SECONDS if "offline_access" in names else ONLINE_SECONDS
             self.store.save_refresh(refresh, family, client.get_client_id(),

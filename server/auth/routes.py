@@ -19,6 +19,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
 from consent.access import Access
+from resources.errors import FhirError
 from server.auth import purposes as pou
 from server.auth.grants import grant_consent, provisions, record_grant
 from server.auth.introspection import CLIENT_METHODS, Refused, authenticate_caller, describe
@@ -35,6 +36,7 @@ from server.auth.oauth import (
 from server.auth.picker import choices, may_pick
 from server.auth.service import AuthService
 from server.auth.signin import Throttled, check_credentials
+from server.auth.store import ClientRecord
 from server.auth.tokens import TokenError
 from server.context import configured_base, configured_issuer, request_base, services
 
@@ -207,7 +209,7 @@ async def authorize(request: Request) -> Response:
         return _denied(grant.request.payload.redirect_uri or grant.request.client.get_default_redirect_uri(), params,
                        "This user is not entitled to break-glass access")
     # what the picker decides with, as the FHIR API would for the token about to be issued
-    client_record = grant.request.client.record
+    client_record: ClientRecord = grant.request.client.record
     facts = Access(purposes=purposes, roles=signed_in.roles if signed_in else (), btg_reason=btg_reason,
                    organization=(signed_in.organization if signed_in else None) or client_record.organization,
                    clinic_system=client_record.ehr, audit_source=client_record.audit_source)
@@ -236,16 +238,9 @@ async def authorize(request: Request) -> Response:
                            params.get("nonce"), purposes=purposes, btg_reason=btg_reason)
     if "launch" in params and auth.store.use_launch(params["launch"]) is None:  # used once, even concurrently
         raise_json(400, "invalid_request", "Unknown or expired 'launch'")
-    if patient is not None and (user.fhir_user or "").startswith(("Patient/", "RelatedPerson/")) and provisions(
-            grant.request.scope or "", auth.known_types):
+    if patient is not None and (user.fhir_user or "").startswith(("Patient/", "RelatedPerson/")):
         # the patient (or their representative) lets the app reach their data: the grant is recorded as a Consent
-        record = client_record
-        body = grant_consent(client_id=record.client_id, client_name=record.name, patient=patient,
-                             performer=user.fhir_user or "", scope=grant.request.scope or "", purposes=purposes,
-                             now_ms=int(time.time() * 1000), lifetime_seconds=_grant_seconds(scopes),
-                             known_types=auth.known_types)
-        grant_user.grant, grant_user.grant_version = await record_grant(services(request), auth.store, body,
-                                                                        record.client_id, patient)
+        await _record_grant(request, auth, client_record, grant_user, patient, grant.request.scope or "")
     status, _, headers = await run_in_threadpool(auth.server.create_authorization_response, oauth, grant_user,
                                                  grant)
     return RedirectResponse(dict(headers)["Location"], status_code=302, headers=NO_STORE)
@@ -256,6 +251,22 @@ def _grant_seconds(scopes: set[str]) -> int:
     if "offline_access" in scopes:
         return OFFLINE_SECONDS
     return ONLINE_SECONDS if "online_access" in scopes else APP_TOKEN_SECONDS
+
+
+async def _record_grant(request: Request, auth: AuthService, client: ClientRecord, user: GrantUser, patient: str,
+                        scope: str) -> None:
+    """Write the Consent of a grant of data (none for identity alone) and note it on the user the code keeps."""
+    if not provisions(scope, auth.known_types):
+        return
+    body = grant_consent(client_id=client.client_id, client_name=client.name, patient=patient,
+                         performer=user.fhir_user or "", scope=scope, purposes=user.purposes,
+                         now_ms=int(time.time() * 1000), lifetime_seconds=_grant_seconds(set(scope.split())),
+                         known_types=auth.known_types)
+    try:
+        user.grant, user.grant_version = await record_grant(services(request), auth.store, body, client.client_id,
+                                                            patient)
+    except FhirError as exc:  # the store is unreachable, or refused the write: no code without the record
+        raise_json(503, "temporarily_unavailable", f"The grant could not be recorded: {exc.diagnostics}")
 
 
 def _denied(redirect_uri: str | None, params: dict[str, str], description: str) -> Response:
