@@ -106,6 +106,9 @@ class Settings(BaseSettings):
     cohort_rules: dict[str, float | str] = Field(
         default_factory=dict, description="Overrides of the tier and churn-risk rules (DOMAIN.md sections 1-2), "
         "e.g. {\"lost_days\": 150}; every rule and its value is listed in each $tier and $churn-risk answer")
+    audit_retention_days: int = Field(2190, ge=1, description="How long AuditEvents are kept, in days (default "
+                                      "six years): older ones are exported and removed by `python -m server audit "
+                                      "export-expired` and `purge-expired`, never automatically")
     cohort_cache_seconds: float = Field(
         300, ge=0, description="How long one patient's $tier may use the population's spend lines before they "
         "are computed again (0: every time); the answer says when they were computed")
