@@ -38,11 +38,12 @@ def may_report(access: Access | None, patient: str) -> bool:
 
     No access at all (authorization off, the server's own work) and unrestricted access may; so may a user
     with the auditor role, a backend (system) client granted AuditEvent read and search, and the patient
-    themself, by patient context or by fhirUser.
+    themself: a token whose fhirUser is the patient. A patient context alone is not enough, since a
+    clinician's app launched for the patient has one too; nor does it count when it names someone else.
     """
     if access is None or access.unrestricted or "auditor" in access.roles:
         return True
-    if access.patient == patient or access.fhir_user == f"Patient/{patient}":
+    if access.fhir_user == f"Patient/{patient}" and access.patient in (None, patient):
         return True
     return any(scope.context == "system" and not scope.query and scope.applies("AuditEvent", "r")
                and scope.applies("AuditEvent", "s") for scope in access.scopes)

@@ -33,11 +33,16 @@ ACCESS_CASES = [
     ("authorization off", None, True),
     ("unrestricted", Access(unrestricted=True), True),
     ("auditor role", Access(_scopes("user/Patient.rs"), roles=("auditor",), fhir_user="Practitioner/a"), True),
-    ("the patient by context", Access(_scopes("patient/*.rs"), patient="p1"), True),
+    ("the patient in their own context", Access(_scopes("patient/*.rs"), patient="p1", fhir_user="Patient/p1"),
+     True),
     ("the patient by fhirUser", Access(_scopes("user/Observation.rs"), fhir_user="Patient/p1"), True),
     ("another patient", Access(_scopes("patient/*.rs"), patient="p2", fhir_user="Patient/p2"), False),
+    ("the patient in another patient's context", Access(_scopes("patient/*.rs"), patient="p2",
+                                                        fhir_user="Patient/p1"), False),
+    ("a patient context without fhirUser", Access(_scopes("patient/*.rs"), patient="p1"), False),
     ("a clinician", Access(_scopes("user/*.rs"), fhir_user="Practitioner/dr", roles=("clinician",)), False),
-    ("a clinician in p1's context", Access(_scopes("user/*.rs"), patient=None, fhir_user="Practitioner/dr"), False),
+    ("a clinician in p1's context", Access(_scopes("patient/*.rs"), patient="p1", fhir_user="Practitioner/dr"),
+     False),
     ("backend with AuditEvent.rs", Access(_scopes("system/AuditEvent.rs"), client_id="siem"), True),
     ("backend with system/*.cruds", Access(_scopes("system/*.cruds"), client_id="admin"), True),
     ("backend with AuditEvent.r only", Access(_scopes("system/AuditEvent.r"), client_id="x"), False),
@@ -203,6 +208,16 @@ async def test_others_are_refused(world: World, scope: str) -> None:
         assert response.json()["issue"][0]["code"] == "forbidden"
     unauthenticated = await world.client.get(f"/fhir/Patient/{alice}/$access-report")
     assert unauthenticated.status_code == 401
+
+
+async def test_a_clinician_in_the_patients_context_is_not_the_patient(world: World) -> None:
+    alice = world.ids["alice"]
+    await _store(world, _trail(alice))
+    for scope in (f"launch/patient openid fhirUser {PATIENT_APP.split()[-1]}", "launch/patient patient/*.rs"):
+        client_id, _ = world.app_client(scope)
+        token = (await world.authorize(client_id, scope, "drsmith", patient=alice))["access_token"]
+        response = await _report(world, token, alice)
+        assert response.status_code == 403, (scope, response.text)
 
 
 @pytest.mark.parametrize(("query", "code"), [
