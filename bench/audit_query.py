@@ -37,13 +37,17 @@ QUARTERS = [("2024-01-01", "2024-04-01"), ("2024-04-01", "2024-07-01"), ("2025-0
             ("2025-07-01", "2025-10-01")]
 
 
-def queries(patients: int, count: int, sort: bool, seed: int = 7) -> list[list[tuple[str, str]]]:
+Params = list[tuple[str, str | int | float | bool | None]]
+
+
+def queries(patients: int, count: int, sort: bool, seed: int = 7) -> list[Params]:
     """Search parameters of `count` patient-quarter questions."""
     rng = random.Random(seed)
-    found = []
+    found: list[Params] = []
     for _ in range(count):
         low, high = rng.choice(QUARTERS)
-        params = [("patient", f"Patient/p{rng.randrange(patients)}"), ("date", f"ge{low}"), ("date", f"lt{high}")]
+        params: Params = [("patient", f"Patient/p{rng.randrange(patients)}"), ("date", f"ge{low}"),
+                          ("date", f"lt{high}")]
         found.append(params + ([("_sort", "-date")] if sort else []))
     return found
 
@@ -59,9 +63,9 @@ class Raw:
         pids = {(t, c): p for p, t, c in self._conn.execute("SELECT pid, type, code FROM sp")}
         self._params = ParamIds(lambda t, c: pids.get((t, c)), self._registry.subsumed)
 
-    def sql(self, params: list[tuple[str, str]]) -> tuple[str, list[Any]]:
+    def sql(self, params: Params) -> tuple[str, list[Any]]:
         """The page SQL the store issues for these parameters (default page size)."""
-        query = parse_search("AuditEvent", params, self._registry, strict=True).query
+        query = parse_search("AuditEvent", [(k, str(v)) for k, v in params], self._registry, strict=True).query
         page_sql, args, _, _ = compile_search(query, self._params)
         return page_sql, args
 
@@ -74,7 +78,7 @@ def _p50(samples: list[float]) -> float:
     return statistics.median(samples) * 1000
 
 
-def measure(base: str, token: str, raw: Raw, asked: list[list[tuple[str, str]]], rounds: int) -> dict[str, Any]:
+def measure(base: str, token: str, raw: Raw, asked: list[Params], rounds: int) -> dict[str, Any]:
     """p50 (ms) of HTTP and raw per round, in ABBA order, with the rows each answered (checked equal)."""
     headers = {"authorization": f"Bearer {token}", "accept": "application/fhir+json"}
     compiled = [raw.sql(params) for params in asked]

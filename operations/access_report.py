@@ -209,8 +209,8 @@ def _data(event: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dict[str, A
 def accessors(events: list[dict[str, Any]]) -> list[Accessor]:
     """Events grouped by accessor, in order of first access; decisions folded into their request's accesses."""
     by_key: dict[str, Accessor] = {}
-    requests: dict[tuple[str, str | None], list[dict[str, Any]]] = defaultdict(list)
-    order: list[tuple[str, str | None]] = []
+    requests: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    order: list[tuple[str, str]] = []
     for n, event in enumerate(events):
         agent = _requestor(event)
         key = _who_key(agent.get("who") or {})

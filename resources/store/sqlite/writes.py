@@ -154,8 +154,8 @@ def expunge(conn: sqlite3.Connection, type_: str, ids: list[str]) -> int:
         raise Conflict(f"The newest {type_} of the store cannot be removed (its numbers would be reused); "
                        f"write anything, then try again")
     for start in range(0, len(rids), 500):
-        chunk = rids[start:start + 500]
-        marks = ",".join("?" * len(chunk))
+        batch = rids[start:start + 500]
+        marks = ",".join("?" * len(batch))
         for name in (*INDEX_TABLES, "version", "resource"):
-            conn.execute(f"DELETE FROM {name} WHERE rid IN ({marks})", chunk)
+            conn.execute(f"DELETE FROM {name} WHERE rid IN ({marks})", batch)
     return len(rids)
