@@ -17,6 +17,7 @@ from typing import Any
 import uvicorn
 
 from consent.retention import RetentionError, export_expired, purge_expired
+from resources.errors import FhirError
 from resources.models import resource_types
 from resources.repository import Repository
 from server.app import build_services, create_app
@@ -176,6 +177,18 @@ async def _on_audit_store(settings: Settings, work: Callable[[Repository], Await
         await services.repository.store.close()
 
 
+def _run_audit(settings: Settings, work: Callable[[Repository], Awaitable[str]]) -> int:
+    try:
+        _out(asyncio.run(_on_audit_store(settings, work)))
+    except RetentionError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        return 1
+    except FhirError as exc:  # e.g. the database is unreachable
+        sys.stderr.write(f"error: {exc.diagnostics}\n")
+        return 1
+    return 0
+
+
 def _audit_export(args: argparse.Namespace) -> int:
     settings = _settings(args)
 
@@ -183,12 +196,7 @@ def _audit_export(args: argparse.Namespace) -> int:
         done = await export_expired(repository, Path(args.out), settings.audit_retention_days)
         return (f"exported {done.count} audit events recorded before {done.cutoff} to {done.path} "
                 f"(manifest {done.manifest.name}, SHA-256 {done.sha256}); nothing was removed")
-    try:
-        _out(asyncio.run(_on_audit_store(settings, work)))
-    except RetentionError as exc:
-        sys.stderr.write(f"error: {exc}\n")
-        return 1
-    return 0
+    return _run_audit(settings, work)
 
 
 def _audit_purge(args: argparse.Namespace) -> int:
@@ -198,12 +206,7 @@ def _audit_purge(args: argparse.Namespace) -> int:
         done = await purge_expired(repository, Path(args.confirm), settings.audit_retention_days)
         gone = f" ({done.already_gone} were removed before)" if done.already_gone else ""
         return f"removed {done.removed} audit events recorded before {done.cutoff}{gone}, as exported to {args.confirm}"
-    try:
-        _out(asyncio.run(_on_audit_store(settings, work)))
-    except RetentionError as exc:
-        sys.stderr.write(f"error: {exc}\n")
-        return 1
-    return 0
+    return _run_audit(settings, work)
 
 
 def main(argv: list[str] | None = None) -> int:

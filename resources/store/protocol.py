@@ -179,7 +179,7 @@ class Store(Protocol):
         ...
 
     async def expunge(self, type: str, ids: Collection[str]) -> int:
-        """Remove resources with every version of them for good, atomically; how many were removed.
+        """Remove resources with every version of them for good; how many were removed (repeatable).
 
         Not a FHIR delete (which keeps history): the removal of expired audit events after their export
         (retention). Conflict when it would remove the store's newest change.
