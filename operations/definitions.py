@@ -1,7 +1,7 @@
 """OperationDefinitions of CareLoop's own operations, stored at start-up so their canonical URLs resolve.
 
 The CapabilityStatement names each operation's definition; HL7's and the Backport IG's resolve on hl7.org,
-CareLoop's ($tier, $churn-risk) are served here: `GET /fhir/OperationDefinition?url=...`. They are built
+CareLoop's ($tier, $churn-risk, $access-report) are served here: `GET /fhir/OperationDefinition?url=...`. They are built
 from the same rules the operations use, and rewritten when a new server version changes them.
 https://hl7.org/fhir/R4B/operationdefinition.html
 """
@@ -46,8 +46,45 @@ def _definition(code: str, title: str, description: str, parameters: list[dict[s
             "instance": True, "parameter": parameters}
 
 
+def _access_report() -> dict[str, Any]:
+    access = _param("access", "out", 1, "*", None, "One access: a request's data events with the consent "
+                    "decisions made for it", (
+        _param("when", "out", 1, "1", "instant", "When it was recorded (AuditEvent.recorded)"),
+        _param("action", "out", 0, "1", "code", "C, R, U, D or E (AuditEvent.action)"),
+        _param("interaction", "out", 0, "1", "Coding", "The interaction or decision (AuditEvent.subtype)"),
+        _param("what", "out", 0, "*", "Reference", "The patient's data read or written (versioned)"),
+        _param("query", "out", 0, "1", "string", "The search that was run"),
+        _param("purpose", "out", 0, "*", "Coding", "The purpose of use (v3-ActReason)"),
+        _param("consent", "out", 0, "*", "Reference", "The Consents the access was decided under"),
+        _param("decision", "out", 0, "1", "code", "permit or deny, when the consent engine decided"),
+        _param("break-glass", "out", 1, "1", "boolean", "Whether a break-glass override allowed it"),
+        _param("reason", "out", 0, "1", "string", "The break-glass reason, or why it was refused or failed"),
+        _param("outcome", "out", 0, "1", "code", "0 success, 4 refused, 8 failed (AuditEvent.outcome)"),
+        _param("request", "out", 0, "1", "string", "The request id (X-Request-Id)")))
+    accessor = _param("accessor", "out", 0, "*", None, "Everyone who accessed the data, in order of first "
+                      "access", (
+        _param("who", "out", 1, "1", "Reference", "The user (fhirUser), or the app when no user took part"),
+        _param("client", "out", 0, "*", "string", "The apps (client ids) the user acted through"),
+        _param("role", "out", 0, "*", "string", "The roles the user acted in"),
+        _param("count", "out", 1, "1", "integer", "How many accesses follow"), access))
+    found = _definition("access-report", "Access report", "Who accessed which of the patient's data, when, for "
+                        "what purpose, under which consent or break-glass override, grouped by accessor, from the "
+                        "audit trail (issue 29). For auditors and for the patient (right of access). Asked with "
+                        "Accept: text/html, a printable page.", [
+        _param("start", "in", 0, "1", "dateTime", "Accesses recorded at or after this date"),
+        _param("end", "in", 0, "1", "dateTime", "Accesses recorded at or before this date (the whole day of a "
+               "date)"),
+        _param("patient", "out", 1, "1", "Reference", "The patient"),
+        _param("start", "out", 0, "1", "dateTime", "The start asked for"),
+        _param("end", "out", 0, "1", "dateTime", "The end asked for"),
+        _param("generated", "out", 1, "1", "instant", "When the report was made"),
+        _param("events", "out", 1, "1", "integer", "How many audit events it was made from"),
+        accessor])
+    return {**found, "type": False}
+
+
 def definitions() -> list[dict[str, Any]]:
-    """The OperationDefinitions of $tier, $churn-risk and Consent/$evaluate."""
+    """The OperationDefinitions of $tier, $churn-risk, Consent/$evaluate and $access-report."""
     per_tier = [_param(f"count-{t}", "out", 1, "1", "integer", f"How many patients are in tier {t}")
                 for t in ("A", "B", "C")]
     tier = _definition("tier", "Service tier", "Each patient's service tier (A core, B potential, C basic) with "
@@ -82,7 +119,7 @@ def definitions() -> list[dict[str, Any]]:
                 _param("level", "out", 1, "1", "Coding", "The level this signal reaches"))))),
         *levels,
         _rules()])
-    return [tier, churn, consent_evaluate.definition(CANONICAL, VERSION)]
+    return [tier, churn, consent_evaluate.definition(CANONICAL, VERSION), _access_report()]
 
 
 async def seed_definitions(repository: Repository) -> int:

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from operations import (
+    access_report,
+    access_report_html,
     churn_risk,
     consent_evaluate,
     everything,
@@ -41,6 +43,9 @@ class Operation:
     instance_level: bool = True
     system_level: bool = False
     affects_state: bool = False  # False: GET is allowed too
+    # the handler decides who may call it (instead of the read scope on the type the route requires)
+    own_access: bool = False
+    html: Callable[[dict[str, Any]], str] | None = None  # a page for callers who ask for text/html
 
     def levels(self) -> tuple[str, ...]:
         """The levels this operation runs at."""
@@ -62,6 +67,8 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation("tier", ("Patient",), tier.run, _CARELOOP + "Patient-tier"),
     Operation("churn-risk", ("Patient",), churn_risk.run, _CARELOOP + "Patient-churn-risk"),
     Operation("evaluate", ("Consent",), consent_evaluate.run, _CARELOOP + "Consent-evaluate", instance_level=False),
+    Operation("access-report", ("Patient",), access_report.run, _CARELOOP + "Patient-access-report",
+              type_level=False, own_access=True, html=access_report_html.render),
     Operation("status", ("Subscription",), subscription_status.status, _BACKPORT + "backport-subscription-status"),
     Operation("events", ("Subscription",), subscription_status.events, _BACKPORT + "backport-subscription-events",
               type_level=False),

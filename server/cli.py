@@ -6,16 +6,21 @@ https://www.uvicorn.org/settings/, https://hl7.org/fhir/smart-app-launch/
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import logging
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import uvicorn
 
+from consent.retention import RetentionError, export_expired, purge_expired
+from resources.errors import FhirError
 from resources.models import resource_types
-from server.app import create_app
+from resources.repository import Repository
+from server.app import build_services, create_app
 from server.auth.purposes import DEFAULT
 from server.auth.service import AuthService, check_organization
 from server.auth.signin import is_locked
@@ -185,6 +190,48 @@ def _users_unlock(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _on_audit_store(settings: Settings, work: Callable[[Repository], Awaitable[str]]) -> str:
+    # the repository that holds AuditEvents (the FHIR store; one place to change if they move to a store of their own)
+    services = build_services(settings)
+    await services.repository.store.open()
+    try:
+        return await work(services.repository)
+    finally:
+        await services.repository.store.close()
+
+
+def _run_audit(settings: Settings, work: Callable[[Repository], Awaitable[str]]) -> int:
+    try:
+        _out(asyncio.run(_on_audit_store(settings, work)))
+    except RetentionError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        return 1
+    except FhirError as exc:  # e.g. the database is unreachable
+        sys.stderr.write(f"error: {exc.diagnostics}\n")
+        return 1
+    return 0
+
+
+def _audit_export(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+
+    async def work(repository: Repository) -> str:
+        done = await export_expired(repository, Path(args.out), settings.audit_retention_days)
+        return (f"exported {done.count} audit events recorded before {done.cutoff} to {done.path} "
+                f"(manifest {done.manifest.name}, SHA-256 {done.sha256}); nothing was removed")
+    return _run_audit(settings, work)
+
+
+def _audit_purge(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+
+    async def work(repository: Repository) -> str:
+        done = await purge_expired(repository, Path(args.confirm), settings.audit_retention_days)
+        gone = f" ({done.already_gone} were removed before)" if done.already_gone else ""
+        return f"removed {done.removed} audit events recorded before {done.cutoff}{gone}, as exported to {args.confirm}"
+    return _run_audit(settings, work)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Parse arguments and run a command."""
     parser = argparse.ArgumentParser(prog="python -m server", description="CareLoop FHIR R4B server")
@@ -245,7 +292,17 @@ def main(argv: list[str] | None = None) -> int:
     unlock = user_commands.add_parser("unlock", help="lift a sign-in lockout (too many failed sign-ins)")
     unlock.add_argument("username")
     unlock.set_defaults(run=_users_unlock)
-    for sub in (add, listing, remove, user_add, user_list, unlock):
+    audit = commands.add_parser("audit", help="the audit trail's retention (CARELOOP_AUDIT_RETENTION_DAYS)")
+    audit_commands = audit.add_subparsers(dest="action", required=True)
+    export = audit_commands.add_parser("export-expired", help="write the AuditEvents older than the retention "
+                                       "period to an NDJSON file (and FILE.manifest.json); removes nothing")
+    export.add_argument("--out", required=True, help="a new file (never overwritten)")
+    export.set_defaults(run=_audit_export)
+    purge = audit_commands.add_parser("purge-expired", help="remove exactly the AuditEvents of an export, after "
+                                      "checking it is whole and complete against the store")
+    purge.add_argument("--confirm", required=True, metavar="FILE", help="the file export-expired wrote")
+    purge.set_defaults(run=_audit_purge)
+    for sub in (add, listing, remove, user_add, user_list, unlock, export, purge):
         sub.add_argument("--db", help="SQLite file of the FHIR store (the auth file sits beside it)")
     args = parser.parse_args(argv)
     result: int = args.run(args)

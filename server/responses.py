@@ -45,6 +45,34 @@ def negotiate(accept: str | None, format_param: str | None) -> None:
     raise NotAcceptable(f"Cannot produce any of '{accept}'; ask for application/fhir+json")
 
 
+def prefers_html(accept: str | None) -> bool:
+    """True when Accept ranks text/html above every JSON type (a browser, or a caller asking for a page)."""
+    best_html, best_json = 0.0, 0.0
+    for position, entry in enumerate(part for part in (accept or "").split(",") if part.strip()):
+        media, *options = (piece.strip() for piece in entry.split(";"))
+        weight = 1.0
+        for option in options:
+            key, _, value = option.partition("=")
+            if key.strip() == "q":
+                try:
+                    weight = float(value)
+                except ValueError:
+                    weight = 0.0
+        rank = weight - position * 1e-6  # equal weights: the earlier type wins
+        if media.lower() == "text/html":
+            best_html = max(best_html, rank)
+        elif media.lower() in JSON_TYPES and media != "*/*":
+            best_json = max(best_json, rank)
+    return best_html > 0 and best_html > best_json
+
+
+def html_response(page: str) -> Response:
+    """A server-rendered page; its CSP allows its own inline styles and nothing else (no script, no fetch)."""
+    return Response(page.encode(), media_type="text/html; charset=utf-8", headers={
+        "content-security-policy": "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; "
+                                   "form-action 'none'; frame-ancestors 'none'"})
+
+
 def check_content_type(content_type: str | None, *, patch: bool = False) -> str:
     """The request body's media type; 415 for anything but FHIR JSON (and JSON Patch on PATCH)."""
     if not content_type:

@@ -113,6 +113,9 @@ class Settings(BaseSettings):
     consent_policy: dict[str, list[str] | str] = Field(
         default_factory=dict, description="Overrides of the consent engine's policy (docs/consent.md), e.g. "
         "{\"implicit\": \"all-normal\", \"combining\": \"most-recent\"}; codings as \"system|code\"")
+    audit_retention_days: int = Field(2190, ge=1, description="How long AuditEvents are kept, in days (default "
+                                      "six years): older ones are exported and removed by `python -m server audit "
+                                      "export-expired` and `purge-expired`, never automatically")
     cohort_cache_seconds: float = Field(
         300, ge=0, description="How long one patient's $tier may use the population's spend lines before they "
         "are computed again (0: every time); the answer says when they were computed")

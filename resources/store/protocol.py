@@ -178,5 +178,13 @@ class Store(Protocol):
         """A durable number kept under a name (a change-feed consumer's position, a counter)."""
         ...
 
+    async def expunge(self, type: str, ids: Collection[str]) -> int:
+        """Remove resources with every version of them for good; how many were removed (repeatable).
+
+        Not a FHIR delete (which keeps history): the removal of expired audit events after their export
+        (retention). Conflict when it would remove the store's newest change.
+        """
+        ...
+
     async def set_mark(self, name: str, value: int) -> None:
         """Keep a durable number under a name."""

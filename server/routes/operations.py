@@ -15,7 +15,7 @@ from resources.guard import current_guard
 from server.context import base_url, is_pretty, query_pairs, read_body, services
 from server.openapi import ERRORS, PARAMETERS_BODY, RESOURCE_OK
 from server.paths import ID, OP, TYPE, path_parameters
-from server.responses import bytes_response, json_response
+from server.responses import bytes_response, html_response, json_response, prefers_html
 from server.routing import FhirRoute
 from server.types import known_type
 
@@ -26,7 +26,7 @@ async def _invoke(request: Request, resource_type: str | None, id_: str | None, 
     name = request.path_params["op"]
     operation = find(name, resource_type, level, request.method)
     guard = current_guard()
-    if guard is not None and resource_type is not None:
+    if guard is not None and resource_type is not None and not operation.own_access:
         guard.require(resource_type, "r")  # operations on terminology resources read them
     pairs = [(k, v) for k, v in query_pairs(request) if k not in ("_format", "_pretty")]
     if request.method == "POST":
@@ -37,6 +37,8 @@ async def _invoke(request: Request, resource_type: str | None, id_: str | None, 
     context = OperationContext(svc.repository, svc.terminology, base_url(request), svc.subscriptions, svc.cohort,
                                svc.population, svc.consent_policy)
     result = await operation.handler(OperationCall(context, resource_type, id_, given))
+    if operation.html is not None and isinstance(result, dict) and prefers_html(request.headers.get("accept")):
+        return html_response(operation.html(result))
     if isinstance(result, bytes):
         return bytes_response(result, pretty=is_pretty(request))
     return json_response(result, 200, pretty=is_pretty(request))

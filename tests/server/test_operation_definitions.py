@@ -38,7 +38,8 @@ async def test_every_careloop_operation_in_the_capability_statement_resolves(cli
     named = {(r["type"], op["name"]): op["definition"] for r in capability["rest"][0]["resource"]
              for op in r.get("operation", [])}
     ours = {key: url for key, url in named.items() if url.startswith(OURS)}
-    assert set(ours) == {("Patient", "tier"), ("Patient", "churn-risk"), ("Consent", "evaluate")}
+    assert set(ours) == {("Patient", "tier"), ("Patient", "churn-risk"), ("Consent", "evaluate"),
+                         ("Patient", "access-report")}
     for (kind, name), url in ours.items():
         found = (await client.get("/fhir/OperationDefinition", params={"url": url})).json()
         assert len(found.get("entry", [])) == 1, found

@@ -60,6 +60,9 @@ class _Collection:
     async def update_one(self, filter: Any, update: Any, upsert: bool = False, session: Any = None) -> Any:
         return self._c.update_one(filter, update, upsert=upsert)
 
+    async def delete_many(self, filter: Any, session: Any = None) -> Any:
+        return self._c.delete_many(filter)
+
     async def count_documents(self, filter: Any, session: Any = None) -> int:
         return int(self._c.count_documents(filter))
 

@@ -188,6 +188,31 @@ class MongoStore:
         except ConnectionFailure as exc:
             raise _unavailable(exc) from exc
 
+    async def expunge(self, type: str, ids: Collection[str]) -> int:
+        """Remove resources with all their versions and change events for good (audit retention).
+
+        Outside a transaction: what one call removes is removed again by a repeated call, and only the
+        purge command calls it, with the store's newest change refused as on SQLite (its `last_seq`).
+        """
+        wanted = list(ids)
+        keys = [documents.key(type, i) for i in wanted]
+        try:
+            newest = await self._db.versions.find({}, {"s": 1, "t": 1, "i": 1}).sort("s", DESCENDING).limit(
+                1).to_list(None)
+            if newest and newest[0].get("t") == type and newest[0].get("i") in set(wanted):
+                raise Conflict(f"The newest {type} of the store cannot be removed (the change feed would go "
+                               f"back); write anything, then try again")
+            removed = 0
+            for start in range(0, len(keys), 1000):
+                chunk = wanted[start:start + 1000]
+                result = await self._db.resources.delete_many({"_id": {"$in": keys[start:start + 1000]}})
+                removed += result.deleted_count
+                await self._db.versions.delete_many({"t": type, "i": {"$in": chunk}})
+                await self._db.outbox.delete_many({"t": type, "i": {"$in": chunk}})
+        except ConnectionFailure as exc:
+            raise _unavailable(exc) from exc
+        return removed
+
     # -- search ----------------------------------------------------------------------------------
     async def search(self, query: SearchQuery, session: Any = None) -> SearchPage:
         """One page of matches, the total when asked, and the _include/_revinclude resources."""

@@ -350,7 +350,10 @@ def _sort_key(key: Sort, resource_type: str, param_id: ParamId) -> Clause:
         return "", []
     # a resource sorts by its smallest value ascending and by its largest descending (search.html#sort)
     args: list[Any] = list(pids)
-    where = f"rid = r.rid AND pid {_in(pids)}"
+    # `+pid`: the resource's own entries by the (rid, n) key; with `pid` usable SQLite may choose the
+    # (pid, value) index and read every value of the parameter for each row sorted (37 ms for one
+    # patient's 15 AuditEvents among 20,000; seconds at 10M)
+    where = f"rid = r.rid AND +pid {_in(pids)}"
     if key.type == "quantity":  # sort by the values as sent, not by their unit-converted copies
         where += f" AND system IS NOT {_NOT_SID}"
         args.append(CANONICAL_SYSTEM)

@@ -24,7 +24,7 @@ from resources.store.protocol import HistoryQuery, OutboxEvent, SearchPage, Stor
 from resources.store.sqlite import reads
 from resources.store.sqlite.bodies import MEMO_MIB, set_memo_mib
 from resources.store.sqlite.schema import CACHE_MIB, DDL, HEAP_LIMIT_MIB, LAYOUT, LOOP_CACHE_MIB, PRAGMAS
-from resources.store.sqlite.writes import apply_writes, replace_index
+from resources.store.sqlite.writes import apply_writes, expunge, replace_index
 
 T = TypeVar("T")
 INLINE_MS = 1.0  # default budget of a search on the event loop's connection before it moves to a reader thread
@@ -300,6 +300,22 @@ class SqliteStore:
     def _set_mark_sync(self, name: str, value: int) -> None:
         self._wconn().execute("INSERT INTO mark (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE "
                               "SET value = excluded.value", (name, value))
+
+    async def expunge(self, type: str, ids: Collection[str]) -> int:
+        """Remove resources with all their versions for good (audit retention); how many were removed."""
+        async with self._lock:
+            return await self._on_writer(self._expunge_sync, type, list(ids))
+
+    def _expunge_sync(self, type_: str, ids: list[str]) -> int:
+        conn = self._wconn()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            removed = expunge(conn, type_, ids)
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+        return removed
 
     def param_id(self, type: str, code: str) -> int | None:
         """The numeric id of a search parameter in the index tables, if any entry was ever written."""

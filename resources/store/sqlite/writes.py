@@ -132,3 +132,30 @@ def _insert_rows(conn: sqlite3.Connection, tables: dict[str, list[tuple[Any, ...
         if rows:
             marks = ",".join("?" * len(rows[0]))
             conn.executemany(f"INSERT INTO {name} VALUES ({marks})", rows)
+
+
+def expunge(conn: sqlite3.Connection, type_: str, ids: list[str]) -> int:
+    """Remove resources, every version and every index entry of them for good; how many resources were removed.
+
+    Row ids and version numbers are assigned as the largest so far plus one (apply_writes), so removing the
+    newest row would hand its numbers out again, and a change-feed consumer past them would skip a change:
+    the store's newest resource and newest change are refused instead.
+    """
+    rids: list[int] = []
+    for start in range(0, len(ids), 500):
+        chunk = ids[start:start + 500]
+        rids += [row[0] for row in conn.execute(
+            f"SELECT rid FROM resource WHERE type = ? AND id IN ({','.join('?' * len(chunk))})", (type_, *chunk))]
+    if not rids:
+        return 0
+    newest_rid = conn.execute("SELECT max(rid) FROM resource").fetchone()[0]
+    newest_seq = conn.execute("SELECT rid FROM version ORDER BY seq DESC LIMIT 1").fetchone()[0]
+    if newest_rid in rids or newest_seq in rids:
+        raise Conflict(f"The newest {type_} of the store cannot be removed (its numbers would be reused); "
+                       f"write anything, then try again")
+    for start in range(0, len(rids), 500):
+        batch = rids[start:start + 500]
+        marks = ",".join("?" * len(batch))
+        for name in (*INDEX_TABLES, "version", "resource"):
+            conn.execute(f"DELETE FROM {name} WHERE rid IN ({marks})", batch)
+    return len(rids)
