@@ -32,6 +32,35 @@ class Compiler:
         self._types = types  # the patient compartment's types: the only ones a Consent governs
         self.compile = lru_cache(maxsize=4096)(self._compile)  # expressions and types are hashable
 
+    def parameters(self, expr: Expr, resource_type: str) -> frozenset[str]:
+        """The search parameters whose index rows decide the expression on a resource of this type."""
+        return self._parameters(expr, resource_type)
+
+    @lru_cache(maxsize=4096)  # noqa: B019 -- one compiler per app; expressions and types are few
+    def _parameters(self, expr: Expr, resource_type: str) -> frozenset[str]:
+        if isinstance(expr, Const):
+            return frozenset()
+        if isinstance(expr, Not):
+            return self._parameters(expr.expr, resource_type)
+        if isinstance(expr, And | Or):
+            return frozenset().union(*(self._parameters(item, resource_type) for item in expr.items))
+        params = self._params_of(resource_type)
+        element = expr.element
+        if element == "class":
+            return frozenset((*params.category, PROFILES))
+        if element == "code":
+            return frozenset(params.code)
+        if element == "securityLabel":
+            return frozenset({LABELS})
+        if element == "dataPeriod":
+            return frozenset(params.date)
+        if element == "related":
+            return frozenset(code for code, param in self._registry.for_type(resource_type).items()
+                             if param.type == "reference")
+        if element == "authoredby":
+            return frozenset(params.authors)
+        return frozenset()
+
     def governs(self, resource_type: str) -> bool:
         """True for the types a Consent governs: those of the patient compartment."""
         return resource_type in self._types

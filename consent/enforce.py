@@ -50,6 +50,7 @@ class ConsentEnforcer:
         self.clock = clock
         self._verdicts: dict[tuple[Access, str, str, int], Verdict] = {}
         self._filters: dict[tuple[Access, str, str], tuple[int, datetime | None, Filter | None]] = {}
+        self._decided: dict[tuple[Any, ...], tuple[bool, datetime | None, list[Any]]] = {}
 
     # -- who asks ----------------------------------------------------------------------------------------
     def governs(self, access: Access) -> bool:
@@ -137,20 +138,20 @@ class ConsentEnforcer:
                 groups.setdefault(found.expr, []).append(patient)
         deny: list[tuple[Filter, ...]] = []
         listed = [p for members in groups.values() for p in members]
+        # each group tests what it excludes first: usually false, so a row is let through after one probe
         if default.expr != TRUE:
-            group = [Filter(COMPARTMENT, "compartment", None, (), missing=False)]
-            if listed:
-                group.append(_none_of((_in_compartment(listed),)))
             excluded = self.compiler.negate(default.expr, resource_type)
             if excluded is not None:
-                group.extend(excluded)
+                group = [*excluded, Filter(COMPARTMENT, "compartment", None, (), missing=False)]
+                if listed:
+                    group.append(_none_of((_in_compartment(listed),)))
                 deny.append(tuple(group))
         for expr, members in groups.items():
             if expr == TRUE:
                 continue
             excluded = self.compiler.negate(expr, resource_type)
             if excluded is not None:
-                deny.append((_in_compartment(members), *excluded))
+                deny.append((*excluded, _in_compartment(members)))
         result = _none_of(*deny) if deny else None
         if len(self._filters) > _CACHE_LIMIT:
             self._filters.clear()
@@ -167,21 +168,44 @@ class ConsentEnforcer:
         """
         if not self.compiler.governs(resource_type):
             return True
+        # a version's answer for one caller holds until a Consent changes or a period ends: hot resources
+        # (a worklist read again and again) are decided once
+        meta = resource.get("meta") or {}
+        key = (access, resource_type, resource.get("id"), meta.get("versionId"), self.book.generation)
+        now = self.clock()
+        cached = self._decided.get(key)
+        if cached is not None and (cached[1] is None or cached[1] > now):
+            for patient, found, permit in cached[2]:
+                _record(patient, found, permit=permit, why=f"{resource_type} {'shown' if permit else 'withheld'}")
+            return cached[0]
+        shown, expiry, noted = self._decide(access, resource_type, resource, rows)
+        if len(self._decided) > _CACHE_LIMIT:
+            self._decided.clear()
+        if key[2] is not None and key[3] is not None:
+            self._decided[key] = (shown, expiry, noted)
+        return shown
+
+    def _decide(self, access: Access, resource_type: str, resource: dict[str, Any],
+                rows: Callable[[frozenset[str] | None], IndexRows]) -> tuple[bool, datetime | None, list[Any]]:
         members = rows(frozenset())
         verdicts = [(p, self.verdict(access, p)) for p in members.compartments]
         shown = True
-        facts = None
+        expiry: datetime | None = None
+        noted: list[Any] = []
         for patient, found in verdicts:
             if isinstance(found.expr, Const):
                 permit = found.expr.value
-            else:
-                if facts is None:
-                    facts = facts_from_rows(resource_type, resource, rows(None))
+            else:  # the facts this verdict tests, extracted from the parameters that hold them
+                facts = facts_from_rows(resource_type, resource,
+                                        rows(self.compiler.parameters(found.expr, resource_type)))
                 permit = holds(found.expr, facts)
             if found.consents or not permit:  # what the audit trail records of this decision (AuthZ-Consent)
                 _record(patient, found, permit=permit, why=f"{resource_type} {'shown' if permit else 'withheld'}")
+                noted.append((patient, found, permit))
+            if found.valid_until is not None and (expiry is None or found.valid_until < expiry):
+                expiry = found.valid_until
             shown = shown and permit
-        return shown
+        return shown, expiry, noted
 
     def record_search(self, access: Access, patients: list[str]) -> None:
         """Hand the decisions behind a search's narrowing to the audit trail, one per patient named."""
