@@ -201,3 +201,17 @@ async def test_only_auditors_and_support_may_call(tmp_path: Path, seeded_databas
             answer = await world.client.post("/fhir/Consent/$evaluate", json=body, headers={**headers, **FHIR_JSON})
             assert answer.status_code == 403 and issue_code(answer) == "forbidden"
             assert "auditor or support" in answer.json()["issue"][0]["diagnostics"]
+        # a compliance officer signed in with the auditor role (users add --role auditor) may
+        world.auth.store.add_user("officer", "secret", f"Practitioner/{world.ids['practitioner']}",
+                                  roles=("auditor",))
+        user_scope = "openid fhirUser user/Consent.rs"
+        app_id, _ = world.app_client(user_scope)
+        officer = (await world.authorize(app_id, user_scope, "officer"))["access_token"]
+        asked = {"resourceType": "Parameters", "parameter": [*body["parameter"], {
+            "name": "actor", "valueReference": {"reference": f"Practitioner/{world.ids['practitioner']}"}}, {
+            "name": "purpose", "valueCoding": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActReason",
+                                               "code": "TREAT"}}]}
+        answer = await world.client.post("/fhir/Consent/$evaluate", json=asked,
+                                         headers={**world.bearer(officer), **FHIR_JSON})
+        assert answer.status_code == 200, answer.text
+        assert any(p["name"] == "decision" for p in answer.json()["parameter"])
