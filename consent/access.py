@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Any
 
+from consent.audit.redact import for_patient
 from consent.ownership import OWNED_TYPE, OWNER_SYSTEM, masked, stamp_owner
 from consent.patient_types import SERVER_WRITTEN, SHARED_READ_ONLY
 from consent.scopes import ResourceScope
@@ -85,6 +86,7 @@ class AccessPolicy:
         self._indexer = indexer
         self._compartment_types = frozenset(compartment) | {"Patient"}
         self._limits = limits
+        self.patient_shows_staff = "roles"  # how patients see staff in their audit events (consent/audit/redact.py)
         # an Access is immutable and the same for every request of one token: its groups are computed once
         self._group_cache: dict[tuple[Access, str, str], list[tuple[Filter, ...]] | None] = {}
 
@@ -105,11 +107,28 @@ class AccessPolicy:
 
     def require(self, access: Access, resource_type: str, letter: str) -> None:
         """403 unless some scope grants the interaction on the type (decided before any data access)."""
+        if resource_type in SERVER_WRITTEN and not access.unrestricted:
+            self._require_audit(access, resource_type, letter)
         if access.unrestricted or self.applicable(access, resource_type, letter):
             return
         names = {"c": "create", "r": "read", "u": "update", "d": "delete", "s": "search"}
         raise Forbidden(f"The access token has no scope that allows {names[letter]} on {resource_type}",
                         code="forbidden")
+
+    def _require_audit(self, access: Access, resource_type: str, letter: str) -> None:
+        # the audit trail (issue 29, item 3): written by the server and by registered audit sources only; read by
+        # auditors, by backend clients granted the type by name, and by a patient within their own compartment
+        if letter == "c" and not access.audit_source:
+            raise Forbidden(f"Only the server and registered audit sources write {resource_type}", code="forbidden")
+        if letter not in "rs" or "auditor" in access.roles:
+            return
+        scopes = self.applicable(access, resource_type, letter)
+        if scopes and all(s.context == "patient" for s in scopes):
+            return
+        if access.fhir_user is None and any(s.context == "system" and s.type == resource_type for s in scopes):
+            return
+        raise Forbidden(f"Reading {resource_type} needs the auditor role, a backend scope naming {resource_type}, "
+                        f"or a patient's own context", code="forbidden")
 
     def patient_bound(self, access: Access, resource_type: str, letter: str) -> bool:
         """True when every applicable scope confines the token to its patient's compartment for this type."""
@@ -261,7 +280,7 @@ class BoundGuard:
     access: Access
     # Subscriptions: owned by the client that created them, headers masked (consent/ownership.py)
     stamped_types = frozenset({OWNED_TYPE})
-    redacted_types = frozenset({OWNED_TYPE})
+    redacted_types = frozenset({OWNED_TYPE, *SERVER_WRITTEN})
 
     def stamp(self, resource_type: str, resource: dict[str, Any], current: dict[str, Any] | None) -> None:
         """Owner tag and kept secrets of a Subscription about to be written."""
@@ -269,7 +288,11 @@ class BoundGuard:
             stamp_owner(resource, current, self.access.client_id)
 
     def redact(self, resource_type: str, body: bytes) -> bytes:
-        """A Subscription as this caller may see it."""
+        """A Subscription or AuditEvent as this caller may see it."""
+        if resource_type in SERVER_WRITTEN:
+            if self.access.unrestricted or "auditor" in self.access.roles or not self.access.patient:
+                return body
+            return for_patient(body, self.access.patient, self.policy.patient_shows_staff)
         return masked(body, self.access.client_id) if resource_type == OWNED_TYPE else body
 
     def require(self, resource_type: str, letter: str) -> None:
