@@ -10,6 +10,7 @@ from typing import Any
 
 import orjson
 
+from consent.audit.trail import AuditTrail
 from operations.cohort import CohortRules, PopulationCache
 from operations.parameters import OperationInput
 from resources.repository import Repository
@@ -27,6 +28,7 @@ class OperationContext:
     subscriptions: SubscriptionEngine | None = None
     cohort: CohortRules = field(default_factory=CohortRules)
     population: PopulationCache = field(default_factory=PopulationCache)
+    audit: AuditTrail | None = None  # None with CARELOOP_AUDIT=off
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ import orjson
 from fastapi import Request
 
 from consent.access import FULL_ACCESS, Access, AccessPolicy
+from consent.audit.trail import AuditTrail
 from operations.cohort import CohortRules, PopulationCache
 from resources.errors import Invalid, TooLarge, Unauthorized
 from resources.reindex import Reindexer
@@ -43,6 +44,7 @@ class Services:
     population: PopulationCache = field(default_factory=PopulationCache)
     auth: AuthService | None = None
     capability: bytes = b""
+    audit: AuditTrail | None = None  # None with CARELOOP_AUDIT=off
     capability_version: int = -1
 
 
