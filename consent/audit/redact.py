@@ -26,9 +26,8 @@ def _role_text(agent: dict[str, Any]) -> str:
 
 def _agent_for_patient(agent: dict[str, Any], shows: str) -> dict[str, Any]:
     kept = {k: v for k, v in agent.items() if k in ("type", "requestor", "purposeOfUse")}
-    if shows == "names":
-        display = (agent.get("who") or {}).get("display") or agent.get("name")
-        kept["who"] = {"display": str(display or _role_text(agent))}
+    if shows == "names":  # who they are (their Practitioner reference or name) and their role; not their address
+        kept.update({k: v for k, v in agent.items() if k in ("who", "name", "role")})
     elif shows == "roles":
         kept["who"] = {"display": _role_text(agent)}
         if agent.get("role"):
