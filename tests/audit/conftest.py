@@ -112,9 +112,9 @@ async def caller_app(tmp_path: Path, seeded_database: Path, **settings: Any) -> 
     caller: dict[str, Access] = {}
     # inside the audit edge and the token check, as the token check's own result would be
     app.user_middleware.append(_middleware(caller))
-    async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=BASE) as client:
-            yield app, client, caller
+    async with app.router.lifespan_context(app), httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                                                   base_url=BASE) as client:
+        yield app, client, caller
 
 
 def _middleware(caller: dict[str, Access]) -> Any:
