@@ -6,11 +6,12 @@ https://profiles.ihe.net/ITI/BALP/
 from __future__ import annotations
 
 import base64
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.audit.conftest import auditor, forge, of_request, trail
+from tests.audit.conftest import access, auditor, caller_app, forge, of_request, trail
 from tests.auth.conftest import FHIR_JSON, World
 
 pytestmark = pytest.mark.anyio
@@ -185,3 +186,25 @@ async def test_the_authorization_server_records_tokens_sign_ins_and_launches(wor
     assert ("signin-failed", "4", client_id) in seen
     failed = next(e for e in events if coding(e["subtype"][-1])[1] == "signin-failed")
     assert coding(failed["subtype"][0]) == (DCM, "110122") and "alice" in failed["outcomeDesc"]
+
+
+async def test_break_glass_purpose_role_and_token_are_recorded_before_the_data_leaves(tmp_path: Path,
+                                                                                      seeded_database: Path) -> None:
+    async with caller_app(tmp_path, seeded_database) as (_, client, caller):
+        patient = (await client.post("/fhir/Patient", json={"resourceType": "Patient"}, headers=FHIR_JSON)).json()
+        caller["access"] = access("user/*.rs", client_id="er-app", fhir_user="Practitioner/er", roles=("clinician",),
+                                  purposes=("BTG",), btg_reason="unconscious on arrival", jti="tok-btg")
+        response = await client.get(f"/fhir/Patient/{patient['id']}", headers={"X-Request-Id": "btg-1"})
+        assert response.status_code == 200
+        caller.clear()
+        events = of_request(await trail(client, policy="urn:ietf:params:oauth:jti:tok-btg"), "btg-1")
+    assert [coding(e["subtype"][0])[1] for e in events] == ["break-glass", "read"]
+    glass, read = events
+    assert coding(glass["type"]) == (DCM, "110113") and glass["outcomeDesc"] == "unconscious on arrival"
+    for event in events:
+        assert coding(event["purposeOfEvent"][0]) == ("http://terminology.hl7.org/CodeSystem/v3-ActReason", "BTG")
+        user = agent(event, "IRCP")
+        assert coding(user["purposeOfUse"][0])[1] == "BTG" and user["role"][0]["text"] == "clinician"
+        assert user["policy"] == ["urn:ietf:params:oauth:jti:tok-btg"]
+        assert patients(event) == [f"Patient/{patient['id']}"]
+    assert read["outcomeDesc"] == "unconscious on arrival"
