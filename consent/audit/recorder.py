@@ -19,6 +19,7 @@ from typing import Any
 import orjson
 
 from consent.audit.chain import GENESIS, Checkpoint, checkpoint_resource, link, link_of
+from consent.audit.rows import AuditRows
 from resources.errors import Unavailable
 from resources.ids import new_id, now_ms
 from resources.search.dates import format_instant
@@ -47,6 +48,7 @@ class AuditRecorder:
                  checkpoint_seconds: float = 60.0) -> None:
         self.store = store
         self._indexer = indexer
+        self._rows = AuditRows(indexer)
         self.sign = sign
         self._every = checkpoint_events
         self._seconds = checkpoint_seconds
@@ -173,7 +175,7 @@ class AuditRecorder:
             sequence += 1
             previous = link(resource, sequence, previous)
             body = orjson.dumps(resource)
-            rows = self._indexer.extract("AuditEvent", resource)
+            rows = self._rows.rows(resource)
             writes.append(Write("AuditEvent", resource["id"], 1, at_ms, "create", body, rows, 0, "POST"))
             stored.append(StoredResource("AuditEvent", resource["id"], 1, at_ms, False, body, "POST"))
         unsigned = self._unsigned + len(events)

@@ -147,11 +147,14 @@ def _query(exchange: Exchange) -> dict[str, Any]:
             "query": base64.b64encode(exchange.raw_query).decode(), "description": cleaned(exchange.raw_query)}
 
 
-def _base(exchange: Exchange, access: Access, subtype: list[dict[str, Any]], action: str) -> dict[str, Any]:
+def _base(exchange: Exchange, access: Access, subtype: list[dict[str, Any]], action: str,
+          shared_agents: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    # the events of one request share their agents (never changed once built): a search of 20 patients builds
+    # them once, not 20 times
     event: dict[str, Any] = {
         "resourceType": "AuditEvent", "type": _coding(AUDIT_TYPE, "rest", "Restful Operation"), "subtype": subtype,
         "action": action, "recorded": exchange.recorded, "outcome": outcome(exchange.status),
-        "agent": agents(access, exchange),
+        "agent": shared_agents if shared_agents is not None else agents(access, exchange),
         "source": {"observer": {"display": exchange.server},
                    "type": [_coding(SOURCE_TYPE, "4", "Application Server")]},
         "entity": [_transaction(exchange)]}
@@ -202,9 +205,10 @@ def _per_patient(exchange: Exchange, access: Access, subtype: list[dict[str, Any
                  touched: Sequence[Touched]) -> list[dict[str, Any]]:
     patients = list(dict.fromkeys(p for item in touched for p in item.patients))
     events = []
+    shared, query = agents(access, exchange), _query(exchange)
     for patient in patients or [None]:
-        event = _base(exchange, access, subtype, action)
-        event["entity"].append(_query(exchange))
+        event = _base(exchange, access, subtype, action, shared)
+        event["entity"].append(query)
         if exchange.operation and exchange.resource_type:
             target = exchange.resource_type + (f"/{exchange.resource_id}" if exchange.resource_id else "")
             event["entity"].append(_data(target))
