@@ -26,6 +26,8 @@ class AuditRows:
     def __init__(self, indexer: Indexer) -> None:
         self._indexer = indexer
         self._known: dict[bytes, IndexRows] = {}
+        # a part holding one element is extracted for the parameters that read that element only
+        self._reading = {name: indexer.parameters_reading("AuditEvent", name) for name in ("entity", "recorded")}
 
     def rows(self, event: dict[str, Any]) -> IndexRows:
         """All index rows of one AuditEvent."""
@@ -44,7 +46,9 @@ class AuditRows:
         if rows is None:
             if len(self._known) >= _KEPT:
                 self._known.clear()
-            rows = self._known[key] = self._indexer.extract("AuditEvent", part)
+            element = next((name for name in part if name in self._reading), None) if len(part) == 2 else None
+            rows = self._known[key] = self._indexer.extract(
+                "AuditEvent", part, only=self._reading[element] if element else None)
         return rows
 
 
