@@ -94,18 +94,24 @@ class AuditRecorder:
             await self.store.close()
 
     async def _find_head(self) -> tuple[int, str]:
+        # the newest stored event: look back a little from the newest change, further when that window holds none
         last = await self.store.last_seq()
-        after = max(0, last - _SCAN)
+        span = _SCAN
         while True:
-            found = await self.store.changes(after, last, ["AuditEvent"], _SCAN + 1)
-            if found or after == 0:
-                break
-            after = max(0, after - _SCAN * 16)
-        for stored in reversed(found):
-            chain = link_of(orjson.loads(stored.body or b"{}"))
-            if chain is not None:
-                return chain.sequence, chain.hash
-        return 0, GENESIS
+            after = max(0, last - span)
+            newest = None
+            cursor = after
+            while cursor < last:
+                page = await self.store.changes(cursor, last, ["AuditEvent"], 1000)
+                if not page:
+                    break
+                newest, cursor = page[-1], page[-1].seq
+            if newest is not None:
+                chain = link_of(orjson.loads(newest.body or b"{}"))
+                return (chain.sequence, chain.hash) if chain is not None else (0, GENESIS)
+            if after == 0:
+                return 0, GENESIS
+            span *= 16
 
     async def record(self, events: list[dict[str, Any]]) -> list[StoredResource]:
         """Store the events durably in the chain; AuditUnavailable when the trail cannot be written."""

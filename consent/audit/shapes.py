@@ -304,8 +304,7 @@ def server_event(subtype: str, display: str, status: int, recorded: str, *, clie
         agent[0]["network"] = {"address": address, "type": "2"}
     event: dict[str, Any] = {
         "resourceType": "AuditEvent", "type": _coding(DCM, "110114", "User Authentication"),
-        "subtype": [_coding(DCM, "110122", "Login") if login else _coding(SUBTYPE, subtype, display),
-                    _coding(SUBTYPE, subtype, display)] if login else [_coding(SUBTYPE, subtype, display)],
+        "subtype": ([_coding(DCM, "110122", "Login")] if login else []) + [_coding(SUBTYPE, subtype, display)],
         "action": "E", "recorded": recorded, "outcome": outcome(status), "agent": agent,
         "source": {"observer": {"display": server}, "type": [_coding(SOURCE_TYPE, "4", "Application Server")]}}
     if detail:
