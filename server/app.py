@@ -107,10 +107,11 @@ def build_audit_store(settings: Settings, registry: SearchRegistry, mongo_client
     path = settings.audit_db or (":memory:" if settings.sqlite_path == ":memory:" else
                                  str(Path(settings.sqlite_path).with_suffix("")) + "-audit.sqlite")
     # one reader: the trail is written at every request but read by auditors only; the memo of restored bodies
-    # is the process's (the last store made sets its budget), so this one keeps the configured budget
+    # and SQLite's soft heap limit are the process's (the last store made sets them): this one keeps the settings
     return SqliteStore(path, readers=1, subsumed=registry.subsumed, cache_mib=8, loop_cache_mib=2,
                        inline_ms=settings.sqlite_inline_ms, writer_idle_s=settings.sqlite_writer_idle_seconds,
-                       on_release=release_free_memory, body_memo_mib=settings.sqlite_body_memo_mib)
+                       on_release=release_free_memory, body_memo_mib=settings.sqlite_body_memo_mib,
+                       heap_limit_mib=settings.sqlite_heap_limit_mib)
 
 
 def build_audit(settings: Settings, registry: SearchRegistry, indexer: Indexer, store: Store,
