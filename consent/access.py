@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
+from consent.audit.redact import for_patient
 from consent.deidentify import deidentified_bytes
 from consent.deidentify_profile import Profile, shipped_profile
 from consent.deidentify_search import refuse_identifying
@@ -98,6 +99,7 @@ class AccessPolicy:
         self._limits = limits
         # the patients' Consents (consent/enforce.py); None when consent enforcement is off
         self.consent: ConsentEnforcer | None = None
+        self.patient_shows_staff = "roles"  # how patients see staff in their audit events (consent/audit/redact.py)
         # an Access is immutable and the same for every request of one token: its groups are computed once
         self._group_cache: dict[tuple[Access, str, str], list[tuple[Filter, ...]] | None] = {}
 
@@ -121,6 +123,8 @@ class AccessPolicy:
         if letter in "cud" and self.deidentifies(access):
             raise Forbidden(f"The {self.deidentify.role} role sees de-identified records and may not change them",
                             code="forbidden")
+        if resource_type in SERVER_WRITTEN and not access.unrestricted:
+            self._require_audit(access, resource_type, letter)
         if access.unrestricted or self.applicable(access, resource_type, letter):
             return
         names = {"c": "create", "r": "read", "u": "update", "d": "delete", "s": "search"}
@@ -130,6 +134,20 @@ class AccessPolicy:
     def deidentifies(self, access: Access) -> bool:
         """True when the caller sees de-identified records only (their roles include the profile's)."""
         return bool(access.roles) and self.deidentify.role in access.roles
+    def _require_audit(self, access: Access, resource_type: str, letter: str) -> None:
+        # the audit trail (issue 29, item 3): written by the server and by registered audit sources only; read by
+        # auditors, by backend clients granted the type by name, and by a patient within their own compartment
+        if letter == "c" and not access.audit_source:
+            raise Forbidden(f"Only the server and registered audit sources write {resource_type}", code="forbidden")
+        if letter not in "rs" or "auditor" in access.roles:
+            return
+        scopes = self.applicable(access, resource_type, letter)
+        if scopes and all(s.context == "patient" for s in scopes):
+            return
+        if access.fhir_user is None and any(s.context == "system" and s.type == resource_type for s in scopes):
+            return
+        raise Forbidden(f"Reading {resource_type} needs the auditor role, a backend scope naming {resource_type}, "
+                        f"or a patient's own context", code="forbidden")
 
     def patient_bound(self, access: Access, resource_type: str, letter: str) -> bool:
         """True when every applicable scope confines the token to its patient's compartment for this type."""
@@ -341,7 +359,7 @@ def _matches(flt: Filter, resource: dict[str, Any], rows: IndexRows) -> bool:
         return False
 
 
-_MASKED = frozenset({OWNED_TYPE})
+_MASKED = frozenset({OWNED_TYPE, *SERVER_WRITTEN})  # Subscriptions' headers; AuditEvents as a patient sees them
 
 
 @dataclass(frozen=True)
@@ -356,7 +374,9 @@ class BoundGuard:
     @property
     def redacted_types(self) -> frozenset[str]:
         """Subscriptions (masked headers); every type not exempt for a de-identified view (others pay nothing)."""
-        return self.policy.deidentified_types if self.policy.deidentifies(self.access) else _MASKED
+        if self.policy.deidentifies(self.access):
+            return self.policy.deidentified_types | _MASKED
+        return _MASKED
 
     def stamp(self, resource_type: str, resource: dict[str, Any], current: dict[str, Any] | None) -> None:
         """Owner tag and kept secrets of a Subscription about to be written."""
@@ -364,7 +384,10 @@ class BoundGuard:
             stamp_owner(resource, current, self.access.client_id)
 
     def redact(self, resource_type: str, body: bytes) -> bytes:
-        """A Subscription as this caller may see it, and any resource de-identified for a trainee."""
+        """A Subscription or AuditEvent as this caller may see it, and any resource de-identified for a trainee."""
+        if resource_type in SERVER_WRITTEN and not (
+                self.access.unrestricted or "auditor" in self.access.roles or not self.access.patient):
+            body = for_patient(body, self.access.patient, self.policy.patient_shows_staff)
         if resource_type == OWNED_TYPE:
             body = masked(body, self.access.client_id)
         if self.policy.deidentifies(self.access):

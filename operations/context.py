@@ -10,6 +10,7 @@ from typing import Any
 
 import orjson
 
+from consent.audit.trail import AuditTrail
 from consent.engine import ConsentPolicy
 from operations.cohort import CohortRules, PopulationCache
 from operations.parameters import OperationInput
@@ -29,6 +30,7 @@ class OperationContext:
     cohort: CohortRules = field(default_factory=CohortRules)
     population: PopulationCache = field(default_factory=PopulationCache)
     consent_policy: ConsentPolicy = field(default_factory=ConsentPolicy)
+    audit: AuditTrail | None = None  # None with CARELOOP_AUDIT=off
 
 
 @dataclass(frozen=True)

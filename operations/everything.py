@@ -13,7 +13,7 @@ from functools import cache
 from operations.context import OperationCall
 from resources.bundles import searchset_entries
 from resources.errors import Forbidden, Invalid
-from resources.repository import Repository
+from resources.repository import APPEND_ONLY, Repository
 from resources.search.dates import date_range
 from resources.search.index import load_patient_compartment
 from resources.search.query import SYSTEM, Filter, RangeValue, ReferenceValue, SearchQuery
@@ -24,7 +24,8 @@ LIMIT = 10_000  # resources in one answer; a record larger than this is refused 
 
 @cache
 def _compartment_types() -> tuple[str, ...]:
-    return tuple(sorted(t for t in load_patient_compartment() if t != "Patient"))
+    # the audit trail is about who saw the record, not part of it: it is read with AuditEvent?patient= (auditors)
+    return tuple(sorted(t for t in load_patient_compartment() if t != "Patient" and t not in APPEND_ONLY))
 
 
 async def _record(repository: Repository, patient_id: str, types: tuple[str, ...],

@@ -23,6 +23,7 @@ from operations import (
     tier,
     translate,
     validate_code,
+    verify_audit,
 )
 from operations.context import OperationCall
 from operations.definitions import CANONICAL
@@ -72,6 +73,8 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation("status", ("Subscription",), subscription_status.status, _BACKPORT + "backport-subscription-status"),
     Operation("events", ("Subscription",), subscription_status.events, _BACKPORT + "backport-subscription-events",
               type_level=False),
+    Operation("verify-audit", (), verify_audit.run, _CARELOOP + "verify-audit", type_level=False,
+              instance_level=False, system_level=True),
 )
 
 

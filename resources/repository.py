@@ -11,6 +11,7 @@ from typing import Any
 
 import orjson
 
+from resources.audit_sink import Appender, current_sink
 from resources.errors import (
     FhirError,
     Forbidden,
@@ -73,6 +74,7 @@ class Repository:
     models: ModelValidator = field(default_factory=ModelValidator)
     write_hooks: list[WriteHook] = field(default_factory=list)
     terminology: TerminologyResolver | None = None  # for :in, :not-in, :above, :below and unit conversion
+    appender: Appender | None = None  # the audit trail's chain writer: AuditEvents are appended through it only
 
     # -- building writes -------------------------------------------------------------------------
     def prepare(self, resource_type: str, id_: str, body: dict[str, Any], vid: int, updated_ms: int,
@@ -91,11 +93,17 @@ class Repository:
         if guard is not None and not guard.visible(resource_type, resource, "c" if method == "POST" else "u"):
             raise Forbidden(f"The access token does not allow writing this {resource_type}: it would fall outside "
                             f"the patient context or the granted filters", code="forbidden")
+        if resource_type in APPEND_ONLY and self.appender is not None:
+            # only POST [base]/AuditEvent joins the chain (create): a batch, transaction or PUT would bypass it
+            raise MethodNotAllowed(f"{resource_type} is created one at a time with POST [base]/{resource_type}")
         for hook in self.write_hooks:
             hook(resource_type, resource)
         rows = self.indexer.extract(resource_type, resource, pending_links)
         if guard is not None:
             guard.admit(resource_type, resource, rows.compartments)
+        sink = current_sink()
+        if sink is not None:
+            sink.wrote(resource_type, id_, vid, action, rows.compartments)
         return Write(resource_type, id_, vid, updated_ms, action, orjson.dumps(resource), rows, expected_vid, method)
 
     async def validate(self, body: Any, resource_type: str | None) -> str:
@@ -164,7 +172,7 @@ class Repository:
             raise NotFound(f"{resource_type}/{id_} is not known")
         if found.deleted:
             raise Gone(f"{resource_type}/{id_} was deleted", headers={"ETag": f'W/"{found.vid}"'})
-        return _shown(guard, found)
+        return _returned(_shown(guard, found))
 
     async def vread(self, resource_type: str, id_: str, vid: str, source: ReadSource | None = None) -> StoredResource:
         """One version; NotFound for an unknown version, Gone for a deletion version."""
@@ -179,13 +187,13 @@ class Repository:
             raise NotFound(f"{resource_type}/{id_}/_history/{vid} is not known")
         if found.deleted:
             raise Gone(f"{resource_type}/{id_} version {vid} is a deletion")
-        return _shown(guard, found)
+        return _returned(_shown(guard, found))
 
     async def history(self, query: HistoryQuery) -> list[StoredResource]:
         """Versions newest first (of one resource: only the versions the caller may see)."""
         guard = current_guard()
         if guard is None:
-            return await self.store.history(query)
+            return _returned_all(await self.store.history(query))
         if query.id is not None and query.type is not None:
             guard.require(query.type, "r")
             versions = await self.store.history(query)
@@ -193,15 +201,16 @@ class Repository:
             visible = [v for v in versions if _visible(guard, query.type, v, "r")]
             if versions and not visible:
                 raise NotFound(f"{query.type}/{query.id} is not known")
-            return [_shown(guard, v) for v in visible]
+            return _returned_all([_shown(guard, v) for v in visible])
         # type and system history are only for callers whose scopes reach every resource of the type(s); the
         # patients' Consents then re-check each version (a deletion, which has no body, only when none apply)
         narrowed = guard.narrow(SearchQuery(query.type or SYSTEM), consent=False)
         if narrowed.filters:
             raise Forbidden(f"History of all {query.type or 'resources'} needs a scope that is not limited to one "
                             f"patient or by filters; read each resource's history instead", code="forbidden")
-        return [_shown(guard, v) for v in await self.store.history(query)
-                if not guard.restricts(v.type, "r") or (v.body is not None and _visible(guard, v.type, v, "r"))]
+        return _returned_all([_shown(guard, v) for v in await self.store.history(query)
+                              if not guard.restricts(v.type, "r") or (
+                                  v.body is not None and _visible(guard, v.type, v, "r"))])
 
     async def search(self, query: SearchQuery, source: ReadSource | None = None) -> SearchPage:
         """One page of search results, narrowed to what the caller may see (included resources too)."""
@@ -217,6 +226,11 @@ class Repository:
                 query.resource_type in guard.redacted_types or query.is_system or page.included):
             page = replace(page, resources=[_shown(guard, r) for r in page.resources],
                            included=[_shown(guard, r) for r in page.included])
+        sink = current_sink()
+        if sink is not None:
+            sink.returned(page.resources)
+            if page.included:
+                sink.returned(page.included)
         return page
 
     async def entries(self, query: SearchQuery) -> list[tuple[bytes, bytes]]:
@@ -230,6 +244,9 @@ class Repository:
         if guard is not None:
             query = guard.narrow(query)
         found = await self.store.entries(await self.resolve(query))
+        sink = current_sink()
+        if sink is not None:
+            sink.returned_entries(found)
         if guard is None or not guard.redacted_types:
             return found
         return [(ref, guard.redact(ref.split(b"/", 1)[0].decode(), body)
@@ -240,6 +257,15 @@ class Repository:
         """Create with a server-assigned id; with If-None-Exist, return the match instead."""
         _require(resource_type, "cs" if if_none_exist else "c")
         await self.validate(body, resource_type)
+        if resource_type in APPEND_ONLY and self.appender is not None:
+            if if_none_exist:
+                raise Invalid(f"A {resource_type} is always appended: If-None-Exist does not apply",
+                              code="not-supported")
+            stored = await self.appender.append(body)
+            sink = current_sink()
+            if sink is not None:
+                sink.wrote(resource_type, stored.id, stored.vid, "create", ())
+            return WriteOutcome(stored, created=True)
         criteria = self.parse_criteria(resource_type, if_none_exist, "If-None-Exist") if if_none_exist else None
         async with self.store.write_session() as session:
             match = await self.single_match(session, criteria, "If-None-Exist") if criteria else None
@@ -253,6 +279,7 @@ class Repository:
 
     async def update(self, resource_type: str, id_: str, body: Any, *, if_match: int | None = None) -> WriteOutcome:
         """Update, or create with the client's id when the resource does not exist."""
+        _append_only(resource_type)
         _require(resource_type, "u")
         await self.validate(body, resource_type)
         if not valid_id(id_):
@@ -271,8 +298,7 @@ class Repository:
         """Update inside an open write transaction; client_id: the id was chosen by the client, not matched."""
         current = await session.head(resource_type, id_)
         absent = current is None or current.deleted
-        if not absent:  # an append-only type may be created at a client's id, never replaced
-            _append_only(resource_type)
+        _append_only(resource_type)  # not even at a new id: AuditEvents are appended by the server's chain writer
         # what the caller may not see answers like a missing id; and as a missing id at a chosen id could
         # not be created where a hidden resource stands, callers limited by content create with POST only
         if _hidden(current, resource_type, "u") or (client_id and absent and _confined(resource_type, "u")):
@@ -333,12 +359,16 @@ class Repository:
         _check_if_match(current, if_match, resource_type, id_)
         write = Write(resource_type, id_, current.vid + 1, self.clock(), "delete", None, None, current.vid,
                       "DELETE")
+        sink = current_sink()
+        if sink is not None:
+            sink.wrote(resource_type, id_, write.vid, "delete", ())
         await session.apply([write])
         return _stored(write)
 
     async def conditional_update(self, resource_type: str, params: Params, body: Any,
                                  *, if_match: int | None = None) -> WriteOutcome:
         """PUT Type?criteria: update the single match, create when none, 412 when several."""
+        _append_only(resource_type)
         _require(resource_type, "us")
         await self.validate(body, resource_type)
         criteria = self.parse_criteria(resource_type, params, "Conditional update")
@@ -442,6 +472,20 @@ def _shown(guard: Guard | None, found: StoredResource) -> StoredResource:
     if guard is None or found.body is None or found.type not in guard.redacted_types:
         return found
     return found._replace(body=guard.redact(found.type, found.body))
+
+
+def _returned(found: StoredResource) -> StoredResource:
+    sink = current_sink()
+    if sink is not None:
+        sink.returned((found,))
+    return found
+
+
+def _returned_all(found: list[StoredResource]) -> list[StoredResource]:
+    sink = current_sink()
+    if sink is not None:
+        sink.returned(found)
+    return found
 
 
 def _check_if_match(current: StoredResource | None, if_match: int | None, resource_type: str, id_: str) -> None:

@@ -10,11 +10,11 @@ from dataclasses import replace
 from urllib.parse import parse_qsl
 
 from resources.bundle_entries import Entry, EntryResult, json_patch_of
-from resources.errors import FhirError, Invalid, Issue, PreconditionFailed
+from resources.errors import FhirError, Invalid, Issue, MethodNotAllowed, PreconditionFailed
 from resources.guard import current_guard
 from resources.ids import new_id
 from resources.references import Rewriter, conditional_references, rewrite_blob
-from resources.repository import Repository, WriteOutcome
+from resources.repository import APPEND_ONLY, Repository, WriteOutcome
 from resources.store.protocol import ReadSource, StoredResource, Write, WriteSession
 from resources.validation_job import ValidationJob
 
@@ -201,6 +201,10 @@ class TransactionProcessor:
 
 
 def _require_all(entries: list[Entry]) -> None:
+    for entry in entries:  # append-only types refuse changes whoever asks (405 before any scope is looked at)
+        if entry.type in APPEND_ONLY and entry.method in ("PUT", "PATCH", "DELETE"):
+            raise _at_entry(MethodNotAllowed(f"{entry.type} is append-only: it cannot be updated, patched or "
+                                             f"deleted"), entry)
     guard = current_guard()
     if guard is None:
         return

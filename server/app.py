@@ -10,6 +10,7 @@ import logging
 import os
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -18,6 +19,10 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.telemetry import TelemetryConfig
 
 from consent.access import AccessPolicy
+from consent.audit.chain import CHECKPOINT_TYPE
+from consent.audit.recorder import AuditRecorder
+from consent.audit.redact import STAFF_VIEWS
+from consent.audit.trail import AuditTrail
 from consent.deidentify_profile import ProfileError, load_profile
 from consent.engine import ConsentPolicy
 from consent.engine.writes import refuse_unevaluable
@@ -26,15 +31,17 @@ from operations.definitions import seed_definitions
 from resources.model_pool import ModelValidator
 from resources.models import resource_types, warm_up
 from resources.reindex import Reindexer
-from resources.repository import Repository
+from resources.repository import APPEND_ONLY, Repository
 from resources.search.custom import CustomParameters
 from resources.search.index import Indexer, load_patient_compartment
 from resources.search.parse import SearchLimits
 from resources.search.registry import SearchRegistry, default_registry
 from resources.store.protocol import Store, Write, every
+from resources.store.routed import RoutedStore
 from resources.store.sqlite.store import SqliteStore
 from resources.validation import ValidationLimits
 from server import errors
+from server.audit import AuditMiddleware
 from server.auth import routes as auth_routes
 from server.auth.bearer import BearerMiddleware
 from server.auth.grants import GrantRevocations
@@ -48,7 +55,7 @@ from server.forwarded import ForwardedMiddleware, TrustedProxies
 from server.memory import limit_arenas, release_free_memory
 from server.negotiation import NegotiationMiddleware
 from server.openapi import describe_parameters
-from server.routes import instance, operations, reindex, system
+from server.routes import health, instance, operations, reindex, system
 from server.routes import type as type_routes
 from server.routing import DepthDispatch
 from server.settings import Settings
@@ -95,12 +102,45 @@ def build_store(settings: Settings, registry: SearchRegistry, mongo_client: Any 
     raise SystemExit(f"CARELOOP_STORE={settings.store!r} is not a store; use 'sqlite' or 'mongodb'")
 
 
+def build_audit_store(settings: Settings, registry: SearchRegistry, mongo_client: Any = None) -> Store:
+    """The audit trail's own store: a SQLite file beside the FHIR store, or a MongoDB database of its own."""
+    if settings.store == "mongodb":
+        from resources.store.mongo.store import MongoStore
+
+        return MongoStore(settings.mongodb_url, settings.mongodb_database + "_audit", client=mongo_client,
+                          timeout_ms=settings.mongodb_timeout_ms)
+    path = settings.audit_db or (":memory:" if settings.sqlite_path == ":memory:" else
+                                 str(Path(settings.sqlite_path).with_suffix("")) + "-audit.sqlite")
+    # one reader: the trail is written at every request but read by auditors only; the memo of restored bodies
+    # and SQLite's soft heap limit are the process's (the last store made sets them): this one keeps the settings
+    return SqliteStore(path, readers=1, subsumed=registry.subsumed, cache_mib=8, loop_cache_mib=2,
+                       inline_ms=settings.sqlite_inline_ms, writer_idle_s=settings.sqlite_writer_idle_seconds,
+                       on_release=release_free_memory, body_memo_mib=settings.sqlite_body_memo_mib,
+                       heap_limit_mib=settings.sqlite_heap_limit_mib)
+
+
+def build_audit(settings: Settings, registry: SearchRegistry, indexer: Indexer, store: Store,
+                mongo_client: Any = None) -> tuple[Store, AuditTrail | None]:
+    """The store the repository uses (AuditEvents routed to their own) and the audit trail; none when off."""
+    if settings.audit == "off":
+        return store, None
+    if settings.audit != "on":
+        raise SystemExit(f"CARELOOP_AUDIT={settings.audit!r}: use 'on' or 'off'")
+    if settings.audit_patient_shows_staff not in STAFF_VIEWS:
+        raise SystemExit(f"CARELOOP_AUDIT_PATIENT_SHOWS_STAFF must be one of {', '.join(STAFF_VIEWS)}")
+    side = build_audit_store(settings, registry, mongo_client)
+    recorder = AuditRecorder(side, indexer, checkpoint_events=settings.audit_checkpoint_events,
+                             checkpoint_seconds=settings.audit_checkpoint_seconds)
+    return RoutedStore(store, side, APPEND_ONLY), AuditTrail(recorder, indexer)
+
+
 def build_services(settings: Settings, mongo_client: Any = None) -> Services:
     """Store, registry, indexer and repository for the settings (not yet opened)."""
     registry = default_registry(resource_types())
     indexer = Indexer(registry, load_patient_compartment())
     limits = SearchLimits(settings.default_count, settings.max_count, settings.max_or_values)
-    store = build_store(settings, registry, mongo_client)
+    store, audit = build_audit(settings, registry, indexer, build_store(settings, registry, mongo_client),
+                               mongo_client)
     workers = settings.validation_workers if settings.validation_workers >= 0 else max(0, (os.cpu_count() or 1) - 1)
     repository = Repository(store, registry, indexer, ValidationLimits(settings.max_depth), limits,
                             models=ModelValidator(workers))
@@ -126,6 +166,9 @@ def build_services(settings: Settings, mongo_client: Any = None) -> Services:
     except ProfileError as exc:
         raise SystemExit(f"CARELOOP_DEIDENTIFY_PROFILE: {exc}") from exc
     policy = AccessPolicy(registry, indexer, load_patient_compartment(), limits, deidentify=profile)
+    policy.patient_shows_staff = settings.audit_patient_shows_staff
+    if audit is not None:
+        repository.appender = audit.recorder
     engine = None
     if settings.subscriptions:
         engine = SubscriptionEngine(repository, engine_config(settings))
@@ -140,8 +183,10 @@ def build_services(settings: Settings, mongo_client: Any = None) -> Services:
     except ValueError as exc:
         raise SystemExit(f"CARELOOP_CONSENT_POLICY: {exc}") from exc
     install_consent(settings, policy, repository, consent_policy)
-    return Services(settings, repository, custom, reindexer, terminology, rules, policy, engine, cohort,
-                    PopulationCache(settings.cohort_cache_seconds), consent_policy=consent_policy)
+    found = Services(settings, repository, custom, reindexer, terminology, rules, policy, engine, cohort,
+                     PopulationCache(settings.cohort_cache_seconds), consent_policy=consent_policy)
+    found.audit = audit
+    return found
 
 
 def trusted_proxies(settings: Settings) -> TrustedProxies:
@@ -209,6 +254,12 @@ def create_app(settings: Settings | None = None, *, mongo_client: Any = None) ->
             # a patient's grant Consent made inactive or deleted revokes the app's tokens before the write returns
             revocations = GrantRevocations(svc.auth.signer, svc.auth.store)
             svc.repository.store.add_commit_listener(revocations.on_commit)
+        if svc.audit is not None:
+            if svc.auth is not None:  # checkpoints are signed with the authorization server's key (its JWKS)
+                signer = svc.auth.signer
+                svc.audit.recorder.sign = lambda claims: signer.sign(claims, CHECKPOINT_TYPE)
+                svc.audit.keys = signer.jwks
+            await svc.audit.recorder.open()
         app.state.services = svc
         # The registry, indexer and (with no workers) the R4B models are long-lived objects; freezing them keeps every
         # garbage collection from walking them again (otherwise a full collection costs milliseconds).
@@ -224,6 +275,8 @@ def create_app(settings: Settings | None = None, *, mongo_client: Any = None) ->
             if svc.subscriptions is not None:
                 await svc.subscriptions.close()
             await svc.reindexer.close()
+            if svc.audit is not None:
+                await svc.audit.recorder.close()
             await svc.repository.store.close()
             if svc.auth is not None:
                 if revocations is not None:
@@ -238,11 +291,13 @@ def create_app(settings: Settings | None = None, *, mongo_client: Any = None) ->
     app.add_exception_handler(auth_routes.JsonError, auth_routes.json_error_handler)
     app.add_middleware(NegotiationMiddleware)
     app.add_middleware(BearerMiddleware)
+    # outside the token check: refused requests are recorded too, and every answer waits for its record
+    app.add_middleware(AuditMiddleware)
     # outside the token check: 401s get the edge headers too, and preflights need no token
     app.add_middleware(EdgeMiddleware, origins=AllowedOrigins(settings.cors_origins, settings.cors_cache_seconds))
     if settings.trusted_proxies:  # outermost: everything after it sees the client behind the proxy
         app.add_middleware(ForwardedMiddleware, proxies=trusted_proxies(settings))
-    for module in (instance, type_routes, system, reindex, operations, auth_routes):
+    for module in (instance, type_routes, system, reindex, operations, auth_routes, health):
         # routes join the app's own table: FastAPI walks included routers one by one on every request,
         # which cost a third of the time of a read. The path convertors keep these routes from overlapping.
         app.router.routes.extend(module.router.routes)

@@ -13,6 +13,7 @@ import orjson
 from fastapi import Request
 
 from consent.access import FULL_ACCESS, Access, AccessPolicy
+from consent.audit.trail import AuditTrail
 from consent.engine import ConsentPolicy
 from operations.cohort import CohortRules, PopulationCache
 from resources.errors import Invalid, TooLarge, Unauthorized
@@ -45,6 +46,7 @@ class Services:
     consent_policy: ConsentPolicy = field(default_factory=ConsentPolicy)  # CARELOOP_CONSENT_POLICY (issue 28)
     auth: AuthService | None = None
     capability: bytes = b""
+    audit: AuditTrail | None = None  # None with CARELOOP_AUDIT=off
     capability_version: int = -1
 
 

@@ -87,6 +87,17 @@ class Settings(BaseSettings):
                                          "refused (429) until the window ends")
     signin_address_window_seconds: float = Field(900, gt=0, description="The window of "
                                                  "CARELOOP_SIGNIN_ADDRESS_FAILURES")
+    audit: str = Field("on", description="on: every FHIR request is recorded in the audit trail before it is "
+                       "answered (503 when the trail cannot be written); off: nothing is recorded (development only)")
+    audit_db: str | None = Field(None, description="The audit trail's SQLite file (default: beside the FHIR store, "
+                                 "<name>-audit.sqlite); with MongoDB the trail is the database <name>_audit")
+    audit_checkpoint_events: int = Field(1000, ge=1, description="Sign a checkpoint of the audit chain's head "
+                                         "after this many events")
+    audit_checkpoint_seconds: float = Field(60, gt=0, description="... or this many seconds after the first "
+                                            "event not yet checkpointed")
+    audit_patient_shows_staff: str = Field("roles", description="How a patient reading the AuditEvents about "
+                                           "their record sees the staff who acted: names, roles (who replaced by "
+                                           "their role) or none")
     expansion_limit: int = Field(10_000, description="Largest ValueSet expansion ($expand, :in, :not-in)")
     deidentify_profile: str | None = Field(None, description="A de-identification profile (JSON) to use instead "
                                            "of the shipped one: what the trainee role sees (docs/deidentification.md)")

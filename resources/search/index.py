@@ -179,6 +179,15 @@ class Indexer:
         rows.compartments = self._patients(resource_type, resource, rows)
         return rows
 
+    def parameters_reading(self, resource_type: str, element: str) -> frozenset[str]:
+        """The type's search parameters whose expression names an element (for extract's `only`)."""
+        return frozenset(p.code for p in self._registry.for_type(resource_type).values()
+                         if p.expression and element in p.expression)
+
+    def has_compartment(self, resource_type: str) -> bool:
+        """True when resources of the type can be in a patient's compartment."""
+        return bool(self._compartment.get(resource_type))
+
     def remap(self, resource_type: str, resource_id: str, rows: IndexRows, mapping: dict[str, str]) -> IndexRows:
         """Index rows as they would be after the transaction's placeholder and conditional links are replaced."""
         if not mapping:

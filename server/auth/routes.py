@@ -20,6 +20,7 @@ from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Re
 
 from consent.access import Access
 from resources.errors import FhirError
+from server.auth import audit
 from server.auth import purposes as pou
 from server.auth.grants import grant_consent, provisions, record_grant
 from server.auth.introspection import CLIENT_METHODS, Refused, authenticate_caller, describe
@@ -71,6 +72,12 @@ class JsonError(Exception):
 def raise_json(status: int, error: str, description: str) -> None:
     """Stop with an OAuth JSON error."""
     raise JsonError(status, error, description)
+
+
+async def audited(request: Request, subtype: str, status: int, **facts: str | None) -> None:
+    """Record an authorization server event (issue 29); 503 when the audit trail cannot be written."""
+    if not await audit.record(request, subtype, status, **facts):
+        raise_json(503, "temporarily_unavailable", "The audit trail cannot be written; try again shortly")
 
 
 def json_error(exc: JsonError) -> JSONResponse:
@@ -203,6 +210,9 @@ async def authorize(request: Request) -> Response:
     except Throttled as exc:
         return _throttled_page(params, exc.retry_after)
     if user is None:
+        if form.get("username") is not None and not form.get("session"):
+            await audited(request, "signin-failed", 401, client_id=params.get("client_id"),
+                          detail=f"user name {form['username'][:100]!r}")
         return _login_page(params, form.get("username") is not None)
     signed_in = await run_in_threadpool(auth.store.user, user.username or "")
     if btg_reason is not None and not (signed_in is not None and signed_in.break_glass):
@@ -341,11 +351,19 @@ async def token(request: Request) -> Response:
     auth = auth_service(request)
     urls = endpoints(request)
     CURRENT.set(urls)
+    form = await _form(request)
     try:  # OAuth needs https, except on loopback addresses
-        oauth = FormRequest("POST", urls.token_url, request.headers, {}, await _form(request))
+        oauth = FormRequest("POST", urls.token_url, request.headers, {}, form)
     except OAuth2Error as exc:
         return JSONResponse({"error": exc.error, "error_description": exc.description}, 400, NO_STORE)
     status, body, headers = await run_in_threadpool(auth.server.create_token_response, oauth)
+    if status == 200 and isinstance(body, dict):
+        claims = audit.unverified_claims(str(body.get("access_token", "")))
+        await audited(request, "token-issued", status, client_id=claims.get("client_id"),
+                      user=claims.get("fhirUser") or claims.get("sub"), detail=claims.get("scope"))
+    else:
+        reason = str(body.get("error_description") or body.get("error")) if isinstance(body, dict) else None
+        await audited(request, "token-refused", status, client_id=form.get("client_id"), detail=reason)
     return JSONResponse(body, status, {**headers, **NO_STORE})
 
 
@@ -402,10 +420,12 @@ async def revoke(request: Request) -> Response:
         if claims.get("client_id") == client_id:
             auth.store.revoke_jti(str(claims["jti"]), float(claims["exp"]))
             auth.signer.forget_revocations()
+            await audited(request, "token-revoked", 200, client_id=client_id, detail=f"access token {claims['jti']}")
     except TokenError:
         found = auth.store.refresh(value) if value else None
         if found is not None and found[1] == client_id:
             auth.server.revoke_grant(None, found[0])  # the family's access tokens stop working too
+            await audited(request, "token-revoked", 200, client_id=client_id, detail="refresh token and its family")
     return Response(status_code=200, headers=NO_STORE)
 
 
@@ -438,4 +458,6 @@ async def create_launch(request: Request) -> Response:
                              "client"}, 400)
     launch = secrets.token_urlsafe(16)
     auth.store.save_launch(launch, context, services(request).settings.launch_seconds)
+    await audited(request, "launch-created", 201, client_id=str(claims.get("client_id")),
+                  user=claims.get("fhirUser") or claims.get("sub"), detail=f"patient {context['patient']}")
     return JSONResponse({"launch": launch, **context}, 201)

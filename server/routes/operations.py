@@ -35,7 +35,7 @@ async def _invoke(request: Request, resource_type: str | None, id_: str | None, 
         given = OperationInput.from_query(pairs)
     svc = services(request)
     context = OperationContext(svc.repository, svc.terminology, base_url(request), svc.subscriptions, svc.cohort,
-                               svc.population, svc.consent_policy)
+                               svc.population, svc.consent_policy, svc.audit)
     result = await operation.handler(OperationCall(context, resource_type, id_, given))
     if operation.html is not None and isinstance(result, dict) and prefers_html(request.headers.get("accept")):
         return html_response(operation.html(result))
