@@ -194,9 +194,14 @@ async def _on_audit_store(settings: Settings, work: Callable[[Repository], Await
     # the repository that holds AuditEvents (the FHIR store; one place to change if they move to a store of their own)
     services = build_services(settings)
     await services.repository.store.open()
+    trail = services.audit
+    if trail is not None:  # AuditEvents live in the audit store, which its recorder opens and closes
+        await trail.recorder.open()
     try:
         return await work(services.repository)
     finally:
+        if trail is not None:
+            await trail.recorder.close()
         await services.repository.store.close()
 
 

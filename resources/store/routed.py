@@ -47,6 +47,11 @@ class RoutedStore:
         """Close the main store."""
         await self.main.close()
 
+    async def expunge(self, type: str, ids: Collection[str]) -> int:
+        """Remove resources and their history for good (audit retention), from the type's store."""
+        found: int = await self._for(type).expunge(type, ids)
+        return found
+
     async def read(self, type: str, id: str) -> StoredResource | None:
         """The current version, from the type's store."""
         return await self._for(type).read(type, id)

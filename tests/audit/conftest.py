@@ -32,7 +32,8 @@ def forge(world: World, **claims: Any) -> dict[str, str]:
     """Bearer headers of an access token signed with the server's own key, with the claims given."""
     now = int(time.time())
     base = {"iss": f"{BASE}/auth", "aud": FHIR, "sub": "x", "client_id": "x", "scope": "system/*.cruds",
-            "iat": now, "exp": now + 600, "jti": f"jti-{time.monotonic_ns()}"}
+            "iat": now, "exp": now + 600, "jti": f"jti-{time.monotonic_ns()}",
+            "purpose_of_use": ["TREAT"]}  # every token the server issues names its purposes (default TREAT)
     return world.bearer(world.auth.signer.sign({**base, **claims}, "at+jwt"))
 
 
@@ -97,7 +98,7 @@ class AsCaller:
 def access(scope: str, **fields: Any) -> Access:
     """An Access with the scopes given and the other fields set directly."""
     scopes, _ = parse_scopes(scope, frozenset(resource_types()))
-    return Access(scopes, **fields)
+    return Access(scopes, **{"purposes": ("TREAT",), **fields})  # tokens name their purposes (default TREAT)
 
 
 @asynccontextmanager

@@ -235,7 +235,8 @@ async def test_a_clinician_pays_nothing_and_sees_the_stored_bytes(world: World) 
     policy = world.app.state.services.policy
     assert not policy.deidentifies(Access(roles=("clinician",))) and policy.deidentifies(Access(roles=("trainee",)))
     # the guard a non-trainee request runs with redacts Subscriptions only: no other body is parsed or rewritten
-    assert BoundGuard(policy, Access(roles=("clinician",))).redacted_types == frozenset({"Subscription"})
+    # Subscriptions (masked headers) and AuditEvents (a patient sees staff as the clinic configures) only
+    assert BoundGuard(policy, Access(roles=("clinician",))).redacted_types == frozenset({"Subscription", "AuditEvent"})
 
 
 async def test_the_roles_claim_may_be_a_string_and_is_never_ignored(world: World) -> None:
