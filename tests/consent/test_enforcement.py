@@ -411,3 +411,23 @@ async def test_notifications_never_carry_what_the_subscriber_may_not_see(world_w
         focus = [e.get("focus") for n in events for e in n.status.get("notificationEvent", [])]
         assert focus[0] is None and focus[1] is not None  # alice's event names no resource either
         assert world.ids["alice"] not in str([n.body for n in events])
+
+
+# -- the audit trail records the decisions (issue 29 item 1, AuthZ-Consent) ---------------------------------------
+async def test_consent_decisions_are_recorded_as_authz_consent_events(world: World) -> None:
+    consent_id = await store(world, consent(world.ids["alice"], {"type": "permit", "provision": [
+        {"type": "deny", "class": [lab_class()]}]}))
+    doctor = clinician(world)
+    assert await status(world, doctor, f"Observation/{world.ids['alice_lab']}") == 404
+    assert await status(world, doctor, f"Observation/{world.ids['alice_vital']}") == 200
+    auditor = token(world, "system/AuditEvent.rs", client_id="compliance")
+    response = await world.client.get("/fhir/AuditEvent", params={
+        "subtype": "AuthZ-Consent", "entity": f"Consent/{consent_id}"}, headers=auditor)
+    assert response.status_code == 200, response.text
+    events = [e["resource"] for e in response.json().get("entry", [])]
+    outcomes = sorted(e["outcome"] for e in events)
+    assert outcomes == ["0", "4"]  # the vital shown (permit), the lab withheld (deny)
+    for event in events:
+        patients = [x["what"]["reference"] for x in event["entity"] if x["what"].get("reference", "").startswith(
+            "Patient/")]
+        assert patients == [f"Patient/{world.ids['alice']}"]
