@@ -120,7 +120,9 @@ def _register(db: Path, app_redirect: str) -> dict[str, str]:
                                         ("medplum", "confidential-symmetric", MEDPLUM_SCOPE, []),
                                         ("fhirkit", "confidential-symmetric", KIT_SCOPE, []),
                                         ("app", "public", APP_SCOPE, [app_redirect])):
-            record, secret = auth.add_client(f"node {name}", kind, scope, uris, client_id=f"node-{name}")
+            # the backends play the clinic's own systems (--ehr): they record care without a collection consent
+            record, secret = auth.add_client(f"node {name}", kind, scope, uris, client_id=f"node-{name}",
+                                             ehr=kind != "public")
             found[name] = record.client_id
             if secret:
                 found[f"{name}_secret"] = secret
