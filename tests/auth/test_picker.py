@@ -117,3 +117,13 @@ async def test_the_picker_escapes_names_and_the_search_text(world: World) -> Non
     assert "&lt;b&gt;Evil&lt;/b&gt;" in page.text and "<b>Evil" not in page.text
     searched = await picker.post(q="'><script>x</script>")
     assert "<script>x" not in searched.text and "default-src 'none'" in searched.headers["content-security-policy"]
+
+
+async def test_a_trainee_picks_from_de_identified_patients_and_cannot_search_by_name(world: World) -> None:
+    world.auth.store.add_user("trainee", "secret", f"Practitioner/{world.ids['practitioner']}", roles=("trainee",))
+    picker = Picker(world, CLINICIAN_APP)
+    page = await picker.open("trainee")
+    assert {world.ids["alice"], world.ids["bob"]} <= listed(page)
+    assert "Alpha" not in page.text and "Beta" not in page.text  # names are what a trainee does not see
+    found = await picker.post(q="Alpha")
+    assert found.status_code == 200 and listed(found) == set()  # no oracle by name either
