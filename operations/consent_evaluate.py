@@ -22,6 +22,7 @@ from consent.engine.model import ref_key
 from consent.engine.terms import ACTIONS, ACTOR_KINDS, CLIENT_ID, Facts
 from operations.cohort import scan
 from operations.context import OperationCall
+from operations.parameter_definitions import param as _param
 from operations.parameters import OperationInput, parameters, part
 from resources.errors import Forbidden, Invalid, NotFound
 from resources.guard import GUARD, current_guard
@@ -207,16 +208,6 @@ async def run(call: OperationCall) -> dict[str, Any]:
                       part("valid-until", "Instant", format_instant(epoch_ms(found.valid_until))
                            if found.valid_until else None),
                       part("why", "String", decision.why))
-
-
-def _param(name: str, use: str, low: int, high: str, kind: str | None, doc: str,
-           parts: tuple[dict[str, Any], ...] = ()) -> dict[str, Any]:
-    out: dict[str, Any] = {"name": name, "use": use, "min": low, "max": high, "documentation": doc}
-    if kind is not None:
-        out["type"] = kind
-    if parts:
-        out["part"] = list(parts)
-    return out
 
 
 def definition(canonical: str, version: str) -> dict[str, Any]:

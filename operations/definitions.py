@@ -14,22 +14,13 @@ from typing import Any
 
 from operations import consent_evaluate
 from operations.cohort import CohortRules
+from operations.parameter_definitions import param as _param
 from resources.repository import Repository
 
 log = logging.getLogger("careloop.operations")
 
 CANONICAL = "http://careloop.health/fhir/OperationDefinition/"
 VERSION = "1.1"  # raise when a definition changes: stored copies of an older version are replaced
-
-
-def _param(name: str, use: str, low: int, high: str, kind: str | None, doc: str,
-           parts: tuple[dict[str, Any], ...] = ()) -> dict[str, Any]:
-    out: dict[str, Any] = {"name": name, "use": use, "min": low, "max": high, "documentation": doc}
-    if kind is not None:
-        out["type"] = kind
-    if parts:
-        out["part"] = list(parts)
-    return out
 
 
 def _rules() -> dict[str, Any]:
