@@ -12,21 +12,24 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from consent.audit.shapes import (  # the code systems the server's own recorder writes
+    ACT_REASON,
+    AUDIT_TYPE,
+    BALP_ENTITY,
+    DCM,
+    ENTITY_TYPE,
+    INTERACTION,
+    JTI_PREFIX,
+    OBJECT_ROLE,
+    PARTICIPATION,
+    RESOURCE_TYPES,
+    ROLE_CLASS,
+    SECURITY_ROLE,
+)
 from resources.search.dates import format_instant
 
-DCM = "http://dicom.nema.org/resources/ontology/DCM"
-INTERACTION = "http://hl7.org/fhir/restful-interaction"
-AUDIT_TYPE = "http://terminology.hl7.org/CodeSystem/audit-event-type"
 AUTHZ = "https://profiles.ihe.net/ITI/BALP/CodeSystem/AuthZsubType"
-ENTITY_TYPE = "http://terminology.hl7.org/CodeSystem/audit-entity-type"
-BALP_ENTITY = "https://profiles.ihe.net/ITI/BALP/CodeSystem/BasicAuditEntityType"
-OBJECT_ROLE = "http://terminology.hl7.org/CodeSystem/object-role"
-PARTICIPATION = "http://terminology.hl7.org/CodeSystem/v3-ParticipationType"
-ROLE_CLASS = "http://terminology.hl7.org/CodeSystem/v3-RoleClass"
-ACT_REASON = "http://terminology.hl7.org/CodeSystem/v3-ActReason"
-SECURITY_ROLE = "http://terminology.hl7.org/CodeSystem/extra-security-role-type"
-RESOURCE_TYPES = "http://hl7.org/fhir/resource-types"
-JTI = "urn:ietf:params:oauth:jti:"
+JTI = JTI_PREFIX
 SERVER = "Device/careloop"
 
 # interaction -> (action, subtype code, role of the data entity: 4 domain resource, 3 report, 20 job)
