@@ -45,10 +45,10 @@ def date_range(text: str) -> tuple[int, int] | None:
         elif g["d"] is None:
             month = int(g["m"])
             low = datetime(year, month, 1, tzinfo=UTC)
-            high = low + timedelta(days=calendar.monthrange(year, month)[1])
+            high = _after(low, timedelta(days=calendar.monthrange(year, month)[1]))
         elif g["H"] is None:
             low = datetime(year, int(g["m"]), int(g["d"]), tzinfo=UTC)
-            high = low + timedelta(days=1)
+            high = _after(low, timedelta(days=1))
         else:
             tz = UTC
             if g["tz"] and g["tz"] != "Z":
@@ -65,12 +65,20 @@ def date_range(text: str) -> tuple[int, int] | None:
                 step = timedelta(microseconds=10 ** (6 - min(len(fraction), 6)))
             else:
                 step = timedelta(seconds=1)
-            high = low + step
+            high = _after(low, step)
     except ValueError:
         return None
     low_ms = _epoch_ms(low)
     high_ms = _epoch_ms(high) - 1 if high is not None else MAX_MS
     return low_ms, max(low_ms, high_ms)
+
+
+def _after(low: datetime, step: timedelta) -> datetime | None:
+    """The moment one step after low, or None past 9999-12-31 (the interval then ends at MAX_MS)."""
+    try:
+        return low + step
+    except OverflowError:
+        return None
 
 
 def timezone_offset(minutes: int) -> timezone:
