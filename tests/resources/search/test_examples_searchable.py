@@ -92,6 +92,10 @@ def examples() -> dict[str, list[dict[str, Any]]]:
             # an active privacy Consent whose decision cannot be derived is refused (issue 28); as a draft it
             # is stored, and its values are still searched
             resource["status"] = "draft"
+        if resource["resourceType"] == "Subscription":
+            # the server manages a Subscription's status: a requested one is tried (here against an unreachable
+            # host) and turns to error at a moment of the engine's choosing; stored as off, it stays as sent
+            resource["status"] = "off"
         if resource.get("id"):
             found[resource["resourceType"]].append(resource)
     return found
