@@ -19,6 +19,7 @@ from operations import (
     expand,
     lookup,
     match,
+    meta,
     subscription_status,
     subsumes,
     tier,
@@ -29,6 +30,7 @@ from operations import (
 from operations.context import OperationCall
 from operations.definitions import CANONICAL
 from resources.errors import MethodNotAllowed, NotFound
+from resources.models import resource_types
 
 Handler = Callable[[OperationCall], Awaitable[dict[str, Any] | bytes]]
 
@@ -58,6 +60,7 @@ class Operation:
 _HL7 = "http://hl7.org/fhir/OperationDefinition/"
 _CARELOOP = CANONICAL  # served by this server (operations/definitions.py)
 _BACKPORT = "http://hl7.org/fhir/uv/subscriptions-backport/OperationDefinition/"
+_EVERY_TYPE = tuple(sorted(resource_types()))  # the Resource-level operations
 
 OPERATIONS: tuple[Operation, ...] = (
     Operation("lookup", ("CodeSystem",), lookup.run, _HL7 + "CodeSystem-lookup"),
@@ -75,6 +78,10 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation("status", ("Subscription",), subscription_status.status, _BACKPORT + "backport-subscription-status"),
     Operation("events", ("Subscription",), subscription_status.events, _BACKPORT + "backport-subscription-events",
               type_level=False),
+    Operation("meta", _EVERY_TYPE, meta.meta, _HL7 + "Resource-meta", system_level=True),
+    Operation("meta-add", _EVERY_TYPE, meta.meta_add, _HL7 + "Resource-meta-add", type_level=False, affects_state=True),
+    Operation("meta-delete", _EVERY_TYPE, meta.meta_delete, _HL7 + "Resource-meta-delete", type_level=False,
+              affects_state=True),
     Operation("verify-audit", (), verify_audit.run, _CARELOOP + "verify-audit", type_level=False,
               instance_level=False, system_level=True),
 )
