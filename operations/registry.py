@@ -24,6 +24,7 @@ from operations import (
     subsumes,
     tier,
     translate,
+    validate,
     validate_code,
     verify_audit,
 )
@@ -82,6 +83,7 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation("meta-add", _EVERY_TYPE, meta.meta_add, _HL7 + "Resource-meta-add", type_level=False, affects_state=True),
     Operation("meta-delete", _EVERY_TYPE, meta.meta_delete, _HL7 + "Resource-meta-delete", type_level=False,
               affects_state=True),
+    Operation("validate", _EVERY_TYPE, validate.run, _HL7 + "Resource-validate"),
     Operation("verify-audit", (), verify_audit.run, _CARELOOP + "verify-audit", type_level=False,
               instance_level=False, system_level=True),
 )
