@@ -256,6 +256,19 @@ class Repository:
                 sink.returned(page.included)
         return page
 
+    async def lastn(self, query: SearchQuery, code: str, date: str, per_code: int) -> list[StoredResource]:
+        """Per code the latest matches by date (Observation/$lastn), narrowed to what the caller may see."""
+        guard = current_guard()
+        if guard is not None:
+            query = guard.narrow(query)
+        found = await self.store.lastn(await self.resolve(query), code, date, per_code)
+        if guard is not None and query.resource_type in guard.redacted_types:
+            found = [_shown(guard, r) for r in found]
+        sink = current_sink()
+        if sink is not None:
+            sink.returned(found)
+        return found
+
     async def entries(self, query: SearchQuery) -> list[tuple[bytes, bytes]]:
         """The matches of a search across types as (type/id, body), for a caller whose scopes reach them all.
 
