@@ -8,6 +8,7 @@ https://hl7.org/fhir/R4B/patient-operation-match.html
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import orjson
@@ -37,21 +38,22 @@ def _searches(asked: dict[str, Any], per_search: int) -> list[list[tuple[str, st
     if isinstance(born, str) and born:
         dates = [born] + ([swapped_date(born)] if swapped_date(born) else [])
         searches.append([("birthdate", ",".join(f"eq{d}" for d in dates if d)), count])
+    parts: set[str] = set()
     for name in asked.get("name") or []:
         if not isinstance(name, dict):
             continue
         family = name.get("family") if isinstance(name.get("family"), str) else ""
         given = next((g for g in name.get("given") or [] if isinstance(g, str)), "")
-        forms = {(family, given)}
-        if has_han(family + given):
-            forms.add((fold(family), fold(given)))  # stored in pinyin, asked in characters
-        for f, g in forms:
-            for first, second in ((f, g), (g, f)):  # surname-first order in either record
-                if first and second:
-                    searches.append([("family", first.translate(_ESCAPE)), ("given", second.translate(_ESCAPE)),
-                                     count])
-        if isinstance(name.get("text"), str) and name["text"].strip() and not family and not given:
-            searches.append([("name", name["text"].strip().translate(_ESCAPE)), count])
+        if not family and not given and isinstance(name.get("text"), str):
+            family, _, given = name["text"].strip().partition(" ")
+        if family and given:
+            parts.update((family, given))
+            if has_han(family + given):
+                parts.update((fold(family), fold(given)))  # stored in pinyin, asked in characters
+    if parts:
+        # each part as family and as given: surname-first order in either record is found by one search
+        either = ",".join(sorted(p.translate(_ESCAPE) for p in parts))
+        searches.append([("family", either), ("given", either), count])
     phones = sorted({v for p in asked.get("telecom") or [] if isinstance(p, dict) and p.get("system") != "email"
                      and isinstance(v := p.get("value"), str) and v.strip()})
     if phones:
@@ -62,10 +64,10 @@ def _searches(asked: dict[str, Any], per_search: int) -> list[list[tuple[str, st
 
 async def candidates(repository: Repository, asked: dict[str, Any], rules: MatchRules) -> list[StoredResource]:
     """Every Patient one of the searches finds that the caller may see, once each."""
+    queries = [parse_search("Patient", params, repository.registry, repository.search_limits).query
+               for params in _searches(asked, rules.candidates_per_search)]
     found: dict[str, StoredResource] = {}
-    for params in _searches(asked, rules.candidates_per_search):
-        query = parse_search("Patient", params, repository.registry, repository.search_limits).query
-        page = await repository.search(query)
+    for page in await asyncio.gather(*(repository.search(query) for query in queries)):
         for resource in page.resources:
             found.setdefault(resource.id, resource)
     return list(found.values())
