@@ -6,11 +6,14 @@ https://hl7.org/fhir/R4B/observation-operation-lastn.html
 from __future__ import annotations
 
 import random
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from tests.auth.conftest import World, open_world
+from tests.auth.test_security_cases import patient_token
 from tests.conftest import create
 from tests.factories import observation, patient
 
@@ -90,3 +93,20 @@ async def test_lastn_bad_input(client: httpx.AsyncClient) -> None:
     assert (await client.get("/fhir/Patient/$lastn")).status_code == 404
     empty = await client.get("/fhir/Observation/$lastn", params={"patient": "nobody"})
     assert empty.status_code == 200 and empty.json()["total"] == 0
+
+
+async def test_lastn_is_narrowed_to_what_the_caller_may_see(tmp_path: Path, seeded_database: Path) -> None:
+    async with open_world(tmp_path, seeded_database) as world:
+        await _narrowed(world)
+
+
+async def _narrowed(world: World) -> None:
+    params = {"code": f"{LOINC}|{HEART_RATE}", "max": "5"}
+    everyone = await world.client.get("/fhir/Observation/$lastn", params=params, headers=world.admin)
+    assert {e["resource"]["id"] for e in everyone.json()["entry"]} == {
+        world.ids["alice_vital"], world.ids["alice_lab"], world.ids["bob_vital"]}
+    token = await patient_token(world, "alice")
+    mine = await world.client.get("/fhir/Observation/$lastn", params=params, headers=world.bearer(token))
+    assert mine.status_code == 200
+    assert {e["resource"]["id"] for e in mine.json()["entry"]} == {world.ids["alice_vital"], world.ids["alice_lab"]}
+    assert mine.json()["total"] == 2

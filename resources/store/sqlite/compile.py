@@ -441,10 +441,10 @@ def compile_lastn(query: SearchQuery, param_id: ParamId, code: str, date: str, p
     """SQL for Observation/$lastn: per code (system and code of each coding) the latest `per_code` matches by date.
 
     A window over the code index entries of the matching rows, each row's latest date read from its own
-    entries; None when no resource of the type was ever indexed by both parameters.
+    entries (none: last); None when no resource of the type was ever indexed by the code parameter.
     """
     code_pid, date_pid = param_id(query.resource_type, code), param_id(query.resource_type, date)
-    if code_pid is None or date_pid is None:
+    if code_pid is None:
         return None
     where, args = _conditions(query, sorted(query.filters, key=_selectivity), param_id, ())
     sql = (f"SELECT rid, type, id, vid, updated, body FROM (SELECT {PAGE_COLUMNS}, ROW_NUMBER() OVER ("
@@ -453,7 +453,7 @@ def compile_lastn(query: SearchQuery, param_id: ParamId, code: str, date: str, p
            "lastn_code.system AS s, lastn_code.code AS c FROM resource r JOIN idx_token lastn_code ON "
            f"lastn_code.rid = r.rid AND lastn_code.pid = ? WHERE {' AND '.join(where)}) WHERE n <= ? "
            "ORDER BY s, c, n")
-    return sql, [date_pid, code_pid, *args, per_code]
+    return sql, [date_pid or 0, code_pid, *args, per_code]
 
 
 def _conditions(query: SearchQuery, ordered: list[Filter], param_id: ParamId,
