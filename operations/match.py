@@ -51,9 +51,14 @@ def _searches(asked: dict[str, Any], per_search: int) -> list[list[tuple[str, st
             if has_han(family + given):
                 parts.update((fold(family), fold(given)))  # stored in pinyin, asked in characters
     if parts:
-        # each part as family and as given: surname-first order in either record is found by one search
+        # each part as family and as given: surname-first order in either record is found by one search; a
+        # common name is thousands of people, so a birth year (one year either way, for a mistyped digit) narrows it
         either = ",".join(sorted(p.translate(_ESCAPE) for p in parts))
-        searches.append([("family", either), ("given", either), count])
+        search = [("family", either), ("given", either), count]
+        year = born[:4] if isinstance(born, str) and born[:4].isdigit() else None
+        if year is not None:
+            search += [("birthdate", f"ge{int(year) - 1:04d}"), ("birthdate", f"le{int(year) + 1:04d}")]
+        searches.append(search)
     phones = sorted({v for p in asked.get("telecom") or [] if isinstance(p, dict) and p.get("system") != "email"
                      and isinstance(v := p.get("value"), str) and v.strip()})
     if phones:

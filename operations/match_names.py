@@ -6,7 +6,7 @@ https://hl7.org/fhir/R4B/patient-operation-match.html
 from __future__ import annotations
 
 import re
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any
 
 from resources.search.normalize import normalize_string
@@ -27,6 +27,7 @@ def has_han(text: str) -> bool:
     return _HAN.search(text) is not None
 
 
+@lru_cache(maxsize=65536)
 def fold(text: str) -> str:
     """One name part as plain lower-case letters: accents removed, Chinese characters as toneless pinyin."""
     if has_han(text):
