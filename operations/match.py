@@ -27,7 +27,8 @@ _ESCAPE = str.maketrans({"\\": "\\\\", ",": "\\,", "|": "\\|", "$": "\\$"})
 
 
 def _searches(asked: dict[str, Any], per_search: int) -> list[list[tuple[str, str]]]:
-    """The indexed searches that find every plausible candidate (never a scan of all patients)."""
+    """The first, cheap searches: identifiers, the birth date and its day/month swap, phones (one value each:
+    a search of several OR-ed dates costs ten times one of a single date)."""
     count = ("_count", str(per_search))
     searches: list[list[tuple[str, str]]] = []
     ids = sorted(identifiers_of(asked))
@@ -36,29 +37,7 @@ def _searches(asked: dict[str, Any], per_search: int) -> list[list[tuple[str, st
                                                   for s, v in ids)), count])
     born = asked.get("birthDate")
     if isinstance(born, str) and born:
-        dates = [born] + ([swapped_date(born)] if swapped_date(born) else [])
-        searches.append([("birthdate", ",".join(f"eq{d}" for d in dates if d)), count])
-    parts: set[str] = set()
-    for name in asked.get("name") or []:
-        if not isinstance(name, dict):
-            continue
-        family = name.get("family") if isinstance(name.get("family"), str) else ""
-        given = next((g for g in name.get("given") or [] if isinstance(g, str)), "")
-        if not family and not given and isinstance(name.get("text"), str):
-            family, _, given = name["text"].strip().partition(" ")
-        if family and given:
-            parts.update((family, given))
-            if has_han(family + given):
-                parts.update((fold(family), fold(given)))  # stored in pinyin, asked in characters
-    if parts:
-        # each part as family and as given: surname-first order in either record is found by one search; a
-        # common name is thousands of people, so a birth year (one year either way, for a mistyped digit) narrows it
-        either = ",".join(sorted(p.translate(_ESCAPE) for p in parts))
-        search = [("family", either), ("given", either), count]
-        year = born[:4] if isinstance(born, str) and born[:4].isdigit() else None
-        if year is not None:
-            search += [("birthdate", f"ge{int(year) - 1:04d}"), ("birthdate", f"le{int(year) + 1:04d}")]
-        searches.append(search)
+        searches.extend([("birthdate", f"eq{d}"), count] for d in (born, swapped_date(born)) if d)
     phones = sorted({v for p in asked.get("telecom") or [] if isinstance(p, dict) and p.get("system") != "email"
                      and isinstance(v := p.get("value"), str) and v.strip()})
     if phones:
@@ -67,15 +46,43 @@ def _searches(asked: dict[str, Any], per_search: int) -> list[list[tuple[str, st
     return searches
 
 
-async def candidates(repository: Repository, asked: dict[str, Any], rules: MatchRules) -> list[StoredResource]:
-    """Every Patient one of the searches finds that the caller may see, once each."""
+def _name_searches(asked: dict[str, Any], per_search: int) -> list[list[tuple[str, str]]]:
+    """Searches by name, as given and as pinyin, either way round (surname-first order in either record)."""
+    count = ("_count", str(per_search))
+    pairs: set[tuple[str, str]] = set()
+    for name in asked.get("name") or []:
+        if not isinstance(name, dict):
+            continue
+        family = name.get("family") if isinstance(name.get("family"), str) else ""
+        given = next((g for g in name.get("given") or [] if isinstance(g, str)), "")
+        if not family and not given and isinstance(name.get("text"), str):
+            family, _, given = name["text"].strip().partition(" ")
+        forms = [(family, given)] + ([(fold(family), fold(given))] if has_han(family + given) else [])
+        for first, second in forms:
+            if first and second:
+                pairs.update(((first, second), (second, first)))
+    return [[("family", f.translate(_ESCAPE)), ("given", g.translate(_ESCAPE)), count] for f, g in sorted(pairs)]
+
+
+async def candidates(repository: Repository, searches: list[list[tuple[str, str]]],
+                     seen: set[str]) -> list[StoredResource]:
+    """The Patients the searches find that the caller may see and that are not in `seen` (which grows)."""
     queries = [parse_search("Patient", params, repository.registry, repository.search_limits).query
-               for params in _searches(asked, rules.candidates_per_search)]
-    found: dict[str, StoredResource] = {}
+               for params in searches]
+    found: list[StoredResource] = []
     for page in await asyncio.gather(*(repository.search(query) for query in queries)):
         for resource in page.resources:
-            found.setdefault(resource.id, resource)
-    return list(found.values())
+            if resource.id not in seen:
+                seen.add(resource.id)
+                found.append(resource)
+    return found
+
+
+def _scored(asked: dict[str, Any], found: list[StoredResource], rules: MatchRules,
+            unique: frozenset[str]) -> list[tuple[Verdict, StoredResource]]:
+    """The candidates worth listing, with their verdicts."""
+    verdicts = ((compare(asked, orjson.loads(c.body or b"{}"), rules, unique), c) for c in found)
+    return [(v, c) for v, c in verdicts if v.grade is not None]
 
 
 def _entry_search(verdict: Verdict) -> dict[str, Any]:
@@ -95,12 +102,16 @@ async def run(call: OperationCall) -> bytes:
     count = given.integer("count", minimum=1) or rules.count_default
     duplicates = call.context.repository.duplicates
     unique = duplicates.systems if duplicates is not None else frozenset()
-    scored: list[tuple[Verdict, StoredResource]] = []
-    for candidate in await candidates(call.context.repository, asked, rules):
-        assert candidate.body is not None
-        verdict = compare(asked, orjson.loads(candidate.body), rules, unique)
-        if verdict.grade is not None and (verdict.grade == "certain" or not only_certain):
-            scored.append((verdict, candidate))
+    repository, seen = call.context.repository, set[str]()
+    scored = _scored(asked, await candidates(repository, _searches(asked, rules.candidates_per_search), seen),
+                     rules, unique)
+    if not any(v.grade in ("certain", "probable") for v, _ in scored):
+        # the name searches cost more (a common name is hundreds of people): only when the cheap ones found no
+        # good match, e.g. a mistyped birth date and another phone
+        scored += _scored(asked, await candidates(repository, _name_searches(asked, rules.candidates_per_search),
+                                                  seen), rules, unique)
+    if only_certain:
+        scored = [pair for pair in scored if pair[0].grade == "certain"]
     order = {"certain": 0, "probable": 1, "possible": 2, "certainly-not": 3}
     scored.sort(key=lambda pair: (order[str(pair[0].grade)], -pair[0].score, pair[1].id))
     kept = scored[:count]
