@@ -17,17 +17,23 @@ from operations import (
     consent_evaluate,
     everything,
     expand,
+    lastn,
     lookup,
+    match,
+    merge,
+    meta,
     subscription_status,
     subsumes,
     tier,
     translate,
+    validate,
     validate_code,
     verify_audit,
 )
 from operations.context import OperationCall
 from operations.definitions import CANONICAL
 from resources.errors import MethodNotAllowed, NotFound
+from resources.models import resource_types
 
 Handler = Callable[[OperationCall], Awaitable[dict[str, Any] | bytes]]
 
@@ -57,6 +63,7 @@ class Operation:
 _HL7 = "http://hl7.org/fhir/OperationDefinition/"
 _CARELOOP = CANONICAL  # served by this server (operations/definitions.py)
 _BACKPORT = "http://hl7.org/fhir/uv/subscriptions-backport/OperationDefinition/"
+_EVERY_TYPE = tuple(sorted(resource_types()))  # the Resource-level operations
 
 OPERATIONS: tuple[Operation, ...] = (
     Operation("lookup", ("CodeSystem",), lookup.run, _HL7 + "CodeSystem-lookup"),
@@ -65,6 +72,9 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation("expand", ("ValueSet",), expand.run, _HL7 + "ValueSet-expand"),
     Operation("translate", ("ConceptMap",), translate.run, _HL7 + "ConceptMap-translate"),
     Operation("everything", ("Patient",), everything.run, _HL7 + "Patient-everything", type_level=False),
+    Operation("lastn", ("Observation",), lastn.run, _HL7 + "Observation-lastn", instance_level=False),
+    Operation("match", ("Patient",), match.run, _HL7 + "Patient-match", instance_level=False),
+    Operation("merge", ("Patient",), merge.run, _HL7 + "Patient-merge", instance_level=False, affects_state=True),
     Operation("tier", ("Patient",), tier.run, _CARELOOP + "Patient-tier"),
     Operation("churn-risk", ("Patient",), churn_risk.run, _CARELOOP + "Patient-churn-risk"),
     Operation("evaluate", ("Consent",), consent_evaluate.run, _CARELOOP + "Consent-evaluate", instance_level=False),
@@ -73,6 +83,11 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation("status", ("Subscription",), subscription_status.status, _BACKPORT + "backport-subscription-status"),
     Operation("events", ("Subscription",), subscription_status.events, _BACKPORT + "backport-subscription-events",
               type_level=False),
+    Operation("meta", _EVERY_TYPE, meta.meta, _HL7 + "Resource-meta", system_level=True),
+    Operation("meta-add", _EVERY_TYPE, meta.meta_add, _HL7 + "Resource-meta-add", type_level=False, affects_state=True),
+    Operation("meta-delete", _EVERY_TYPE, meta.meta_delete, _HL7 + "Resource-meta-delete", type_level=False,
+              affects_state=True),
+    Operation("validate", _EVERY_TYPE, validate.run, _HL7 + "Resource-validate"),
     Operation("verify-audit", (), verify_audit.run, _CARELOOP + "verify-audit", type_level=False,
               instance_level=False, system_level=True),
 )

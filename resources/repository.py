@@ -12,6 +12,7 @@ from typing import Any
 import orjson
 
 from resources.audit_sink import Appender, current_sink
+from resources.duplicates import DuplicateRule
 from resources.errors import (
     FhirError,
     Forbidden,
@@ -75,6 +76,7 @@ class Repository:
     write_hooks: list[WriteHook] = field(default_factory=list)
     terminology: TerminologyResolver | None = None  # for :in, :not-in, :above, :below and unit conversion
     appender: Appender | None = None  # the audit trail's chain writer: AuditEvents are appended through it only
+    duplicates: DuplicateRule | None = None  # one record per patient (CARELOOP_PATIENT_UNIQUE_IDENTIFIER_SYSTEMS)
 
     # -- building writes -------------------------------------------------------------------------
     def prepare(self, resource_type: str, id_: str, body: dict[str, Any], vid: int, updated_ms: int,
@@ -160,6 +162,27 @@ class Repository:
             raise PreconditionFailed(f"{what} criteria match more than one resource", code="multiple-matches")
         return found[0][1] if found else None
 
+    async def duplicate_of(self, session: WriteSession, resource_type: str, body: Any) -> str | None:
+        """The stored record a create would duplicate, in merge mode; None when there is none; 409 in refuse mode.
+
+        The look-up sees what the caller may see, so the answer names nothing hidden; a caller who may not search
+        the type at all is still refused a duplicate, without being told which record it is.
+        """
+        rule = self.duplicates
+        keys = rule.keys(resource_type, body) if rule is not None else []
+        if rule is None or not keys:
+            return None
+        query = self.parse_criteria(resource_type, rule.criteria(keys), "The duplicate check")
+        try:
+            found = [id_ for _, id_, _ in await self.matches(session, query)]
+        except Forbidden:
+            if await session.search_ids(query, 1):
+                raise rule.refusal(resource_type, keys, ()) from None
+            return None
+        if found and (rule.mode == "refuse" or len(found) > 1):
+            raise rule.refusal(resource_type, keys, found)
+        return found[0] if found else None
+
     # -- reads -----------------------------------------------------------------------------------
     async def read(self, resource_type: str, id_: str, source: ReadSource | None = None) -> StoredResource:
         """The current version; NotFound or Gone otherwise (NotFound too for what the caller may not see)."""
@@ -233,6 +256,19 @@ class Repository:
                 sink.returned(page.included)
         return page
 
+    async def lastn(self, query: SearchQuery, code: str, date: str, per_code: int) -> list[StoredResource]:
+        """Per code the latest matches by date (Observation/$lastn), narrowed to what the caller may see."""
+        guard = current_guard()
+        if guard is not None:
+            query = guard.narrow(query)
+        found = await self.store.lastn(await self.resolve(query), code, date, per_code)
+        if guard is not None and query.resource_type in guard.redacted_types:
+            found = [_shown(guard, r) for r in found]
+        sink = current_sink()
+        if sink is not None:
+            sink.returned(found)
+        return found
+
     async def entries(self, query: SearchQuery) -> list[tuple[bytes, bytes]]:
         """The matches of a search across types as (type/id, body), for a caller whose scopes reach them all.
 
@@ -269,6 +305,7 @@ class Repository:
         criteria = self.parse_criteria(resource_type, if_none_exist, "If-None-Exist") if if_none_exist else None
         async with self.store.write_session() as session:
             match = await self.single_match(session, criteria, "If-None-Exist") if criteria else None
+            match = match or await self.duplicate_of(session, resource_type, body)
             if match is not None:
                 existing = await session.head(resource_type, match)
                 assert existing is not None

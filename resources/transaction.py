@@ -10,7 +10,7 @@ from dataclasses import replace
 from urllib.parse import parse_qsl
 
 from resources.bundle_entries import Entry, EntryResult, json_patch_of
-from resources.errors import FhirError, Invalid, Issue, MethodNotAllowed, PreconditionFailed
+from resources.errors import Conflict, FhirError, Invalid, Issue, MethodNotAllowed, PreconditionFailed
 from resources.guard import current_guard
 from resources.ids import new_id
 from resources.references import Rewriter, conditional_references, rewrite_blob
@@ -77,7 +77,22 @@ class TransactionProcessor:
                         code="not-found" if not found else "multiple-matches"), entry)
                 self.mapping[ref] = f"{found[0][0]}/{found[0][1]}"
 
+    async def _check_duplicate(self, session: WriteSession, entry: Entry, claimed: dict[tuple[str, str], int]) -> None:
+        """A create of a record that exists already (issue 32): 409, or in merge mode the existing record."""
+        rule = self.repo.duplicates
+        keys = rule.keys(entry.type, entry.resource) if rule is not None else []
+        for key in keys:  # two entries of one bundle creating the same person: which one wins is not ours to say
+            if key in claimed:
+                raise _at_entry(Conflict(f"Bundle.entry[{claimed[key]}] creates a {entry.type} with identifier "
+                                         f"{key[0]}|{key[1]} too", code="duplicate"), entry)
+            claimed[key] = entry.index
+        try:
+            entry.target_id = await self.repo.duplicate_of(session, entry.type, entry.resource)
+        except FhirError as exc:
+            raise _at_entry(exc, entry) from exc
+
     async def _assign_ids(self, session: WriteSession, entries: list[Entry]) -> None:
+        claimed: dict[tuple[str, str], int] = {}
         for entry in entries:
             if entry.method == "POST":
                 if entry.if_none_exist:
@@ -86,7 +101,9 @@ class TransactionProcessor:
                         entry.target_id = await self.repo.single_match(session, criteria, "ifNoneExist")
                     except FhirError as exc:
                         raise _at_entry(exc, entry) from exc
-                    entry.extra["existing"] = entry.target_id is not None
+                if entry.target_id is None and entry.resource is not None:
+                    await self._check_duplicate(session, entry, claimed)
+                entry.extra["existing"] = entry.target_id is not None
                 entry.target_id = entry.target_id or new_id()
             elif entry.method == "PUT" and entry.id:
                 entry.target_id = entry.id

@@ -28,6 +28,7 @@ from consent.engine import ConsentPolicy
 from consent.engine.writes import refuse_unevaluable
 from operations.cohort import CohortRules, PopulationCache
 from operations.definitions import seed_definitions
+from resources.duplicates import DuplicateRule
 from resources.model_pool import ModelValidator
 from resources.models import resource_types, warm_up
 from resources.reindex import Reindexer
@@ -182,6 +183,11 @@ def build_services(settings: Settings, mongo_client: Any = None) -> Services:
         consent_policy = ConsentPolicy.of(dict(settings.consent_policy))
     except ValueError as exc:
         raise SystemExit(f"CARELOOP_CONSENT_POLICY: {exc}") from exc
+    try:
+        repository.duplicates = DuplicateRule(frozenset(settings.patient_unique_identifier_systems),
+                                              settings.patient_duplicate_mode)
+    except ValueError as exc:
+        raise SystemExit(f"CARELOOP_PATIENT_DUPLICATE_MODE: {exc}") from exc
     install_consent(settings, policy, repository, consent_policy)
     found = Services(settings, repository, custom, reindexer, terminology, rules, policy, engine, cohort,
                      PopulationCache(settings.cohort_cache_seconds), consent_policy=consent_policy)

@@ -133,6 +133,13 @@ class Settings(BaseSettings):
     consent_collected_types: list[str] = Field(
         default_factory=lambda: ["Observation"], description="Resource types whose creation by a device or "
         "backend client needs the patient's Consent to collect (provision.action collect)")
+    patient_unique_identifier_systems: list[str] = Field(
+        default_factory=list, description="Identifier systems that give each person one value (e.g. a national ID "
+        "or the clinic's MRN): creating a Patient with a value already stored is refused or merged "
+        "(docs/patient-matching.md); also what makes two $match candidates certainly-not the same person")
+    patient_duplicate_mode: str = Field(
+        "refuse", description="What a create of an existing patient gets: refuse (409 naming the record) or merge "
+        "(200 with the existing record, as a conditional create)")
     clinic_organization: str | None = Field(
         None, description="The clinic's own Organization (e.g. Organization/clinic): clients and users "
         "registered with any other organization are third parties, who need a Consent naming them")

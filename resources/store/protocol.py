@@ -158,6 +158,11 @@ class Store(Protocol):
     def add_commit_listener(self, listener: Callable[[list[Write]], None]) -> None:
         """Call listener with the writes of every committed write session, after the commit."""
 
+    async def lastn(self, query: SearchQuery, code: str, date: str, per_code: int) -> list[StoredResource]:
+        """Per value of the token parameter `code` (system and code), the latest `per_code` matches of the query
+        by the date parameter `date`, grouped by that value; a resource of several values once (Observation/$lastn).
+        """
+
     async def compartment_types(self, patient_id: str) -> list[str]:
         """The resource types that have a current resource in a patient's compartment."""
         ...

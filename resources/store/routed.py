@@ -82,6 +82,10 @@ class RoutedStore:
         """Listen to the main store's commits."""
         self.main.add_commit_listener(listener)
 
+    async def lastn(self, query: SearchQuery, code: str, date: str, per_code: int) -> list[StoredResource]:
+        """Observation/$lastn on the clinical data."""
+        return await self.main.lastn(query, code, date, per_code)
+
     async def compartment_types(self, patient_id: str) -> list[str]:
         """Types in a patient's compartment, in the clinical data."""
         return await self.main.compartment_types(patient_id)

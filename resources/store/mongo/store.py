@@ -230,6 +230,31 @@ class MongoStore:
         page = await self.search(query)
         return [entry(r) for r in page.resources]
 
+    async def lastn(self, query: SearchQuery, code: str, date: str, per_code: int) -> list[StoredResource]:
+        """Per value of the token parameter `code`, the latest `per_code` matches by the date parameter `date`."""
+        pipeline: list[dict[str, Any]] = [
+            {"$match": await self._where(query, None)},
+            # k holds each parameter's sort bounds: k.<date>.hi is the latest of the resource's dates
+            {"$addFields": {"lastn_when": f"$k.{date}.hi", "lastn_code": {"$filter": {
+                "input": {"$ifNull": ["$x.tok", []]}, "as": "e", "cond": {"$eq": ["$$e.p", code]}}}}},
+            {"$project": {**dict.fromkeys(("t", "i", "v", "u", "d", "b", "m", "r"), 1), "lastn_when": 1,
+                          "lastn_code": 1}},
+            {"$unwind": "$lastn_code"},
+            {"$sort": {"lastn_code.s": 1, "lastn_code.c": 1, "lastn_when": -1, "r": -1}},
+            {"$group": {"_id": {"s": "$lastn_code.s", "c": "$lastn_code.c"}, "docs": {"$push": "$$ROOT"}}},
+            {"$sort": {"_id.s": 1, "_id.c": 1}},
+            {"$project": {"docs": {"$slice": ["$docs", per_code]}}},
+        ]
+        try:
+            groups = await (await self._db.resources.aggregate(pipeline)).to_list(None)
+        except ConnectionFailure as exc:
+            raise _unavailable(exc) from exc
+        found: dict[str, StoredResource] = {}
+        for group in groups:
+            for doc in group["docs"]:
+                found.setdefault(documents.key(doc["t"], doc["i"]), documents.stored(doc))
+        return list(found.values())
+
     async def _where(self, query: SearchQuery, session: Any) -> dict[str, Any]:
         types = query.types if query.is_system else ()
         parts = [base_filter(query, types)]

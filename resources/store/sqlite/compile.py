@@ -437,6 +437,25 @@ def compile_search(query: SearchQuery, param_id: ParamId, stored_types: tuple[st
     return page_sql, args, count_sql, count_args
 
 
+def compile_lastn(query: SearchQuery, param_id: ParamId, code: str, date: str, per_code: int) -> Clause | None:
+    """SQL for Observation/$lastn: per code (system and code of each coding) the latest `per_code` matches by date.
+
+    A window over the code index entries of the matching rows, each row's latest date read from its own
+    entries (none: last); None when no resource of the type was ever indexed by the code parameter.
+    """
+    code_pid, date_pid = param_id(query.resource_type, code), param_id(query.resource_type, date)
+    if code_pid is None:
+        return None
+    where, args = _conditions(query, sorted(query.filters, key=_selectivity), param_id, ())
+    sql = (f"SELECT rid, type, id, vid, updated, body FROM (SELECT {PAGE_COLUMNS}, ROW_NUMBER() OVER ("
+           "PARTITION BY lastn_code.system, lastn_code.code ORDER BY (SELECT max(lastn_date.high) FROM idx_date "
+           "lastn_date WHERE lastn_date.rid = r.rid AND lastn_date.pid = ?) DESC, r.rid DESC) AS n, "
+           "lastn_code.system AS s, lastn_code.code AS c FROM resource r JOIN idx_token lastn_code ON "
+           f"lastn_code.rid = r.rid AND lastn_code.pid = ? WHERE {' AND '.join(where)}) WHERE n <= ? "
+           "ORDER BY s, c, n")
+    return sql, [date_pid or 0, code_pid, *args, per_code]
+
+
 def _conditions(query: SearchQuery, ordered: list[Filter], param_id: ParamId,
                 stored_types: tuple[str, ...]) -> tuple[list[str], list[Any]]:
     """The tests of a resource row `r` (for the total, and for pages not read from one index range)."""

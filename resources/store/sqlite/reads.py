@@ -14,7 +14,7 @@ from typing import Any, cast
 from resources.search.query import Include, SearchQuery
 from resources.store.protocol import HistoryQuery, OutboxEvent, SearchPage, StoredResource
 from resources.store.sqlite.bodies import decode, decode_many
-from resources.store.sqlite.compile import ENTRY_COLUMNS, ParamId, compile_search
+from resources.store.sqlite.compile import ENTRY_COLUMNS, ParamId, compile_lastn, compile_search
 
 # a version's body is in its own row once replaced, and in the resource row while it is current
 _VERSIONS = ("SELECT v.seq, v.type, r.id, v.vid, v.updated, v.deleted, "
@@ -111,6 +111,18 @@ def search(conn: sqlite3.Connection, query: SearchQuery, param_id: ParamId) -> S
     # includes run in the same call: one snapshot, one hand-off to the reader thread
     extra = included(conn, resources, query.includes, param_id, INCLUDE_LIMIT) if query.includes else []
     return SearchPage(resources, next_cursor, total, extra)
+
+
+def lastn(conn: sqlite3.Connection, query: SearchQuery, param_id: ParamId, code: str, date: str,
+          per_code: int) -> list[StoredResource]:
+    """Per code the latest matches by date, grouped by code (a resource of several codes once, in its first)."""
+    compiled = compile_lastn(query, param_id, code, date, per_code)
+    if compiled is None:
+        return []
+    rows = conn.execute(*compiled).fetchall()
+    seen: set[int] = set()
+    kept = [row for row in rows if not (row[0] in seen or seen.add(row[0]))]
+    return _matches(kept)
 
 
 def entries(conn: sqlite3.Connection, query: SearchQuery, param_id: ParamId) -> list[tuple[bytes, bytes]]:

@@ -223,6 +223,10 @@ class SqliteStore:
         """The matches of a query without includes or a total as (type/id, body), in page order."""
         return await self._query(reads.entries, query)
 
+    async def lastn(self, query: SearchQuery, code: str, date: str, per_code: int) -> list[StoredResource]:
+        """Per value of the token parameter `code`, the latest `per_code` matches by the date parameter `date`."""
+        return await self._on_reader(reads.lastn, query, self.param_ids, code, date, per_code)
+
     async def _query(self, run: Callable[[sqlite3.Connection, SearchQuery, Any], T], query: SearchQuery) -> T:
         if self._memory or self._inline_s <= 0:
             return await self._on_reader(run, query, self.param_ids)
