@@ -28,6 +28,7 @@ _VALUE = "careloop-audit-placeholder-value"
 _RELATIVE = re.compile(r"([A-Z][A-Za-z]{1,63})/([A-Za-z0-9\-.]{1,64})(/_history/[A-Za-z0-9\-.]{1,64})?")
 _SAMPLE_TIME = "2000-01-01T00:00:00.000Z"
 Substitutions = dict[str, str]
+_Known = tuple[list[tuple[str, Any]], list[tuple[int, bool]]]  # rows (table, row); where placeholders are
 
 
 class AuditRows:
@@ -35,7 +36,7 @@ class AuditRows:
 
     def __init__(self, indexer: Indexer) -> None:
         self._indexer = indexer
-        self._known: dict[bytes, IndexRows | None] = {}
+        self._known: dict[bytes, _Known | None] = {}
         # a part holding one element is extracted for the parameters that read that element only
         self._reading = {name: indexer.parameters_reading("AuditEvent", name) for name in ("entity", "recorded")}
         self._time_codes = self._date_codes()
@@ -43,12 +44,12 @@ class AuditRows:
     def rows(self, event: dict[str, Any]) -> IndexRows:
         """All index rows of one AuditEvent."""
         found = IndexRows()
+        seen: set[Any] = set()
         for part in parts(event):
-            rows = self._part(part)
-            for name in _FIELDS:
-                getattr(found, name).extend(getattr(rows, name))
-        for name in _FIELDS:
-            setattr(found, name, list(dict.fromkeys(getattr(found, name))))
+            for name, row in self._part(part):
+                if (name, row) not in seen:  # parts may share rows (two entities of one type)
+                    seen.add((name, row))
+                    getattr(found, name).append(row)
         return found
 
     def _date_codes(self) -> tuple[str, ...] | None:
@@ -62,29 +63,38 @@ class AuditRows:
             return None
         return codes
 
-    def _part(self, part: dict[str, Any]) -> IndexRows:
+    def _part(self, part: dict[str, Any]) -> list[tuple[str, Any]]:
         if self._time_codes is not None and len(part) == 2 and isinstance(part.get("recorded"), str):
-            return IndexRows(dates=[(code, *r) for code in self._time_codes for r in dates(part["recorded"])])
+            return [("dates", (code, *r)) for code in self._time_codes for r in dates(part["recorded"])]
         template, substitutions = _template(part)
         if substitutions:
-            rows = self._remembered(template)
-            if rows is not None:
-                return _substituted(rows, substitutions)
-        found = self._remembered(part)
-        assert found is not None  # a part without placeholders always has rows of its own
-        return found
+            known = self._remembered(template)
+            if known is not None:
+                rows, fixes = known
+                if not fixes:
+                    return rows
+                found = list(rows)
+                for at, placeholders in fixes:
+                    name, row = found[at]
+                    found[at] = (name, _put(row, substitutions) if placeholders else row)
+                return found
+        remembered = self._remembered(part)
+        assert remembered is not None  # a part without placeholders always has rows of its own
+        return remembered[0]
 
-    def _remembered(self, part: dict[str, Any]) -> IndexRows | None:
+    def _remembered(self, part: dict[str, Any]) -> _Known | None:
         key = orjson.dumps(part, option=orjson.OPT_SORT_KEYS)
         if key in self._known:
             return self._known[key]
         if len(self._known) >= _KEPT:
             self._known.clear()
-        rows: IndexRows | None = self._extract(part)
-        if (_ID.encode() in key or _VALUE.encode() in key) and not _placeholders_whole(rows):
-            rows = None  # a placeholder inside a longer value cannot be put back: no template for this shape
-        self._known[key] = rows
-        return rows
+        extracted = self._extract(part)
+        rows = [(name, row) for name in _FIELDS for row in getattr(extracted, name)]
+        known: _Known | None = (rows, [(at, True) for at, (_, row) in enumerate(rows) if _holds(row)])
+        if (_ID.encode() in key or _VALUE.encode() in key) and not _placeholders_whole(extracted):
+            known = None  # a placeholder inside a longer value cannot be put back: no template for this shape
+        self._known[key] = known
+        return known
 
     def _extract(self, part: dict[str, Any]) -> IndexRows:
         element = next((name for name in part if name in self._reading), None) if len(part) == 2 else None
@@ -126,13 +136,14 @@ def _placeholders_whole(rows: IndexRows) -> bool:
     return True
 
 
-def _substituted(rows: IndexRows, substitutions: Substitutions) -> IndexRows:
-    def put(row: Any) -> Any:
-        if isinstance(row, str):
-            return substitutions.get(row, row)
-        return tuple(substitutions.get(v, v) if isinstance(v, str) else v for v in row)
+def _holds(row: Any) -> bool:
+    return any(value in (_ID, _VALUE) for value in ((row,) if isinstance(row, str) else row))
 
-    return IndexRows(**{name: [put(row) for row in getattr(rows, name)] for name in _FIELDS})
+
+def _put(row: Any, substitutions: Substitutions) -> Any:
+    if isinstance(row, str):
+        return substitutions.get(row, row)
+    return tuple(substitutions.get(v, v) if isinstance(v, str) else v for v in row)
 
 
 def parts(event: dict[str, Any]) -> list[dict[str, Any]]:
