@@ -132,13 +132,16 @@ def main() -> None:
     if not Path(db).exists():
         asyncio.run(generate(db, args.events, patients))
     port = free_port()
-    server = start(pinned([PYTHON, "-m", "server", "serve", "--port", str(port), "--db", db], 0),
+    # the trail is the server's audit store (AuditEvents are routed there); the clinical store is a file beside it
+    clinical = str(Path(db).with_suffix("")) + "-clinical.db"
+    server = start(pinned([PYTHON, "-m", "server", "serve", "--port", str(port), "--db", clinical], 0),
                    f"http://127.0.0.1:{port}/fhir/metadata", env={"CARELOOP_LOG_LEVEL": "warning",
-                                                                  "CARELOOP_AUTH": "on"}, timeout=600)
+                                                                  "CARELOOP_AUTH": "on", "CARELOOP_AUDIT_DB": db},
+                   timeout=600)
     figures: dict[str, Any] = {"events": args.events, "patients": patients, "queries": args.queries}
     try:
         base = f"http://127.0.0.1:{port}/fhir"
-        token = backend_token(base, db, "system/AuditEvent.rs")
+        token = backend_token(base, clinical, "system/AuditEvent.rs")
         raw = Raw(db)
         for name, sort in (("sorted", True), ("unsorted", False)):
             figures[name] = measure(base, token, raw, queries(patients, args.queries, sort), args.rounds)

@@ -1,7 +1,8 @@
 """A generated audit trail for g3: millions of BALP AuditEvents written through the store's bulk path.
 
-Each event is indexed by the server's own Indexer and applied in large write sessions of the adapter (the
-path ingest takes, without HTTP and validation), so the file is what the server would have written.
+Each event is indexed as the server's audit writer indexes it (consent.audit.rows, checked against the generic
+Indexer in tests/audit/test_rows.py) and applied in large write sessions of the adapter (the path ingest takes,
+without HTTP and validation), so the file is what the server would have written.
 `python -m bench.audit_trail --events 1000000 --out bench/out/audit.db`
 """
 
@@ -19,6 +20,7 @@ from typing import Any
 import orjson
 
 from bench.audit_shapes import Who, consent_event, rest_event
+from consent.audit.rows import AuditRows
 from resources.models import resource_types
 from resources.search.index import Indexer, load_patient_compartment
 from resources.search.registry import default_registry
@@ -62,7 +64,7 @@ def events(count: int, patients: int, seed: int = 20261207) -> Iterator[dict[str
 async def generate(path: str, count: int, patients: int, batch: int = 5000) -> float:
     """Write the trail into a new SQLite store; seconds taken."""
     registry = default_registry(resource_types())
-    indexer = Indexer(registry, load_patient_compartment())
+    rows = AuditRows(Indexer(registry, load_patient_compartment()))
     store = SqliteStore(path, subsumed=registry.subsumed)
     await store.open()
     began = time.monotonic()
@@ -72,7 +74,7 @@ async def generate(path: str, count: int, patients: int, batch: int = 5000) -> f
             event["id"] = f"ae{n}"
             event["meta"] = {"versionId": "1", "lastUpdated": event["recorded"]}
             pending.append(Write("AuditEvent", event["id"], 1, int(time.time() * 1000), "create",
-                                 orjson.dumps(event), indexer.extract("AuditEvent", event), 0, "POST"))
+                                 orjson.dumps(event), rows.rows(event), 0, "POST"))
             if len(pending) >= batch:
                 await _apply(store, pending)
                 pending = []

@@ -21,11 +21,13 @@ from typing import Any
 
 import orjson
 
+from consent.audit.chain import checkpoints, link_of
 from resources.errors import Conflict
 from resources.ids import now_ms
 from resources.repository import Repository
 from resources.search.dates import date_range, format_instant
 from resources.search.parse import parse_search
+from resources.store.routed import RoutedStore
 
 log = logging.getLogger("careloop.audit")
 FORMAT = "careloop-audit-export/1"
@@ -59,13 +61,22 @@ def cutoff_ms(retention_days: int, now: int | None = None) -> int:
     return (now_ms() if now is None else now) - retention_days * DAY_MS
 
 
-async def chain_checkpoints(repository: Repository, before_ms: int) -> list[dict[str, Any]]:
-    """HOOK for the hash chain (issue 29, item 4): the signed checkpoints that cover events before `before_ms`.
+async def chain_checkpoints(repository: Repository, last_sequence: int) -> list[dict[str, Any]]:
+    """The chain's checkpoints up to the first one that covers the event at `last_sequence` (oldest first).
 
-    The export keeps them in its manifest so the exported events can be verified after they are removed. The
-    chain's own module fills this in; until then an export carries none.
+    The export keeps them in its manifest so the exported events can be verified after they are removed: the
+    events' hashes link from the first to the last, and each checkpoint's JWS (the server's key, /auth/jwks)
+    signs the hash at its sequence. When no checkpoint covers the last event yet, every one there is is kept.
     """
-    return []
+    if last_sequence <= 0:
+        return []
+    store = repository.store
+    if isinstance(store, RoutedStore) and "AuditEvent" in store.types:
+        store = store.side  # the checkpoints are kept with the trail, in the audit store
+    found = await checkpoints(store)
+    covering = next((point.sequence for point in found if point.sequence >= last_sequence), None)
+    return [{"sequence": point.sequence, "hash": point.hash, "recorded": point.recorded, "jws": point.jws}
+            for point in found if covering is None or point.sequence <= covering]
 
 
 async def _expired(repository: Repository, before_ms: int) -> AsyncIterator[tuple[str, bytes]]:
@@ -92,13 +103,15 @@ async def export_expired(repository: Repository, out: Path, retention_days: int,
                              f"overwritten")
     before = cutoff_ms(retention_days, now)
     partial = out.with_name(out.name + ".partial")
-    digest, count = hashlib.sha256(), 0
+    digest, count, last_sequence = hashlib.sha256(), 0, 0
     handle = await asyncio.to_thread(partial.open, "wb")
     try:
         lines: list[bytes] = []
         async for _, body in _expired(repository, before):
             line = body + b"\n"
             digest.update(line)
+            chain = link_of(orjson.loads(body))
+            last_sequence = max(last_sequence, chain.sequence if chain is not None else 0)
             lines.append(line)
             count += 1
             if len(lines) >= _PAGE:
@@ -109,10 +122,10 @@ async def export_expired(repository: Repository, out: Path, retention_days: int,
         await asyncio.to_thread(handle.close)
         await asyncio.to_thread(partial.unlink, True)
         raise
-    checkpoints = await chain_checkpoints(repository, before)
     description = {"format": FORMAT, "file": out.name, "cutoff": format_instant(before),
                    "retention_days": retention_days, "exported_at": format_instant(now_ms()), "count": count,
-                   "sha256": digest.hexdigest(), "checkpoints": checkpoints}
+                   "sha256": digest.hexdigest(), "last_sequence": last_sequence,
+                   "checkpoints": await chain_checkpoints(repository, last_sequence)}
     # the data file appears under its name only once whole, and its manifest only after it
     await asyncio.to_thread(partial.replace, out)
     await asyncio.to_thread(_write_durably, manifest, orjson.dumps(description, option=orjson.OPT_INDENT_2))

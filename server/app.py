@@ -106,10 +106,10 @@ def build_store(settings: Settings, registry: SearchRegistry, mongo_client: Any 
 def build_audit_store(settings: Settings, registry: SearchRegistry, mongo_client: Any = None) -> Store:
     """The audit trail's own store: a SQLite file beside the FHIR store, or a MongoDB database of its own."""
     if settings.store == "mongodb":
-        from resources.store.mongo.store import MongoStore
+        from resources.store.mongo.store import AUDIT_INDEXES, MongoStore
 
         return MongoStore(settings.mongodb_url, settings.mongodb_database + "_audit", client=mongo_client,
-                          timeout_ms=settings.mongodb_timeout_ms)
+                          timeout_ms=settings.mongodb_timeout_ms, indexes=AUDIT_INDEXES)
     path = settings.audit_db or (":memory:" if settings.sqlite_path == ":memory:" else
                                  str(Path(settings.sqlite_path).with_suffix("")) + "-audit.sqlite")
     # one reader: the trail is written at every request but read by auditors only; the memo of restored bodies

@@ -17,6 +17,7 @@ import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from consent.access import FULL_ACCESS, Access
+from consent.audit import clock
 from consent.audit.observer import Observation
 from consent.audit.recorder import AuditUnavailable
 from consent.audit.shapes import Exchange, request_events
@@ -24,9 +25,7 @@ from consent.audit.trail import AuditTrail
 from consent.decisions import DECISIONS
 from resources.audit_sink import SINK
 from resources.errors import Unavailable
-from resources.ids import now_ms
 from resources.outcome import from_error
-from resources.search.dates import format_instant
 from server.answer_headers import FHIR, PUBLIC_FHIR_PATHS, route_path
 
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:@/+=-]{1,200}")
@@ -134,7 +133,7 @@ class AuditMiddleware:
         raw = f"{scope['method']} {path}".encode() + (b"?" + query if query else b"") + (
             b"\n" + b"".join(form) if form else b"")
         client = scope.get("client")
-        exchange = Exchange(request_id, interaction, status, format_instant(now_ms()), kind, id_, operation, raw,
+        exchange = Exchange(request_id, interaction, status, clock.now(), kind, id_, operation, raw,
                             client[0] if client else None, trail.server,
                             _diagnostics(body) if status >= 400 and body[:1] == b"{" else None)
         try:

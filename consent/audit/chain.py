@@ -65,7 +65,8 @@ def link(event: dict[str, Any], sequence: int, previous: str) -> str:
     chain = {"url": CHAIN_URL, "extension": [{"url": "sequence", "valueInteger": sequence},
                                              {"url": "previous", "valueString": previous}]}
     event["extension"] = [*others, chain]
-    value = digest(event)
+    # no hash in the chain extension yet: the event's sorted bytes are already its canonical form (canonical())
+    value = hashlib.sha256(orjson.dumps(event, option=orjson.OPT_SORT_KEYS)).hexdigest()
     chain["extension"].append({"url": "hash", "valueString": value})
     return value
 

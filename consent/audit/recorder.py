@@ -19,10 +19,10 @@ from typing import Any
 import orjson
 
 from consent.audit.chain import GENESIS, Checkpoint, checkpoint_resource, link, link_of
+from consent.audit.clock import instant as format_instant
 from consent.audit.rows import AuditRows
 from resources.errors import Unavailable
 from resources.ids import new_id, now_ms
-from resources.search.dates import format_instant
 from resources.search.index import Indexer
 from resources.store.protocol import Store, StoredResource, Write
 

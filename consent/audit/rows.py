@@ -4,20 +4,31 @@ An event's search index is the union of what each of its parts yields: the frame
 purpose: the same for every request of one caller and interaction), each entity (the patient, the resource, the
 query), and `recorded`. Each part's rows are extracted once from a minimal AuditEvent holding only that part and
 remembered by its canonical bytes, so an event costs a few look-ups instead of evaluating every search parameter
-(checked against a whole extraction in tests/audit/test_rows.py). https://hl7.org/fhir/R4B/auditevent.html#search
+(checked against a whole extraction in tests/audit/test_rows.py). The parts unique to one event (the request id,
+the resource and patient ids, the time) are remembered as templates: the rows of the part with a placeholder in
+place of the unique value, which is put back into the rows. https://hl7.org/fhir/R4B/auditevent.html#search
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import orjson
 
 from consent.audit.chain import CHAIN_URL
+from resources.search.extract import dates
 from resources.search.index import Indexer, IndexRows
 
 _FIELDS = ("tokens", "strings", "references", "dates", "numbers", "quantities", "uris", "composites", "compartments")
 _KEPT = 20_000  # parts remembered; the memory is cleared when full
+# placeholders: a valid id and identifier value no event carries, found in the template's rows by equality
+_ID = "careloop-audit-placeholder-id"
+_VALUE = "careloop-audit-placeholder-value"
+_RELATIVE = re.compile(r"([A-Z][A-Za-z]{1,63})/([A-Za-z0-9\-.]{1,64})(/_history/[A-Za-z0-9\-.]{1,64})?")
+_SAMPLE_TIME = "2000-01-01T00:00:00.000Z"
+Substitutions = dict[str, str]
+_Known = tuple[list[tuple[str, Any]], list[tuple[int, bool]]]  # rows (table, row); where placeholders are
 
 
 class AuditRows:
@@ -25,31 +36,114 @@ class AuditRows:
 
     def __init__(self, indexer: Indexer) -> None:
         self._indexer = indexer
-        self._known: dict[bytes, IndexRows] = {}
+        self._known: dict[bytes, _Known | None] = {}
         # a part holding one element is extracted for the parameters that read that element only
         self._reading = {name: indexer.parameters_reading("AuditEvent", name) for name in ("entity", "recorded")}
+        self._time_codes = self._date_codes()
 
     def rows(self, event: dict[str, Any]) -> IndexRows:
         """All index rows of one AuditEvent."""
         found = IndexRows()
+        seen: set[Any] = set()
         for part in parts(event):
-            rows = self._part(part)
-            for name in _FIELDS:
-                getattr(found, name).extend(getattr(rows, name))
-        for name in _FIELDS:
-            setattr(found, name, list(dict.fromkeys(getattr(found, name))))
+            for name, row in self._part(part):
+                if (name, row) not in seen:  # parts may share rows (two entities of one type)
+                    seen.add((name, row))
+                    getattr(found, name).append(row)
         return found
 
-    def _part(self, part: dict[str, Any]) -> IndexRows:
+    def _date_codes(self) -> tuple[str, ...] | None:
+        # the parameters `recorded` feeds, when all of them are dates (then its rows are its date range per code)
+        sample = self._extract({"resourceType": "AuditEvent", "recorded": _SAMPLE_TIME})
+        if any(getattr(sample, name) for name in _FIELDS if name != "dates"):
+            return None
+        expected = dates(_SAMPLE_TIME)
+        codes = tuple(dict.fromkeys(code for code, *_ in sample.dates))
+        if sorted(sample.dates) != sorted((code, *r) for code in codes for r in expected):
+            return None
+        return codes
+
+    def _part(self, part: dict[str, Any]) -> list[tuple[str, Any]]:
+        if self._time_codes is not None and len(part) == 2 and isinstance(part.get("recorded"), str):
+            return [("dates", (code, *r)) for code in self._time_codes for r in dates(part["recorded"])]
+        template, substitutions = _template(part)
+        if substitutions:
+            known = self._remembered(template)
+            if known is not None:
+                rows, fixes = known
+                if not fixes:
+                    return rows
+                found = list(rows)
+                for at, placeholders in fixes:
+                    name, row = found[at]
+                    found[at] = (name, _put(row, substitutions) if placeholders else row)
+                return found
+        remembered = self._remembered(part)
+        assert remembered is not None  # a part without placeholders always has rows of its own
+        return remembered[0]
+
+    def _remembered(self, part: dict[str, Any]) -> _Known | None:
         key = orjson.dumps(part, option=orjson.OPT_SORT_KEYS)
-        rows = self._known.get(key)
-        if rows is None:
-            if len(self._known) >= _KEPT:
-                self._known.clear()
-            element = next((name for name in part if name in self._reading), None) if len(part) == 2 else None
-            rows = self._known[key] = self._indexer.extract(
-                "AuditEvent", part, only=self._reading[element] if element else None)
-        return rows
+        if key in self._known:
+            return self._known[key]
+        if len(self._known) >= _KEPT:
+            self._known.clear()
+        extracted = self._extract(part)
+        rows = [(name, row) for name in _FIELDS for row in getattr(extracted, name)]
+        known: _Known | None = (rows, [(at, True) for at, (_, row) in enumerate(rows) if _holds(row)])
+        if (_ID.encode() in key or _VALUE.encode() in key) and not _placeholders_whole(extracted):
+            known = None  # a placeholder inside a longer value cannot be put back: no template for this shape
+        self._known[key] = known
+        return known
+
+    def _extract(self, part: dict[str, Any]) -> IndexRows:
+        element = next((name for name in part if name in self._reading), None) if len(part) == 2 else None
+        return self._indexer.extract("AuditEvent", part, only=self._reading[element] if element else None)
+
+
+def _template(part: dict[str, Any]) -> tuple[dict[str, Any], Substitutions]:
+    """The part with its event-unique values (an entity's identifier value, its reference's id) as placeholders."""
+    entities = part.get("entity")
+    if len(part) != 2 or not isinstance(entities, list) or len(entities) != 1 or not isinstance(entities[0], dict):
+        return part, {}
+    entity = entities[0]
+    what = entity.get("what")
+    if not isinstance(what, dict):
+        return part, {}
+    substitutions: Substitutions = {}
+    what = dict(what)
+    identifier = what.get("identifier")
+    if isinstance(identifier, dict) and isinstance(identifier.get("value"), str):
+        substitutions[_VALUE] = identifier["value"]
+        what["identifier"] = {**identifier, "value": _VALUE}
+    reference = what.get("reference")
+    match = _RELATIVE.fullmatch(reference) if isinstance(reference, str) else None
+    if match is not None:
+        substitutions[_ID] = match.group(2)
+        what["reference"] = f"{match.group(1)}/{_ID}" + ("/_history/1" if match.group(3) else "")
+    if not substitutions:
+        return part, {}
+    return {"resourceType": "AuditEvent", "entity": [{**entity, "what": what}]}, substitutions
+
+
+def _placeholders_whole(rows: IndexRows) -> bool:
+    """True when every value holding a placeholder is the placeholder itself (so it can be put back)."""
+    for name in _FIELDS:
+        for row in getattr(rows, name):
+            for value in (row,) if isinstance(row, str) else row:
+                if isinstance(value, str) and value not in (_ID, _VALUE) and (_ID in value or _VALUE in value):
+                    return False
+    return True
+
+
+def _holds(row: Any) -> bool:
+    return any(value in (_ID, _VALUE) for value in ((row,) if isinstance(row, str) else row))
+
+
+def _put(row: Any, substitutions: Substitutions) -> Any:
+    if isinstance(row, str):
+        return substitutions.get(row, row)
+    return tuple(substitutions.get(v, v) if isinstance(v, str) else v for v in row)
 
 
 def parts(event: dict[str, Any]) -> list[dict[str, Any]]:

@@ -90,8 +90,24 @@ def _reference(value: str) -> dict[str, Any]:
     return {"reference": value} if "/" in value else {"identifier": {"value": value}}
 
 
+# Agents depend on the caller, its address and the server only, and are never changed once built (events share
+# them, and serialising them does not copy): built once per caller rather than per event. Bounded, cleared when full.
+_AGENTS: dict[tuple[Access, str | None, str | None, str], list[dict[str, Any]]] = {}
+_AGENTS_KEPT = 4096
+
+
 def agents(access: Access, exchange: Exchange) -> list[dict[str, Any]]:
-    """agent[client], agent[server] and agent[user] of SECURITY.md §4."""
+    """agent[client], agent[server] and agent[user] of SECURITY.md §4 (shared: never change the list returned)."""
+    key = (access, access.jti, exchange.address, exchange.server)  # an Access compares without its jti
+    found = _AGENTS.get(key)
+    if found is None:
+        if len(_AGENTS) >= _AGENTS_KEPT:
+            _AGENTS.clear()
+        found = _AGENTS[key] = _agents(access, exchange)
+    return found
+
+
+def _agents(access: Access, exchange: Exchange) -> list[dict[str, Any]]:
     purposes = [{"coding": [_coding(ACT_REASON, p)]} for p in access.purposes]
     found: list[dict[str, Any]] = []
     client: dict[str, Any] = {"type": {"coding": [_coding(DCM, "110150", "Application")]}, "requestor": False,
@@ -268,9 +284,8 @@ def break_glass_event(exchange: Exchange, access: Access, patients: Sequence[str
     event["type"] = _coding(DCM, "110113", "Security Alert")
     event["purposeOfEvent"] = [{"coding": [_coding(ACT_REASON, "BTG", "break the glass")]}]
     event["outcomeDesc"] = access.btg_reason or ""
-    for agent in event["agent"]:
-        if agent.get("requestor"):
-            agent["purposeOfUse"] = [{"coding": [_coding(ACT_REASON, "BTG", "break the glass")]}]
+    event["agent"] = [{**agent, "purposeOfUse": [{"coding": [_coding(ACT_REASON, "BTG", "break the glass")]}]}
+                      if agent.get("requestor") else agent for agent in event["agent"]]  # a copy: agents are shared
     event["entity"].extend(_patient(p) for p in patients)
     return event
 

@@ -57,3 +57,40 @@ def test_rows_of_the_parts_are_the_rows_of_the_event(event: dict[str, Any]) -> N
         for name in ("tokens", "strings", "references", "dates", "numbers", "quantities", "uris", "composites"):
             assert sorted(map(str, getattr(rows, name))) == sorted(map(str, getattr(whole, name))), name
         assert sorted(rows.compartments) == sorted(whole.compartments)
+
+
+def varied() -> list[dict[str, Any]]:
+    """Generated BALP events (reads, searches, writes, consent decisions, break-glass) and odd entity shapes."""
+    from bench.audit_trail import events as generated
+
+    found = list(generated(300, 40, seed=11))
+    odd_whats: list[dict[str, Any]] = [
+        {"reference": "Patient/p-9"}, {"reference": "Observation/o.1/_history/7"},
+        {"reference": "http://other.example/fhir/Patient/p9"}, {"reference": "#contained"},
+        {"reference": "Patient/p9", "identifier": {"system": "urn:s", "value": "v-9"}},
+        {"identifier": {"value": "careloop-audit-placeholder-value-and-more"}},
+        {"identifier": {"system": "urn:ietf:rfc:3986", "value": "urn:uuid:0f3c"}}, {"display": "a thing"},
+        {"reference": "Patient/careloop-audit-placeholder-id"}]
+    for n, what in enumerate(odd_whats):
+        found.append({"resourceType": "AuditEvent", "type": {"code": "rest"}, "recorded": f"2026-12-0{n % 9 + 1}",
+                      "agent": [{"requestor": True, "who": {"reference": "Practitioner/x"}}],
+                      "source": {"observer": {"display": "s"}},
+                      "entity": [{"what": what, "type": {"code": "1"}, "name": f"n{n}"}, {"what": what}]})
+    for n, event in enumerate(found):
+        event["id"] = f"v{n}"
+        link(event, n + 1, GENESIS)
+    return found
+
+
+def test_rows_of_varied_events_are_the_rows_of_a_whole_extraction() -> None:
+    """Templates (placeholders put back) and remembered parts cannot drift from the generic indexer."""
+    indexer = Indexer(default_registry(resource_types()), load_patient_compartment())
+    assembled = AuditRows(indexer)
+    for _ in range(2):
+        for event in varied():
+            whole = indexer.extract("AuditEvent", event)
+            rows = assembled.rows(event)
+            for name in ("tokens", "strings", "references", "dates", "numbers", "quantities", "uris", "composites"):
+                assert sorted(map(str, getattr(rows, name))) == sorted(map(str, getattr(whole, name))), (
+                    name, event["id"])
+            assert sorted(rows.compartments) == sorted(whole.compartments), event["id"]

@@ -76,6 +76,9 @@ class _Collection:
     async def create_index(self, keys: Any) -> Any:
         return self._c.create_index(keys)
 
+    async def index_information(self) -> dict[str, Any]:
+        return dict(self._c.index_information())
+
     async def aggregate(self, pipeline: Any, session: Any = None) -> _Cursor:
         return _Cursor(iter(self._c.aggregate(pipeline)))
 

@@ -45,6 +45,13 @@ INDEXES: dict[str, list[list[tuple[str, int]]]] = {
     "outbox": [[("t", 1), ("_id", 1)]],
     "counters": [[("n", 1)]],
 }
+# the audit trail's database (issue 29): an AuditEvent's `pk` is its patient (AuditEvent is in the patient
+# compartment) and `k.date` its `recorded`, so (pk, k.date.lo) is the shard key "patient, then time" and the
+# compliance question `AuditEvent?patient=P&date=..&_sort=-date` walks one patient's events newest first
+AUDIT_INDEXES: dict[str, list[list[tuple[str, int]]]] = {
+    "resources": [[("pk", 1), ("k.date.lo", 1)], [("t", 1), ("x.ref.p", 1), ("x.ref.i", 1), ("k.date.hi", -1)],
+                  [("t", 1), ("x.ref.p", 1), ("x.ref.i", 1), ("k.date.lo", 1)]],
+}
 
 
 def _unavailable(exc: PyMongoError) -> Unavailable:
@@ -55,8 +62,10 @@ class MongoStore:
     """Store protocol implementation on MongoDB (a replica set, for transactions)."""
 
     def __init__(self, url: str, database: str = "careloop", *, client: Any = None,
-                 timeout_ms: int = 5000) -> None:
+                 timeout_ms: int = 5000, indexes: dict[str, list[list[tuple[str, int]]]] | None = None) -> None:
         self._url = url
+        self._indexes = {name: INDEXES.get(name, []) + (indexes or {}).get(name, [])
+                         for name in {**INDEXES, **(indexes or {})}}
         self._database = database
         self._client = client
         self._timeout_ms = timeout_ms
@@ -80,7 +89,7 @@ class MongoStore:
             raise SystemExit(f"MongoDB at {self._url} is not a replica set: CareLoop needs transactions. Start "
                              f"mongod with --replSet and run rs.initiate() (docker compose does this).")
         self._db = self._client[self._database]
-        for name, specs in INDEXES.items():
+        for name, specs in self._indexes.items():
             for spec in specs:
                 await self._db[name].create_index(spec)
 
