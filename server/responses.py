@@ -27,7 +27,8 @@ def _media_types(header: str) -> list[str]:
 def negotiate(accept: str | None, format_param: str | None) -> None:
     """Refuse (406) a request that only accepts XML or another format we do not produce."""
     if format_param:
-        wanted = format_param.strip().lower()
+        # an unencoded '+' in the query string arrives as a space: `application/fhir json` meant fhir+json
+        wanted = format_param.strip().lower().replace(" ", "+")
         if wanted in JSON_TYPES or wanted.startswith("application/fhir+json"):
             return
         if wanted in XML_TYPES or "xml" in wanted:
