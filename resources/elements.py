@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 
 from resources.errors import Issue
+from resources.messages import control_characters, wrong_kind
 
 
 def _data(name: str) -> Any:
@@ -60,8 +61,6 @@ _KIND_OK = {
     "number": lambda v: isinstance(v, int | float) and not isinstance(v, bool),
     "string": lambda v: isinstance(v, str),
 }
-_KIND_NAME = {"boolean": "a JSON boolean", "integer": "a JSON integer", "number": "a JSON number",
-              "string": "a JSON string"}
 
 
 @cache
@@ -86,11 +85,9 @@ def kind_issues(resource_type: str, data: dict[str, Any], limit: int = 20) -> li
     def report(kind: str, one: Any, where: str) -> None:
         json_kind = primitives[kind]
         if not _KIND_OK[json_kind](one):
-            issues.append(Issue("structure", f"{one!r} is not {_KIND_NAME[json_kind]} (FHIR {kind})",
-                                expression=(where,)))
+            issues.append(Issue("structure", wrong_kind(where, one, kind, json_kind), expression=(where,)))
         else:
-            issues.append(Issue("value", f"{one!r} does not match the FHIR {kind} rule: no control characters "
-                                         "but tab, CR and LF", expression=(where,)))
+            issues.append(Issue("value", control_characters(where, one, kind), expression=(where,)))
 
     def walk(definition: str, value: dict[str, Any], path: str) -> None:
         # Paths are spelled out only for an issue or a nested element: a valid resource (nearly every one)

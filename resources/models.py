@@ -14,6 +14,7 @@ from pydantic import ValidationError
 
 from resources.elements import kind_issues, resource_type_names
 from resources.errors import Issue
+from resources.messages import model_message
 
 FHIR_VERSION = "4.3.0"
 
@@ -25,6 +26,7 @@ _ISSUE_CODE = {
     "model_type": "structure",
     "list_type": "structure",
     "dict_type": "structure",
+    "model_validation_format": "structure",
 }
 
 
@@ -53,7 +55,7 @@ def _location(loc: tuple[Any, ...], resource_type: str) -> str:
     for part in loc:
         if isinstance(part, int):
             path += f"[{part}]"
-        elif part != "__root__":
+        elif part not in ("__root__", "root"):
             path += f".{part}"
     return path
 
@@ -66,12 +68,12 @@ def model_issues(resource_type: str, data: dict[str, Any]) -> list[Issue]:
     try:
         _model(resource_type).model_validate(data)
     except ValidationError as exc:
-        return [
-            Issue(_ISSUE_CODE.get(err["type"], "required" if "is required" in err["msg"] else "value"),
-                  err["msg"],
-                  expression=(_location(tuple(err["loc"]), resource_type),))
-            for err in exc.errors(include_url=False)
-        ]
+        issues = []
+        for err in exc.errors(include_url=False):
+            where = _location(tuple(err["loc"]), resource_type)
+            issues.append(Issue(_ISSUE_CODE.get(err["type"], "required" if "is required" in err["msg"] else "value"),
+                                model_message(dict(err), where), expression=(where,)))
+        return issues
     except (ValueError, TypeError) as exc:  # fhir_core raises plain errors from some root validators
         return [Issue("invalid", str(exc), expression=(resource_type,))]
     return []

@@ -1,11 +1,14 @@
-"""PATCH documents: JSON Patch (RFC 6902) and, through resources.fhirpath_patch, FHIRPath Patch.
+"""PATCH documents: JSON Patch (RFC 6902), JSON Merge Patch (RFC 7396) and, through resources.fhirpath_patch,
+FHIRPath Patch.
 
-https://hl7.org/fhir/R4B/http.html#patch and https://www.rfc-editor.org/rfc/rfc6902
+https://hl7.org/fhir/R4B/http.html#patch, https://www.rfc-editor.org/rfc/rfc6902 and
+https://www.rfc-editor.org/rfc/rfc7396
 """
 
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 from typing import Any
 
 from resources.errors import Invalid, Unprocessable
@@ -135,8 +138,37 @@ def apply_json_patch(doc: Any, patch: Any) -> Any:
     return result
 
 
+@dataclass(frozen=True)
+class MergePatch:
+    """A JSON Merge Patch document: its shape alone cannot tell it from a FHIRPath Patch, its media type can."""
+
+    document: dict[str, Any]
+
+
+def _merge(target: Any, patch: Any) -> Any:
+    if not isinstance(patch, dict):
+        return copy.deepcopy(patch)
+    merged = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            merged.pop(key, None)
+        else:
+            merged[key] = _merge(merged.get(key), value)
+    return merged
+
+
+def apply_merge_patch(doc: dict[str, Any], patch: MergePatch) -> dict[str, Any]:
+    """A merged copy of doc (RFC 7396 section 2): null removes a member, objects merge, anything else replaces."""
+    if not isinstance(patch.document, dict):
+        raise Invalid("A JSON Merge Patch of a resource must be a JSON object", code="structure")
+    merged: dict[str, Any] = _merge(doc, patch.document)
+    return merged
+
+
 def apply_patch(resource: dict[str, Any], patch: Any) -> Any:
-    """Apply a JSON Patch (an array) or a FHIRPath Patch (a Parameters resource)."""
+    """Apply a JSON Patch (an array), a JSON Merge Patch or a FHIRPath Patch (a Parameters resource)."""
+    if isinstance(patch, MergePatch):
+        return apply_merge_patch(resource, patch)
     if isinstance(patch, dict) and patch.get("resourceType") == "Parameters":
         return apply_fhirpath_patch(resource, patch)
     return apply_json_patch(resource, patch)

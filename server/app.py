@@ -51,11 +51,12 @@ from server.capability import VERSION
 from server.consent_setup import install_consent, notification_audience
 from server.context import Services, configured_base
 from server.cors import AllowedOrigins
+from server.docs import install_docs
 from server.edge import EdgeMiddleware
 from server.forwarded import ForwardedMiddleware, TrustedProxies
 from server.memory import limit_arenas, release_free_memory
 from server.negotiation import NegotiationMiddleware
-from server.openapi import describe_parameters
+from server.openapi import describe_fhir_media, describe_parameters, describe_security
 from server.routes import health, instance, operations, reindex, system
 from server.routes import type as type_routes
 from server.routing import DepthDispatch
@@ -290,8 +291,9 @@ def create_app(settings: Settings | None = None, *, mongo_client: Any = None) ->
                 svc.auth.close()
             svc.repository.models.close()
 
-    app = FastAPI(title="CareLoop FHIR server", version=VERSION, lifespan=lifespan, docs_url="/docs",
+    app = FastAPI(title="CareLoop FHIR server", version=VERSION, lifespan=lifespan, docs_url=None,
                   redoc_url=None, telemetry=telemetry_config(os.environ))
+    install_docs(app)  # Swagger UI from a package: /docs works offline
     errors.install(app)
     # OAuth errors are RFC 6749 JSON wherever raised: a 404 on the discovery and key endpoints with auth off
     app.add_exception_handler(auth_routes.JsonError, auth_routes.json_error_handler)
@@ -315,6 +317,9 @@ def create_app(settings: Settings | None = None, *, mongo_client: Any = None) ->
             schema = get_openapi(title=app.title, version=app.version, routes=app.routes,
                                  description="FHIR R4B REST API (application/fhir+json)")
             describe_parameters(schema)
+            describe_fhir_media(schema)
+            if settings.auth != "off":
+                describe_security(schema, configured_base(settings))
             app.openapi_schema = schema
         return app.openapi_schema
 

@@ -22,12 +22,14 @@ from resources.models import resource_types
 from resources.repository import Repository
 from server.app import build_services, create_app
 from server.auth.purposes import DEFAULT
-from server.auth.service import AuthService, check_organization
+from server.auth.service import AuthService, auth_path, check_organization
 from server.auth.signin import is_locked
-from server.auth.store import CLIENT_KINDS, ROLES
-from server.settings import Settings
+from server.auth.store import CLIENT_KINDS, ROLES, ClientRecord
+from server.portcheck import port_in_use
+from server.settings import Settings, settings_help
 
 DEV_CLIENT = "careloop-dev"
+PROG = "careloop"  # the console script (pyproject [project.scripts]); `python -m server` runs the same
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -41,31 +43,54 @@ def _out(text: str) -> None:
     sys.stdout.flush()
 
 
-def _dev_client(settings: Settings) -> None:
-    """On the first start with authorization on, a development client and how to use it."""
-    auth = AuthService.open(settings, frozenset(resource_types()))
-    try:
-        if auth.store.clients():
-            return
-        record, secret = auth.add_client("CareLoop development client", "confidential-symmetric",
-                                         "system/*.cruds", [], client_id=DEV_CLIENT)
-    finally:
-        auth.close()
-    base = f"http://{settings.host}:{settings.port}"
-    _out(f"""
-A development client was created (shown once; `python -m server clients list` lists clients):
-  client_id:     {record.client_id}
+def _credentials_note(client_id: str, secret: str, base: str) -> str:
+    return f"""  client_id:     {client_id}
   client_secret: {secret}
 Get a token and read /fhir/Patient:
-  TOKEN=$(curl -s -u '{record.client_id}:{secret}' -d grant_type=client_credentials \\
+  TOKEN=$(curl -s -u '{client_id}:{secret}' -d grant_type=client_credentials \\
     -d 'scope=system/*.cruds' {base}/auth/token \
     | python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')
   curl -H "Authorization: Bearer $TOKEN" {base}/fhir/Patient
-""")
+"""
+
+
+def _dev_client(settings: Settings) -> None:
+    """On the first start with authorization on, a development client; on every start, where credentials are."""
+    base = f"http://{settings.host}:{settings.port}"
+    auth = AuthService.open(settings, frozenset(resource_types()))
+    try:
+        if auth.store.clients():
+            dev = auth.store.client(DEV_CLIENT)
+            # the secret is never stored, only its digest: say where it was shown and how to get a new one
+            _out(f"Credentials: clients live in {auth_path(settings)} (`{PROG} clients list`). "
+                 + (f"The development client {DEV_CLIENT}'s secret was printed on the first start; "
+                    f"`{PROG} clients reset-secret {DEV_CLIENT}` prints a new one." if dev else
+                    f"There is no development client; `{PROG} clients reset-secret {DEV_CLIENT}` creates it "
+                    f"again, `{PROG} clients add` registers others."))
+            return
+        record, secret = _add_dev_client(auth)
+    finally:
+        auth.close()
+    _out(f"""
+A development client was created (its secret is shown only now; `{PROG} clients reset-secret {DEV_CLIENT}` prints
+a new one, `{PROG} clients list` lists clients):
+{_credentials_note(record.client_id, secret, base)}""")
+
+
+def _add_dev_client(auth: AuthService) -> tuple[ClientRecord, str]:
+    # the clinic's own development client acts as its EHR (--ehr): it may write device readings for any patient
+    record, secret = auth.add_client("CareLoop development client", "confidential-symmetric", "system/*.cruds", [],
+                                     client_id=DEV_CLIENT, ehr=True)
+    assert secret is not None
+    return record, secret
 
 
 def _serve(args: argparse.Namespace) -> int:
     settings = _settings(args)
+    busy = port_in_use(settings.host, settings.port)
+    if busy:  # before the seconds of start-up that would end in uvicorn's "address already in use"
+        sys.stderr.write(f"error: {busy}\n")
+        return 1
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
     _out(f"CareLoop: FHIR R4B at http://{settings.host}:{settings.port}/fhir "
          f"(store: {settings.store}, file: {settings.sqlite_path})")
@@ -119,6 +144,28 @@ def _clients_list(args: argparse.Namespace) -> int:
             organization = f"  organization={client['organization']}" if client["organization"] else ""
             _out(f"{client['client_id']}  {client['type']}{roles}  {client['name']}  scope={client['scope']}  "
                  f"purposes={','.join(client['purposes'])}{organization}")
+    return 0
+
+
+def _clients_reset_secret(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    auth = _with_auth(args)
+    try:
+        if args.client_id == DEV_CLIENT and auth.store.client(DEV_CLIENT) is None:
+            record, secret = _add_dev_client(auth)  # removed: the reset brings it back
+        else:
+            secret = auth.reset_secret(args.client_id)
+            record = auth.store.client(args.client_id)  # type: ignore[assignment]
+    except ValueError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        return 1
+    finally:
+        auth.close()
+    if args.json:
+        _out(json.dumps({"client_id": record.client_id, "client_secret": secret}))
+    else:
+        _out(f"A new secret for {record.client_id} (shown once; the old one no longer works):\n"
+             + _credentials_note(record.client_id, secret, f"http://{settings.host}:{settings.port}"))
     return 0
 
 
@@ -239,9 +286,12 @@ def _audit_purge(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Parse arguments and run a command."""
-    parser = argparse.ArgumentParser(prog="python -m server", description="CareLoop FHIR R4B server")
+    parser = argparse.ArgumentParser(prog=PROG, description="CareLoop FHIR R4B server")
     commands = parser.add_subparsers(dest="command", required=True)
-    serve = commands.add_parser("serve", help="start the FHIR server (settings from CARELOOP_* variables)")
+    serve = commands.add_parser("serve", help="start the FHIR server (settings from CARELOOP_* variables)",
+                                description="Start the FHIR server. Every setting comes from an environment "
+                                "variable; --host, --port and --db override three of them.",
+                                epilog=settings_help(), formatter_class=argparse.RawDescriptionHelpFormatter)
     serve.add_argument("--host", help="interface to listen on (CARELOOP_HOST)")
     serve.add_argument("--port", type=int, help="port (CARELOOP_PORT)")
     serve.add_argument("--db", help="SQLite file (CARELOOP_SQLITE_PATH)")
@@ -276,6 +326,11 @@ def main(argv: list[str] | None = None) -> int:
     remove = client_commands.add_parser("remove", help="remove a client")
     remove.add_argument("client_id")
     remove.set_defaults(run=_clients_remove)
+    reset = client_commands.add_parser("reset-secret", help="give a confidential-symmetric client a new secret and "
+                                       f"print it once ({DEV_CLIENT}: created again when it was removed)")
+    reset.add_argument("client_id")
+    reset.add_argument("--json", action="store_true", help="print JSON (client_id, client_secret)")
+    reset.set_defaults(run=_clients_reset_secret)
 
     users = commands.add_parser("users", help="people who sign in at the authorize page")
     user_commands = users.add_subparsers(dest="action", required=True)
@@ -307,7 +362,7 @@ def main(argv: list[str] | None = None) -> int:
                                       "checking it is whole and complete against the store")
     purge.add_argument("--confirm", required=True, metavar="FILE", help="the file export-expired wrote")
     purge.set_defaults(run=_audit_purge)
-    for sub in (add, listing, remove, user_add, user_list, unlock, export, purge):
+    for sub in (add, listing, remove, reset, user_add, user_list, unlock, export, purge):
         sub.add_argument("--db", help="SQLite file of the FHIR store (the auth file sits beside it)")
     args = parser.parse_args(argv)
     result: int = args.run(args)

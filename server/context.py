@@ -17,6 +17,7 @@ from consent.audit.trail import AuditTrail
 from consent.engine import ConsentPolicy
 from operations.cohort import CohortRules, PopulationCache
 from resources.errors import Invalid, TooLarge, Unauthorized
+from resources.patch import MergePatch
 from resources.reindex import Reindexer
 from resources.repository import Repository
 from resources.search.custom import CustomParameters
@@ -145,7 +146,7 @@ async def read_body(request: Request, *, patch: bool = False) -> Any:
     except orjson.JSONDecodeError as exc:
         raise Invalid(f"The body is not valid JSON: {exc}", code="structure") from exc
     if patch:
-        _check_patch_shape(media, parsed)
+        return _patch_document(media, parsed)
     return parsed
 
 
@@ -164,13 +165,21 @@ async def read_raw(request: Request) -> bytes:
     return b"".join(chunks)
 
 
-def _check_patch_shape(media: str, parsed: Any) -> None:
+def _patch_document(media: str, parsed: Any) -> Any:
+    # the media type says which patch form a JSON object is: Parameters is FHIRPath Patch only as FHIR JSON
     if media == "application/json-patch+json" and not isinstance(parsed, list):
         raise Invalid("An application/json-patch+json body must be a JSON array of operations", code="structure")
+    if media == "application/merge-patch+json" or (
+            media == "application/json" and isinstance(parsed, dict) and parsed.get("resourceType") != "Parameters"):
+        if not isinstance(parsed, dict):
+            raise Invalid("An application/merge-patch+json body must be a JSON object (RFC 7396)", code="structure")
+        return MergePatch(parsed)
     if media != "application/json-patch+json" and not (
             isinstance(parsed, dict) and parsed.get("resourceType") == "Parameters"):
         raise Invalid("A FHIR JSON PATCH body must be a FHIRPath Patch Parameters resource; send JSON Patch as "
-                      "application/json-patch+json", code="structure")
+                      "application/json-patch+json and JSON Merge Patch as application/merge-patch+json",
+                      code="structure")
+    return parsed
 
 
 def if_match_version(request: Request) -> int | None:

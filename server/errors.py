@@ -16,6 +16,7 @@ from resources.errors import FhirError, Issue
 from resources.outcome import from_error, outcome
 from server.answer_headers import with_fhir_headers
 from server.responses import json_response
+from server.types import type_hint
 
 log = logging.getLogger("careloop")
 
@@ -38,11 +39,16 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     code = _HTTP_CODES.get(exc.status_code, "processing")
     detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
     if exc.status_code == 404:
-        detail = f"No FHIR endpoint at {request.url.path}"
+        detail = f"No FHIR endpoint at {request.url.path}{_path_hint(request.url.path)}"
     elif exc.status_code == 405:
         detail = f"{request.method} is not allowed on {request.url.path}"
     return with_fhir_headers(request.scope, json_response(outcome(Issue(code, detail)), exc.status_code,
                                                           headers=getattr(exc, "headers", None)))
+
+
+def _path_hint(path: str) -> str:
+    segments = path.removeprefix("/fhir/").split("/") if path.startswith("/fhir/") else []
+    return type_hint(segments[0]) if segments else ""
 
 
 async def _validation_error(request: Request, exc: Exception) -> Response:

@@ -27,7 +27,8 @@ def _media_types(header: str) -> list[str]:
 def negotiate(accept: str | None, format_param: str | None) -> None:
     """Refuse (406) a request that only accepts XML or another format we do not produce."""
     if format_param:
-        wanted = format_param.strip().lower()
+        # an unencoded '+' in the query string arrives as a space: `application/fhir json` meant fhir+json
+        wanted = format_param.strip().lower().replace(" ", "+")
         if wanted in JSON_TYPES or wanted.startswith("application/fhir+json"):
             return
         if wanted in XML_TYPES or "xml" in wanted:
@@ -78,12 +79,13 @@ def check_content_type(content_type: str | None, *, patch: bool = False) -> str:
     if not content_type:
         return FHIR_JSON  # lenient: a body without a type is read as FHIR JSON
     media = content_type.split(";")[0].strip().lower()
-    if patch and media == "application/json-patch+json":
+    if patch and media in ("application/json-patch+json", "application/merge-patch+json"):
         return media
     if media in ("application/fhir+json", "application/json", "application/json+fhir"):
         return media
     if patch:
-        raise UnsupportedMediaType(f"PATCH takes application/json-patch+json (JSON Patch) or "
+        raise UnsupportedMediaType(f"PATCH takes application/json-patch+json (JSON Patch), "
+                                   f"application/merge-patch+json (JSON Merge Patch) or "
                                    f"application/fhir+json (FHIRPath Patch), not '{media}'")
     raise UnsupportedMediaType(f"Unsupported Content-Type '{media}'; send application/fhir+json")
 

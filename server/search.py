@@ -48,7 +48,7 @@ async def search_bundle(svc: Services, base: str, resource_type: str, params: Se
     query = encode_query(params)
     first = query if len(kept) == len(params) else encode_query(kept)  # the same text unless paging
     links = {"self": f"{path}?{query}".rstrip("?"), "first": f"{path}?{first}".rstrip("?")}
-    if summary == "count":
+    if summary == "count" or parsed.query.count == 0:  # _count=0 asks for the count only (fhirpy's count())
         page = await svc.repository.search(replace(parsed.query, total="accurate", count=0), source)
         return searchset([], base, links, page.total)
     page = await svc.repository.search(parsed.query, source)

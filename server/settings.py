@@ -5,6 +5,9 @@ https://docs.pydantic.dev/latest/concepts/pydantic_settings/
 
 from __future__ import annotations
 
+import json
+import textwrap
+
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -78,7 +81,7 @@ class Settings(BaseSettings):
     btg_token_seconds: int = Field(900, gt=0, le=900, description="Lifetime of a break-glass (__pou/BTG) access "
                                    "token, in seconds: at most 15 minutes, and never refreshed")
     signin_user_failures: int = Field(10, ge=1, description="Failed sign-ins of one user name (known or not) "
-                                      "that lock it: sign-in is refused (429) until `python -m server users "
+                                      "that lock it: sign-in is refused (429) until `careloop users "
                                       "unlock` or CARELOOP_SIGNIN_LOCK_SECONDS pass")
     signin_lock_seconds: float = Field(86400, ge=0, description="How long a locked user name stays locked "
                                        "unless an administrator unlocks it first; 0: until unlocked")
@@ -125,7 +128,7 @@ class Settings(BaseSettings):
         default_factory=dict, description="Overrides of the consent engine's policy (docs/consent.md), e.g. "
         "{\"implicit\": \"all-normal\", \"combining\": \"most-recent\"}; codings as \"system|code\"")
     audit_retention_days: int = Field(2190, ge=1, description="How long AuditEvents are kept, in days (default "
-                                      "six years): older ones are exported and removed by `python -m server audit "
+                                      "six years): older ones are exported and removed by `careloop audit "
                                       "export-expired` and `purge-expired`, never automatically")
     cohort_cache_seconds: float = Field(
         300, ge=0, description="How long one patient's $tier may use the population's spend lines before they "
@@ -143,3 +146,15 @@ class Settings(BaseSettings):
     clinic_organization: str | None = Field(
         None, description="The clinic's own Organization (e.g. Organization/clinic): clients and users "
         "registered with any other organization are third parties, who need a Consent naming them")
+
+
+def settings_help() -> str:
+    """Every setting with its environment variable, default and meaning: the text of `serve --help`."""
+    lines = ["settings (environment variables; JSON for lists and maps):"]
+    for name, field in Settings.model_fields.items():
+        default = field.get_default(call_default_factory=True)
+        shown = "unset" if default is None else json.dumps(default) if isinstance(default, list | dict) else default
+        lines.append(f"  CARELOOP_{name.upper()}  (default: {shown})")
+        if field.description:
+            lines.extend(textwrap.wrap(field.description, 100, initial_indent="      ", subsequent_indent="      "))
+    return "\n".join(lines)

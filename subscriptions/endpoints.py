@@ -64,7 +64,9 @@ class EndpointPolicy:
             literal = ipaddress.ip_address("127.0.0.1")
         if literal is not None and not self.permits(literal):
             raise Unprocessable(f"{where} '{url}' points at a private, loopback or link-local address; "
-                                f"notifications are only sent to public addresses", code="business-rule",
+                                f"notifications are only sent to public addresses unless the server's setting "
+                                f"CARELOOP_SUBSCRIPTION_ALLOWED_NETWORKS lists the network (e.g. "
+                                f"'[\"{_network_of(literal)}\"]')", code="business-rule",
                                 expression=(where,))
 
     async def resolve(self, url: str) -> list[Address]:
@@ -83,3 +85,9 @@ class EndpointPolicy:
                 raise BlockedEndpoint(f"{host} resolves to {address}, which notifications may not reach")
             addresses.append(address)
         return addresses
+
+
+def _network_of(address: Address) -> str:
+    """The address as a one-address network: an example value of the setting that would allow it."""
+    single = (address.ipv4_mapped if isinstance(address, ipaddress.IPv6Address) else None) or address
+    return f"{single}/{single.max_prefixlen}"

@@ -45,7 +45,9 @@ def status_resource(subscription_id: str, status: str, topic: str, kind: str, ev
         resource["notificationEvent"] = [
             {"eventNumber": str(e.number), "timestamp": format_instant(e.at_ms)} if e.withheld else
             {"eventNumber": str(e.number), "timestamp": format_instant(e.at_ms),
-             "focus": {"reference": f"{base_url}/{e.type}/{e.id}/_history/{e.vid}"}} for e in events]
+             # absolute and unversioned, equal to the entry's fullUrl, as in the Backport IG's examples: a
+             # subscriber finds the included resource by it (a versioned URL matched no entry)
+             "focus": {"reference": f"{base_url}/{e.type}/{e.id}"}} for e in events]
     if error:
         resource["error"] = [{"text": error}]
     return resource

@@ -45,6 +45,12 @@ _MODIFIERS = {
     "uri": {"missing", "above", "below"},
     "composite": {"missing"},
 }
+# The modifiers each result parameter takes: `_sort:asc`/`_sort:desc` are the DSTU2 form some clients still send.
+_RESULT_MODIFIERS: dict[str, frozenset[str]] = {
+    **{name: frozenset() for name in RESULT_PARAMS},
+    "_sort": frozenset({"asc", "desc"}),
+    "_include": frozenset({"iterate", "recurse"}), "_revinclude": frozenset({"iterate", "recurse"}),
+}
 
 
 @dataclass(frozen=True)
@@ -189,10 +195,11 @@ def _parse_has(registry: SearchRegistry, resource_type: str, key: str, raw: str,
     return Filter("_has", "special", None, (), has=Has(source, reference, inner))
 
 
-def _parse_sort(registry: SearchRegistry, resource_type: str, raw: str) -> tuple[Sort, ...]:
+def _parse_sort(registry: SearchRegistry, resource_type: str, raw: str, *, legacy_desc: bool = False
+                ) -> tuple[Sort, ...]:
     keys = []
     for item in (part.strip() for part in raw.split(",")):
-        descending = item.startswith("-")
+        descending = item.startswith("-") or legacy_desc
         code = item.lstrip("-")
         param = registry.get(resource_type, code)
         if param is None or param.type in ("composite", "special") or not (
@@ -227,6 +234,11 @@ def _parse_include(registry: SearchRegistry, resource_type: str, key: str, raw: 
     return includes
 
 
+def _modifier_list(name: str) -> str:
+    allowed = sorted(_RESULT_MODIFIERS[name])
+    return "no modifier" if not allowed else "no modifier, " + " or ".join(f":{m}" for m in allowed)
+
+
 def parse_search(resource_type: str, params: Sequence[tuple[str, str]], registry: SearchRegistry,
                  limits: SearchLimits = SearchLimits(), *, strict: bool = False) -> ParsedSearch:
     """Parse query parameters into a SearchQuery; unknown parameters are ignored or, when strict, refused."""
@@ -237,7 +249,16 @@ def parse_search(resource_type: str, params: Sequence[tuple[str, str]], registry
     include_params = 0
     count, cursor, total = limits.default_count, None, "none"
     for key, raw in params:
-        name = key.partition(":")[0]
+        name, _, modifier = key.partition(":")
+        if name in _RESULT_MODIFIERS and modifier and modifier not in _RESULT_MODIFIERS[name]:
+            # a silently ignored `_sort:x` would quietly give the wrong order: refuse it when strict, say so when not
+            issue = Issue("not-supported", f"Unknown modifier ':{modifier}' on the result parameter '{key}'; it was "
+                          f"ignored ({name} takes {_modifier_list(name)})", severity="warning", expression=(key,))
+            if strict:
+                raise Invalid(issue.diagnostics.replace("; it was ignored", ""), code="not-supported",
+                              expression=(key,))
+            ignored.append(issue)
+            continue
         if name == "_count":
             count = _count(raw, limits)
         elif name == "_cursor":
@@ -250,7 +271,7 @@ def parse_search(resource_type: str, params: Sequence[tuple[str, str]], registry
                               expression=("_total",))
             total = raw
         elif name == "_sort":
-            sort = _parse_sort(registry, resource_type, raw)
+            sort = _parse_sort(registry, resource_type, raw, legacy_desc=modifier == "desc")
         elif name in ("_include", "_revinclude"):
             includes.extend(_parse_include(registry, resource_type, key, raw))
             include_params += 1

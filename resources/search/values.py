@@ -44,12 +44,23 @@ def split_values(raw: str) -> list[str]:
     return parts
 
 
-def split_prefix(code: str, raw: str) -> tuple[str, str]:
+# What a prefixed value may look like, for messages that show the accepted forms (search.html#prefix)
+_FORMS = {
+    "date": "YYYY, YYYY-MM, YYYY-MM-DD or YYYY-MM-DDThh:mm[:ss][+zz:zz], e.g. ge2020-01-01",
+    "number": "a decimal number such as 100 or 6.3e2, e.g. gt100",
+}
+
+
+def _not_a(kind: str, code: str, raw: str) -> Invalid:
+    return Invalid(f"'{raw}' is not a {kind} for parameter '{code}': write an optional prefix "
+                   f"({', '.join(PREFIXES)}) and then {_FORMS[kind]}", code="value", expression=(code,))
+
+
+def split_prefix(code: str, raw: str, kind: str = "number") -> tuple[str, str]:
     if len(raw) > 2 and raw[:2] in PREFIXES and not raw[2].isalpha():
         return raw[:2], raw[2:]
     if raw[:2].isalpha() and raw[:2].islower() and len(raw) > 2:
-        raise Invalid(f"Unknown prefix '{raw[:2]}' in value '{raw}' of parameter '{code}'", code="value",
-                      expression=(code,))
+        raise _not_a(kind, code, raw)  # 'yesterday' starts like a prefix but is no prefix and no value
     return "eq", raw
 
 
@@ -61,17 +72,17 @@ def token_value(code: str, raw: str) -> TokenValue:
 
 
 def date_value(code: str, raw: str) -> RangeValue:
-    prefix, text = split_prefix(code, raw)
+    prefix, text = split_prefix(code, raw, "date")
     found = date_range(text)
     if found is None:
-        raise Invalid(f"Invalid date '{text}' for parameter '{code}'", code="value", expression=(code,))
+        raise _not_a("date", code, raw)
     return RangeValue(prefix, found[0], found[1])
 
 
 def number_value(code: str, raw: str) -> RangeValue:
     prefix, text = split_prefix(code, raw)
     if not _NUMBER.fullmatch(text):
-        raise Invalid(f"Invalid number '{text}' for parameter '{code}'", code="value", expression=(code,))
+        raise _not_a("number", code, raw)
     value = float(text)
     mantissa = text.lower().split("e")[0]
     decimals = len(mantissa.split(".")[1]) if "." in mantissa else 0

@@ -86,6 +86,17 @@ class AuthService:
         self.store.add_client(record)
         return record, secret
 
+    def reset_secret(self, client_id: str) -> str:
+        """A new secret for a confidential-symmetric client (the old one stops working); ValueError otherwise."""
+        record = self.store.client(client_id)
+        if record is None:
+            raise ValueError(f"no client {client_id}")
+        if record.kind != "confidential-symmetric":
+            raise ValueError(f"client {client_id} is {record.kind}: only confidential-symmetric clients have a secret")
+        secret = secrets.token_urlsafe(32)
+        self.store.set_client_secret(client_id, digest(secret))
+        return secret
+
 
 REVOKED_GRANT = "The patient revoked this app's access"
 

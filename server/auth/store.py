@@ -200,6 +200,12 @@ class AuthStore:
         ids = [row[0] for row in self._run("SELECT client_id FROM clients ORDER BY created")]
         return [c for c in (self.client(i) for i in ids) if c is not None]
 
+    def set_client_secret(self, client_id: str, secret_hash: str) -> bool:
+        """Replace a client's secret digest; False when there is no such client."""
+        existed = bool(self._run("SELECT 1 FROM clients WHERE client_id = ?", (client_id,)))
+        self._run("UPDATE clients SET secret_hash = ? WHERE client_id = ?", (secret_hash, client_id))
+        return existed
+
     def remove_client(self, client_id: str) -> bool:
         """Remove a client; False when it did not exist."""
         existed = bool(self._run("SELECT 1 FROM clients WHERE client_id = ?", (client_id,)))

@@ -16,7 +16,7 @@ from resources.models import resource_types
 from resources.reindex import ReindexJob
 from resources.search.dates import format_instant
 from server.context import base_url, is_pretty, services
-from server.openapi import ERRORS, RESOURCE_OK
+from server.openapi import ACCEPTED, ERRORS, RESOURCE_OK
 from server.responses import json_response
 from server.routing import FhirRoute
 
@@ -37,7 +37,7 @@ def job_parameters(job: ReindexJob) -> dict[str, Any]:
     return {"resourceType": "Parameters", "parameter": parts}
 
 
-@router.post("/fhir/$reindex", responses=RESOURCE_OK | ERRORS, summary="$reindex (start)")
+@router.post("/fhir/$reindex", responses=ACCEPTED | ERRORS, summary="$reindex (start)", status_code=202)
 async def start_reindex(request: Request) -> Response:
     """Start reindexing the types in `_type` (all types when absent); 202 with where to follow it."""
     raw = request.query_params.get("_type")

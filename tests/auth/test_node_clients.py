@@ -181,7 +181,7 @@ def _run(folder: Path, script: str, live: Live, args: dict[str, Any]) -> dict[st
 def test_node_packages_are_pinned_exactly() -> None:
     manifest = json.loads((NODE_DIR / "package.json").read_text())
     lock = json.loads((NODE_DIR / "package-lock.json").read_text())
-    assert set(manifest["dependencies"]) == {"@medplum/core", "fhirclient", "fhir-kit-client"}
+    assert set(manifest["dependencies"]) == {"@medplum/core", "fhirclient", "fhir-kit-client", "fhir.js"}
     for name, version in manifest["dependencies"].items():
         assert re.fullmatch(r"\d+\.\d+\.\d+", version), f"{name} must be pinned exactly, not {version}"
         assert lock["packages"][f"node_modules/{name}"]["version"] == version, name

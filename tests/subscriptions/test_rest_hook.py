@@ -43,8 +43,9 @@ async def test_handshake_then_filtered_full_resource_notifications(app: FastAPI,
     assert status["topic"] == "http://careloop.health/fhir/SubscriptionTopic/pain-score-high"
     event = status["notificationEvent"][0]
     assert event["eventNumber"] == "1"
-    assert event["focus"]["reference"].endswith(f"Observation/{high['id']}/_history/1")
     focus = note.body["entry"][1]
+    assert event["focus"]["reference"].endswith(f"/Observation/{high['id']}")
+    assert event["focus"]["reference"] == focus["fullUrl"]  # the Backport IG's form: unversioned, as the entry
     assert focus["resource"]["id"] == high["id"]
     assert focus["resource"]["valueQuantity"]["value"] == 7
     assert focus["request"] == {"method": "POST", "url": "Observation"}
