@@ -15,7 +15,18 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass
 from typing import Any
 
-from operations.cohort import CARELOOP, CohortRules, patient_of, percentile, scan, scan_stored, since
+from operations.cohort import (
+    CARELOOP,
+    DAY_MS,
+    CohortRules,
+    calendar_months,
+    end_ms,
+    patient_of,
+    percentile,
+    scan,
+    scan_stored,
+    since,
+)
 from operations.context import OperationCall
 from operations.parameters import parameters, part
 from resources.guard import GUARD
@@ -42,15 +53,14 @@ class Lines:
     b: float
 
 
-def tier_of(standing: Standing, lines: Lines, rules: CohortRules) -> tuple[str, list[str]]:
-    """The tier and the reasons that decided it."""
-    months = rules.window_days / 30.4
+def tier_of(standing: Standing, lines: Lines, rules: CohortRules, months: int) -> tuple[str, list[str]]:
+    """The tier and the reasons that decided it (months: the calendar months the window spans)."""
     reasons = []
     if standing.spend > 0 and standing.spend >= lines.a:
         reasons.append(f"spend {standing.spend:.2f} at or above the top line {lines.a:.2f}")
     if standing.visits >= rules.tier_a_visits_per_month * months:
         reasons.append(f"{standing.visits} visits in {rules.window_days} days "
-                       f"(at least {rules.tier_a_visits_per_month:g} a month)")
+                       f"(at least {rules.tier_a_visits_per_month:g} a month over {months} calendar months)")
     if standing.programme:
         reasons.append("an active long-term programme")
     if reasons:
@@ -70,12 +80,32 @@ async def _spend(call: OperationCall, rules: CohortRules, now: int, patient: str
     if patient is not None:
         params.append(("patient", patient))
     totals: dict[str, float] = defaultdict(float)
+    billed: set[str] = set()  # ChargeItems an Invoice counted already
     async for invoice in scan(call.context.repository, "Invoice", params):
         who = patient_of(invoice, "subject", "recipient")
         value = (invoice.get("totalGross") or invoice.get("totalNet") or {}).get("value")
         if who is not None and isinstance(value, int | float):
             totals[who] += float(value)
+        billed.update(str((line.get("chargeItemReference") or {}).get("reference", ""))
+                      for line in invoice.get("lineItem") or [])
+    await _charges(call, rules, now, patient, billed, totals)
     return totals
+
+
+async def _charges(call: OperationCall, rules: CohortRules, now: int, patient: str | None, billed: set[str],
+                   totals: dict[str, float]) -> None:
+    """Add the ChargeItems of the window that no counted Invoice bills (priceOverride is their total price)."""
+    statuses = set(rules.charge_statuses.split(","))
+    start = now - rules.window_days * DAY_MS
+    params = [("patient", patient)] if patient is not None else []
+    async for item in scan(call.context.repository, "ChargeItem", params):
+        # the window is judged on occurrence, else enteredDate: a search on either alone would miss the other
+        when = end_ms(item.get("occurrenceDateTime") or item.get("occurrencePeriod") or item.get("enteredDate"))
+        value = (item.get("priceOverride") or {}).get("value")
+        who = patient_of(item)
+        if (item.get("status") in statuses and when is not None and start <= when <= now and who is not None
+                and isinstance(value, int | float) and f"ChargeItem/{item.get('id')}" not in billed):
+            totals[who] += float(value)
 
 
 async def _visits(call: OperationCall, rules: CohortRules, now: int, patient: str | None) -> Counter[str]:
@@ -91,7 +121,8 @@ async def _visits(call: OperationCall, rules: CohortRules, now: int, patient: st
 
 
 async def _programmes(call: OperationCall, rules: CohortRules, patient: str | None) -> set[str]:
-    params = [("status", "active"), ("category", rules.programme_category)]
+    # a child of the programme category (chronic-programme, rehab...) is a programme too: judged by subsumption
+    params = [("status", "active"), ("category:below", rules.programme_category)]
     if patient is not None:
         params.append(("patient", patient))
     return {who async for plan in scan(call.context.repository, "CarePlan", params)
@@ -138,10 +169,11 @@ async def run(call: OperationCall) -> dict[str, Any]:
     visits = await _visits(call, rules, now, patient)
     programmes = await _programmes(call, rules, patient)
     patients = [patient] if patient is not None else [p.id async for p in scan_stored(repository, "Patient", [])]
+    months = calendar_months(now - rules.window_days * DAY_MS, now)
     results, counts = [], Counter[str]()
     for who in patients:
         standing = Standing(spend.get(who, 0.0), visits.get(who, 0), who in programmes)
-        tier, reasons = tier_of(standing, lines, rules)
+        tier, reasons = tier_of(standing, lines, rules, months)
         counts[tier] += 1
         results.append(_patient_part(who, tier, standing, reasons))
     summary = [part(f"count-{t}", "Integer", counts.get(t, 0)) for t in ("A", "B", "C")]
