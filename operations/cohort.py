@@ -47,6 +47,18 @@ class CohortRules:
     complaints_elevated: int = 1
     complaints_high: int = 2
     complaint_category: str = CARELOOP + "follow-up-task|complaint"
+    # health status: active Conditions in these (stored, editable) ValueSets, and abnormal recent Observations
+    severe_conditions: str = "http://careloop.health/fhir/ValueSet/severe-conditions"
+    chronic_conditions: str = "http://careloop.health/fhir/ValueSet/chronic-conditions"
+    sub_healthy_conditions: str = "http://careloop.health/fhir/ValueSet/sub-healthy-conditions"
+    abnormal_days: int = 90  # an abnormal Observation this recent makes a patient sub-healthy
+    abnormal_interpretations: str = "A,AA,H,HH,HU,L,LL,LU"  # v3-ObservationInterpretation codes
+    # lifecycle stage
+    new_days: int = 90  # first service at most this long ago: new
+    loyal_referrals: int = 1  # patients referred that make a patient loyal
+    # churn result as a probability: 1 - the product of (1 - p) over the signals, p by level
+    churn_p_elevated: float = 0.25
+    churn_p_high: float = 0.75
 
     @classmethod
     def of(cls, overrides: dict[str, Any]) -> CohortRules:

@@ -20,13 +20,26 @@ from resources.repository import Repository
 log = logging.getLogger("careloop.operations")
 
 CANONICAL = "http://careloop.health/fhir/OperationDefinition/"
-VERSION = "1.1"  # raise when a definition changes: stored copies of an older version are replaced
+VERSION = "1.2"  # raise when a definition changes: stored copies of an older version are replaced
 
 
 def _rules() -> dict[str, Any]:
     parts = tuple(_param(f.name, "out", 1, "1", "string" if isinstance(f.default, str) else "decimal",
                          f"The rule {f.name} as applied (CARELOOP_COHORT_RULES)") for f in fields(CohortRules))
     return _param("rules", "out", 1, "1", None, "Every rule the answer was computed with", parts)
+
+
+def _persist() -> list[dict[str, Any]]:
+    return [_param("persist", "in", 0, "1", "boolean", "true (in a POST): store each result, one current result "
+                   "per patient, written only when it changed (docs/cohort.md)"),
+            _param("written", "out", 0, "1", "integer", "With persist=true: how many results were written")]
+
+
+def _judged(name: str, doc: str, high: str) -> dict[str, Any]:
+    return _param(name, "out", 0 if high == "*" else 1, high, None, doc, (
+        _param("code", "out", 1, "1", "Coding", "The value"),
+        _param("reason", "out", 0, "1", "string", "Why"),
+        _param("evidence", "out", 0, "*", "Reference", "The resources it was judged from")))
 
 
 def _definition(code: str, title: str, description: str, parameters: list[dict[str, Any]]) -> dict[str, Any]:
@@ -87,8 +100,14 @@ def definitions() -> list[dict[str, Any]]:
             _param("spend", "out", 1, "1", "decimal", "Gross total of issued and balanced Invoices in the window"),
             _param("visits", "out", 1, "1", "integer", "Finished Encounters in the window"),
             _param("programme", "out", 1, "1", "boolean", "Whether an active programme CarePlan exists"),
-            _param("reason", "out", 1, "*", "string", "Why the patient has this tier"))),
+            _param("reason", "out", 1, "*", "string", "Why the patient has this tier"),
+            _judged("health-status", "healthy, sub-healthy, chronic or severe (CodeSystem health-status)", "1"),
+            _judged("service-type", "checkup, outpatient, inpatient, health-management or pharmacy (CodeSystem "
+                    "service-type)", "*"),
+            _judged("value", "high, mid or low (CodeSystem value-segment)", "1"),
+            _judged("lifecycle", "potential, new, active, loyal or lost (CodeSystem lifecycle-stage)", "1"))),
         *per_tier,
+        *_persist(),
         _param("spend-line-a", "out", 1, "1", "decimal", "Spend at or above which a patient is tier A"),
         _param("spend-line-b", "out", 1, "1", "decimal", "Spend at or above which a patient is at least tier B"),
         _param("spend-lines-at", "out", 1, "1", "instant", "When the population's spend lines were computed"),
@@ -109,6 +128,7 @@ def definitions() -> list[dict[str, Any]]:
                 _param("value", "out", 0, "1", "decimal", "What was found; absent when there is no data"),
                 _param("level", "out", 1, "1", "Coding", "The level this signal reaches"))))),
         *levels,
+        *_persist(),
         _rules()])
     return [tier, churn, consent_evaluate.definition(CANONICAL, VERSION), _access_report()]
 

@@ -12,25 +12,28 @@ https://hl7.org/fhir/R4B/operations.html
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from operations.cohort import (
     CARELOOP,
     DAY_MS,
     CohortRules,
+    PopulationCache,
     calendar_months,
     end_ms,
     patient_of,
     percentile,
     scan,
     scan_stored,
-    since,
 )
 from operations.context import OperationCall
 from operations.parameters import parameters, part
+from operations.persist import current, observation, persist_asked, write
+from operations.segment import HEALTH, SERVICE, STAGE, VALUE, Profile, gather, health_of, stage_of
 from resources.guard import GUARD
 from resources.ids import now_ms
+from resources.repository import Repository
 from resources.search.dates import format_instant
 
 TIER = CARELOOP + "tier"
@@ -75,81 +78,53 @@ def tier_of(standing: Standing, lines: Lines, rules: CohortRules, months: int) -
     return "C", [f"spend {standing.spend:.2f} and {standing.visits} visits in {rules.window_days} days"]
 
 
-async def _spend(call: OperationCall, rules: CohortRules, now: int, patient: str | None) -> dict[str, float]:
-    params = [("date", since(now, rules.window_days)), ("status", "issued,balanced")]
+async def _spend(repo: Repository, rules: CohortRules, start: int, end: int, patient: str | None
+                 ) -> dict[str, float]:
+    params = [("date", "ge" + format_instant(start)), ("date", "le" + format_instant(end)),
+              ("status", "issued,balanced")]
     if patient is not None:
         params.append(("patient", patient))
     totals: dict[str, float] = defaultdict(float)
     billed: set[str] = set()  # ChargeItems an Invoice counted already
-    async for invoice in scan(call.context.repository, "Invoice", params):
+    async for invoice in scan(repo, "Invoice", params):
         who = patient_of(invoice, "subject", "recipient")
         value = (invoice.get("totalGross") or invoice.get("totalNet") or {}).get("value")
         if who is not None and isinstance(value, int | float):
             totals[who] += float(value)
         billed.update(str((line.get("chargeItemReference") or {}).get("reference", ""))
                       for line in invoice.get("lineItem") or [])
-    await _charges(call, rules, now, patient, billed, totals)
+    await _charges(repo, rules, start, end, patient, billed, totals)
     return totals
 
 
-async def _charges(call: OperationCall, rules: CohortRules, now: int, patient: str | None, billed: set[str],
-                   totals: dict[str, float]) -> None:
+async def _charges(repo: Repository, rules: CohortRules, start: int, end: int, patient: str | None,
+                   billed: set[str], totals: dict[str, float]) -> None:
     """Add the ChargeItems of the window that no counted Invoice bills (priceOverride is their total price)."""
     statuses = set(rules.charge_statuses.split(","))
-    start = now - rules.window_days * DAY_MS
     params = [("patient", patient)] if patient is not None else []
-    async for item in scan(call.context.repository, "ChargeItem", params):
+    async for item in scan(repo, "ChargeItem", params):
         # the window is judged on occurrence, else enteredDate: a search on either alone would miss the other
         when = end_ms(item.get("occurrenceDateTime") or item.get("occurrencePeriod") or item.get("enteredDate"))
         value = (item.get("priceOverride") or {}).get("value")
         who = patient_of(item)
-        if (item.get("status") in statuses and when is not None and start <= when <= now and who is not None
+        if (item.get("status") in statuses and when is not None and start <= when <= end and who is not None
                 and isinstance(value, int | float) and f"ChargeItem/{item.get('id')}" not in billed):
             totals[who] += float(value)
 
 
-async def _visits(call: OperationCall, rules: CohortRules, now: int, patient: str | None) -> Counter[str]:
-    params = [("date", since(now, rules.window_days)), ("status", "finished")]
-    if patient is not None:
-        params.append(("patient", patient))
-    counts: Counter[str] = Counter()
-    async for encounter in scan(call.context.repository, "Encounter", params):
-        who = patient_of(encounter)
-        if who is not None:
-            counts[who] += 1
-    return counts
-
-
-async def _programmes(call: OperationCall, rules: CohortRules, patient: str | None) -> set[str]:
-    # a child of the programme category (chronic-programme, rehab...) is a programme too: judged by subsumption
-    params = [("status", "active"), ("category:below", rules.programme_category)]
-    if patient is not None:
-        params.append(("patient", patient))
-    return {who async for plan in scan(call.context.repository, "CarePlan", params)
-            if (who := patient_of(plan)) is not None}
-
-
-def _patient_part(patient: str, tier: str, standing: Standing, reasons: list[str]) -> dict[str, Any]:
-    parts = [part("patient", "Reference", {"reference": f"Patient/{patient}"}),
-             part("tier", "Coding", {"system": TIER, "code": tier}),
-             part("spend", "Decimal", round(standing.spend, 2)), part("visits", "Integer", standing.visits),
-             part("programme", "Boolean", standing.programme),
-             *[part("reason", "String", r) for r in reasons]]
-    return {"name": "result", "part": [p for p in parts if p is not None]}
-
-
-async def _lines(call: OperationCall, rules: CohortRules, now: int, fresh: bool) -> tuple[int, Lines]:
-    """(computed at, lines): kept ones for one patient's answer, new ones for the population's."""
-    cache = call.context.population
-    key = ("spend-lines", rules.window_days, rules.tier_a_spend_percentile, rules.tier_b_spend_percentile)
+async def _lines(repo: Repository, rules: CohortRules, cache: PopulationCache, now: int, fresh: bool,
+                 back: int = 0) -> tuple[int, Lines]:
+    """(computed at, lines) of the window `back` windows ago: kept ones for one patient, new ones for everyone."""
+    key = ("spend-lines", back, rules.window_days, rules.tier_a_spend_percentile, rules.tier_b_spend_percentile)
     kept = None if fresh else cache.get(key, now)
     if kept is not None:
         return kept[0], kept[1]
     # The lines are the whole population's, so a caller who may see one patient is still compared with
     # everyone: they are computed as the server's own work and only the two aggregate lines are reported.
+    end = now - back * rules.window_days * DAY_MS
     token = GUARD.set(None)
     try:
-        everyone = list((await _spend(call, rules, now, None)).values())
+        everyone = list((await _spend(repo, rules, end - rules.window_days * DAY_MS, end, None)).values())
     finally:
         GUARD.reset(token)
     lines = Lines(percentile(everyone, rules.tier_a_spend_percentile),
@@ -158,26 +133,112 @@ async def _lines(call: OperationCall, rules: CohortRules, now: int, fresh: bool)
     return now, lines
 
 
+@dataclass(frozen=True)
+class Segment:
+    """One patient's tier, three dimensions and lifecycle stage, each with the evidence for it."""
+
+    patient: str
+    tier: str
+    reasons: list[str]
+    standing: Standing
+    value: str
+    health: str
+    health_evidence: list[str]
+    services: dict[str, list[str]] = field(default_factory=dict)
+    stage: str = "potential"
+    stage_reason: str = ""
+    profile: Profile = field(default_factory=Profile)
+
+
+@dataclass(frozen=True)
+class Segmentation:
+    """Every patient's segment and the spend lines they were judged against."""
+
+    lines_at: int
+    lines: Lines
+    segments: list[Segment]
+
+
+async def segment(repo: Repository, rules: CohortRules, cache: PopulationCache, now: int,
+                  patient: str | None) -> Segmentation:
+    """One patient's segment, or every patient's the caller may see (patient None)."""
+    lines_at, lines = await _lines(repo, rules, cache, now, fresh=patient is None)
+    _, previous_lines = await _lines(repo, rules, cache, now, fresh=patient is None, back=1)
+    window = rules.window_days * DAY_MS
+    spend = await _spend(repo, rules, now - window, now, patient)
+    previous_spend = await _spend(repo, rules, now - 2 * window, now - window - 1, patient)
+    profiles = await gather(repo, rules, now, patient)
+    patients = [patient] if patient is not None else [p.id async for p in scan_stored(repo, "Patient", [])]
+    months = calendar_months(now - window, now)
+    found = []
+    for who in patients:
+        profile = profiles.get(who, Profile())
+        standing = Standing(spend.get(who, 0.0), profile.visits, bool(profile.services.get("health-management")))
+        tier, reasons = tier_of(standing, lines, rules, months)
+        value = {"A": "high", "B": "mid", "C": "low"}[tier_of(Standing(standing.spend, standing.visits, False),
+                                                              lines, rules, months)[0]]
+        before = previous_spend.get(who, 0.0)
+        previous_ab = (before > 0 and before >= previous_lines.b) or profile.previous_visits >= \
+            rules.tier_b_visits_per_window
+        health, evidence = health_of(profile)
+        stage, why = stage_of(profile, tier, previous_ab, rules, now)
+        found.append(Segment(who, tier, reasons, standing, value, health, evidence, dict(profile.services), stage,
+                             why, profile))
+    return Segmentation(lines_at, lines, found)
+
+
+def _coded(name: str, system: str, code: str, evidence: list[str], reason: str | None = None) -> dict[str, Any]:
+    parts = [part("code", "Coding", {"system": system, "code": code}), part("reason", "String", reason),
+             *[part("evidence", "Reference", {"reference": ref}) for ref in evidence]]
+    return {"name": name, "part": [p for p in parts if p is not None]}
+
+
+def _patient_part(found: Segment) -> dict[str, Any]:
+    standing = found.standing
+    parts = [part("patient", "Reference", {"reference": f"Patient/{found.patient}"}),
+             part("tier", "Coding", {"system": TIER, "code": found.tier}),
+             part("spend", "Decimal", round(standing.spend, 2)), part("visits", "Integer", standing.visits),
+             part("programme", "Boolean", standing.programme),
+             *[part("reason", "String", r) for r in found.reasons],
+             _coded("health-status", HEALTH, found.health, found.health_evidence),
+             *[_coded("service-type", SERVICE, code, refs) for code, refs in sorted(found.services.items())],
+             _coded("value", VALUE, found.value, []),
+             _coded("lifecycle", STAGE, found.stage, [], found.stage_reason)]
+    return {"name": "result", "part": [p for p in parts if p is not None]}
+
+
+async def persist(repo: Repository, done: Segmentation, now: int, patient: str | None) -> int:
+    """Write each patient's tier and lifecycle Observations whose value changed; how many were written.
+
+    A changed stage records the stage it came from (component previous-stage): the history of the lifecycle
+    Observation is the patient's transitions.
+    """
+    existing = {**await current(repo, "Observation", "tier", patient),
+                **await current(repo, "Observation", "lifecycle", patient)}
+    results = []
+    for found in done.segments:
+        results.append(observation("tier", found.patient, TIER, found.tier, found.reasons, now))
+        before = existing.get(f"lifecycle-{found.patient}")
+        was = next((c.get("code") for c in ((before or {}).get("valueCodeableConcept") or {}).get("coding") or []),
+                   None)
+        results.append(observation("lifecycle", found.patient, STAGE, found.stage, [found.stage_reason], now,
+                                   previous=was if was != found.stage else None))
+    return await write(repo, results, existing)
+
+
 async def run(call: OperationCall) -> dict[str, Any]:
     """One patient's tier (instance level) or every patient's, with the count per tier (type level)."""
-    rules, repository = call.context.cohort, call.context.repository
+    rules, repo = call.context.cohort, call.context.repository
     now = now_ms()
+    asked = persist_asked(call.input, "tier")
     target = await call.target()
     patient = str(target["id"]) if target is not None else None
-    lines_at, lines = await _lines(call, rules, now, fresh=patient is None)
-    spend = await _spend(call, rules, now, patient)
-    visits = await _visits(call, rules, now, patient)
-    programmes = await _programmes(call, rules, patient)
-    patients = [patient] if patient is not None else [p.id async for p in scan_stored(repository, "Patient", [])]
-    months = calendar_months(now - rules.window_days * DAY_MS, now)
-    results, counts = [], Counter[str]()
-    for who in patients:
-        standing = Standing(spend.get(who, 0.0), visits.get(who, 0), who in programmes)
-        tier, reasons = tier_of(standing, lines, rules, months)
-        counts[tier] += 1
-        results.append(_patient_part(who, tier, standing, reasons))
+    done = await segment(repo, rules, call.context.population, now, patient)
+    written = await persist(repo, done, now, patient) if asked else None
+    counts = Counter(s.tier for s in done.segments)
     summary = [part(f"count-{t}", "Integer", counts.get(t, 0)) for t in ("A", "B", "C")]
-    return parameters(*results, *summary, part("spend-line-a", "Decimal", round(lines.a, 2)),
-                      part("spend-line-b", "Decimal", round(lines.b, 2)),
-                      part("spend-lines-at", "Instant", format_instant(lines_at)),
+    return parameters(*[_patient_part(s) for s in done.segments], *summary, part("written", "Integer", written),
+                      part("spend-line-a", "Decimal", round(done.lines.a, 2)),
+                      part("spend-line-b", "Decimal", round(done.lines.b, 2)),
+                      part("spend-lines-at", "Instant", format_instant(done.lines_at)),
                       {"name": "rules", "part": rules.as_parts()})
