@@ -59,6 +59,9 @@ class CohortRules:
     # churn result as a probability: 1 - the product of (1 - p) over the signals, p by level
     churn_p_elevated: float = 0.25
     churn_p_high: float = 0.75
+    # cohort statistics
+    age_bands: str = "35,50"  # under 35, 35 to 50, over 50
+    region_param: str = "address-state"  # the Patient search parameter a region is (its first address)
 
     @classmethod
     def of(cls, overrides: dict[str, Any]) -> CohortRules:

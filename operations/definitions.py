@@ -87,6 +87,44 @@ def _access_report() -> dict[str, Any]:
     return {**found, "type": False}
 
 
+def _cohort_stats() -> dict[str, Any]:
+    def group(doc: str) -> dict[str, Any]:
+        return _param("group", "out", 0, "*", None, doc, (
+            _param("value", "out", 1, "*", "string", "The value of each dimension, in order ('unknown': none)"),
+            _param("count", "out", 1, "1", "integer", "How many patients")))
+
+    found = _definition("cohort-stats", "Cohort statistics", "Counts of the patients the caller may see by tier, "
+                        "lifecycle stage, age band, sex, region and churn level, their cross-tabs, the results "
+                        "that changed within a period, and referral chains (DOMAIN.md section 6), counted in the "
+                        "store over the persisted results.", [
+        _param("start", "in", 0, "1", "dateTime", "Start of the period for trends"),
+        _param("end", "in", 0, "1", "dateTime", "End of the period for trends (default now)"),
+        _param("cross", "in", 0, "*", "string", "A cross-tab as two dimensions a|b (default tier|age-band, "
+               "tier|lifecycle, churn|tier, lifecycle|age-band)"),
+        _param("total", "out", 1, "1", "integer", "How many patients the caller may see"),
+        _param("by", "out", 6, "6", None, "The counts of one dimension", (
+            _param("dimension", "out", 1, "1", "code", "tier, lifecycle, age-band, sex, region or churn"),
+            group("One value and its count"))),
+        _param("cross", "out", 0, "*", None, "A cross-tab of two dimensions", (
+            _param("dimension", "out", 2, "2", "code", "The two dimensions"),
+            group("One pair of values and its count"))),
+        _param("start", "out", 0, "1", "dateTime", "The period's start"),
+        _param("end", "out", 0, "1", "dateTime", "The period's end"),
+        _param("trend", "out", 0, "3", None, "Current results that changed within the period", (
+            _param("dimension", "out", 1, "1", "code", "tier, lifecycle (from, to) or churn"),
+            group("A value (lifecycle: the stage it came from and the new one) and how many changed to it"))),
+        _param("referral-count", "out", 1, "1", "integer", "How many patients were referred by another"),
+        _param("referral", "out", 0, "*", None, "Who referred whom", (
+            _param("referrer", "out", 1, "1", "Reference", "The patient who referred"),
+            _param("referred", "out", 1, "1", "Reference", "The patient referred"))),
+        _param("chain", "out", 0, "*", None, "A referral chain from its first referrer", (
+            _param("patient", "out", 2, "*", "Reference", "The patients in order"),)),
+        _param("generated", "out", 1, "1", "instant", "When the statistics were computed")])
+    found.pop("resource")  # a system-level operation
+    return {**found, "id": "cohort-stats", "url": f"{CANONICAL}cohort-stats", "system": True, "type": False,
+            "instance": False}
+
+
 def definitions() -> list[dict[str, Any]]:
     """The OperationDefinitions of $tier, $churn-risk, Consent/$evaluate and $access-report."""
     per_tier = [_param(f"count-{t}", "out", 1, "1", "integer", f"How many patients are in tier {t}")
@@ -130,7 +168,7 @@ def definitions() -> list[dict[str, Any]]:
         *levels,
         *_persist(),
         _rules()])
-    return [tier, churn, consent_evaluate.definition(CANONICAL, VERSION), _access_report()]
+    return [tier, churn, consent_evaluate.definition(CANONICAL, VERSION), _access_report(), _cohort_stats()]
 
 
 async def seed_definitions(repository: Repository) -> int:

@@ -14,6 +14,7 @@ from operations import (
     access_report,
     access_report_html,
     churn_risk,
+    cohort_stats,
     consent_evaluate,
     everything,
     expand,
@@ -73,6 +74,8 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation("status", ("Subscription",), subscription_status.status, _BACKPORT + "backport-subscription-status"),
     Operation("events", ("Subscription",), subscription_status.events, _BACKPORT + "backport-subscription-events",
               type_level=False),
+    Operation("cohort-stats", (), cohort_stats.run, _CARELOOP + "cohort-stats", type_level=False,
+              instance_level=False, system_level=True),
     Operation("verify-audit", (), verify_audit.run, _CARELOOP + "verify-audit", type_level=False,
               instance_level=False, system_level=True),
 )
