@@ -18,6 +18,7 @@ from tests.conftest import client_for, create
 from tests.factories import patient
 from tests.server.test_cohort import CARELOOP, ago, invoice, visit
 from tests.server.test_cohort_segments import REFERRED_BY, RESULT, post
+from tests.server.test_operation_definitions import _declared, _undeclared
 
 pytestmark = pytest.mark.anyio
 IDENT = "http://careloop.health/fhir/sid/segment-result"
@@ -193,3 +194,17 @@ async def test_counts_only_the_patients_the_caller_may_see(tmp_path: Path, seede
         nothing = await world.backend_token("system/Observation.rs")
         refused = await world.client.get("/fhir/$cohort-stats", headers=world.bearer(nothing))
         assert refused.status_code == 403, refused.text
+
+
+async def test_the_answer_uses_only_what_the_definition_declares(client: httpx.AsyncClient) -> None:
+    await populate(client)
+    definition = (await client.get("/fhir/OperationDefinition/cohort-stats")).json()
+    assert definition["url"] == "http://careloop.health/fhir/OperationDefinition/cohort-stats"
+    assert (definition["system"], definition["type"], definition["instance"]) == (True, False, False)
+    outputs = [p for p in definition["parameter"] if p["use"] == "out"]
+    answer = (await client.get("/fhir/$cohort-stats", params={"start": ago(2)})).json()
+    assert _undeclared(answer["parameter"], _declared(outputs)) == []
+    required = {p["name"] for p in outputs if p["min"] >= 1}
+    assert required <= {p["name"] for p in answer["parameter"]}
+    inputs = {p["name"] for p in definition["parameter"] if p["use"] == "in"}
+    assert inputs == {"start", "end", "cross"}
