@@ -116,9 +116,15 @@ async def gather(repo: Repository, rules: CohortRules, now: int, patient: str | 
         codes = {c.get("code") for concept in obs.get("interpretation") or [] for c in concept.get("coding") or []}
         if codes & abnormal and (who := patient_of(obs)) is not None:
             profiles[who].abnormal.append(f"Observation/{obs['id']}")
+    return profiles
+
+
+async def referrals(repo: Repository) -> dict[str, list[str]]:
+    """Who referred whom: per referrer, the Patients whose `referred-by` extension names them."""
+    found: dict[str, list[str]] = defaultdict(list)
     async for person in scan(repo, "Patient", []):
         for ext in person.get("extension") or []:
             referrer = patient_of(ext, "valueReference") if ext.get("url") == REFERRED_BY else None
             if referrer is not None:
-                profiles[referrer].referred.append(f"Patient/{person['id']}")
-    return profiles
+                found[referrer].append(f"Patient/{person['id']}")
+    return dict(found)

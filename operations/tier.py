@@ -30,7 +30,7 @@ from operations.cohort import (
 from operations.context import OperationCall
 from operations.parameters import parameters, part
 from operations.persist import current, observation, persist_asked, write
-from operations.segment import HEALTH, SERVICE, STAGE, VALUE, Profile, gather, health_of, stage_of
+from operations.segment import HEALTH, SERVICE, STAGE, VALUE, Profile, gather, health_of, referrals, stage_of
 from resources.guard import GUARD
 from resources.ids import now_ms
 from resources.repository import Repository
@@ -133,6 +133,26 @@ async def _lines(repo: Repository, rules: CohortRules, cache: PopulationCache, n
     return now, lines
 
 
+async def _referrals(repo: Repository, cache: PopulationCache, now: int, fresh: bool) -> dict[str, list[str]]:
+    """Who referred whom, read anew for the population's answer and kept like the spend lines for one patient's.
+
+    No search parameter finds a patient's referrals (the extension is on the referred patient), so one
+    patient's stage would read every Patient. Like the spend lines they are read as the server's own work,
+    and only a patient's own count is reported.
+    """
+    kept = None if fresh else cache.get(("referrals",), now)
+    if kept is not None:
+        found: dict[str, list[str]] = kept[1]
+        return found
+    token = GUARD.set(None)
+    try:
+        found = await referrals(repo)
+    finally:
+        GUARD.reset(token)
+    cache.put(("referrals",), found, now)
+    return found
+
+
 @dataclass(frozen=True)
 class Segment:
     """One patient's tier, three dimensions and lifecycle stage, each with the evidence for it."""
@@ -168,6 +188,8 @@ async def segment(repo: Repository, rules: CohortRules, cache: PopulationCache, 
     spend = await _spend(repo, rules, now - window, now, patient)
     previous_spend = await _spend(repo, rules, now - 2 * window, now - window - 1, patient)
     profiles = await gather(repo, rules, now, patient)
+    for referrer, referred in (await _referrals(repo, cache, now, patient is None)).items():
+        profiles[referrer].referred.extend(referred)
     patients = [patient] if patient is not None else [p.id async for p in scan_stored(repo, "Patient", [])]
     months = calendar_months(now - window, now)
     found = []
