@@ -9,11 +9,14 @@ https://hl7.org/fhir/R4B/operations.html
 
 from __future__ import annotations
 
+import logging
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from operations.cohort import CARELOOP, DAY_MS, CohortRules, end_ms, patient_of, scan
+from resources.errors import Invalid
 from resources.repository import Repository
 from resources.search.dates import format_instant
 
@@ -23,6 +26,7 @@ VALUE = CARELOOP + "value-segment"
 STAGE = CARELOOP + "lifecycle-stage"
 REFERRED_BY = "http://careloop.health/fhir/StructureDefinition/referred-by"
 _INPATIENT = {"IMP", "ACUTE", "NONAC"}  # v3-ActCode Encounter classes of a stay
+log = logging.getLogger("careloop.cohort")
 
 
 @dataclass
@@ -38,6 +42,19 @@ class Profile:
     conditions: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))  # status -> Conditions
     abnormal: list[str] = field(default_factory=list)  # abnormal recent Observations
     referred: list[str] = field(default_factory=list)  # Patients this one referred
+
+
+async def judged_by_terminology(repo: Repository, resource_type: str, params: Sequence[tuple[str, str]],
+                                fallback: Sequence[tuple[str, str]] | None) -> list[dict[str, Any]]:
+    """A search that needs the terminology (`:below`, `:in`); on a server without it (CARELOOP_TERMINOLOGY_SEED
+    off), the fallback search (exact codes) or nothing, with a warning, rather than failing the whole answer."""
+    try:
+        return [body async for body in scan(repo, resource_type, params)]
+    except Invalid as exc:
+        if exc.issues[0].code not in ("not-supported", "not-found"):  # no such code system or value set
+            raise
+        log.warning("Segmentation without terminology: %s", exc.issues[0].diagnostics)
+        return [] if fallback is None else [body async for body in scan(repo, resource_type, fallback)]
 
 
 def service_of(encounter: dict[str, Any]) -> str:
@@ -96,7 +113,8 @@ async def gather(repo: Repository, rules: CohortRules, now: int, patient: str | 
         elif before <= ended < start:
             p.previous_visits += 1
     programmes = [*mine, ("status", "active"), ("category:below", rules.programme_category)]
-    async for plan in scan(repo, "CarePlan", programmes):
+    exact = [*mine, ("status", "active"), ("category", rules.programme_category)]
+    for plan in await judged_by_terminology(repo, "CarePlan", programmes, exact):
         if (who := patient_of(plan)) is not None:
             profiles[who].services["health-management"].append(f"CarePlan/{plan['id']}")
     async for order in scan(repo, "MedicationRequest", [*mine, ("status", "active")]):
@@ -107,7 +125,7 @@ async def gather(repo: Repository, rules: CohortRules, now: int, patient: str | 
     for status, url in (("severe", rules.severe_conditions), ("chronic", rules.chronic_conditions),
                         ("sub-healthy", rules.sub_healthy_conditions)):
         params = [*mine, ("clinical-status", "active,recurrence,relapse"), ("code:in", url)]
-        async for condition in scan(repo, "Condition", params):
+        for condition in await judged_by_terminology(repo, "Condition", params, None):
             if (who := patient_of(condition)) is not None:
                 profiles[who].conditions[status].append(f"Condition/{condition['id']}")
     abnormal = set(rules.abnormal_interpretations.split(","))
