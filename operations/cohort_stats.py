@@ -1,7 +1,8 @@
 """$cohort-stats: counts and trends by tier, lifecycle stage, age band, sex, region and churn level, and referrals.
 
 DOMAIN.md section 6. Counted in the store (the Store's aggregate seam: one SQL GROUP BY or one MongoDB
-aggregation pipeline per dimension or cross-tab) over the Patients the caller may see, each joined to its
+aggregation pipeline over all six dimensions, each dimension and cross-tab then a sum over its cells) over
+the Patients the caller may see, each joined to its
 persisted results (the tier and lifecycle Observations and churn RiskAssessment that `persist=true` and the
 scheduled recomputation keep current). A trend counts the results that changed to each value within a period
 and are still current. https://hl7.org/fhir/R4B/operations.html
@@ -159,20 +160,24 @@ async def run(call: OperationCall) -> dict[str, Any]:
     crosses, period = _crosses(call), _period(call, now)
     by, (_, labels) = keys(rules, now), age_edges(rules, now)
     patients = parse_search("Patient", [], repo.registry, strict=True).query
+    # one GROUP BY over every dimension at once (at most a few thousand cells): each dimension and cross-tab
+    # is a sum over it, instead of a query of the store each
+    cube = await repo.aggregate(patients, tuple(by[d] for d in DIMENSIONS))
+    labelled = [(tuple(_label(d, v, labels) for d, v in zip(DIMENSIONS, values, strict=True)), count)
+                for values, count in cube]
+    total = sum(count for _, count in labelled)
     out: list[dict[str, Any] | None] = []
-    total = 0
-    for dimension in DIMENSIONS:
-        groups = await repo.aggregate(patients, (by[dimension],))
-        total = sum(count for _, count in groups)
+    for at, dimension in enumerate(DIMENSIONS):
         counted: dict[str, int] = defaultdict(int)
-        for (value,), count in groups:
-            counted[_label(dimension, value, labels)] += count
+        for values, count in labelled:
+            counted[values[at]] += count
         out.append({"name": "by", "part": [{"name": "dimension", "valueCode": dimension},
                                            *[_group([v], c) for v, c in sorted(counted.items())]]})
     for first, second in crosses:
+        a, b = DIMENSIONS.index(first), DIMENSIONS.index(second)
         cells: dict[tuple[str, str], int] = defaultdict(int)
-        for (a, b), count in await repo.aggregate(patients, (by[first], by[second])):
-            cells[(_label(first, a, labels), _label(second, b, labels))] += count
+        for values, count in labelled:
+            cells[(values[a], values[b])] += count
         out.append({"name": "cross", "part": [{"name": "dimension", "valueCode": first},
                                               {"name": "dimension", "valueCode": second},
                                               *[_group(list(k), c) for k, c in sorted(cells.items())]]})
