@@ -17,6 +17,7 @@ from typing import Any
 from operations.cohort import CARELOOP, DAY_MS, CohortRules, end_ms, scan, scan_stored
 from operations.context import OperationCall
 from operations.parameters import parameters, part
+from operations.persist import churn, current, persist_asked, write
 from resources.ids import now_ms
 from resources.repository import Repository
 
@@ -32,6 +33,7 @@ class Signal:
     code: str
     value: float | None
     level: str
+    evidence: tuple[str, ...] = ()  # references of what raised it (none when low)
 
 
 def _level(value: float | None, elevated: float, high: float) -> str:
@@ -45,16 +47,18 @@ class Evidence:
     """What one patient's signals are judged from, gathered from their resources one at a time."""
 
     last_visit: int | None = None  # end of the latest finished Encounter, ms
+    last_encounter: str = ""  # its reference
     replies: set[str] = field(default_factory=set)  # Communications the patient answered
     outreach: list[tuple[str, str]] = field(default_factory=list)  # (sent, reference) of those sent to them
     satisfaction: tuple[int, float] | None = None  # (when, score) of the latest
-    appointments: list[tuple[int, str]] = field(default_factory=list)  # (start, status) of past ones
+    satisfaction_ref: str = ""
+    appointments: list[tuple[int, str, str]] = field(default_factory=list)  # (start, status, ref) of past ones
     complaints: list[str] = field(default_factory=list)  # references of their complaint Communications
 
     def encounter(self, encounter: dict[str, Any]) -> None:
         ended = end_ms(encounter.get("period"))
         if ended is not None and (self.last_visit is None or ended > self.last_visit):
-            self.last_visit = ended
+            self.last_visit, self.last_encounter = ended, f"Encounter/{encounter.get('id')}"
 
     def reply(self, sent: dict[str, Any]) -> None:
         self.replies.update(str(r.get("reference", "")).split("/_history")[0] for r in sent.get("inResponseTo") or [])
@@ -67,29 +71,31 @@ class Evidence:
         when = end_ms(obs.get("effectiveDateTime") or obs.get("effectivePeriod") or obs.get("issued"))
         if isinstance(value, int | float) and when is not None and (self.satisfaction is None
                                                                     or when > self.satisfaction[0]):
-            self.satisfaction = (when, float(value))
+            self.satisfaction, self.satisfaction_ref = (when, float(value)), f"Observation/{obs.get('id')}"
 
     def appointment(self, appointment: dict[str, Any], now: int) -> None:
         start = end_ms(appointment.get("start"))
         if start is not None and start <= now and appointment.get("status") in ("fulfilled", "noshow", "arrived",
                                                                                   "checked-in"):
-            self.appointments.append((start, appointment["status"]))
+            self.appointments.append((start, appointment["status"], f"Appointment/{appointment.get('id')}"))
 
-    def unanswered(self) -> int:
-        count = 0
+    def unanswered(self) -> list[str]:
+        """The outreach unanswered in a row, newest first."""
+        found = []
         for _, ref in sorted(self.outreach, reverse=True):  # newest first: count until one was answered
             if ref in self.replies:
                 break
-            count += 1
-        return count
+            found.append(ref)
+        return found
 
-    def missed(self) -> int:
-        count = 0
-        for _, status in sorted(self.appointments, reverse=True):  # newest first: the no-shows in a row
+    def missed(self) -> list[str]:
+        """The no-shows in a row, newest first."""
+        found = []
+        for _, status, ref in sorted(self.appointments, reverse=True):
             if status != "noshow":
                 break
-            count += 1
-        return count
+            found.append(ref)
+        return found
 
 
 def judge(evidence: Evidence, resolved: set[str], rules: CohortRules, now: int) -> list[Signal]:
@@ -98,20 +104,24 @@ def judge(evidence: Evidence, resolved: set[str], rules: CohortRules, now: int) 
     unanswered = evidence.unanswered()
     score = None if evidence.satisfaction is None else evidence.satisfaction[1]
     missed = evidence.missed()
-    complaints = len([c for c in evidence.complaints if c not in resolved])
+    complaints = [c for c in evidence.complaints if c not in resolved]
     satisfaction = "low"
     if score is not None:
         satisfaction = ("high" if score < rules.satisfaction_high else
                         "elevated" if score <= rules.satisfaction_elevated else "low")
-    return [
+    found = [
         Signal("days-since-last-visit", None if days is None else round(days, 1),
-               _level(days, rules.elevated_days, rules.lost_days)),
-        Signal("unanswered-outreach", unanswered, _level(unanswered, rules.unanswered_elevated,
-                                                         rules.unanswered_high)),
-        Signal("satisfaction", score, satisfaction),
-        Signal("missed-appointments", missed, _level(missed, rules.missed_elevated, rules.missed_high)),
-        Signal("open-complaints", complaints, _level(complaints, rules.complaints_elevated, rules.complaints_high)),
+               _level(days, rules.elevated_days, rules.lost_days), (evidence.last_encounter,)),
+        Signal("unanswered-outreach", len(unanswered), _level(len(unanswered), rules.unanswered_elevated,
+                                                              rules.unanswered_high), tuple(unanswered)),
+        Signal("satisfaction", score, satisfaction, (evidence.satisfaction_ref,)),
+        Signal("missed-appointments", len(missed), _level(len(missed), rules.missed_elevated, rules.missed_high),
+               tuple(missed)),
+        Signal("open-complaints", len(complaints), _level(len(complaints), rules.complaints_elevated,
+                                                          rules.complaints_high), tuple(complaints)),
     ]
+    # only what raised a signal is evidence of the risk
+    return [s if s.level != "low" else Signal(s.code, s.value, s.level) for s in found]
 
 
 async def _resolved(repo: Repository, complaints: list[str]) -> set[str]:
@@ -190,6 +200,26 @@ def risk_of(signals: list[Signal]) -> str:
     return max((s.level for s in signals), key=_LEVELS.index, default="low")
 
 
+def probability(signals: list[Signal], rules: CohortRules) -> float:
+    """The chance of churn the signals add up to: 1 - the product of (1 - p) over them, p by level."""
+    stays = 1.0
+    for signal in signals:
+        stays *= 1 - {"high": rules.churn_p_high, "elevated": rules.churn_p_elevated}.get(signal.level, 0.0)
+    return round(1 - stays, 4)
+
+
+async def persist(repo: Repository, judged: dict[str, list[Signal]], rules: CohortRules, now: int,
+                  patient: str | None) -> int:
+    """Write each patient's churn RiskAssessment whose risk or probability changed; how many were written."""
+    existing = await current(repo, "RiskAssessment", "churn", patient)
+    results = []
+    for who, signals in judged.items():
+        basis = [ref for s in signals for ref in s.evidence]
+        notes = [f"{s.code}: {'no data' if s.value is None else f'{s.value:g}'} ({s.level})" for s in signals]
+        results.append(churn(who, risk_of(signals), probability(signals, rules), basis, notes, now))
+    return await write(repo, results, existing)
+
+
 def _result(patient: str, signals: list[Signal]) -> dict[str, Any]:
     parts = [part("patient", "Reference", {"reference": f"Patient/{patient}"}),
              part("risk", "Coding", {"system": RISK, "code": risk_of(signals)})]
@@ -205,12 +235,16 @@ async def run(call: OperationCall) -> dict[str, Any]:
     """One patient's churn risk (instance level) or every patient's, with the distribution (type level)."""
     rules, repo = call.context.cohort, call.context.repository
     now = now_ms()
+    asked = persist_asked(call.input, "churn-risk")
     target = await call.target()
     judged = ({str(target["id"]): await signals_of(repo, str(target["id"]), rules, now)} if target is not None
               else await population(repo, rules, now))
+    written = await persist(repo, judged, rules, now, None if target is None else str(target["id"])) if asked \
+        else None
     results, counts = [], Counter[str]()
     for patient, signals in judged.items():
         counts[risk_of(signals)] += 1
         results.append(_result(patient, signals))
     summary = [part(f"count-{level}", "Integer", counts.get(level, 0)) for level in _LEVELS]
-    return parameters(*results, *summary, {"name": "rules", "part": rules.as_parts()})
+    return parameters(*results, *summary, part("written", "Integer", written),
+                      {"name": "rules", "part": rules.as_parts()})

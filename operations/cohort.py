@@ -7,8 +7,10 @@ so the caller's scopes narrow it like any search. https://hl7.org/fhir/R4B/opera
 
 from __future__ import annotations
 
+import calendar
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, fields, replace
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -31,7 +33,8 @@ class CohortRules:
     tier_b_spend_percentile: float = 50.0  # at or above this (and below A): B
     tier_a_visits_per_month: float = 2.0
     tier_b_visits_per_window: int = 4  # about quarterly
-    programme_category: str = CARELOOP + "service-type|health-management"  # an active CarePlan of it: A
+    programme_category: str = CARELOOP + "service-type|health-management"  # an active CarePlan of it or below: A
+    charge_statuses: str = "billable,billed"  # ChargeItems counted as spend (unless an Invoice already bills them)
     lost_days: int = 180
     elevated_days: int = 90
     unanswered_elevated: int = 2
@@ -44,6 +47,21 @@ class CohortRules:
     complaints_elevated: int = 1
     complaints_high: int = 2
     complaint_category: str = CARELOOP + "follow-up-task|complaint"
+    # health status: active Conditions in these (stored, editable) ValueSets, and abnormal recent Observations
+    severe_conditions: str = "http://careloop.health/fhir/ValueSet/severe-conditions"
+    chronic_conditions: str = "http://careloop.health/fhir/ValueSet/chronic-conditions"
+    sub_healthy_conditions: str = "http://careloop.health/fhir/ValueSet/sub-healthy-conditions"
+    abnormal_days: int = 90  # an abnormal Observation this recent makes a patient sub-healthy
+    abnormal_interpretations: str = "A,AA,H,HH,HU,L,LL,LU"  # v3-ObservationInterpretation codes
+    # lifecycle stage
+    new_days: int = 90  # first service at most this long ago: new
+    loyal_referrals: int = 1  # patients referred that make a patient loyal
+    # churn result as a probability: 1 - the product of (1 - p) over the signals, p by level
+    churn_p_elevated: float = 0.25
+    churn_p_high: float = 0.75
+    # cohort statistics
+    age_bands: str = "35,50"  # under 35, 35 to 50, over 50
+    region_param: str = "address-state"  # the Patient search parameter a region is (its first address)
 
     @classmethod
     def of(cls, overrides: dict[str, Any]) -> CohortRules:
@@ -128,6 +146,23 @@ def end_ms(value: Any) -> int | None:
 def since(now: int, days: int) -> str:
     """The `ge` date of a look-back of `days` before now."""
     return "ge" + format_instant(now - days * DAY_MS)
+
+
+def calendar_months(start: int, end: int) -> int:
+    """The calendar months from start to end (ms): whole months, and the rest rounded to the nearest month.
+
+    A 365-day window is 12 months in every year (a leap day leaves 11 months and 30 days), not 365/30.4.
+    """
+    a, b = datetime.fromtimestamp(start / 1000, UTC), datetime.fromtimestamp(end / 1000, UTC)
+    months = (b.year - a.year) * 12 + b.month - a.month
+    if (b.day, b.time()) < (a.day, a.time()):
+        months -= 1
+    # the rest after the whole months, as a share of the month it falls in
+    year, month = divmod(a.month - 1 + months, 12)
+    anchor_day = min(a.day, calendar.monthrange(a.year + year, month + 1)[1])
+    anchor = a.replace(year=a.year + year, month=month + 1, day=anchor_day)
+    rest = (b - anchor).total_seconds() / 86_400
+    return months + (1 if rest * 2 >= calendar.monthrange(anchor.year, anchor.month)[1] else 0)
 
 
 def percentile(values: list[float], q: float) -> float:

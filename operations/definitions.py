@@ -20,13 +20,26 @@ from resources.repository import Repository
 log = logging.getLogger("careloop.operations")
 
 CANONICAL = "http://careloop.health/fhir/OperationDefinition/"
-VERSION = "1.1"  # raise when a definition changes: stored copies of an older version are replaced
+VERSION = "1.2"  # raise when a definition changes: stored copies of an older version are replaced
 
 
 def _rules() -> dict[str, Any]:
     parts = tuple(_param(f.name, "out", 1, "1", "string" if isinstance(f.default, str) else "decimal",
                          f"The rule {f.name} as applied (CARELOOP_COHORT_RULES)") for f in fields(CohortRules))
     return _param("rules", "out", 1, "1", None, "Every rule the answer was computed with", parts)
+
+
+def _persist() -> list[dict[str, Any]]:
+    return [_param("persist", "in", 0, "1", "boolean", "true (in a POST): store each result, one current result "
+                   "per patient, written only when it changed (docs/cohort.md)"),
+            _param("written", "out", 0, "1", "integer", "With persist=true: how many results were written")]
+
+
+def _judged(name: str, doc: str, high: str) -> dict[str, Any]:
+    return _param(name, "out", 0 if high == "*" else 1, high, None, doc, (
+        _param("code", "out", 1, "1", "Coding", "The value"),
+        _param("reason", "out", 0, "1", "string", "Why"),
+        _param("evidence", "out", 0, "*", "Reference", "The resources it was judged from")))
 
 
 def _definition(code: str, title: str, description: str, parameters: list[dict[str, Any]]) -> dict[str, Any]:
@@ -74,6 +87,44 @@ def _access_report() -> dict[str, Any]:
     return {**found, "type": False}
 
 
+def _cohort_stats() -> dict[str, Any]:
+    def group(doc: str) -> dict[str, Any]:
+        return _param("group", "out", 0, "*", None, doc, (
+            _param("value", "out", 1, "*", "string", "The value of each dimension, in order ('unknown': none)"),
+            _param("count", "out", 1, "1", "integer", "How many patients")))
+
+    found = _definition("cohort-stats", "Cohort statistics", "Counts of the patients the caller may see by tier, "
+                        "lifecycle stage, age band, sex, region and churn level, their cross-tabs, the results "
+                        "that changed within a period, and referral chains (DOMAIN.md section 6), counted in the "
+                        "store over the persisted results.", [
+        _param("start", "in", 0, "1", "dateTime", "Start of the period for trends"),
+        _param("end", "in", 0, "1", "dateTime", "End of the period for trends (default now)"),
+        _param("cross", "in", 0, "*", "string", "A cross-tab as two dimensions a|b (default tier|age-band, "
+               "tier|lifecycle, churn|tier, lifecycle|age-band)"),
+        _param("total", "out", 1, "1", "integer", "How many patients the caller may see"),
+        _param("by", "out", 6, "6", None, "The counts of one dimension", (
+            _param("dimension", "out", 1, "1", "code", "tier, lifecycle, age-band, sex, region or churn"),
+            group("One value and its count"))),
+        _param("cross", "out", 0, "*", None, "A cross-tab of two dimensions", (
+            _param("dimension", "out", 2, "2", "code", "The two dimensions"),
+            group("One pair of values and its count"))),
+        _param("start", "out", 0, "1", "dateTime", "The period's start"),
+        _param("end", "out", 0, "1", "dateTime", "The period's end"),
+        _param("trend", "out", 0, "3", None, "Current results that changed within the period", (
+            _param("dimension", "out", 1, "1", "code", "tier, lifecycle (from, to) or churn"),
+            group("A value (lifecycle: the stage it came from and the new one) and how many changed to it"))),
+        _param("referral-count", "out", 1, "1", "integer", "How many patients were referred by another"),
+        _param("referral", "out", 0, "*", None, "Who referred whom", (
+            _param("referrer", "out", 1, "1", "Reference", "The patient who referred"),
+            _param("referred", "out", 1, "1", "Reference", "The patient referred"))),
+        _param("chain", "out", 0, "*", None, "A referral chain from its first referrer", (
+            _param("patient", "out", 2, "*", "Reference", "The patients in order"),)),
+        _param("generated", "out", 1, "1", "instant", "When the statistics were computed")])
+    found.pop("resource")  # a system-level operation
+    return {**found, "id": "cohort-stats", "url": f"{CANONICAL}cohort-stats", "system": True, "type": False,
+            "instance": False}
+
+
 def definitions() -> list[dict[str, Any]]:
     """The OperationDefinitions of $tier, $churn-risk, Consent/$evaluate and $access-report."""
     per_tier = [_param(f"count-{t}", "out", 1, "1", "integer", f"How many patients are in tier {t}")
@@ -87,8 +138,14 @@ def definitions() -> list[dict[str, Any]]:
             _param("spend", "out", 1, "1", "decimal", "Gross total of issued and balanced Invoices in the window"),
             _param("visits", "out", 1, "1", "integer", "Finished Encounters in the window"),
             _param("programme", "out", 1, "1", "boolean", "Whether an active programme CarePlan exists"),
-            _param("reason", "out", 1, "*", "string", "Why the patient has this tier"))),
+            _param("reason", "out", 1, "*", "string", "Why the patient has this tier"),
+            _judged("health-status", "healthy, sub-healthy, chronic or severe (CodeSystem health-status)", "1"),
+            _judged("service-type", "checkup, outpatient, inpatient, health-management or pharmacy (CodeSystem "
+                    "service-type)", "*"),
+            _judged("value", "high, mid or low (CodeSystem value-segment)", "1"),
+            _judged("lifecycle", "potential, new, active, loyal or lost (CodeSystem lifecycle-stage)", "1"))),
         *per_tier,
+        *_persist(),
         _param("spend-line-a", "out", 1, "1", "decimal", "Spend at or above which a patient is tier A"),
         _param("spend-line-b", "out", 1, "1", "decimal", "Spend at or above which a patient is at least tier B"),
         _param("spend-lines-at", "out", 1, "1", "instant", "When the population's spend lines were computed"),
@@ -109,8 +166,9 @@ def definitions() -> list[dict[str, Any]]:
                 _param("value", "out", 0, "1", "decimal", "What was found; absent when there is no data"),
                 _param("level", "out", 1, "1", "Coding", "The level this signal reaches"))))),
         *levels,
+        *_persist(),
         _rules()])
-    return [tier, churn, consent_evaluate.definition(CANONICAL, VERSION), _access_report()]
+    return [tier, churn, consent_evaluate.definition(CANONICAL, VERSION), _access_report(), _cohort_stats()]
 
 
 async def seed_definitions(repository: Repository) -> int:

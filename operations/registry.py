@@ -14,6 +14,7 @@ from operations import (
     access_report,
     access_report_html,
     churn_risk,
+    cohort_stats,
     consent_evaluate,
     everything,
     expand,
@@ -88,6 +89,8 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation("meta-delete", _EVERY_TYPE, meta.meta_delete, _HL7 + "Resource-meta-delete", type_level=False,
               affects_state=True),
     Operation("validate", _EVERY_TYPE, validate.run, _HL7 + "Resource-validate"),
+    Operation("cohort-stats", (), cohort_stats.run, _CARELOOP + "cohort-stats", type_level=False,
+              instance_level=False, system_level=True),
     Operation("verify-audit", (), verify_audit.run, _CARELOOP + "verify-audit", type_level=False,
               instance_level=False, system_level=True),
 )

@@ -36,6 +36,8 @@ from resources.search.parse import SearchLimits, parse_search
 from resources.search.query import SYSTEM, SearchQuery
 from resources.search.registry import SearchRegistry
 from resources.store.protocol import (
+    GroupKey,
+    Groups,
     HistoryQuery,
     ReadSource,
     SearchPage,
@@ -268,6 +270,17 @@ class Repository:
         if sink is not None:
             sink.returned(found)
         return found
+
+    async def aggregate(self, query: SearchQuery, keys: tuple[GroupKey, ...]) -> Groups:
+        """How many matches the caller may see have each combination of the keys' values.
+
+        The guard narrows the query as for a search, so its scope and consent filters run inside the store's
+        GROUP BY; linked results (keys with `linked`) are counted for the matches only.
+        """
+        guard = current_guard()
+        if guard is not None:
+            query = guard.narrow(query)
+        return await self.store.aggregate(await self.resolve(query), keys)
 
     async def entries(self, query: SearchQuery) -> list[tuple[bytes, bytes]]:
         """The matches of a search across types as (type/id, body), for a caller whose scopes reach them all.

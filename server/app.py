@@ -5,6 +5,8 @@ https://hl7.org/fhir/R4B/http.html
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import gc
 import logging
 import os
@@ -28,6 +30,7 @@ from consent.engine import ConsentPolicy
 from consent.engine.writes import refuse_unevaluable
 from operations.cohort import CohortRules, PopulationCache
 from operations.definitions import seed_definitions
+from operations.recompute import Recomputation
 from resources.duplicates import DuplicateRule
 from resources.model_pool import ModelValidator
 from resources.models import resource_types, warm_up
@@ -276,9 +279,18 @@ def create_app(settings: Settings | None = None, *, mongo_client: Any = None) ->
         # requests allocate many short-lived objects that reference counting frees; collect cycles less often
         gc.set_threshold(50_000, 20, 20)
         log.info("CareLoop serving FHIR %s on the %s store", "4.3.0", settings.store)
+        recomputing = None  # the nightly recomputation of the persisted segments (docs/cohort.md)
+        if settings.cohort_recompute_seconds > 0:
+            job = Recomputation(svc.repository, svc.cohort, svc.population, settings.cohort_recompute_seconds,
+                                settings.cohort_recompute_at)
+            recomputing = asyncio.create_task(job.run(), name="cohort-recompute")
         try:
             yield
         finally:
+            if recomputing is not None:
+                recomputing.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await recomputing
             if svc.subscriptions is not None:
                 await svc.subscriptions.close()
             await svc.reindexer.close()

@@ -133,6 +133,12 @@ class Settings(BaseSettings):
     cohort_cache_seconds: float = Field(
         300, ge=0, description="How long one patient's $tier may use the population's spend lines before they "
         "are computed again (0: every time); the answer says when they were computed")
+    cohort_recompute_seconds: float = Field(
+        86400, ge=0, description="How often the persisted tiers, lifecycle stages and churn risks are recomputed "
+        "(default daily: nightly; 0: never); only changed results are written (docs/cohort.md)")
+    cohort_recompute_at: str = Field(
+        "02:00", pattern=r"^([01]\d|2[0-3]):[0-5]\d$", description="The time of day (UTC, HH:MM) the "
+        "recomputation is first due; then every CARELOOP_COHORT_RECOMPUTE_SECONDS")
     consent_collected_types: list[str] = Field(
         default_factory=lambda: ["Observation"], description="Resource types whose creation by a device or "
         "backend client needs the patient's Consent to collect (provision.action collect)")

@@ -127,6 +127,33 @@ async def every(source: ReadSource, resource_type: str, batch: int = 500) -> Asy
         cursor = int(page.next_cursor)
 
 
+@dataclass(frozen=True)
+class Linked:
+    """A resource linked to each match by an identifier `system|prefix<match id>` (one current result each)."""
+
+    resource_type: str
+    system: str
+    prefix: str
+
+
+@dataclass(frozen=True)
+class GroupKey:
+    """One dimension an aggregate counts matches by: the value a search parameter indexes for each match.
+
+    kind is token (the code), string (the exact text) or date (the band: how many `bands` edges, in ms and
+    descending, the value is not after; "0" for after the first). With `linked`, the parameter is the linked
+    resource's. A match with no value counts under None; a match with several under its first.
+    """
+
+    param: str
+    kind: str = "token"
+    bands: tuple[int, ...] = ()
+    linked: Linked | None = None
+
+
+Groups = list[tuple[tuple[str | None, ...], int]]
+
+
 class Store(Protocol):
     """A FHIR resource store with versions, history, search and an outbox of change events."""
 
@@ -150,6 +177,10 @@ class Store(Protocol):
 
     async def entries(self, query: SearchQuery) -> list[tuple[bytes, bytes]]:
         """The matches of a query without includes or a total as (type/id, body), in page order."""
+        ...
+
+    async def aggregate(self, query: SearchQuery, keys: tuple[GroupKey, ...]) -> Groups:
+        """How many matches of a query have each combination of the keys' values (GROUP BY in the store)."""
         ...
 
     def write_session(self) -> AbstractAsyncContextManager[WriteSession]:

@@ -14,7 +14,17 @@ from dataclasses import dataclass
 
 from resources.errors import Invalid
 from resources.search.query import SearchQuery
-from resources.store.protocol import HistoryQuery, OutboxEvent, SearchPage, Store, StoredResource, Write, WriteSession
+from resources.store.protocol import (
+    GroupKey,
+    Groups,
+    HistoryQuery,
+    OutboxEvent,
+    SearchPage,
+    Store,
+    StoredResource,
+    Write,
+    WriteSession,
+)
 
 
 @dataclass
@@ -71,6 +81,10 @@ class RoutedStore:
     async def entries(self, query: SearchQuery) -> list[tuple[bytes, bytes]]:
         """A search across types in the store of the searched types."""
         return await self._for_query(query).entries(query)
+
+    async def aggregate(self, query: SearchQuery, keys: tuple[GroupKey, ...]) -> Groups:
+        """An aggregate in the store of the searched type (linked resources live beside it)."""
+        return await self._for_query(query).aggregate(query, keys)
 
     @asynccontextmanager
     async def write_session(self) -> AsyncIterator[WriteSession]:

@@ -24,6 +24,7 @@ from resources.search.query import (
     StringValue,
     TokenValue,
 )
+from resources.store.protocol import GroupKey
 
 ARRAYS = {"token": "tok", "string": "str", "reference": "ref", "date": "dt", "number": "num", "quantity": "qty",
           "uri": "uri", "composite": "cmp"}
@@ -199,3 +200,38 @@ def base_filter(query: SearchQuery, types: tuple[str, ...]) -> dict[str, Any]:
     if query.is_system:
         return {"d": False, **({"t": {"$in": list(types)}} if types else {})}
     return {"t": query.resource_type, "d": False}
+
+
+def _first(array: Any, param: str) -> dict[str, Any]:
+    """The first index element of `param` in an array expression (missing when there is none)."""
+    return {"$arrayElemAt": [{"$filter": {"input": {"$ifNull": [array, []]}, "as": "e",
+                                          "cond": {"$eq": ["$$e.p", param]}}}, 0]}
+
+
+def aggregate_pipeline(where: dict[str, Any], keys: tuple[GroupKey, ...]) -> list[dict[str, Any]]:
+    """An aggregation pipeline counting the matches of `where` by the keys' values (the store's GROUP BY)."""
+    stages: list[dict[str, Any]] = [{"$match": where}]
+    values: dict[str, Any] = {}
+    for n, key in enumerate(keys):
+        source = "$x"
+        if key.linked is not None:
+            linked = key.linked
+            # the linked resource by its identifier value: an equality $lookup on the token index
+            stages += [{"$addFields": {f"_j{n}": {"$concat": [linked.prefix, "$i"]}}},
+                       {"$lookup": {"from": "resources", "localField": f"_j{n}", "foreignField": "x.tok.c",
+                                    "as": f"_l{n}"}},
+                       {"$addFields": {f"_d{n}": {"$arrayElemAt": [{"$filter": {
+                           "input": f"$_l{n}", "as": "o", "cond": {"$and": [
+                               {"$eq": ["$$o.t", linked.resource_type]}, {"$eq": ["$$o.d", False]}]}}}, 0]}}}]
+            source = f"$_d{n}.x"
+        array = {"string": "str", "date": "dt"}.get(key.kind, "tok")
+        stages.append({"$addFields": {f"_v{n}": _first(f"{source}.{array}", key.param)}})
+        if key.kind == "date":
+            band: Any = str(len(key.bands))
+            for edge in reversed(range(len(key.bands))):
+                band = {"$cond": [{"$gt": [f"$_v{n}.lo", key.bands[edge]]}, str(edge), band]}
+            values[f"k{n}"] = {"$cond": [{"$eq": [{"$ifNull": [f"$_v{n}.lo", None]}, None]}, None, band]}
+        else:
+            values[f"k{n}"] = f"$_v{n}.{'e' if key.kind == 'string' else 'c'}"
+    stages.append({"$group": {"_id": values or None, "n": {"$sum": 1}}})
+    return stages

@@ -27,8 +27,17 @@ from resources.errors import Conflict, Invalid, Unavailable
 from resources.search.index import IndexRows
 from resources.search.query import Include, SearchQuery
 from resources.store.mongo import documents
-from resources.store.mongo.compile import Subquery, base_filter, compile_filter, sort_spec
-from resources.store.protocol import HistoryQuery, OutboxEvent, SearchPage, StoredResource, Write, entry
+from resources.store.mongo.compile import Subquery, aggregate_pipeline, base_filter, compile_filter, sort_spec
+from resources.store.protocol import (
+    GroupKey,
+    Groups,
+    HistoryQuery,
+    OutboxEvent,
+    SearchPage,
+    StoredResource,
+    Write,
+    entry,
+)
 
 log = logging.getLogger("careloop.mongo")
 INCLUDE_LIMIT = 1000
@@ -263,6 +272,15 @@ class MongoStore:
             for doc in group["docs"]:
                 found.setdefault(documents.key(doc["t"], doc["i"]), documents.stored(doc))
         return list(found.values())
+
+    async def aggregate(self, query: SearchQuery, keys: tuple[GroupKey, ...]) -> Groups:
+        """The counts of a query's matches by the keys' values, from one aggregation pipeline."""
+        pipeline = aggregate_pipeline(await self._where(query, None), keys)
+        try:
+            rows = [row async for row in await self._db.resources.aggregate(pipeline)]
+        except ConnectionFailure as exc:
+            raise _unavailable(exc) from exc
+        return [(tuple((row["_id"] or {}).get(f"k{n}") for n in range(len(keys))), int(row["n"])) for row in rows]
 
     async def _where(self, query: SearchQuery, session: Any) -> dict[str, Any]:
         types = query.types if query.is_system else ()

@@ -27,6 +27,7 @@ from resources.search.query import (
     TokenValue,
     UriValue,
 )
+from resources.store.protocol import GroupKey
 
 
 class ParamId(Protocol):
@@ -583,3 +584,41 @@ def _on_row_id(flt: Filter) -> bool:
     if flt.code in ("_id", "_lastUpdated") or flt.has is not None:
         return False
     return all(_on_row_id(inner) for group in flt.any_of for inner in group)
+
+
+def _key_value(key: GroupKey, resource_type: str, param_id: ParamId) -> Clause:
+    """A scalar subquery: the value `key` groups a resource row `r` by (NULL when it has none)."""
+    if key.linked is not None:
+        ident, value = param_id(key.linked.resource_type, "identifier"), param_id(key.linked.resource_type,
+                                                                                  key.param)
+        if ident is None or value is None:
+            return "NULL", []
+        # the linked resource by its identifier (index seek on pid, code), then its value's token
+        return ("(SELECT t.code FROM idx_token i JOIN resource o ON o.rid = i.rid AND o.deleted = 0 "
+                "JOIN idx_token t ON t.rid = i.rid AND t.pid = ? WHERE i.pid = ? AND i.code = ? || r.id "
+                "AND i.system = (SELECT sid FROM system WHERE uri = ?) AND o.type = ? ORDER BY t.n LIMIT 1)",
+                [value, ident, key.linked.prefix, key.linked.system, key.linked.resource_type])
+    pid = param_id(resource_type, key.param)
+    if pid is None:
+        return "NULL", []
+    if key.kind == "string":
+        return "(SELECT s.exact FROM idx_string s WHERE s.rid = r.rid AND s.pid = ? ORDER BY s.n LIMIT 1)", [pid]
+    if key.kind == "date":
+        cases = " ".join(f"WHEN d.low > ? THEN '{n}'" for n in range(len(key.bands)))
+        return (f"(SELECT CASE {cases} ELSE '{len(key.bands)}' END FROM idx_date d WHERE d.rid = r.rid "
+                f"AND d.pid = ? ORDER BY d.n LIMIT 1)", [*key.bands, pid])
+    return "(SELECT t.code FROM idx_token t WHERE t.rid = r.rid AND t.pid = ? ORDER BY t.n LIMIT 1)", [pid]
+
+
+def compile_aggregate(query: SearchQuery, keys: tuple[GroupKey, ...], param_id: ParamId) -> Clause:
+    """SQL counting a query's matches by the keys' values: one GROUP BY over the matching resource rows."""
+    ordered = sorted(query.filters, key=_selectivity)
+    where, args = _conditions(query, ordered, param_id, ())
+    columns, column_args = [], []
+    for n, key in enumerate(keys):
+        sql, more = _key_value(key, query.resource_type, param_id)
+        columns.append(f"{sql} AS k{n}")
+        column_args.extend(more)
+    names = ", ".join(f"k{n}" for n in range(len(keys))) or "NULL"
+    return (f"SELECT {names}, count(*) FROM (SELECT {', '.join(columns) or 'NULL'} FROM resource r "
+            f"WHERE {' AND '.join(where)}) GROUP BY {names}", [*column_args, *args])

@@ -12,9 +12,9 @@ from operator import eq
 from typing import Any, cast
 
 from resources.search.query import Include, SearchQuery
-from resources.store.protocol import HistoryQuery, OutboxEvent, SearchPage, StoredResource
+from resources.store.protocol import GroupKey, Groups, HistoryQuery, OutboxEvent, SearchPage, StoredResource
 from resources.store.sqlite.bodies import decode, decode_many
-from resources.store.sqlite.compile import ENTRY_COLUMNS, ParamId, compile_lastn, compile_search
+from resources.store.sqlite.compile import ENTRY_COLUMNS, ParamId, compile_aggregate, compile_lastn, compile_search
 
 # a version's body is in its own row once replaced, and in the resource row while it is current
 _VERSIONS = ("SELECT v.seq, v.type, r.id, v.vid, v.updated, v.deleted, "
@@ -94,6 +94,12 @@ def _stored_types(conn: sqlite3.Connection, query: SearchQuery) -> tuple[str, ..
     if query.is_system and not query.types:
         return tuple(t for (t,) in conn.execute("SELECT DISTINCT type FROM sp"))
     return ()
+
+
+def aggregate(conn: sqlite3.Connection, query: SearchQuery, keys: tuple[GroupKey, ...], param_id: ParamId) -> Groups:
+    """The counts of a query's matches by the keys' values, from one GROUP BY."""
+    sql, args = compile_aggregate(query, keys, param_id)
+    return [(tuple(row[:-1]), int(row[-1])) for row in conn.execute(sql, args)]
 
 
 def search(conn: sqlite3.Connection, query: SearchQuery, param_id: ParamId) -> SearchPage:

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 from resources.search.index import IndexRows
 from resources.search.query import SearchQuery
-from resources.store.protocol import HistoryQuery, OutboxEvent, SearchPage, StoredResource, Write
+from resources.store.protocol import GroupKey, Groups, HistoryQuery, OutboxEvent, SearchPage, StoredResource, Write
 from resources.store.sqlite import reads
 from resources.store.sqlite.bodies import MEMO_MIB, set_memo_mib
 from resources.store.sqlite.schema import CACHE_MIB, DDL, HEAP_LIMIT_MIB, LAYOUT, LOOP_CACHE_MIB, PRAGMAS
@@ -226,6 +226,10 @@ class SqliteStore:
     async def lastn(self, query: SearchQuery, code: str, date: str, per_code: int) -> list[StoredResource]:
         """Per value of the token parameter `code`, the latest `per_code` matches by the date parameter `date`."""
         return await self._on_reader(reads.lastn, query, self.param_ids, code, date, per_code)
+
+    async def aggregate(self, query: SearchQuery, keys: tuple[GroupKey, ...]) -> Groups:
+        """The counts of a query's matches by the keys' values (GROUP BY on a reader thread)."""
+        return await self._on_reader(reads.aggregate, query, keys, self.param_ids)
 
     async def _query(self, run: Callable[[sqlite3.Connection, SearchQuery, Any], T], query: SearchQuery) -> T:
         if self._memory or self._inline_s <= 0:
