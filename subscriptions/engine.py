@@ -30,6 +30,7 @@ from resources.search.index import IndexRows
 from resources.search.match import matches_all
 from resources.search.paths import fhirpath_model
 from resources.store.protocol import StoredResource, Write, every
+from subscriptions.cadence import CadenceWorker
 from subscriptions.delivery import Channel, DeliveryConfig
 from subscriptions.endpoints import EndpointPolicy
 from subscriptions.followup import FollowUp, Occurrence
@@ -122,6 +123,7 @@ class SubscriptionEngine:
         # may a subscription's owner see this resource (patient consent)? None: everyone sees everything
         self.audience: Audience | None = None
         self.followup = FollowUp(repository, config.service_levels_ms, config.base_url)
+        self.cadence = CadenceWorker(repository)  # chronic programmes: the next Task of each activity
 
     # -- lifecycle --------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -134,9 +136,11 @@ class SubscriptionEngine:
         await self._reload()
         self._task = asyncio.create_task(self._loop(), name="subscription-engine")
         self._wake.set()
+        self.cadence.start()
 
     async def close(self) -> None:
         """Stop watching and sending."""
+        await self.cadence.close()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -6,6 +6,7 @@ client's search. https://hl7.org/fhir/R4B/search.html
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -21,3 +22,19 @@ async def find(repository: Repository, text: str) -> list[dict[str, Any]]:
     parsed = parse_search(kind, parse_qsl(query, keep_blank_values=True), repository.registry, strict=True)
     page = await repository.search(parsed.query)
     return [orjson.loads(r.body or b"{}") for r in page.resources]
+
+
+async def every_match(repository: Repository, text: str, page_size: int = 200) -> AsyncIterator[dict[str, Any]]:
+    """Every resource a query finds, page by page (the store's cursor), so a large result is never held at once."""
+    kind, _, query = text.partition("?")
+    params = [*parse_qsl(query, keep_blank_values=True), ("_count", str(page_size))]
+    cursor: str | None = None
+    while True:
+        parsed = parse_search(kind, params + ([("_cursor", cursor)] if cursor else []), repository.registry,
+                              strict=True)
+        page = await repository.search(parsed.query)
+        for found in page.resources:
+            yield orjson.loads(found.body or b"{}")
+        if not page.next_cursor:
+            return
+        cursor = page.next_cursor
