@@ -109,6 +109,8 @@ class CadenceWorker:
         self.clock = clock
         self.interval_s = interval_s
         self._task: asyncio.Task[None] | None = None
+        # (plan, activity) -> the last window known to have its Task: a steady tick costs no search per activity
+        self._known: dict[tuple[str, int], int] = {}
 
     def start(self) -> None:
         """Start the background loop (its first tick one interval after the start)."""
@@ -146,10 +148,11 @@ class CadenceWorker:
                 if detail.get("status") in _DONE:
                     continue
                 found = window(start, repeat, at)
-                if found is None:
+                if found is None or self._known.get((str(plan["id"]), n)) == found[0]:
                     continue
                 try:
                     made += await self._activity(plan, n, detail, *found, at)
+                    self._known[(str(plan["id"]), n)] = found[0]
                 except FhirError as exc:  # this activity only: the others still get their Tasks
                     log.warning("CarePlan/%s activity %d: no Task made: %s", plan.get("id"), n, exc)
         return made

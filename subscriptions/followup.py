@@ -137,12 +137,13 @@ class FollowUp:
                   stops: dict[str, list[str]]) -> None:
         """Make the Tasks these events start (each once), after cancelling what the events stop."""
         made: dict[str, tuple[dict[str, Any], Occurrence]] = {}
+        memo: dict[tuple[Any, ...], Any] = {}  # owners found in this batch
         for occurrence in occurrences:
             for step in steps.get(occurrence.topic, []):
                 try:
                     if not await self._holds(step, occurrence):
                         continue
-                    task = await self._task(step, occurrence)
+                    task = await self._task(step, occurrence, memo)
                 except FhirError as exc:  # a broken condition query in a clinic's edit: this step only
                     log.warning("Pathway step %s not evaluated: %s", step.key, exc)
                     continue
@@ -158,10 +159,11 @@ class FollowUp:
         found = await find(self.repository, f"Task?identifier={PATHWAY_EVENT}|{value}&_count=1")
         return found[0] if found else None
 
-    async def _task(self, step: Step, occurrence: Occurrence) -> dict[str, Any] | None:
+    async def _task(self, step: Step, occurrence: Occurrence,
+                    memo: dict[tuple[Any, ...], Any]) -> dict[str, Any] | None:
         """The Task this step makes of this event; None when it follows its trigger and was moved or cancelled."""
         now = now_ms()
-        owner = await self.owners.owner(step.template, occurrence.patient, now)
+        owner = await self.owners.owner(step.template, occurrence.patient, now, memo)
         focus = (occurrence.type, occurrence.id, occurrence.vid)
         follows = extension(step.template, FOLLOWS_TRIGGER)
         if not follows:

@@ -96,10 +96,22 @@ class Owners:
                 return _ref(participant.get("member"))
         return None
 
-    async def owner(self, template: dict[str, Any], patient: str | None,
-                    at: int | None = None) -> dict[str, Any] | None:
-        """The owner the template's rule finds for this patient, else its default (None when it names none)."""
+    async def owner(self, template: dict[str, Any], patient: str | None, at: int | None = None,
+                    memo: dict[tuple[Any, ...], Any] | None = None) -> dict[str, Any] | None:
+        """The owner the template's rule finds for this patient, else its default (None when it names none);
+        memo: answers already found in this batch (one event's steps mostly share a rule and a patient)."""
         rule, tier, default = owner_rule(template)
+        key = (rule, tier, orjson.dumps(default), patient)
+        if memo is not None and key in memo:
+            found: dict[str, Any] | None = memo[key]
+            return found
+        answer = await self._owner(rule, tier, default, patient, at)
+        if memo is not None:
+            memo[key] = answer
+        return answer
+
+    async def _owner(self, rule: str | None, tier: str | None, default: dict[str, Any] | None, patient: str | None,
+                     at: int | None) -> dict[str, Any] | None:
         found = None
         if rule == "health-manager" and patient is not None and (tier is None or await self.tier(patient) == tier):
             found = await self.health_manager(patient)

@@ -96,6 +96,14 @@ async def test_appointment_reminder_follows_the_appointment(app: FastAPI, client
     await engine(app).settled()
     [reminder] = await tasks_for(client, f"Appointment/{booked['id']}")
     assert reminder["status"] == "cancelled"
+    # only a booked appointment is reminded of: a proposed one, or one cancelled from the start, gets none
+    for status in ("proposed", "cancelled"):
+        other = await create(client, {"resourceType": "Appointment", "status": status, "start": instant(start),
+                                      "end": instant(start + timedelta(minutes=30)), "participant": [
+                                          {"actor": {"reference": f"Patient/{someone['id']}"},
+                                           "status": "needs-action"}]})
+        await engine(app).settled()
+        assert await tasks_for(client, f"Appointment/{other['id']}") == []
 
 
 async def test_high_churn_risk_starts_the_recall_path_once(app: FastAPI, client: httpx.AsyncClient) -> None:
