@@ -176,7 +176,9 @@ class FollowUp:
         if not lows:
             full = self.repository.indexer.extract(occurrence.type, occurrence.body)
             lows = [low for c, low, _ in full.dates if c == code]
-        deadline = lows[0] - before if lows else None
+        if not lows or lows[0] <= now:  # no date, or it has passed: nothing to follow (an open Task stays)
+            return None
+        deadline = lows[0] - before if lows[0] - before > now else lows[0]  # booked late: remind before it starts
         cancel_text = (follows.get("cancel-when") or {}).get("valueString")
         cancelled = False
         if cancel_text:

@@ -96,12 +96,13 @@ async def test_appointment_reminder_follows_the_appointment(app: FastAPI, client
     await engine(app).settled()
     [reminder] = await tasks_for(client, f"Appointment/{booked['id']}")
     assert reminder["status"] == "cancelled"
-    # only a booked appointment is reminded of: a proposed one, or one cancelled from the start, gets none
-    for status in ("proposed", "cancelled"):
-        other = await create(client, {"resourceType": "Appointment", "status": status, "start": instant(start),
-                                      "end": instant(start + timedelta(minutes=30)), "participant": [
-                                          {"actor": {"reference": f"Patient/{someone['id']}"},
-                                           "status": "needs-action"}]})
+    # only a booked appointment still ahead is reminded of: a proposed one, one cancelled from the start, one
+    # without a start or one already past gets none
+    past = start - timedelta(days=10)
+    for status, when in (("proposed", start), ("cancelled", start), ("booked", None), ("booked", past)):
+        other = await create(client, {"resourceType": "Appointment", "status": status, "participant": [
+            {"actor": {"reference": f"Patient/{someone['id']}"}, "status": "needs-action"}],
+            **({"start": instant(when), "end": instant(when + timedelta(minutes=30))} if when else {})})
         await engine(app).settled()
         assert await tasks_for(client, f"Appointment/{other['id']}") == []
 
