@@ -22,7 +22,6 @@ import fhirpathpy
 import httpx
 import orjson
 
-from resources.bundle_entries import parse_bundle
 from resources.errors import FhirError, Unprocessable
 from resources.guard import current_guard
 from resources.ids import now_ms
@@ -30,18 +29,20 @@ from resources.repository import Repository
 from resources.search.index import IndexRows
 from resources.search.match import matches_all
 from resources.search.paths import fhirpath_model
-from resources.store.protocol import ReadSource, StoredResource, Write, every
-from resources.transaction import EntryResult, TransactionProcessor
+from resources.store.protocol import StoredResource, Write, every
+from subscriptions.cadence import CadenceWorker
 from subscriptions.delivery import Channel, DeliveryConfig
 from subscriptions.endpoints import EndpointPolicy
+from subscriptions.followup import FollowUp, Occurrence
 from subscriptions.notifications import Event
-from subscriptions.pathways import PATHWAY_EVENT, Step, steps_by_topic, task_for
+from subscriptions.pathways import Step, steps_by_topic, stops_by_topic
 from subscriptions.subscription import Subscriber, parse_subscription, query_topic
-from subscriptions.topics import Topic, Trigger, parse_topic
+from subscriptions.topics import Topic, Trigger, parse_topic, resolved
 
 log = logging.getLogger("careloop.subscriptions")
 CURSOR = "subscriptions:cursor"
-CONFIG_TYPES = frozenset({"SubscriptionTopic", "Subscription", "PlanDefinition", "ActivityDefinition"})
+# a ValueSet too: topic criteria may test membership (code:in=...), resolved when the catalog loads
+CONFIG_TYPES = frozenset({"SubscriptionTopic", "Subscription", "PlanDefinition", "ActivityDefinition", "ValueSet"})
 _BATCH = 500
 _SAVE_EVERY_S = 2.0
 
@@ -66,6 +67,7 @@ class Catalog:
     by_type: dict[str, list[Topic]] = field(default_factory=dict)
     subscribers: dict[str, Subscriber] = field(default_factory=dict)
     steps: dict[str, list[Step]] = field(default_factory=dict)
+    stops: dict[str, list[str]] = field(default_factory=dict)  # topic -> plans whose open Tasks its events cancel
     needed: dict[str, frozenset[str]] = field(default_factory=dict)  # type -> parameters the criteria use
 
     def index_needs(self) -> dict[str, frozenset[str]]:
@@ -82,10 +84,6 @@ class Catalog:
             for kind, many in subscriber.filters.items():
                 codes.setdefault(kind, set()).update(f.code for c in many for f in c.filters)
         return {kind: frozenset(found) for kind, found in codes.items()}
-
-
-async def _no_reads(url: str, source: ReadSource) -> EntryResult:
-    raise AssertionError(f"a pathway transaction has no read entries ({url})")
 
 
 def _action(change: StoredResource) -> str:
@@ -124,6 +122,8 @@ class SubscriptionEngine:
         self._saved_at = 0.0
         # may a subscription's owner see this resource (patient consent)? None: everyone sees everything
         self.audience: Audience | None = None
+        self.followup = FollowUp(repository, config.service_levels_ms, config.base_url)
+        self.cadence = CadenceWorker(repository)  # chronic programmes: the next Task of each activity
 
     # -- lifecycle --------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -136,9 +136,11 @@ class SubscriptionEngine:
         await self._reload()
         self._task = asyncio.create_task(self._loop(), name="subscription-engine")
         self._wake.set()
+        self.cadence.start()
 
     async def close(self) -> None:
         """Stop watching and sending."""
+        await self.cadence.close()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -207,7 +209,7 @@ class SubscriptionEngine:
             if body.get("status") not in ("active", "draft"):
                 continue
             try:
-                topic = parse_topic(registry, body)
+                topic = await resolved(parse_topic(registry, body), self.repository.resolve)
             except FhirError as exc:
                 log.warning("SubscriptionTopic/%s is not served: %s", found.id, exc)
                 continue
@@ -221,6 +223,7 @@ class SubscriptionEngine:
                 templates[str(body["url"])] = body
         plans = [orjson.loads(found.body or b"{}") async for found in every(store, "PlanDefinition")]
         catalog.steps = steps_by_topic(plans, templates)
+        catalog.stops = stops_by_topic(plans)
         async for found in every(store, "Subscription"):
             body = orjson.loads(found.body or b"{}")
             if body.get("status") not in ("requested", "active"):
@@ -300,12 +303,13 @@ class SubscriptionEngine:
         watched = set(self.catalog.by_type)
         while self.cursor < until:
             batch = await store.changes(self.cursor, until, watched, _BATCH)
-            tasks: list[dict[str, Any]] = []
+            tasks: list[Occurrence] = []
             for n, change in enumerate(batch):
                 await self._handle(change, tasks)
                 if n % 50 == 49:
                     await asyncio.sleep(0)  # let requests in: matching shares the event loop with them
-            await self._create_tasks(tasks)
+            if tasks:
+                await self.followup.run(tasks, self.catalog.steps, self.catalog.stops)
             self.cursor = batch[-1].seq if len(batch) == _BATCH else until
             await self._save_position(force=bool(tasks) or self.counts != self._saved_counts)
 
@@ -323,7 +327,7 @@ class SubscriptionEngine:
         self._saved_counts = dict(self.counts)
         self._saved_at = time.monotonic()
 
-    async def _handle(self, change: StoredResource, tasks: list[dict[str, Any]]) -> None:
+    async def _handle(self, change: StoredResource, tasks: list[Occurrence]) -> None:
         topics = self.catalog.by_type.get(change.type, [])
         action = _action(change)
         current = orjson.loads(change.body) if change.body else None
@@ -341,7 +345,10 @@ class SubscriptionEngine:
                 continue
             focus = current if current is not None else previous
             rows = rows_now if rows_now is not None else rows_before
-            tasks.extend(self._steps(topic, change, rows))
+            if topic.url in self.catalog.steps or topic.url in self.catalog.stops:
+                found = self.followup.occurrence(topic, change, current, rows_now)
+                if found is not None:
+                    tasks.append(found)
             if focus is not None and rows is not None:
                 self._notify(topic, change, action, focus, rows)
 
@@ -399,39 +406,6 @@ class SubscriptionEngine:
             if channel is not None:
                 channel.events_since_start = number
                 channel.queue.put_nowait((event, None if withheld else change.body))
-
-    def _steps(self, topic: Topic, change: StoredResource, rows: IndexRows | None) -> list[dict[str, Any]]:
-        """The Tasks the topic's pathways make from this change."""
-        steps = self.catalog.steps.get(topic.url)
-        if not steps:
-            return []
-        patient = change.id if change.type == "Patient" else (rows.compartments[0] if rows and rows.compartments
-                                                              else None)
-        at = now_ms()
-        return [task_for(step, change.seq, (change.type, change.id, change.vid), patient, at,
-                         self.config.service_levels_ms) for step in steps]
-
-    async def _create_tasks(self, tasks: list[dict[str, Any]]) -> None:
-        """Create a batch's Tasks in one transaction; each is conditional on its event identifier, so an event
-        handled again after a restart makes no second Task."""
-        if not tasks:
-            return
-        entries = [{"resource": task, "request": {
-            "method": "POST", "url": "Task",
-            "ifNoneExist": f"identifier={PATHWAY_EVENT}|{task['identifier'][0]['value']}"}} for task in tasks]
-        base = self.config.base_url
-        try:
-            _, parsed = parse_bundle({"resourceType": "Bundle", "type": "transaction", "entry": entries},
-                                     len(entries), base)
-            await TransactionProcessor(self.repository, base).run(parsed, _no_reads)
-        except FhirError as exc:  # one bad template must not cost the other Tasks: create them one by one
-            log.warning("Pathway Tasks as one transaction failed (%s); creating them one at a time", exc)
-            for task in tasks:
-                identifier = f"{PATHWAY_EVENT}|{task['identifier'][0]['value']}"
-                try:
-                    await self.repository.create("Task", task, if_none_exist=[("identifier", identifier)])
-                except FhirError as each:
-                    log.warning("Pathway Task %s not created: %s", identifier, each)
 
     # -- queries ($status, $events) ----------------------------------------------------------------
     def events_since_start(self, subscription_id: str) -> int:

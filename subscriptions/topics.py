@@ -7,7 +7,8 @@ https://hl7.org/fhir/R4B/subscriptiontopic.html
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -15,10 +16,11 @@ import fhirpathpy
 
 from resources.errors import Unprocessable
 from resources.models import resource_types
+from resources.search.codesets import needs_resolution
 from resources.search.match import evaluable
 from resources.search.parse import parse_search
 from resources.search.paths import fhirpath_model
-from resources.search.query import Filter
+from resources.search.query import Filter, SearchQuery
 from resources.search.registry import SearchRegistry
 from subscriptions.pathways import duration_ms
 
@@ -153,3 +155,16 @@ def parse_topic(registry: SearchRegistry, body: dict[str, Any]) -> Topic:
             can_filter.setdefault(kind, set()).add(str(entry["filterParameter"]))
     return Topic(str(body.get("id") or ""), url, str(body.get("title") or url), triggers,
                  {k: frozenset(v) for k, v in can_filter.items()})
+
+
+async def resolved(topic: Topic, resolve: Callable[[SearchQuery], Awaitable[SearchQuery]]) -> Topic:
+    """The topic with `:in` (and other terminology) filters expanded into codes, e.g. a clinic-edited ValueSet."""
+
+    async def one(kind: str, criteria: Criteria | None) -> Criteria | None:
+        if criteria is None or not needs_resolution(SearchQuery(kind, criteria.filters)):
+            return criteria
+        return Criteria(criteria.text, (await resolve(SearchQuery(kind, criteria.filters))).filters)
+
+    triggers = tuple([replace(t, previous=await one(t.resource_type, t.previous),
+                              current=await one(t.resource_type, t.current)) for t in topic.triggers])
+    return replace(topic, triggers=triggers)

@@ -149,9 +149,11 @@ async def test_system_search(client: httpx.AsyncClient, clinic: dict[str, Any]) 
     since = (await client.get("/fhir", params={"_count": "100", "_lastUpdated": f"ge{changes_since_start()['_since']}"})
              ).json()
     written = [e["resource"] for e in since["entry"]]
-    # what this test wrote, plus the follow-up Tasks the shipped pathways made from it
-    assert len([r for r in written if r["resourceType"] != "Task"]) == 9
+    # what this test wrote, plus the follow-up Tasks the shipped pathways made from it (each with its Provenance)
+    assert len([r for r in written if r["resourceType"] not in ("Task", "Provenance")]) == 9
     assert all(r["identifier"][0]["system"] == PATHWAY_EVENT for r in written if r["resourceType"] == "Task")
+    assert all(r["agent"][0]["who"]["identifier"]["value"] == "careloop-pathway-engine"
+               for r in written if r["resourceType"] == "Provenance")
     assert set(await matches(client, f"?_id={clinic['org']['id']}")) == {clinic["org"]["id"]}
     both = await matches(client, "?_type=Patient,Observation&_count=100")
     assert len(both) == 8

@@ -49,19 +49,23 @@ async def test_finished_visit_makes_three_follow_ups_once(app: FastAPI, client: 
     await client.put(f"/fhir/Encounter/{visit['id']}", content=body(finished), headers=FHIR_JSON)
     await engine(app).settled()
     tasks = await tasks_for(client, f"Encounter/{visit['id']}")
+    # the patient's first-ever visit: the satisfaction follow-up of first visits (7 days) joins the three
     assert sorted((t["code"]["coding"][0]["code"], hours_due(t)) for t in tasks) == [
-        ("phone-follow-up", 72.0), ("results-notice", 24.0), ("satisfaction-survey", 72.0)]
+        ("phone-follow-up", 72.0), ("results-notice", 24.0), ("satisfaction-follow-up", 168.0),
+        ("satisfaction-survey", 72.0)]
     for task in tasks:
         assert task["status"] == "requested" and task["intent"] == "order" and task["priority"] == "routine"
         assert task["for"] == {"reference": f"Patient/{someone['id']}"}
-        assert task["basedOn"] == [{"reference": "PlanDefinition/visit-follow-up"}]
+        assert task["basedOn"] in ([{"reference": "PlanDefinition/visit-follow-up"}],
+                                   [{"reference": "PlanDefinition/first-visit-follow-up"}])
         assert task["identifier"][0]["system"] == PATHWAY_EVENT
-        assert task["instantiatesCanonical"].startswith("http://careloop.health/fhir/ActivityDefinition/visit-")
+        assert task["instantiatesCanonical"].startswith(("http://careloop.health/fhir/ActivityDefinition/visit-",
+                                                         "http://careloop.health/fhir/ActivityDefinition/first-visit-"))
     # still finished after another change: the topic fires on the transition only
     await client.put(f"/fhir/Encounter/{visit['id']}", content=body({**finished, "id": visit["id"],
                      "serviceType": {"text": "checkup"}}), headers=FHIR_JSON)
     await engine(app).settled()
-    assert len(await tasks_for(client, f"Encounter/{visit['id']}")) == 3
+    assert len(await tasks_for(client, f"Encounter/{visit['id']}")) == 4
     inpatient = await create(client, encounter(someone["id"], "finished", "IMP"))
     historical = await create(client, {**encounter(someone["id"], "finished"),
                                        "period": {"start": "2018-02-01T09:00:00Z", "end": "2018-02-01T10:00:00Z"}})
@@ -122,9 +126,9 @@ async def test_events_while_the_engine_was_off_are_handled_after_restart(setting
     restarted = settings.model_copy()
     async with client_for(restarted) as client:
         for _ in range(100):
-            if len(await tasks_for(client, f"Encounter/{visit['id']}")) == 3:
+            if len(await tasks_for(client, f"Encounter/{visit['id']}")) == 4:
                 break
             await asyncio.sleep(0.05)
-        assert len(await tasks_for(client, f"Encounter/{visit['id']}")) == 3
+        assert len(await tasks_for(client, f"Encounter/{visit['id']}")) == 4  # a first visit: 3 + its survey call
     async with client_for(restarted) as client:  # handled once: a further restart makes no second set
-        assert len(await tasks_for(client, f"Encounter/{visit['id']}")) == 3
+        assert len(await tasks_for(client, f"Encounter/{visit['id']}")) == 4
