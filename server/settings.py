@@ -113,7 +113,8 @@ class Settings(BaseSettings):
         default_factory=lambda: [0.5, 2.0, 10.0, 30.0],
         description="Seconds to wait before each retry of a failed notification; after the last the "
         "Subscription is set to error")
-    subscription_events_retained: int = Field(1000, description="Events kept per subscription for $events")
+    subscription_events_retained: int = Field(1000, ge=1, description="Numbered events kept in the store per "
+                                              "subscription for $events (events not yet delivered are kept too)")
     service_level_minutes: dict[str, int] = Field(
         default_factory=lambda: {"stat": 30, "asap": 120, "urgent": 120, "routine": 1440},
         description="Deadline of a follow-up Task by priority when its template gives no due offset "

@@ -8,13 +8,22 @@ https://hl7.org/fhir/R4B/http.html
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Collection
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from resources.errors import Invalid
 from resources.search.query import SearchQuery
-from resources.store.protocol import HistoryQuery, OutboxEvent, SearchPage, Store, StoredResource, Write, WriteSession
+from resources.store.protocol import (
+    HistoryQuery,
+    OutboxEvent,
+    SearchPage,
+    Store,
+    StoredResource,
+    SubscriptionEvent,
+    Write,
+    WriteSession,
+)
 
 
 @dataclass
@@ -106,3 +115,13 @@ class RoutedStore:
     async def set_mark(self, name: str, value: int) -> None:
         """Keep a durable number in the main store."""
         await self.main.set_mark(name, value)
+
+    async def record_events(self, events: Sequence[SubscriptionEvent], marks: Mapping[str, int],
+                            trim: Mapping[str, int]) -> None:
+        """Subscription events and marks, in the main store (they follow its change feed)."""
+        await self.main.record_events(events, marks, trim)
+
+    async def subscription_events(self, subscription: str, after: int, until: int | None, limit: int,
+                                  ) -> list[SubscriptionEvent]:
+        """A subscription's kept events, from the main store."""
+        return await self.main.subscription_events(subscription, after, until, limit)
