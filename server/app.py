@@ -41,6 +41,8 @@ from resources.store.routed import RoutedStore
 from resources.store.sqlite.store import SqliteStore
 from resources.validation import ValidationLimits
 from server import errors
+from server import health as probes
+from server import metrics as metrics_routes
 from server.audit import AuditMiddleware
 from server.auth import routes as auth_routes
 from server.auth.bearer import BearerMiddleware
@@ -53,6 +55,7 @@ from server.cors import AllowedOrigins
 from server.edge import EdgeMiddleware
 from server.forwarded import ForwardedMiddleware, TrustedProxies
 from server.memory import limit_arenas, release_free_memory
+from server.metrics import Metrics, MetricsMiddleware, check_settings
 from server.negotiation import NegotiationMiddleware
 from server.openapi import describe_parameters
 from server.routes import health, instance, operations, reindex, system
@@ -295,9 +298,13 @@ def create_app(settings: Settings | None = None, *, mongo_client: Any = None) ->
     app.add_middleware(AuditMiddleware)
     # outside the token check: 401s get the edge headers too, and preflights need no token
     app.add_middleware(EdgeMiddleware, origins=AllowedOrigins(settings.cors_origins, settings.cors_cache_seconds))
+    check_settings(settings.metrics, settings.metrics_token)
+    if settings.metrics != "off":  # outside the audit and token checks: refused requests are counted too
+        app.state.metrics = Metrics()
+        app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     if settings.trusted_proxies:  # outermost: everything after it sees the client behind the proxy
         app.add_middleware(ForwardedMiddleware, proxies=trusted_proxies(settings))
-    for module in (instance, type_routes, system, reindex, operations, auth_routes, health):
+    for module in (instance, type_routes, system, reindex, operations, auth_routes, health, probes, metrics_routes):
         # routes join the app's own table: FastAPI walks included routers one by one on every request,
         # which cost a third of the time of a read. The path convertors keep these routes from overlapping.
         app.router.routes.extend(module.router.routes)

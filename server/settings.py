@@ -5,7 +5,7 @@ https://docs.pydantic.dev/latest/concepts/pydantic_settings/
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -91,6 +91,10 @@ class Settings(BaseSettings):
                        "answered (503 when the trail cannot be written); off: nothing is recorded (development only)")
     audit_db: str | None = Field(None, description="The audit trail's SQLite file (default: beside the FHIR store, "
                                  "<name>-audit.sqlite); with MongoDB the trail is the database <name>_audit")
+    metrics: str = Field("off", description="Prometheus metrics at /metrics: off (404), open (anyone who reaches "
+                         "the port; a private network only), or token (a bearer CARELOOP_METRICS_TOKEN)")
+    metrics_token: SecretStr | None = Field(None, description="The bearer secret /metrics asks for with "
+                                            "CARELOOP_METRICS=token (16 characters or more)")
     audit_checkpoint_events: int = Field(1000, ge=1, description="Sign a checkpoint of the audit chain's head "
                                          "after this many events")
     audit_checkpoint_seconds: float = Field(60, gt=0, description="... or this many seconds after the first "

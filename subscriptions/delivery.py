@@ -56,6 +56,14 @@ def _pinned(url: str, address: ipaddress.IPv4Address | ipaddress.IPv6Address) ->
 
 
 @dataclass
+class DeliveryStats:
+    """Failures of every subscription's sender together (read by the metrics)."""
+
+    failed_posts: int = 0  # each failed attempt, retries included
+    failed_subscriptions: int = 0  # set to error once the retries ran out
+
+
+@dataclass
 class Channel:
     """The sender of one subscription's notifications."""
 
@@ -71,6 +79,7 @@ class Channel:
     acked: int = 0  # the newest event number the receiver accepted (the delivery cursor)
     backlog: BacklogReader | None = None
     on_ack: AckWriter | None = None
+    stats: DeliveryStats = field(default_factory=DeliveryStats)
 
     def start(self) -> None:
         """Run the sender (the handshake first when the subscription is only requested)."""
@@ -118,6 +127,8 @@ class Channel:
                 return None
             except DeliveryFailed as exc:
                 error = str(exc)
+                self.stats.failed_posts += 1
+        self.stats.failed_subscriptions += 1
         return error
 
     def _payload(self, kind: str, batch: list[tuple[Event, bytes | None]] | None = None,

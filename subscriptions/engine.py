@@ -31,7 +31,7 @@ from resources.search.match import matches_all
 from resources.search.paths import fhirpath_model
 from resources.store.protocol import ReadSource, StoredResource, SubscriptionEvent, Write, every
 from resources.transaction import EntryResult, TransactionProcessor
-from subscriptions.delivery import Channel, DeliveryConfig
+from subscriptions.delivery import Channel, DeliveryConfig, DeliveryStats
 from subscriptions.endpoints import EndpointPolicy
 from subscriptions.notifications import Event
 from subscriptions.pathways import PATHWAY_EVENT, Step, steps_by_topic, task_for
@@ -116,6 +116,7 @@ class SubscriptionEngine:
         self._pending: list[tuple[str, Event, bytes | None]] = []
         self._saved_delivered: dict[str, int] = {}
         self._ack_task: asyncio.Task[None] | None = None
+        self.stats = DeliveryStats()
         self.cursor = 0
         self._client = client or httpx.AsyncClient(follow_redirects=False, trust_env=False)
         self._owns_client = client is None
@@ -270,7 +271,7 @@ class SubscriptionEngine:
             channel = Channel(subscriber, DeliveryConfig(self.config.base_url, self.config.policy,
                                                          self.config.retry_delays),
                               self._client, self._write_status, self.recorded[sid], acked=self.delivered[sid],
-                              backlog=self._backlog, on_ack=self._on_ack)
+                              backlog=self._backlog, on_ack=self._on_ack, stats=self.stats)
             self.channels[sid] = channel
             channel.start()
 
@@ -512,6 +513,11 @@ class SubscriptionEngine:
     def events_since_start(self, subscription_id: str) -> int:
         """How many events the subscription has had (those committed to the store)."""
         return self.recorded.get(subscription_id, 0)
+
+    def pending_notifications(self) -> int:
+        """Events committed to the store that their receivers have not accepted yet (subscriptions that are
+        active or retrying; one in error or off numbers no more events and waits to be requested again)."""
+        return sum(max(0, self.recorded.get(sid, 0) - self.delivered.get(sid, 0)) for sid in self.channels)
 
     async def retained(self, subscription_id: str, since: int | None, until: int | None) -> list[Event]:
         """The events numbered in [since, until] for $events, oldest first, from the store: at most the newest
