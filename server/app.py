@@ -54,6 +54,7 @@ from server.context import Services, configured_base
 from server.cors import AllowedOrigins
 from server.edge import EdgeMiddleware
 from server.forwarded import ForwardedMiddleware, TrustedProxies
+from server.logging_json import AccessLogMiddleware
 from server.memory import limit_arenas, release_free_memory
 from server.metrics import Metrics, MetricsMiddleware, check_settings
 from server.negotiation import NegotiationMiddleware
@@ -298,6 +299,8 @@ def create_app(settings: Settings | None = None, *, mongo_client: Any = None) ->
     app.add_middleware(AuditMiddleware)
     # outside the token check: 401s get the edge headers too, and preflights need no token
     app.add_middleware(EdgeMiddleware, origins=AllowedOrigins(settings.cors_origins, settings.cors_cache_seconds))
+    if settings.log_format == "json":  # the access line waits for the audit edge's X-Request-Id
+        app.add_middleware(AccessLogMiddleware)
     check_settings(settings.metrics, settings.metrics_token)
     if settings.metrics != "off":  # outside the audit and token checks: refused requests are counted too
         app.state.metrics = Metrics()

@@ -25,6 +25,7 @@ from server.auth.purposes import DEFAULT
 from server.auth.service import AuthService, check_organization
 from server.auth.signin import is_locked
 from server.auth.store import CLIENT_KINDS, ROLES
+from server.logging_json import configure as configure_logging
 from server.settings import Settings
 
 DEV_CLIENT = "careloop-dev"
@@ -66,18 +67,23 @@ Get a token and read /fhir/Patient:
 
 def _serve(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    _out(f"CareLoop: FHIR R4B at http://{settings.host}:{settings.port}/fhir "
-         f"(store: {settings.store}, file: {settings.sqlite_path})")
+    configure_logging(settings.log_level, settings.log_format)
+    # with JSON logs stdout is the log: every line of it must be a JSON object
+    say = _out if settings.log_format == "text" else logging.getLogger("careloop").warning
+    say(f"CareLoop: FHIR R4B at http://{settings.host}:{settings.port}/fhir "
+        f"(store: {settings.store}, file: {settings.sqlite_path})")
     if settings.auth == "off":
-        _out("WARNING: CARELOOP_AUTH=off -- no access tokens are checked. For local development only.")
+        say("WARNING: CARELOOP_AUTH=off -- no access tokens are checked. For local development only.")
     else:
         if settings.sqlite_path != ":memory:":
             Path(settings.sqlite_path).parent.mkdir(parents=True, exist_ok=True)
-        _dev_client(settings)
+        if settings.log_format == "text":  # a secret shown once on a console, never written to a JSON log
+            _dev_client(settings)
     # no `Server: uvicorn` header: what software answers is of use to attackers only (response hygiene)
+    # with JSON logs uvicorn keeps its hands off logging (its loggers reach the root's JSON handler)
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level,
-                access_log=False, server_header=False)
+                access_log=False, server_header=False,
+                **({"log_config": None} if settings.log_format == "json" else {}))
     return 0
 
 

@@ -68,6 +68,9 @@ class Settings(BaseSettings):
     validation_workers: int = Field(-1, description="Processes holding the R4B models and validating every write; "
                                     "-1 = one per spare core, 0 = in the serving process")
     log_level: str = "info"
+    log_format: str = Field("text", description="text: readable lines on stderr; json: one JSON object per line "
+                            "on stdout with an access line per request (request id, client, interaction, status, "
+                            "latency; no query, body or header values)")
     terminology_seed: bool = Field(True, description="Load the shipped CodeSystems, ValueSets, ConceptMaps and "
                                    "ObservationDefinitions into the store at start (once per content version)")
     auth: str = Field("on", description="on: SMART on FHIR tokens required; off: no authorization (development only)")
