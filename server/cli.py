@@ -20,6 +20,7 @@ from consent.retention import RetentionError, export_expired, purge_expired
 from resources.errors import FhirError
 from resources.models import resource_types
 from resources.repository import Repository
+from server import backup as server_backup
 from server.app import build_services, create_app
 from server.auth.purposes import DEFAULT
 from server.auth.service import AuthService, check_organization
@@ -243,6 +244,41 @@ def _audit_purge(args: argparse.Namespace) -> int:
     return _run_audit(settings, work)
 
 
+def _backup(args: argparse.Namespace) -> int:
+    try:
+        manifest = server_backup.backup(_settings(args), Path(args.file))
+    except server_backup.BackupError as exc:
+        _out(f"backup refused: {exc}")
+        return 1
+    parts = ", ".join(f"{part} ({facts['bytes']} bytes)" for part, facts in manifest["files"].items())
+    _out(f"backup written to {args.file}: {parts}")
+    return 0
+
+
+def _restore(args: argparse.Namespace) -> int:
+    try:
+        manifest = server_backup.restore(Path(args.file), _settings(args))
+    except server_backup.BackupError as exc:
+        _out(f"restore refused: {exc}")
+        return 1
+    _out(f"restored the backup of {manifest['made']} ({', '.join(manifest['files'])}) beside {args.db}")
+    return 0
+
+
+def add_backup_commands(commands: Any) -> None:
+    """`backup FILE` and `restore FILE --db NEW` (issue 34, item 3)."""
+    backup = commands.add_parser("backup", help="copy the store, audit trail and auth files into one archive, "
+                                 "consistent while the server runs")
+    backup.add_argument("file", help="the archive to write (a new file)")
+    backup.add_argument("--db", help="SQLite file of the FHIR store (the audit and auth files sit beside it)")
+    backup.set_defaults(run=_backup)
+    restore = commands.add_parser("restore", help="unpack an archive into a new data folder")
+    restore.add_argument("file", help="an archive `backup` wrote")
+    restore.add_argument("--db", required=True, help="the new FHIR store file (must not exist); the audit and "
+                         "auth files are put beside it")
+    restore.set_defaults(run=_restore)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Parse arguments and run a command."""
     parser = argparse.ArgumentParser(prog="python -m server", description="CareLoop FHIR R4B server")
@@ -313,6 +349,7 @@ def main(argv: list[str] | None = None) -> int:
                                       "checking it is whole and complete against the store")
     purge.add_argument("--confirm", required=True, metavar="FILE", help="the file export-expired wrote")
     purge.set_defaults(run=_audit_purge)
+    add_backup_commands(commands)
     for sub in (add, listing, remove, user_add, user_list, unlock, export, purge):
         sub.add_argument("--db", help="SQLite file of the FHIR store (the auth file sits beside it)")
     args = parser.parse_args(argv)
