@@ -63,6 +63,7 @@ from server.routes import health, instance, operations, reindex, system
 from server.routes import type as type_routes
 from server.routing import DepthDispatch
 from server.settings import Settings
+from server.tls import HstsMiddleware, check_tls
 from subscriptions.endpoints import EndpointPolicy
 from subscriptions.engine import EngineConfig, SubscriptionEngine
 from subscriptions.seed import seed_pathways
@@ -299,6 +300,8 @@ def create_app(settings: Settings | None = None, *, mongo_client: Any = None) ->
     app.add_middleware(AuditMiddleware)
     # outside the token check: 401s get the edge headers too, and preflights need no token
     app.add_middleware(EdgeMiddleware, origins=AllowedOrigins(settings.cors_origins, settings.cors_cache_seconds))
+    if check_tls(settings.tls_cert, settings.tls_key):  # browsers keep to https for this host from then on
+        app.add_middleware(HstsMiddleware, seconds=settings.hsts_seconds)
     if settings.log_format == "json":  # the access line waits for the audit edge's X-Request-Id
         app.add_middleware(AccessLogMiddleware)
     check_settings(settings.metrics, settings.metrics_token)

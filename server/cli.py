@@ -34,7 +34,9 @@ DEV_CLIENT = "careloop-dev"
 
 def _settings(args: argparse.Namespace) -> Settings:
     overrides = {k: v for k, v in (("host", getattr(args, "host", None)), ("port", getattr(args, "port", None)),
-                                   ("sqlite_path", getattr(args, "db", None))) if v}
+                                   ("sqlite_path", getattr(args, "db", None)),
+                                   ("tls_cert", getattr(args, "tls_cert", None)),
+                                   ("tls_key", getattr(args, "tls_key", None))) if v}
     return Settings(**overrides)  # type: ignore[arg-type]
 
 
@@ -71,7 +73,7 @@ def _serve(args: argparse.Namespace) -> int:
     configure_logging(settings.log_level, settings.log_format)
     # with JSON logs stdout is the log: every line of it must be a JSON object
     say = _out if settings.log_format == "text" else logging.getLogger("careloop").warning
-    say(f"CareLoop: FHIR R4B at http://{settings.host}:{settings.port}/fhir "
+    say(f"CareLoop: FHIR R4B at {'https' if settings.tls_cert else 'http'}://{settings.host}:{settings.port}/fhir "
         f"(store: {settings.store}, file: {settings.sqlite_path})")
     if settings.auth == "off":
         say("WARNING: CARELOOP_AUTH=off -- no access tokens are checked. For local development only.")
@@ -83,7 +85,7 @@ def _serve(args: argparse.Namespace) -> int:
     # no `Server: uvicorn` header: what software answers is of use to attackers only (response hygiene)
     # with JSON logs uvicorn keeps its hands off logging (its loggers reach the root's JSON handler)
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level,
-                access_log=False, server_header=False,
+                access_log=False, server_header=False, ssl_certfile=settings.tls_cert, ssl_keyfile=settings.tls_key,
                 **({"log_config": None} if settings.log_format == "json" else {}))
     return 0
 
@@ -287,6 +289,8 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--host", help="interface to listen on (CARELOOP_HOST)")
     serve.add_argument("--port", type=int, help="port (CARELOOP_PORT)")
     serve.add_argument("--db", help="SQLite file (CARELOOP_SQLITE_PATH)")
+    serve.add_argument("--tls-cert", help="PEM certificate: serve HTTPS only (CARELOOP_TLS_CERT)")
+    serve.add_argument("--tls-key", help="PEM private key of the certificate (CARELOOP_TLS_KEY)")
     serve.set_defaults(run=_serve)
 
     clients = commands.add_parser("clients", help="OAuth clients of the authorization server")

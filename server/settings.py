@@ -68,6 +68,10 @@ class Settings(BaseSettings):
     validation_workers: int = Field(-1, description="Processes holding the R4B models and validating every write; "
                                     "-1 = one per spare core, 0 = in the serving process")
     log_level: str = "info"
+    tls_cert: str | None = Field(None, description="PEM certificate (chain) for TLS in the server itself; with "
+                                 "CARELOOP_TLS_KEY the server speaks only HTTPS and sends HSTS")
+    tls_key: str | None = Field(None, description="PEM private key of CARELOOP_TLS_CERT")
+    hsts_seconds: int = Field(31536000, ge=0, description="max-age of Strict-Transport-Security when TLS is on")
     log_format: str = Field("text", description="text: readable lines on stderr; json: one JSON object per line "
                             "on stdout with an access line per request (request id, client, interaction, status, "
                             "latency; no query, body or header values)")
