@@ -10,6 +10,7 @@ import datetime
 import ipaddress
 import os
 import shutil
+import ssl
 import subprocess
 import sys
 import time
@@ -67,7 +68,7 @@ def test_serve_with_tls_answers_https_only_with_hsts(tmp_path: Path, seeded_data
                                 "--tls-cert", str(cert), "--tls-key", str(key)], cwd=ROOT, env=env,
                                stdout=subprocess.DEVNULL)
     try:
-        with httpx.Client(verify=str(cert), timeout=5) as client:
+        with httpx.Client(verify=ssl.create_default_context(cafile=str(cert)), timeout=5) as client:
             deadline = time.monotonic() + 90
             while True:
                 assert process.poll() is None, "the server exited"
