@@ -56,7 +56,7 @@ async def status(call: OperationCall) -> dict[str, Any]:
 
 
 async def events(call: OperationCall) -> bytes:
-    """A history Bundle of the retained events in a number range, with the content asked for."""
+    """A history Bundle of the stored events in a number range (the newest kept), with the content asked for."""
     engine = _engine(call)
     target = await call.target()
     assert target is not None
@@ -67,8 +67,7 @@ async def events(call: OperationCall) -> bytes:
     if content not in CONTENTS:
         raise Invalid(f"content must be one of {', '.join(CONTENTS)}, not '{content}'", code="value",
                       expression=("content",))
-    chosen = [e for e in engine.retained(sid) if (since is None or e.number >= since)
-              and (until is None or e.number <= until)]
+    chosen = await engine.retained(sid, since, until)
     items: list[tuple[Any, bytes | None]] = []
     for event in chosen:
         body = None

@@ -42,6 +42,7 @@ class ModelValidator:
     def __init__(self, workers: int = 0) -> None:
         self._workers = workers
         self._pool: ProcessPoolExecutor | None = None
+        self._warming: list[Future[list[list[Issue]]]] = []
 
     @property
     def local(self) -> bool:
@@ -55,8 +56,15 @@ class ModelValidator:
             self._pool = ProcessPoolExecutor(self._workers, mp_context=context, initializer=warm_up)
             # workers are spawned on demand: ask for them now, so their model imports (seconds) happen
             # at start-up instead of inside the first request
-            for _ in range(self._workers):
-                self._pool.submit(_validate_chunk, [])
+            self._warming = [self._pool.submit(_validate_chunk, []) for _ in range(self._workers)]
+
+    @property
+    def ready(self) -> bool:
+        """True when writes can be validated now: in this process, or by workers that have loaded the models."""
+        if self.local:
+            return True
+        return self._pool is not None and all(f.done() and not f.cancelled() and f.exception() is None
+                                              for f in self._warming)
 
     def close(self) -> None:
         """Stop the worker processes."""

@@ -45,6 +45,8 @@ from resources.store.routed import RoutedStore
 from resources.store.sqlite.store import SqliteStore
 from resources.validation import ValidationLimits
 from server import errors
+from server import health as probes
+from server import metrics as metrics_routes
 from server.audit import AuditMiddleware
 from server.auth import routes as auth_routes
 from server.auth.bearer import BearerMiddleware
@@ -57,13 +59,16 @@ from server.cors import AllowedOrigins
 from server.docs import install_docs
 from server.edge import EdgeMiddleware
 from server.forwarded import ForwardedMiddleware, TrustedProxies
+from server.logging_json import AccessLogMiddleware
 from server.memory import limit_arenas, release_free_memory
+from server.metrics import Metrics, MetricsMiddleware, check_settings
 from server.negotiation import NegotiationMiddleware
 from server.openapi import describe_fhir_media, describe_parameters, describe_security
 from server.routes import health, instance, operations, reindex, system
 from server.routes import type as type_routes
 from server.routing import DepthDispatch
 from server.settings import Settings
+from server.tls import HstsMiddleware, check_tls
 from subscriptions.endpoints import EndpointPolicy
 from subscriptions.engine import EngineConfig, SubscriptionEngine
 from subscriptions.seed import seed_pathways
@@ -315,9 +320,17 @@ def create_app(settings: Settings | None = None, *, mongo_client: Any = None) ->
     app.add_middleware(AuditMiddleware)
     # outside the token check: 401s get the edge headers too, and preflights need no token
     app.add_middleware(EdgeMiddleware, origins=AllowedOrigins(settings.cors_origins, settings.cors_cache_seconds))
+    if check_tls(settings.tls_cert, settings.tls_key):  # browsers keep to https for this host from then on
+        app.add_middleware(HstsMiddleware, seconds=settings.hsts_seconds)
+    if settings.log_format == "json":  # the access line waits for the audit edge's X-Request-Id
+        app.add_middleware(AccessLogMiddleware)
+    check_settings(settings.metrics, settings.metrics_token)
+    if settings.metrics != "off":  # outside the audit and token checks: refused requests are counted too
+        app.state.metrics = Metrics()
+        app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     if settings.trusted_proxies:  # outermost: everything after it sees the client behind the proxy
         app.add_middleware(ForwardedMiddleware, proxies=trusted_proxies(settings))
-    for module in (instance, type_routes, system, reindex, operations, auth_routes, health):
+    for module in (instance, type_routes, system, reindex, operations, auth_routes, health, probes, metrics_routes):
         # routes join the app's own table: FastAPI walks included routers one by one on every request,
         # which cost a third of the time of a read. The path convertors keep these routes from overlapping.
         app.router.routes.extend(module.router.routes)

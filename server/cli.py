@@ -20,11 +20,13 @@ from consent.retention import RetentionError, export_expired, purge_expired
 from resources.errors import FhirError
 from resources.models import resource_types
 from resources.repository import Repository
+from server import backup as server_backup
 from server.app import build_services, create_app
 from server.auth.purposes import DEFAULT
 from server.auth.service import AuthService, auth_path, check_organization
 from server.auth.signin import is_locked
 from server.auth.store import CLIENT_KINDS, ROLES, ClientRecord
+from server.logging_json import configure as configure_logging
 from server.portcheck import port_in_use
 from server.settings import Settings, settings_help
 
@@ -34,7 +36,9 @@ PROG = "careloop"  # the console script (pyproject [project.scripts]); `python -
 
 def _settings(args: argparse.Namespace) -> Settings:
     overrides = {k: v for k, v in (("host", getattr(args, "host", None)), ("port", getattr(args, "port", None)),
-                                   ("sqlite_path", getattr(args, "db", None))) if v}
+                                   ("sqlite_path", getattr(args, "db", None)),
+                                   ("tls_cert", getattr(args, "tls_cert", None)),
+                                   ("tls_key", getattr(args, "tls_key", None))) if v}
     return Settings(**overrides)  # type: ignore[arg-type]
 
 
@@ -91,18 +95,23 @@ def _serve(args: argparse.Namespace) -> int:
     if busy:  # before the seconds of start-up that would end in uvicorn's "address already in use"
         sys.stderr.write(f"error: {busy}\n")
         return 1
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    _out(f"CareLoop: FHIR R4B at http://{settings.host}:{settings.port}/fhir "
-         f"(store: {settings.store}, file: {settings.sqlite_path})")
+    configure_logging(settings.log_level, settings.log_format)
+    # with JSON logs stdout is the log: every line of it must be a JSON object
+    say = _out if settings.log_format == "text" else logging.getLogger("careloop").warning
+    say(f"CareLoop: FHIR R4B at {'https' if settings.tls_cert else 'http'}://{settings.host}:{settings.port}/fhir "
+        f"(store: {settings.store}, file: {settings.sqlite_path})")
     if settings.auth == "off":
-        _out("WARNING: CARELOOP_AUTH=off -- no access tokens are checked. For local development only.")
+        say("WARNING: CARELOOP_AUTH=off -- no access tokens are checked. For local development only.")
     else:
         if settings.sqlite_path != ":memory:":
             Path(settings.sqlite_path).parent.mkdir(parents=True, exist_ok=True)
-        _dev_client(settings)
+        if settings.log_format == "text":  # a secret shown once on a console, never written to a JSON log
+            _dev_client(settings)
     # no `Server: uvicorn` header: what software answers is of use to attackers only (response hygiene)
+    # with JSON logs uvicorn keeps its hands off logging (its loggers reach the root's JSON handler)
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level,
-                access_log=False, server_header=False)
+                access_log=False, server_header=False, ssl_certfile=settings.tls_cert, ssl_keyfile=settings.tls_key,
+                **({"log_config": None} if settings.log_format == "json" else {}))
     return 0
 
 
@@ -284,6 +293,41 @@ def _audit_purge(args: argparse.Namespace) -> int:
     return _run_audit(settings, work)
 
 
+def _backup(args: argparse.Namespace) -> int:
+    try:
+        manifest = server_backup.backup(_settings(args), Path(args.file))
+    except server_backup.BackupError as exc:
+        _out(f"backup refused: {exc}")
+        return 1
+    parts = ", ".join(f"{part} ({facts['bytes']} bytes)" for part, facts in manifest["files"].items())
+    _out(f"backup written to {args.file}: {parts}")
+    return 0
+
+
+def _restore(args: argparse.Namespace) -> int:
+    try:
+        manifest = server_backup.restore(Path(args.file), _settings(args))
+    except server_backup.BackupError as exc:
+        _out(f"restore refused: {exc}")
+        return 1
+    _out(f"restored the backup of {manifest['made']} ({', '.join(manifest['files'])}) beside {args.db}")
+    return 0
+
+
+def add_backup_commands(commands: Any) -> None:
+    """`backup FILE` and `restore FILE --db NEW` (issue 34, item 3)."""
+    backup = commands.add_parser("backup", help="copy the store, audit trail and auth files into one archive, "
+                                 "consistent while the server runs")
+    backup.add_argument("file", help="the archive to write (a new file)")
+    backup.add_argument("--db", help="SQLite file of the FHIR store (the audit and auth files sit beside it)")
+    backup.set_defaults(run=_backup)
+    restore = commands.add_parser("restore", help="unpack an archive into a new data folder")
+    restore.add_argument("file", help="an archive `backup` wrote")
+    restore.add_argument("--db", required=True, help="the new FHIR store file (must not exist); the audit and "
+                         "auth files are put beside it")
+    restore.set_defaults(run=_restore)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Parse arguments and run a command."""
     parser = argparse.ArgumentParser(prog=PROG, description="CareLoop FHIR R4B server")
@@ -295,6 +339,8 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--host", help="interface to listen on (CARELOOP_HOST)")
     serve.add_argument("--port", type=int, help="port (CARELOOP_PORT)")
     serve.add_argument("--db", help="SQLite file (CARELOOP_SQLITE_PATH)")
+    serve.add_argument("--tls-cert", help="PEM certificate: serve HTTPS only (CARELOOP_TLS_CERT)")
+    serve.add_argument("--tls-key", help="PEM private key of the certificate (CARELOOP_TLS_KEY)")
     serve.set_defaults(run=_serve)
 
     clients = commands.add_parser("clients", help="OAuth clients of the authorization server")
@@ -362,6 +408,7 @@ def main(argv: list[str] | None = None) -> int:
                                       "checking it is whole and complete against the store")
     purge.add_argument("--confirm", required=True, metavar="FILE", help="the file export-expired wrote")
     purge.set_defaults(run=_audit_purge)
+    add_backup_commands(commands)
     for sub in (add, listing, remove, reset, user_add, user_list, unlock, export, purge):
         sub.add_argument("--db", help="SQLite file of the FHIR store (the auth file sits beside it)")
     args = parser.parse_args(argv)

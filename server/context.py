@@ -76,7 +76,8 @@ def configured_base(settings: Settings) -> str:
         host = "localhost"
     elif ":" in host:
         host = f"[{host}]"
-    return f"http://{host}:{settings.port}{FHIR_PREFIX}"
+    scheme = "https" if settings.tls_cert else "http"
+    return f"{scheme}://{host}:{settings.port}{FHIR_PREFIX}"
 
 
 def configured_issuer(fhir_base: str) -> str:

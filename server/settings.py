@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import textwrap
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -71,6 +71,13 @@ class Settings(BaseSettings):
     validation_workers: int = Field(-1, description="Processes holding the R4B models and validating every write; "
                                     "-1 = one per spare core, 0 = in the serving process")
     log_level: str = "info"
+    tls_cert: str | None = Field(None, description="PEM certificate (chain) for TLS in the server itself; with "
+                                 "CARELOOP_TLS_KEY the server speaks only HTTPS and sends HSTS")
+    tls_key: str | None = Field(None, description="PEM private key of CARELOOP_TLS_CERT")
+    hsts_seconds: int = Field(31536000, ge=0, description="max-age of Strict-Transport-Security when TLS is on")
+    log_format: str = Field("text", description="text: readable lines on stderr; json: one JSON object per line "
+                            "on stdout with an access line per request (request id, client, interaction, status, "
+                            "latency; no query, body or header values)")
     terminology_seed: bool = Field(True, description="Load the shipped CodeSystems, ValueSets, ConceptMaps and "
                                    "ObservationDefinitions into the store at start (once per content version)")
     auth: str = Field("on", description="on: SMART on FHIR tokens required; off: no authorization (development only)")
@@ -94,6 +101,10 @@ class Settings(BaseSettings):
                        "answered (503 when the trail cannot be written); off: nothing is recorded (development only)")
     audit_db: str | None = Field(None, description="The audit trail's SQLite file (default: beside the FHIR store, "
                                  "<name>-audit.sqlite); with MongoDB the trail is the database <name>_audit")
+    metrics: str = Field("off", description="Prometheus metrics at /metrics: off (404), open (anyone who reaches "
+                         "the port; a private network only), or token (a bearer CARELOOP_METRICS_TOKEN)")
+    metrics_token: SecretStr | None = Field(None, description="The bearer secret /metrics asks for with "
+                                            "CARELOOP_METRICS=token (16 characters or more)")
     audit_checkpoint_events: int = Field(1000, ge=1, description="Sign a checkpoint of the audit chain's head "
                                          "after this many events")
     audit_checkpoint_seconds: float = Field(60, gt=0, description="... or this many seconds after the first "
@@ -116,7 +127,8 @@ class Settings(BaseSettings):
         default_factory=lambda: [0.5, 2.0, 10.0, 30.0],
         description="Seconds to wait before each retry of a failed notification; after the last the "
         "Subscription is set to error")
-    subscription_events_retained: int = Field(1000, description="Events kept per subscription for $events")
+    subscription_events_retained: int = Field(1000, ge=1, description="Numbered events kept in the store per "
+                                              "subscription for $events (events not yet delivered are kept too)")
     service_level_minutes: dict[str, int] = Field(
         default_factory=lambda: {"stat": 30, "asap": 120, "urgent": 120, "routine": 1440},
         description="Deadline of a follow-up Task by priority when its template gives no due offset "

@@ -2,6 +2,8 @@
 
 Each subscription has its own queue and sender, so a slow or failing endpoint delays only itself. Every
 POST re-resolves the endpoint and connects to the address it checked (no DNS rebinding, no redirects).
+A sender starts from its delivery cursor: the stored events after the last one its receiver accepted are
+sent first (after a restart, or when an errored subscription is requested again), then the queued ones.
 https://build.fhir.org/ig/HL7/fhir-subscription-backport-ig/channels.html#rest-hook
 """
 
@@ -26,6 +28,10 @@ from subscriptions.subscription import Subscriber
 log = logging.getLogger("careloop.subscriptions")
 # (subscription id, status, error text) -> record it on the stored Subscription
 StatusWriter = Callable[[str, str, str | None], Awaitable[None]]
+# (subscription id, after number, at most, with bodies) -> the stored events after that number, oldest first
+BacklogReader = Callable[[str, int, int, bool], Awaitable[list[tuple[Event, bytes | None]]]]
+# (subscription id, newest accepted number) -> advance the delivery cursor
+AckWriter = Callable[[str, int], None]
 
 
 @dataclass(frozen=True)
@@ -50,6 +56,14 @@ def _pinned(url: str, address: ipaddress.IPv4Address | ipaddress.IPv6Address) ->
 
 
 @dataclass
+class DeliveryStats:
+    """Failures of every subscription's sender together (read by the metrics)."""
+
+    failed_posts: int = 0  # each failed attempt, retries included
+    failed_subscriptions: int = 0  # set to error once the retries ran out
+
+
+@dataclass
 class Channel:
     """The sender of one subscription's notifications."""
 
@@ -62,13 +76,17 @@ class Channel:
     last_sent: float = field(default_factory=time.monotonic)
     task: asyncio.Task[None] | None = None
     delivered: int = 0
+    acked: int = 0  # the newest event number the receiver accepted (the delivery cursor)
+    backlog: BacklogReader | None = None
+    on_ack: AckWriter | None = None
+    stats: DeliveryStats = field(default_factory=DeliveryStats)
 
     def start(self) -> None:
         """Run the sender (the handshake first when the subscription is only requested)."""
         self.task = asyncio.create_task(self._run(), name=f"subscription-{self.subscriber.id}")
 
     async def stop(self) -> None:
-        """Stop sending; queued notifications are dropped (their events stay available through $events)."""
+        """Stop sending; queued notifications stay stored and are sent by the next sender from the cursor."""
         if self.task is not None:
             self.task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -109,6 +127,8 @@ class Channel:
                 return None
             except DeliveryFailed as exc:
                 error = str(exc)
+                self.stats.failed_posts += 1
+        self.stats.failed_subscriptions += 1
         return error
 
     def _payload(self, kind: str, batch: list[tuple[Event, bytes | None]] | None = None,
@@ -135,6 +155,8 @@ class Channel:
         try:
             if self.subscriber.status == "requested" and not await self.handshake():
                 return
+            if not await self._catch_up():
+                return
             while True:
                 item = await self._next()
                 if item is None:
@@ -143,17 +165,42 @@ class Channel:
                 batch = [item]
                 while len(batch) < self.subscriber.max_count and not self.queue.empty():
                     batch.append(self.queue.get_nowait())
-                payload = self._payload("event-notification", batch)
-                error = await self._post_with_retries(payload)
-                if error is not None:
-                    log.warning("Subscription/%s: notification failed after retries: %s", self.subscriber.id, error)
-                    await self.write_status(self.subscriber.id, "error", f"Delivery failed: {error}")
+                batch = [(e, b) for e, b in batch if e.number > self.acked]  # already sent from the store
+                if batch and batch[0][0].number > self.acked + 1 and not await self._catch_up():
                     return
-                self.delivered += len(batch)
+                batch = [(e, b) for e, b in batch if e.number > self.acked]
+                if batch and not await self._send(batch):
+                    return
         except asyncio.CancelledError:
             raise
         except Exception:  # a bug here must not end notifications silently for every other subscription
             log.exception("Subscription/%s: sender stopped", self.subscriber.id)
+
+    async def _send(self, batch: list[tuple[Event, bytes | None]]) -> bool:
+        """Deliver one batch with retries; advance the cursor on success, record error after the last retry."""
+        error = await self._post_with_retries(self._payload("event-notification", batch))
+        if error is not None:
+            log.warning("Subscription/%s: notification failed after retries: %s", self.subscriber.id, error)
+            await self.write_status(self.subscriber.id, "error", f"Delivery failed: {error}")
+            return False
+        self.delivered += len(batch)
+        self.acked = batch[-1][0].number
+        if self.on_ack is not None:
+            self.on_ack(self.subscriber.id, self.acked)
+        return True
+
+    async def _catch_up(self) -> bool:
+        """Send the stored events after the cursor, max-count at a time; False once the subscription failed."""
+        if self.backlog is None:
+            return True
+        full = self.subscriber.content == "full-resource"
+        while self.acked < self.events_since_start:
+            batch = await self.backlog(self.subscriber.id, self.acked, self.subscriber.max_count, full)
+            if not batch:  # trimmed by retention: the numbers show the receiver the gap
+                return True
+            if not await self._send(batch):
+                return False
+        return True
 
     async def _next(self) -> tuple[Event, bytes | None] | None:
         """The next queued event, or None when a heartbeat is due first."""

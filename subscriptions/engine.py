@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,9 +28,9 @@ from resources.repository import Repository
 from resources.search.index import IndexRows
 from resources.search.match import matches_all
 from resources.search.paths import fhirpath_model
-from resources.store.protocol import StoredResource, Write, every
+from resources.store.protocol import StoredResource, SubscriptionEvent, Write, every
 from subscriptions.cadence import CadenceWorker
-from subscriptions.delivery import Channel, DeliveryConfig
+from subscriptions.delivery import Channel, DeliveryConfig, DeliveryStats
 from subscriptions.endpoints import EndpointPolicy
 from subscriptions.followup import FollowUp, Occurrence
 from subscriptions.notifications import Event
@@ -45,6 +44,7 @@ CURSOR = "subscriptions:cursor"
 CONFIG_TYPES = frozenset({"SubscriptionTopic", "Subscription", "PlanDefinition", "ActivityDefinition", "ValueSet"})
 _BATCH = 500
 _SAVE_EVERY_S = 2.0
+_ACK_SAVE_S = 1.0  # delivery cursors are saved together at most this often (a crash resends at most this much)
 
 
 @dataclass(frozen=True)
@@ -108,8 +108,13 @@ class SubscriptionEngine:
         self.config = config
         self.catalog = Catalog()
         self.channels: dict[str, Channel] = {}
-        self.recent: dict[str, deque[Event]] = {}
-        self.counts: dict[str, int] = {}
+        self.counts: dict[str, int] = {}  # events numbered, including those of the batch being matched
+        self.recorded: dict[str, int] = {}  # events numbered and committed to the store
+        self.delivered: dict[str, int] = {}  # the newest event number each receiver accepted
+        self._pending: list[tuple[str, Event, bytes | None]] = []
+        self._saved_delivered: dict[str, int] = {}
+        self._ack_task: asyncio.Task[None] | None = None
+        self.stats = DeliveryStats()
         self.cursor = 0
         self._client = client or httpx.AsyncClient(follow_redirects=False, trust_env=False)
         self._owns_client = client is None
@@ -145,6 +150,11 @@ class SubscriptionEngine:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        if self._ack_task is not None:
+            self._ack_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ack_task
+        if self._task is not None:
             with contextlib.suppress(FhirError):  # the store may already be unavailable
                 await self._save_position(force=True)
         for channel in list(self.channels.values()):
@@ -251,11 +261,20 @@ class SubscriptionEngine:
             if channel is not None and channel.task is not None and not channel.task.done():
                 channel.replace(subscriber)
                 continue
+            store = self.repository.store
             if sid not in self.counts:
-                self.counts[sid] = await self.repository.store.mark(f"subscription:{sid}:events") or 0
+                self.counts[sid] = self.recorded[sid] = await store.mark(f"subscription:{sid}:events") or 0
+            if sid not in self.delivered:
+                # no cursor yet: a new subscription (0), or one from before events were kept, with nothing known to
+                # be pending; the cursor is saved with the next batch's events, in the same transaction
+                found = await store.mark(f"subscription:{sid}:delivered")
+                self.delivered[sid] = found if found is not None else self.counts[sid]
+                if found is not None:
+                    self._saved_delivered[sid] = found
             channel = Channel(subscriber, DeliveryConfig(self.config.base_url, self.config.policy,
                                                          self.config.retry_delays),
-                              self._client, self._write_status, self.counts[sid])
+                              self._client, self._write_status, self.recorded[sid], acked=self.delivered[sid],
+                              backlog=self._backlog, on_ack=self._on_ack, stats=self.stats)
             self.channels[sid] = channel
             channel.start()
 
@@ -304,28 +323,89 @@ class SubscriptionEngine:
         while self.cursor < until:
             batch = await store.changes(self.cursor, until, watched, _BATCH)
             tasks: list[Occurrence] = []
-            for n, change in enumerate(batch):
-                await self._handle(change, tasks)
-                if n % 50 == 49:
-                    await asyncio.sleep(0)  # let requests in: matching shares the event loop with them
-            if tasks:
-                await self.followup.run(tasks, self.catalog.steps, self.catalog.stops)
-            self.cursor = batch[-1].seq if len(batch) == _BATCH else until
-            await self._save_position(force=bool(tasks) or self.counts != self._saved_counts)
+            start, counts = self.cursor, dict(self.counts)
+            try:
+                for n, change in enumerate(batch):
+                    await self._handle(change, tasks)
+                    if n % 50 == 49:
+                        await asyncio.sleep(0)  # let requests in: matching shares the event loop with them
+                if tasks:
+                    await self.followup.run(tasks, self.catalog.steps, self.catalog.stops)
+                self.cursor = batch[-1].seq if len(batch) == _BATCH else until
+                await self._save_position(force=bool(tasks) or bool(self._pending))
+            except BaseException:  # the batch is matched again, with the same numbers
+                self.cursor, self.counts = start, counts
+                self._pending.clear()
+                raise
+            self._dispatch()
 
     async def _save_position(self, force: bool = False) -> None:
-        """Persist the feed position and changed event counts: at once after a batch that made Tasks or events,
-        otherwise at most every few seconds (a commit with nothing to match costs no write of its own; after a
-        crash the unsaved stretch is read again and matches nothing)."""
+        """Persist the batch's numbered events with the feed position, the event counts and the delivery cursors,
+        in one transaction: at once after a batch that made Tasks or events, otherwise at most every few seconds
+        (a commit with nothing to match costs no write of its own; after a crash the unsaved stretch is read
+        again and matches nothing)."""
         if not force and time.monotonic() - self._saved_at < _SAVE_EVERY_S:
             return
-        store = self.repository.store
-        await store.set_mark(CURSOR, self.cursor)
-        for sid, count in self.counts.items():
-            if self._saved_counts.get(sid) != count:
-                await store.set_mark(f"subscription:{sid}:events", count)
+        marks = {CURSOR: self.cursor}
+        marks.update({f"subscription:{sid}:events": n for sid, n in self.counts.items()
+                      if self._saved_counts.get(sid) != n})
+        delivered = dict(self.delivered)
+        marks.update({f"subscription:{sid}:delivered": n for sid, n in delivered.items()
+                      if self._saved_delivered.get(sid) != n})
+        rows = [SubscriptionEvent(sid, e.number, e.at_ms, e.type, e.id, e.vid, e.method, e.withheld)
+                for sid, e, _ in self._pending]
+        # keep the newest `events_retained` for $events, and every event its receiver has not accepted yet
+        keep = self.config.events_retained
+        trim = {sid: min(self.counts[sid] - keep, delivered.get(sid, 0)) for sid in {r.subscription for r in rows}}
+        await self.repository.store.record_events(rows, marks, {s: n for s, n in trim.items() if n > 0})
         self._saved_counts = dict(self.counts)
+        self._saved_delivered.update(delivered)
         self._saved_at = time.monotonic()
+
+    def _dispatch(self) -> None:
+        """Hand the batch's events, now committed, to their senders (never before: a receiver only ever sees
+        numbers the store holds)."""
+        for sid, event, body in self._pending:
+            self.recorded[sid] = event.number
+            channel = self.channels.get(sid)
+            if channel is not None:
+                channel.events_since_start = event.number
+                channel.queue.put_nowait((event, body))
+        self._pending.clear()
+
+    def _on_ack(self, subscription_id: str, number: int) -> None:
+        """A receiver accepted events up to `number`: its cursor is saved within a second, with the others."""
+        self.delivered[subscription_id] = max(number, self.delivered.get(subscription_id, 0))
+        if self._ack_task is None or self._ack_task.done():
+            self._ack_task = asyncio.create_task(self._save_acks(), name="subscription-delivery-cursors")
+
+    async def _save_acks(self) -> None:
+        await asyncio.sleep(_ACK_SAVE_S)
+        delivered = dict(self.delivered)
+        marks = {f"subscription:{sid}:delivered": n for sid, n in delivered.items()
+                 if self._saved_delivered.get(sid) != n}
+        if not marks:
+            return
+        try:
+            await self.repository.store.record_events([], marks, {})
+        except FhirError as exc:  # the next acceptance or the next batch saves them
+            log.warning("Delivery cursors not saved: %s", exc)
+            return
+        self._saved_delivered.update(delivered)
+
+    async def _backlog(self, subscription_id: str, after: int, limit: int, bodies: bool,
+                       ) -> list[tuple[Event, bytes | None]]:
+        """Stored events after a number, with the versions' bodies when the payload carries them."""
+        store = self.repository.store
+        found = await store.subscription_events(subscription_id, after, None, limit)
+        items: list[tuple[Event, bytes | None]] = []
+        for e in found:
+            body = None
+            if bodies and e.method != "DELETE" and not e.withheld:
+                version = await store.vread(e.type, e.id, e.vid)
+                body = version.body if version is not None else None
+            items.append((Event(e.number, e.at_ms, e.type, e.id, e.vid, e.method, e.withheld), body))
+        return items
 
     async def _handle(self, change: StoredResource, tasks: list[Occurrence]) -> None:
         topics = self.catalog.by_type.get(change.type, [])
@@ -401,17 +481,23 @@ class SubscriptionEngine:
             self.counts[sid] = number
             withheld = self.audience is not None and not self.audience(subscriber, change.type, focus, rows)
             event = Event(number, change.updated_ms, change.type, change.id, change.vid, _method(action), withheld)
-            self.recent.setdefault(sid, deque(maxlen=self.config.events_retained)).append(event)
-            channel = self.channels.get(sid)
-            if channel is not None:
-                channel.events_since_start = number
-                channel.queue.put_nowait((event, None if withheld else change.body))
+            self._pending.append((sid, event, None if withheld else change.body))
 
     # -- queries ($status, $events) ----------------------------------------------------------------
     def events_since_start(self, subscription_id: str) -> int:
-        """How many events the subscription has had."""
-        return self.counts.get(subscription_id, 0)
+        """How many events the subscription has had (those committed to the store)."""
+        return self.recorded.get(subscription_id, 0)
 
-    def retained(self, subscription_id: str) -> list[Event]:
-        """The events still held for $events, oldest first."""
-        return list(self.recent.get(subscription_id, ()))
+    def pending_notifications(self) -> int:
+        """Events committed to the store that their receivers have not accepted yet (subscriptions that are
+        active or retrying; one in error or off numbers no more events and waits to be requested again)."""
+        return sum(max(0, self.recorded.get(sid, 0) - self.delivered.get(sid, 0)) for sid in self.channels)
+
+    async def retained(self, subscription_id: str, since: int | None, until: int | None) -> list[Event]:
+        """The events numbered in [since, until] for $events, oldest first, from the store: at most the newest
+        `events_retained` of the range."""
+        newest = until if until is not None else self.recorded.get(subscription_id, 0)
+        after = max((since or 1) - 1, newest - self.config.events_retained)
+        found = await self.repository.store.subscription_events(subscription_id, after, until,
+                                                               self.config.events_retained)
+        return [Event(e.number, e.at_ms, e.type, e.id, e.vid, e.method, e.withheld) for e in found]

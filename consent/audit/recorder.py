@@ -61,6 +61,11 @@ class AuditRecorder:
         self.problem: str | None = None  # why the trail cannot be written (None: it can)
 
     @property
+    def queue_depth(self) -> int:
+        """Requests whose events wait to be written (the metrics' audit queue depth)."""
+        return self._queue.qsize()
+
+    @property
     def ready(self) -> bool:
         """True once the audit store is open."""
         return self._opened

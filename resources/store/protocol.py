@@ -5,7 +5,7 @@ https://hl7.org/fhir/R4B/http.html
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Collection
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol
@@ -83,6 +83,23 @@ class OutboxEvent:
     vid: int
     action: str
     at_ms: int
+
+
+@dataclass(frozen=True)
+class SubscriptionEvent:
+    """One numbered event of one subscription, kept for redelivery and $events.
+
+    https://build.fhir.org/ig/HL7/fhir-subscription-backport-ig/notifications.html#event-numbering
+    """
+
+    subscription: str
+    number: int
+    at_ms: int
+    type: str
+    id: str
+    vid: int
+    method: str  # POST, PUT or DELETE
+    withheld: bool = False  # the owner may not see the resource (patient consent): numbered, never sent
 
 
 class ReadSource(Protocol):
@@ -224,3 +241,14 @@ class Store(Protocol):
 
     async def set_mark(self, name: str, value: int) -> None:
         """Keep a durable number under a name."""
+
+    async def record_events(self, events: Sequence[SubscriptionEvent], marks: Mapping[str, int],
+                            trim: Mapping[str, int]) -> None:
+        """In one transaction: add numbered subscription events, set marks, and drop the events of each
+        subscription in `trim` numbered up to its value."""
+        ...
+
+    async def subscription_events(self, subscription: str, after: int, until: int | None, limit: int,
+                                  ) -> list[SubscriptionEvent]:
+        """A subscription's kept events numbered in (after, until], oldest first."""
+        ...

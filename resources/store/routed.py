@@ -8,7 +8,7 @@ https://hl7.org/fhir/R4B/http.html
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Collection
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
@@ -22,6 +22,7 @@ from resources.store.protocol import (
     SearchPage,
     Store,
     StoredResource,
+    SubscriptionEvent,
     Write,
     WriteSession,
 )
@@ -124,3 +125,13 @@ class RoutedStore:
     async def set_mark(self, name: str, value: int) -> None:
         """Keep a durable number in the main store."""
         await self.main.set_mark(name, value)
+
+    async def record_events(self, events: Sequence[SubscriptionEvent], marks: Mapping[str, int],
+                            trim: Mapping[str, int]) -> None:
+        """Subscription events and marks, in the main store (they follow its change feed)."""
+        await self.main.record_events(events, marks, trim)
+
+    async def subscription_events(self, subscription: str, after: int, until: int | None, limit: int,
+                                  ) -> list[SubscriptionEvent]:
+        """A subscription's kept events, from the main store."""
+        return await self.main.subscription_events(subscription, after, until, limit)

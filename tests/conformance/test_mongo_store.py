@@ -24,7 +24,7 @@ from server.app import create_app
 from tests.conformance.conftest import MONGODB_URL, mongo_settings
 from tests.conftest import FHIR_JSON, body, create
 from tests.factories import patient
-from tests.resources.store.change_feed import check_change_feed
+from tests.resources.store.change_feed import check_change_feed, check_subscription_events
 from tests.resources.store.test_sqlite_store import (  # noqa: F401 -- the same tests on this folder's store
     test_concurrent_creates_lose_nothing,
     test_concurrent_updates_with_same_if_match_one_wins,
@@ -164,3 +164,7 @@ async def test_an_outage_answers_503_and_the_server_recovers() -> None:
 
 async def test_change_feed_and_marks(store: MongoStore) -> None:
     await check_change_feed(store)
+
+
+async def test_subscription_events_and_cursors(store: MongoStore) -> None:
+    await check_subscription_events(store)

@@ -11,7 +11,8 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from tests.conftest import FHIR_JSON, body, create
+from server.settings import Settings
+from tests.conftest import FHIR_JSON, body, client_for, create
 from tests.factories import observation, patient
 from tests.subscriptions.conftest import engine, pain_score, status_becomes, subscribe, subscription
 from tests.support.receiver import Receiver
@@ -151,3 +152,27 @@ async def test_status_and_events_operations(app: FastAPI, client: httpx.AsyncCli
     bad = await client.get(f"/fhir/Subscription/{sub['id']}/$events", params={"content": "everything"})
     assert bad.status_code == 400
     assert bad.json()["issue"][0]["expression"] == ["content"]
+
+
+async def test_events_are_served_from_the_store_after_a_restart(settings: Settings, receiver: Receiver) -> None:
+    kept = settings.model_copy(update={"subscription_events_retained": 4})
+    async with client_for(kept) as client:
+        someone = await create(client, patient())
+        sub = await subscribe(client, subscription(receiver.url))
+        await receiver.wait_for("handshake")
+        made = [await create(client, pain_score(someone["id"], 4 + n)) for n in range(6)]
+        delivered = await receiver.wait_for("event-notification")
+        while sum(len(n.status.get("notificationEvent", [])) for n in delivered) < 6:
+            delivered = await receiver.wait_for("event-notification", len(delivered) + 1)
+    async with client_for(kept) as client:  # a new process on the same file: nothing held in memory
+        events = (await client.get(f"/fhir/Subscription/{sub['id']}/$events",
+                                   params={"content": "full-resource"})).json()
+        head = events["entry"][0]["resource"]
+        assert head["eventsSinceSubscriptionStart"] == "6"
+        assert [e["eventNumber"] for e in head["notificationEvent"]] == ["3", "4", "5", "6"]  # the newest 4 kept
+        assert [e["resource"]["id"] for e in events["entry"][1:]] == [m["id"] for m in made[2:]]
+        ranged = (await client.get(f"/fhir/Subscription/{sub['id']}/$events",
+                                   params={"eventsSinceNumber": "4", "eventsUntilNumber": "5"})).json()
+        assert [e["eventNumber"] for e in ranged["entry"][0]["resource"]["notificationEvent"]] == ["4", "5"]
+        bad = await client.get(f"/fhir/Subscription/{sub['id']}/$events", params={"eventsSinceNumber": "many"})
+        assert bad.status_code == 400 and bad.json()["resourceType"] == "OperationOutcome"

@@ -54,14 +54,14 @@ class _Collection:
     async def insert_one(self, doc: Any, session: Any = None) -> Any:
         return self._c.insert_one(doc)
 
-    async def replace_one(self, filter: Any, doc: Any, session: Any = None) -> Any:
-        return self._c.replace_one(filter, doc)
-
-    async def update_one(self, filter: Any, update: Any, upsert: bool = False, session: Any = None) -> Any:
-        return self._c.update_one(filter, update, upsert=upsert)
+    async def replace_one(self, filter: Any, doc: Any, upsert: bool = False, session: Any = None) -> Any:
+        return self._c.replace_one(filter, doc, upsert=upsert)
 
     async def delete_many(self, filter: Any, session: Any = None) -> Any:
         return self._c.delete_many(filter)
+
+    async def update_one(self, filter: Any, update: Any, upsert: bool = False, session: Any = None) -> Any:
+        return self._c.update_one(filter, update, upsert=upsert)
 
     async def count_documents(self, filter: Any, session: Any = None) -> int:
         return int(self._c.count_documents(filter))

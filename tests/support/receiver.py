@@ -25,6 +25,12 @@ class Received:
     headers: dict[str, str]
     body: dict[str, Any]
     at: float
+    answer: int = 200  # the status the receiver gave it
+
+    @property
+    def accepted(self) -> bool:
+        """Whether the receiver answered 2xx (the sender counts it as delivered)."""
+        return 200 <= self.answer < 300
 
     @property
     def status(self) -> dict[str, Any]:
@@ -58,7 +64,8 @@ class Receiver:
                 break
         headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
         raw = b"".join(chunks)
-        self.received.append(Received(scope["path"], headers, orjson.loads(raw) if raw else {}, time.monotonic()))
+        self.received.append(Received(scope["path"], headers, orjson.loads(raw) if raw else {}, time.monotonic(),
+                                      self.answer))
         self.arrived.set()
         await send({"type": "http.response.start", "status": self.answer, "headers": []})
         await send({"type": "http.response.body", "body": b""})

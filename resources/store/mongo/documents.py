@@ -10,7 +10,7 @@ from typing import Any
 
 from resources.search.codesets import CANONICAL_SYSTEM
 from resources.search.index import IndexRows
-from resources.store.protocol import StoredResource, Write
+from resources.store.protocol import StoredResource, SubscriptionEvent, Write
 
 
 def key(type_: str, id_: str) -> str:
@@ -96,3 +96,16 @@ def stored(doc: dict[str, Any], seq_field: str = "r") -> StoredResource:
     body = doc.get("b")
     return StoredResource(doc["t"], doc["i"], doc["v"], doc["u"], bool(doc["d"]),
                           bytes(body) if body is not None else None, doc.get("m", "PUT"), int(doc.get(seq_field, 0)))
+
+
+def subscription_event(event: SubscriptionEvent) -> dict[str, Any]:
+    """The document of one numbered subscription event."""
+    return {"_id": f"{event.subscription}/{event.number}", "s": event.subscription, "n": event.number,
+            "at": event.at_ms, "t": event.type, "i": event.id, "v": event.vid, "m": event.method,
+            "w": event.withheld}
+
+
+def from_subscription_event(doc: dict[str, Any]) -> SubscriptionEvent:
+    """A numbered subscription event from its document."""
+    return SubscriptionEvent(doc["s"], int(doc["n"]), int(doc["at"]), doc["t"], doc["i"], int(doc["v"]), doc["m"],
+                             bool(doc.get("w")))

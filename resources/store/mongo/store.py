@@ -2,7 +2,8 @@
 
 Collections: `resources` (current versions in envelopes with their index arrays), `versions` (full history),
 `outbox` (change events, written in the same transaction as each change), `counters` (row and event
-numbers) and `marks` (change-feed consumers' positions).
+numbers), `marks` (change-feed consumers' positions, event counts, delivery cursors) and `events` (numbered
+subscription events, kept for redelivery and $events).
 A replica set is required for transactions; `open` checks for one and says so clearly.
 https://pymongo.readthedocs.io/en/stable/api/pymongo/asynchronous/, https://hl7.org/fhir/R4B/http.html
 """
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable, Collection
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -35,6 +36,7 @@ from resources.store.protocol import (
     OutboxEvent,
     SearchPage,
     StoredResource,
+    SubscriptionEvent,
     Write,
     entry,
 )
@@ -50,9 +52,11 @@ INDEXES: dict[str, list[list[tuple[str, int]]]] = {
                   [("t", 1), ("x.num.p", 1), ("x.num.v", 1)], [("t", 1), ("x.qty.p", 1), ("x.qty.v", 1)],
                   [("t", 1), ("x.uri.p", 1), ("x.uri.v", 1)], [("t", 1), ("u", 1)]],
     "versions": [[("s", -1)], [("t", 1), ("s", -1)], [("t", 1), ("i", 1), ("v", -1)], [("u", 1)]],
-    # these two exist before the first transaction writes to them (collections are made outside transactions)
+    # these exist before the first transaction writes to them (collections are made outside transactions)
     "outbox": [[("t", 1), ("_id", 1)]],
     "counters": [[("n", 1)]],
+    "events": [[("s", 1), ("n", 1)]],
+    "marks": [[("n", 1)]],
 }
 # the audit trail's database (issue 29): an AuditEvent's `pk` is its patient (AuditEvent is in the patient
 # compartment) and `k.date` its `recorded`, so (pk, k.date.lo) is the shard key "patient, then time" and the
@@ -230,6 +234,37 @@ class MongoStore:
         except ConnectionFailure as exc:
             raise _unavailable(exc) from exc
         return removed
+
+    async def record_events(self, events: Sequence[SubscriptionEvent], marks: Mapping[str, int],
+                            trim: Mapping[str, int]) -> None:
+        """Add numbered events, set marks and drop events up to each `trim` number, in one transaction."""
+        async with self._lock:
+            try:
+                async with self._client.start_session() as session, await session.start_transaction():
+                    for e in events:  # replace: a batch matched again after a crash numbers alike
+                        await self._db.events.replace_one({"_id": f"{e.subscription}/{e.number}"},
+                                                          documents.subscription_event(e), upsert=True,
+                                                          session=session)
+                    for name, value in marks.items():
+                        await self._db.marks.update_one({"_id": name}, {"$set": {"n": value}}, upsert=True,
+                                                        session=session)
+                    for sub, n in trim.items():
+                        await self._db.events.delete_many({"s": sub, "n": {"$lte": n}}, session=session)
+            except ConnectionFailure as exc:
+                raise _unavailable(exc) from exc
+
+    async def subscription_events(self, subscription: str, after: int, until: int | None, limit: int,
+                                  ) -> list[SubscriptionEvent]:
+        """A subscription's kept events numbered in (after, until], oldest first."""
+        bounds: dict[str, int] = {"$gt": after}
+        if until is not None:
+            bounds["$lte"] = until
+        try:
+            docs = await self._db.events.find({"s": subscription, "n": bounds}).sort("n", ASCENDING).limit(
+                limit).to_list(None)
+        except ConnectionFailure as exc:
+            raise _unavailable(exc) from exc
+        return [documents.from_subscription_event(d) for d in docs]
 
     # -- search ----------------------------------------------------------------------------------
     async def search(self, query: SearchQuery, session: Any = None) -> SearchPage:

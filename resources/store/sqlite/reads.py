@@ -12,7 +12,15 @@ from operator import eq
 from typing import Any, cast
 
 from resources.search.query import Include, SearchQuery
-from resources.store.protocol import GroupKey, Groups, HistoryQuery, OutboxEvent, SearchPage, StoredResource
+from resources.store.protocol import (
+    GroupKey,
+    Groups,
+    HistoryQuery,
+    OutboxEvent,
+    SearchPage,
+    StoredResource,
+    SubscriptionEvent,
+)
 from resources.store.sqlite.bodies import decode, decode_many
 from resources.store.sqlite.compile import ENTRY_COLUMNS, ParamId, compile_aggregate, compile_lastn, compile_search
 
@@ -232,6 +240,13 @@ def changes(conn: sqlite3.Connection, after_seq: int, until_seq: int, types: lis
 def mark(conn: sqlite3.Connection, name: str) -> int | None:
     row = conn.execute("SELECT value FROM mark WHERE name = ?", (name,)).fetchone()
     return None if row is None else int(row[0])
+
+
+def subscription_events(conn: sqlite3.Connection, subscription: str, after: int, until: int | None,
+                        limit: int) -> list[SubscriptionEvent]:
+    rows = conn.execute("SELECT n, at, type, id, vid, method, withheld FROM event WHERE sub = ? AND n > ? AND n <= ? "
+                        "ORDER BY n LIMIT ?", (subscription, after, until if until is not None else 2**62, limit))
+    return [SubscriptionEvent(subscription, n, at, t, i, v, m, bool(w)) for n, at, t, i, v, m, w in rows]
 
 
 def compartment_types(conn: sqlite3.Connection, patient_id: str) -> list[str]:

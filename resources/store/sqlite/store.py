@@ -12,7 +12,7 @@ import math
 import sqlite3
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Collection, Mapping
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -20,7 +20,16 @@ from typing import Any, TypeVar
 
 from resources.search.index import IndexRows
 from resources.search.query import SearchQuery
-from resources.store.protocol import GroupKey, Groups, HistoryQuery, OutboxEvent, SearchPage, StoredResource, Write
+from resources.store.protocol import (
+    GroupKey,
+    Groups,
+    HistoryQuery,
+    OutboxEvent,
+    SearchPage,
+    StoredResource,
+    SubscriptionEvent,
+    Write,
+)
 from resources.store.sqlite import reads
 from resources.store.sqlite.bodies import MEMO_MIB, set_memo_mib
 from resources.store.sqlite.schema import CACHE_MIB, DDL, HEAP_LIMIT_MIB, LAYOUT, LOOP_CACHE_MIB, PRAGMAS
@@ -324,6 +333,36 @@ class SqliteStore:
             raise
         conn.execute("COMMIT")
         return removed
+
+    async def record_events(self, events: Sequence[SubscriptionEvent], marks: Mapping[str, int],
+                            trim: Mapping[str, int]) -> None:
+        """Add numbered events, set marks and drop events up to each `trim` number, in one transaction (off the
+        request path: the engine calls it once per matched feed batch)."""
+        async with self._lock:
+            await self._on_writer(self._record_events_sync, list(events), dict(marks), dict(trim))
+
+    def _record_events_sync(self, events: list[SubscriptionEvent], marks: dict[str, int],
+                            trim: dict[str, int]) -> None:
+        conn = self._wconn()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            # replace: a batch matched again after a crash numbers its events alike
+            conn.executemany("INSERT OR REPLACE INTO event (sub, n, at, type, id, vid, method, withheld) "
+                             "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                             [(e.subscription, e.number, e.at_ms, e.type, e.id, e.vid, e.method, int(e.withheld))
+                              for e in events])
+            conn.executemany("INSERT INTO mark (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE "
+                             "SET value = excluded.value", list(marks.items()))
+            conn.executemany("DELETE FROM event WHERE sub = ? AND n <= ?", list(trim.items()))
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    async def subscription_events(self, subscription: str, after: int, until: int | None, limit: int,
+                                  ) -> list[SubscriptionEvent]:
+        """A subscription's kept events numbered in (after, until], oldest first."""
+        return await self._on_reader(reads.subscription_events, subscription, after, until, limit)
 
     def param_id(self, type: str, code: str) -> int | None:
         """The numeric id of a search parameter in the index tables, if any entry was ever written."""

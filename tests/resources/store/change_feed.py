@@ -11,7 +11,7 @@ from resources.models import resource_types
 from resources.repository import Repository
 from resources.search.index import Indexer, load_patient_compartment
 from resources.search.registry import default_registry
-from resources.store.protocol import Store
+from resources.store.protocol import Store, SubscriptionEvent
 from tests.factories import patient
 
 
@@ -40,3 +40,19 @@ async def check_change_feed(store: Store) -> None:
     await store.set_mark("feed", 7)
     await store.set_mark("feed", last)
     assert await store.mark("feed") == last
+
+
+async def check_subscription_events(store: Store) -> None:
+    """Numbered events and their marks commit together; a range reads oldest first; trimming drops the oldest."""
+    # event 4 was withheld from the owner (patient consent): it must stay withheld when read back for a resend
+    events = [SubscriptionEvent("s1", n, 1000 + n, "Observation", f"o{n}", 1, "POST", n == 4) for n in range(1, 6)]
+    await store.record_events(events[:3], {"subscription:s1:events": 3, "subscription:s1:delivered": 0}, {})
+    await store.record_events(events[3:], {"subscription:s1:events": 5}, {"s1": 2})
+    await store.record_events(events[4:], {}, {})  # a batch recorded again after a crash changes nothing
+    assert await store.mark("subscription:s1:events") == 5
+    assert await store.mark("subscription:s1:delivered") == 0
+    assert await store.subscription_events("s1", 0, None, 10) == events[2:]
+    assert await store.subscription_events("s1", 3, 4, 10) == [events[3]]
+    assert [e.withheld for e in await store.subscription_events("s1", 0, None, 10)] == [False, True, False]
+    assert await store.subscription_events("s1", 0, None, 1) == [events[2]]
+    assert await store.subscription_events("other", 0, None, 10) == []

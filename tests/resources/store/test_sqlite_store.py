@@ -29,7 +29,7 @@ from server.app import build_store
 from server.settings import Settings
 from tests.conftest import FHIR_JSON, body, client_for, create
 from tests.factories import patient
-from tests.resources.store.change_feed import check_change_feed
+from tests.resources.store.change_feed import check_change_feed, check_subscription_events
 
 pytestmark = pytest.mark.anyio
 
@@ -149,6 +149,21 @@ async def test_mixed_writes_in_one_transaction_and_duplicate_create(tmp_path: Pa
         assert len(await store.outbox(0, 10)) == 3
     finally:
         await store.close()
+
+
+async def test_subscription_events_and_cursors(tmp_path: Path) -> None:
+    store = SqliteStore(str(tmp_path / "events.db"))
+    await store.open()
+    try:
+        await check_subscription_events(store)
+    finally:
+        await store.close()
+    reopened = SqliteStore(str(tmp_path / "events.db"))
+    await reopened.open()
+    try:  # the events outlive the process
+        assert [e.number for e in await reopened.subscription_events("s1", 0, None, 10)] == [3, 4, 5]
+    finally:
+        await reopened.close()
 
 
 async def test_change_feed_and_marks(tmp_path: Path) -> None:
