@@ -17,6 +17,7 @@ from operations import (
     consent_evaluate,
     everything,
     expand,
+    export,
     lookup,
     subscription_status,
     subsumes,
@@ -56,6 +57,7 @@ class Operation:
 
 _HL7 = "http://hl7.org/fhir/OperationDefinition/"
 _CARELOOP = CANONICAL  # served by this server (operations/definitions.py)
+_BULK = "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/"
 _BACKPORT = "http://hl7.org/fhir/uv/subscriptions-backport/OperationDefinition/"
 
 OPERATIONS: tuple[Operation, ...] = (
@@ -73,6 +75,12 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation("status", ("Subscription",), subscription_status.status, _BACKPORT + "backport-subscription-status"),
     Operation("events", ("Subscription",), subscription_status.events, _BACKPORT + "backport-subscription-events",
               type_level=False),
+    Operation("export", (), export.asynchronous_only, _BULK + "export", type_level=False, instance_level=False,
+              system_level=True),
+    Operation("export", ("Patient",), export.asynchronous_only, _BULK + "patient-export", instance_level=False),
+    Operation("export", ("Group",), export.asynchronous_only, _BULK + "group-export", type_level=False),
+    Operation("import", (), export.asynchronous_only, _CARELOOP + "import", type_level=False, instance_level=False,
+              system_level=True, affects_state=True),
     Operation("verify-audit", (), verify_audit.run, _CARELOOP + "verify-audit", type_level=False,
               instance_level=False, system_level=True),
 )

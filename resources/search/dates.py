@@ -66,6 +66,8 @@ def date_range(text: str) -> tuple[int, int] | None:
             else:
                 step = timedelta(seconds=1)
             high = low + step
+    except OverflowError:  # a period that ends after 9999-12-31: it runs to the end of representable time
+        high = None
     except ValueError:
         return None
     low_ms = _epoch_ms(low)
