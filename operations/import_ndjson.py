@@ -103,6 +103,7 @@ class Importer:
         self.batch = batch
         self.tally = Tally()
         self._errors: IO[bytes] | None = None
+        self._pending: list[tuple[int, bytes]] = []
 
     async def run(self, files: list[tuple[Path, str, str | None]]) -> None:
         """Load each (path, name shown in errors, expected type or None) in turn."""
@@ -132,9 +133,10 @@ class Importer:
                     try:
                         lines.append(parse_line(number, text, expected))
                     except FhirError as exc:
-                        await self._refused(name, number, exc)
+                        self._refused(name, number, exc)
                 self.tally.lines = number
                 await self._load(name, lines)
+                await self._flush()
                 self.job.progress = (f"{name}: {number} lines read, {sum(self.tally.loaded.values())} resources "
                                      f"loaded, {self.tally.failed} refused")
         finally:
@@ -166,15 +168,23 @@ class Importer:
             else:
                 await self.repository.create(line.resource_type, line.resource)
         except FhirError as exc:
-            await self._refused(name, line.number, exc)
+            self._refused(name, line.number, exc)
             return
         self.tally.loaded[line.resource_type] = self.tally.loaded.get(line.resource_type, 0) + 1
 
-    async def _refused(self, name: str, number: int, error: FhirError) -> None:
+    def _refused(self, name: str, number: int, error: FhirError) -> None:
         self.tally.failed += 1
+        self._pending.append((number, orjson.dumps(outcome(name, number, error)) + b"\n"))
+
+    async def _flush(self) -> None:
+        # a batch's refusals in line order, whether the line failed to parse or to load
+        if not self._pending:
+            return
         if self._errors is None:
             self._errors = await asyncio.to_thread((self.job.folder / ERRORS_FILE).open, "wb")
-        await asyncio.to_thread(self._errors.write, orjson.dumps(outcome(name, number, error)) + b"\n")
+        data = b"".join(text for _, text in sorted(self._pending))
+        self._pending = []
+        await asyncio.to_thread(self._errors.write, data)
 
 
 def _read_lines(handle: IO[bytes], count: int) -> list[bytes]:
