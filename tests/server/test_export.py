@@ -19,6 +19,7 @@ import pytest
 from joserfc import jwt
 from joserfc.jwk import RSAKey
 
+from bench.generate import population
 from operations.export_request import parse_export
 from operations.parameters import OperationInput
 from resources.errors import FhirError
@@ -112,6 +113,19 @@ async def test_system_export_equals_the_searches_type_by_type(bulk_world: World)
     assert manifest["request"].endswith("/fhir/$export") and manifest["transactionTime"]
     exported = await files(world, bearer, manifest)
     assert {"Patient", "Practitioner", "Encounter", "Observation", "Condition"} <= set(exported)
+    for resource_type, lines in exported.items():
+        assert _by_id(lines) == _by_id(await searched(world, bearer, resource_type)), resource_type
+
+
+@pytest.mark.parametrize("resources", [500, pytest.param(10_000, marks=pytest.mark.slow)])
+async def test_export_of_a_generated_population_equals_the_searches(bulk_world: World, resources: int) -> None:
+    world = bulk_world
+    for bundle in population(resources):
+        loaded = await world.client.post("/fhir", json=bundle, headers=world.admin)
+        assert loaded.status_code == 200, loaded.text
+    bearer = world.bearer(await backend_services_token(world, "system/*.rs"))
+    exported = await files(world, bearer, await run_export(world, bearer, "/fhir/Patient/$export"))
+    assert sum(len(lines) for lines in exported.values()) >= resources
     for resource_type, lines in exported.items():
         assert _by_id(lines) == _by_id(await searched(world, bearer, resource_type)), resource_type
 
