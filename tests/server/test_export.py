@@ -306,3 +306,24 @@ def test_kick_off_parameters(pairs: list[tuple[str, str]], error: str | None) ->
 def test_dates_at_the_end_of_time_do_not_overflow(text: str, low: int) -> None:
     found = date_range(text)
     assert found is not None and found[0] == low and found[1] >= found[0]
+
+
+async def test_export_leaves_out_what_a_patients_consent_denies(bulk_world: World) -> None:
+    world = bulk_world
+    bob = world.ids["bob"]
+    opt_out = await world.client.post("/fhir/Consent", headers=world.admin, json={
+        "resourceType": "Consent", "status": "active",
+        "scope": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope",
+                              "code": "patient-privacy"}]},
+        "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}],
+        "patient": {"reference": f"Patient/{bob}"}, "dateTime": "2026-02-01",
+        "policyRule": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "OPTOUT"}]},
+        "provision": {"type": "deny", "period": {"start": "2026-02-01"}}})
+    assert opt_out.status_code == 201, opt_out.text
+    bearer = world.bearer(await backend_services_token(world, "system/*.rs"))
+    exported = await files(world, bearer, await run_export(world, bearer, _type="Observation,Condition,Patient"))
+    ids = {r["id"] for lines in exported.values() for r in lines}
+    assert world.ids["bob_vital"] not in ids and world.ids["bob_condition"] not in ids
+    assert world.ids["alice_vital"] in ids
+    for resource_type, lines in exported.items():
+        assert _by_id(lines) == _by_id(await searched(world, bearer, resource_type)), resource_type
