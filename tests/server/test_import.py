@@ -192,3 +192,18 @@ async def test_inputs_are_fetched_only_from_allowed_locations(tmp_path: Path, se
                                               headers={**world.admin, **ASYNC})
             failed = await finished(world, world.admin, missing.headers["content-location"])
             assert failed.status_code == 422 and "404" in failed.text
+
+
+async def test_the_capability_statement_names_the_bulk_operations_and_import_resolves(
+        tmp_path: Path, seeded_database: Path) -> None:
+    async with world_at(tmp_path, seeded_database) as world:
+        capability = (await world.client.get("/fhir/metadata")).json()["rest"][0]
+        system = {op["name"]: op["definition"] for op in capability["operation"]}
+        assert system["export"] == "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/export"
+        by_type = {(r["type"], op["name"]): op["definition"] for r in capability["resource"]
+                   for op in r.get("operation", [])}
+        assert by_type[("Patient", "export")].endswith("/patient-export")
+        assert by_type[("Group", "export")].endswith("/group-export")
+        found = (await world.client.get("/fhir/OperationDefinition", params={"url": system["import"]},
+                                        headers=world.admin)).json()
+        assert [e["resource"]["code"] for e in found["entry"]] == ["import"]
