@@ -77,24 +77,34 @@ async def export(job: BulkJob, repository: Repository, request: ExportRequest, s
         path = job.folder / f"{name}.ndjson"
         count = 0
         handle: IO[bytes] | None = None
+        # a page is written while the next one is read: the disk and the store's reader threads work together
+        writing: asyncio.Task[int] | None = None
         try:
             for query in _queries(request.query(name, repository.registry), scope):
                 cursor: int | None = None
                 while True:
                     found = await repository.search(replace(query, count=page, cursor=cursor))
                     bodies = [r.body for r in found.resources if r.body]
+                    if writing is not None:
+                        await writing
+                        writing = None
                     if bodies:
                         if handle is None:
                             handle = await asyncio.to_thread(path.open, "wb")
-                        await asyncio.to_thread(handle.write, b"\n".join(bodies) + b"\n")
+                        writing = asyncio.create_task(asyncio.to_thread(handle.write, b"\n".join(bodies) + b"\n"))
                         count += len(bodies)
                         job.progress = f"{name}: {count} resources (type {number} of {len(request.types)})"
                     if found.next_cursor is None:
                         break
                     cursor = int(found.next_cursor)
+            if writing is not None:
+                await writing
+                writing = None
         except FhirError as exc:
             raise FhirError(f"Exporting {name} failed: {exc.issues[0].diagnostics}") from exc
         finally:
+            if writing is not None:  # cancelled or failed mid-page: the write ends before the file closes
+                await asyncio.gather(writing, return_exceptions=True)
             if handle is not None:
                 await asyncio.to_thread(handle.close)
         if count:
