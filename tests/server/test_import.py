@@ -57,14 +57,16 @@ def _content(resource: dict[str, Any]) -> dict[str, Any]:
     return {**{k: v for k, v in resource.items() if k != "meta"}, **({"meta": meta} if meta else {})}
 
 
-async def test_import_of_an_export_reproduces_the_population(tmp_path: Path, seeded_database: Path) -> None:
+@pytest.mark.parametrize("resources", [300, pytest.param(10_000, marks=pytest.mark.slow)])
+async def test_import_of_an_export_reproduces_the_population(tmp_path: Path, seeded_database: Path,
+                                                             resources: int) -> None:
     async with worlds(tmp_path, seeded_database) as (source, target):
-        for bundle in population(300, per_patient=60):
+        for bundle in population(resources, per_patient=60 if resources < 1000 else 100):
             loaded = await source.client.post("/fhir", json=bundle, headers=source.admin)
             assert loaded.status_code == 200, loaded.text
         reader = source.bearer(await backend_services_token(source, "system/*.rs"))
         exported = await files(source, reader, await run_export(source, reader, _type=",".join(GENERATED)))
-        assert sum(len(v) for v in exported.values()) >= 300
+        assert sum(len(v) for v in exported.values()) >= resources
         body = b"".join(orjson.dumps(r) + b"\n" for t in GENERATED for r in exported.get(t, []))
         target_reader = target.bearer(await backend_services_token(target, "system/*.rs"))
         before = {t: len(v) for t, v in (await files(target, target_reader, await run_export(
