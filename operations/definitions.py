@@ -12,7 +12,7 @@ import logging
 from dataclasses import fields
 from typing import Any
 
-from operations import consent_evaluate
+from operations import consent_evaluate, import_definition
 from operations.cohort import CohortRules
 from operations.parameter_definitions import param as _param
 from resources.repository import Repository
@@ -126,7 +126,7 @@ def _cohort_stats() -> dict[str, Any]:
 
 
 def definitions() -> list[dict[str, Any]]:
-    """The OperationDefinitions of $tier, $churn-risk, Consent/$evaluate and $access-report."""
+    """The OperationDefinitions of $tier, $churn-risk, Consent/$evaluate, $access-report and $import."""
     per_tier = [_param(f"count-{t}", "out", 1, "1", "integer", f"How many patients are in tier {t}")
                 for t in ("A", "B", "C")]
     tier = _definition("tier", "Service tier", "Each patient's service tier (A core, B potential, C basic) with "
@@ -168,7 +168,8 @@ def definitions() -> list[dict[str, Any]]:
         *levels,
         *_persist(),
         _rules()])
-    return [tier, churn, consent_evaluate.definition(CANONICAL, VERSION), _access_report(), _cohort_stats()]
+    return [tier, churn, consent_evaluate.definition(CANONICAL, VERSION), _access_report(), _cohort_stats(),
+            import_definition.definition(CANONICAL, VERSION)]
 
 
 async def seed_definitions(repository: Repository) -> int:

@@ -18,6 +18,7 @@ from operations import (
     consent_evaluate,
     everything,
     expand,
+    export,
     lastn,
     lookup,
     match,
@@ -63,6 +64,7 @@ class Operation:
 
 _HL7 = "http://hl7.org/fhir/OperationDefinition/"
 _CARELOOP = CANONICAL  # served by this server (operations/definitions.py)
+_BULK = "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/"
 _BACKPORT = "http://hl7.org/fhir/uv/subscriptions-backport/OperationDefinition/"
 _EVERY_TYPE = tuple(sorted(resource_types()))  # the Resource-level operations
 
@@ -91,6 +93,12 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation("validate", _EVERY_TYPE, validate.run, _HL7 + "Resource-validate"),
     Operation("cohort-stats", (), cohort_stats.run, _CARELOOP + "cohort-stats", type_level=False,
               instance_level=False, system_level=True),
+    Operation("export", (), export.asynchronous_only, _BULK + "export", type_level=False, instance_level=False,
+              system_level=True),
+    Operation("export", ("Patient",), export.asynchronous_only, _BULK + "patient-export", instance_level=False),
+    Operation("export", ("Group",), export.asynchronous_only, _BULK + "group-export", type_level=False),
+    Operation("import", (), export.asynchronous_only, _CARELOOP + "import", type_level=False, instance_level=False,
+              system_level=True, affects_state=True),
     Operation("verify-audit", (), verify_audit.run, _CARELOOP + "verify-audit", type_level=False,
               instance_level=False, system_level=True),
 )

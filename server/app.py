@@ -10,6 +10,7 @@ import contextlib
 import gc
 import logging
 import os
+import tempfile
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -28,6 +29,7 @@ from consent.audit.trail import AuditTrail
 from consent.deidentify_profile import ProfileError, load_profile
 from consent.engine import ConsentPolicy
 from consent.engine.writes import refuse_unevaluable
+from operations.bulk_jobs import BulkJobs
 from operations.cohort import CohortRules, PopulationCache
 from operations.definitions import seed_definitions
 from operations.recompute import Recomputation
@@ -64,7 +66,7 @@ from server.memory import limit_arenas, release_free_memory
 from server.metrics import Metrics, MetricsMiddleware, check_settings
 from server.negotiation import NegotiationMiddleware
 from server.openapi import describe_fhir_media, describe_parameters, describe_security
-from server.routes import health, instance, operations, reindex, system
+from server.routes import bulk, health, instance, operations, reindex, system
 from server.routes import type as type_routes
 from server.routing import DepthDispatch
 from server.settings import Settings
@@ -204,6 +206,15 @@ def build_services(settings: Settings, mongo_client: Any = None) -> Services:
     return found
 
 
+def bulk_folder(settings: Settings) -> Path:
+    """Where bulk jobs keep their files: configured, else beside the SQLite file, else a temporary folder."""
+    if settings.bulk_folder:
+        return Path(settings.bulk_folder)
+    if settings.store == "sqlite" and settings.sqlite_path != ":memory:":
+        return Path(str(Path(settings.sqlite_path).with_suffix("")) + "-bulk")
+    return Path(tempfile.gettempdir()) / f"careloop-bulk-{os.getpid()}"
+
+
 def trusted_proxies(settings: Settings) -> TrustedProxies:
     """The proxies whose forwarded headers count; SystemExit for an entry that is not an address or a network."""
     try:
@@ -269,6 +280,8 @@ def create_app(settings: Settings | None = None, *, mongo_client: Any = None) ->
             # a patient's grant Consent made inactive or deleted revokes the app's tokens before the write returns
             revocations = GrantRevocations(svc.auth.signer, svc.auth.store)
             svc.repository.store.add_commit_listener(revocations.on_commit)
+        svc.bulk = BulkJobs(bulk_folder(settings), settings.bulk_file_seconds, settings.bulk_sweep_seconds)
+        await svc.bulk.open()
         if svc.audit is not None:
             if svc.auth is not None:  # checkpoints are signed with the authorization server's key (its JWKS)
                 signer = svc.auth.signer
@@ -299,6 +312,8 @@ def create_app(settings: Settings | None = None, *, mongo_client: Any = None) ->
             if svc.subscriptions is not None:
                 await svc.subscriptions.close()
             await svc.reindexer.close()
+            if svc.bulk is not None:
+                await svc.bulk.close()
             if svc.audit is not None:
                 await svc.audit.recorder.close()
             await svc.repository.store.close()
@@ -330,7 +345,8 @@ def create_app(settings: Settings | None = None, *, mongo_client: Any = None) ->
         app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     if settings.trusted_proxies:  # outermost: everything after it sees the client behind the proxy
         app.add_middleware(ForwardedMiddleware, proxies=trusted_proxies(settings))
-    for module in (instance, type_routes, system, reindex, operations, auth_routes, health, probes, metrics_routes):
+    for module in (instance, type_routes, system, reindex, bulk, operations, auth_routes, health, probes,
+                   metrics_routes):
         # routes join the app's own table: FastAPI walks included routers one by one on every request,
         # which cost a third of the time of a read. The path convertors keep these routes from overlapping.
         app.router.routes.extend(module.router.routes)

@@ -15,6 +15,7 @@ from fastapi import Request
 from consent.access import FULL_ACCESS, Access, AccessPolicy
 from consent.audit.trail import AuditTrail
 from consent.engine import ConsentPolicy
+from operations.bulk_jobs import BulkJobs
 from operations.cohort import CohortRules, PopulationCache
 from resources.errors import Invalid, TooLarge, Unauthorized
 from resources.patch import MergePatch
@@ -49,6 +50,7 @@ class Services:
     capability: bytes = b""
     audit: AuditTrail | None = None  # None with CARELOOP_AUDIT=off
     capability_version: int = -1
+    bulk: BulkJobs | None = None  # $export and $import jobs (issue 32)
 
 
 def services(request: Request) -> Services:

@@ -39,6 +39,8 @@ def negotiate(accept: str | None, format_param: str | None) -> None:
     types = _media_types(accept)
     if any(t in JSON_TYPES or t.endswith("/*") for t in types):
         return
+    if any(t in ("application/fhir+ndjson", "application/ndjson") for t in types):
+        return  # the bulk data files ($export) are NDJSON; other answers stay JSON
     if any(t in XML_TYPES for t in types):
         raise NotAcceptable("This server speaks FHIR JSON only; ask for application/fhir+json")
     if any(t in ("text/html", "text/plain", "text/*") for t in types):

@@ -161,6 +161,15 @@ class Settings(BaseSettings):
     patient_duplicate_mode: str = Field(
         "refuse", description="What a create of an existing patient gets: refuse (409 naming the record) or merge "
         "(200 with the existing record, as a conditional create)")
+    bulk_folder: str | None = Field(None, description="Folder of the $export and $import files (default: beside "
+                                    "the SQLite file, <name>-bulk; a temporary folder for ':memory:' or MongoDB)")
+    bulk_file_seconds: float = Field(3600, gt=0, description="How long a finished bulk job's status and files are "
+                                     "kept before they are removed, in seconds")
+    bulk_sweep_seconds: float = Field(60, gt=0, description="How often expired bulk jobs are looked for, in seconds")
+    bulk_import_sources: list[str] = Field(default_factory=list, description="URL prefixes $import may fetch input "
+                                           "files from (none: inputs must be uploaded); the rest-hook address rules "
+                                           "apply too (CARELOOP_SUBSCRIPTION_ALLOWED_NETWORKS)")
+    bulk_import_max_bytes: int = Field(1 << 30, gt=0, description="Largest $import input file (uploaded or fetched)")
     clinic_organization: str | None = Field(
         None, description="The clinic's own Organization (e.g. Organization/clinic): clients and users "
         "registered with any other organization are third parties, who need a Consent naming them")
