@@ -20,9 +20,9 @@ from resources.repository import Repository
 from resources.search.parse import parse_search
 from resources.search.query import SearchQuery
 
-GROUP_SEARCH = "http://careloop.example/fhir/StructureDefinition/group-search"
+GROUP_SEARCH = "http://careloop.health/fhir/StructureDefinition/group-search"
 # codes of this system are the codes of Patient search parameters (gender, birthdate, address-city...)
-PATIENT_PARAMETER = "http://careloop.example/fhir/CodeSystem/patient-search-parameter"
+PATIENT_PARAMETER = "http://careloop.health/fhir/CodeSystem/patient-search-parameter"
 _PAGE = 1000
 
 

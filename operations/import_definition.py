@@ -21,7 +21,7 @@ def definition(canonical: str, version: str) -> dict[str, Any]:
                        "through the same write path as a create or update, with a per-line error file. The body is "
                        "the NDJSON itself (application/fhir+ndjson), or this Parameters naming files to fetch from "
                        "allowed locations. Imported resources carry the tag "
-                       "http://careloop.example/fhir/CodeSystem/careloop|import (docs/bulk-data.md).",
+                       "http://careloop.health/fhir/CodeSystem/careloop|import (docs/bulk-data.md).",
         "parameter": [
             param("inputFormat", "in", 0, "1", "code", "application/fhir+ndjson (the default and only format)"),
             param("input", "in", 0, "*", None, "One file to fetch", (

@@ -24,9 +24,9 @@ from resources.repository import Repository
 from resources.store.protocol import ReadSource
 from resources.transaction import TransactionProcessor
 
-IMPORT_TAG = {"system": "http://careloop.example/fhir/CodeSystem/careloop", "code": "import"}
-LINE = "http://careloop.example/fhir/StructureDefinition/import-line"
-SOURCE = "http://careloop.example/fhir/StructureDefinition/import-source"
+IMPORT_TAG = {"system": "http://careloop.health/fhir/CodeSystem/careloop", "code": "import"}
+LINE = "http://careloop.health/fhir/StructureDefinition/import-line"
+SOURCE = "http://careloop.health/fhir/StructureDefinition/import-source"
 BATCH = 500
 ERRORS_FILE = "errors.ndjson"
 

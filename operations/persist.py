@@ -24,7 +24,7 @@ from resources.repository import Repository
 from resources.search.dates import format_instant
 from resources.store.protocol import StoredResource, WriteSession
 
-RESULT = "http://careloop.example/fhir/CodeSystem/careloop"  # tier, lifecycle, previous-stage, churn
+RESULT = "http://careloop.health/fhir/CodeSystem/careloop"  # tier, lifecycle, previous-stage, churn
 IDENTIFIER = "http://careloop.health/fhir/sid/segment-result"
 RISK_PROBABILITY = "http://terminology.hl7.org/CodeSystem/risk-probability"
 QUALITATIVE = {"low": "low", "elevated": "moderate", "high": "high"}  # churn level -> risk-probability

@@ -27,7 +27,7 @@ from subscriptions.pathways import OPEN_STATUSES
 from subscriptions.queries import every_match, find
 
 log = logging.getLogger("careloop.subscriptions")
-CARELOOP = "http://careloop.example/fhir/CodeSystem/careloop"
+CARELOOP = "http://careloop.health/fhir/CodeSystem/careloop"
 PROGRAMME = (CARELOOP, "chronic-programme")
 CADENCE = "http://careloop.health/fhir/sid/cadence-occurrence"
 MISSED = {"coding": [{"system": CARELOOP, "code": "missed", "display": "Missed"}], "text": "missed"}

@@ -33,7 +33,7 @@ from subscriptions.queries import find
 from subscriptions.topics import Topic, parse_criteria
 
 log = logging.getLogger("careloop.subscriptions")
-IMPORT_TAG = ("http://careloop.example/fhir/CodeSystem/careloop", "import")
+IMPORT_TAG = ("http://careloop.health/fhir/CodeSystem/careloop", "import")
 ENGINE_AGENT = {"type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/provenance-participant-type",
                                      "code": "assembler"}]},
                 "who": {"identifier": {"system": "http://careloop.health/fhir/sid/system",

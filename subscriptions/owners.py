@@ -22,7 +22,7 @@ from subscriptions.queries import find
 
 ROLE_SYSTEM = "http://careloop.health/fhir/CodeSystem/care-role"
 HEALTH_MANAGER = "health-manager"
-TIER = ("http://careloop.example/fhir/CodeSystem/careloop", "tier")
+TIER = ("http://careloop.health/fhir/CodeSystem/careloop", "tier")
 ON_DUTY_TEAM = "CareTeam/on-duty-doctors"
 
 

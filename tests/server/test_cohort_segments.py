@@ -17,7 +17,7 @@ from tests.server.test_cohort import CARELOOP, ago, invoice, results, scalar, vi
 
 pytestmark = pytest.mark.anyio
 SCT = "http://snomed.info/sct"
-RESULT = "http://careloop.example/fhir/CodeSystem/careloop"
+RESULT = "http://careloop.health/fhir/CodeSystem/careloop"
 REFERRED_BY = "http://careloop.health/fhir/StructureDefinition/referred-by"
 
 

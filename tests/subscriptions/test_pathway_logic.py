@@ -61,8 +61,8 @@ def test_clinical_key_without_query_criteria_is_the_content() -> None:
 
 
 @pytest.mark.parametrize(("meta", "expected"), [
-    ({"tag": [{"system": "http://careloop.example/fhir/CodeSystem/careloop", "code": "import"}]}, True),
-    ({"tag": [{"system": "http://careloop.example/fhir/CodeSystem/careloop", "code": "other"}]}, False),
+    ({"tag": [{"system": "http://careloop.health/fhir/CodeSystem/careloop", "code": "import"}]}, True),
+    ({"tag": [{"system": "http://careloop.health/fhir/CodeSystem/careloop", "code": "other"}]}, False),
     ({"tag": [{"code": "import"}]}, False),
     ({}, False),
 ])

@@ -20,7 +20,7 @@ ACT = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
 SCT = "http://snomed.info/sct"
 FT = "http://careloop.health/fhir/CodeSystem/follow-up-task"
 ROLE = "http://careloop.health/fhir/CodeSystem/care-role"
-IMPORT = {"system": "http://careloop.example/fhir/CodeSystem/careloop", "code": "import"}
+IMPORT = {"system": "http://careloop.health/fhir/CodeSystem/careloop", "code": "import"}
 
 
 def instant(at: datetime) -> str:
@@ -117,7 +117,7 @@ async def test_tasks_have_owner_performer_type_and_a_provenance(app: FastAPI, cl
 
 
 async def test_tier_a_patients_get_their_own_health_manager(app: FastAPI, client: httpx.AsyncClient) -> None:
-    tier = "http://careloop.example/fhir/CodeSystem/careloop"
+    tier = "http://careloop.health/fhir/CodeSystem/careloop"
 
     async def with_tier(code: str, **extra: Any) -> dict[str, Any]:
         found = await create(client, patient(**extra))

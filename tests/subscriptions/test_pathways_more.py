@@ -17,8 +17,8 @@ from tests.subscriptions.conftest import engine, just_now, pain_score
 from tests.subscriptions.test_pathways_followup import encounter, hours_due, instant, parse, procedure, put, tasks_for
 
 pytestmark = pytest.mark.anyio
-SURVEY = "http://careloop.example/fhir/Questionnaire/satisfaction"
-CARELOOP = "http://careloop.example/fhir/CodeSystem/careloop"
+SURVEY = "http://careloop.health/fhir/Questionnaire/satisfaction"
+CARELOOP = "http://careloop.health/fhir/CodeSystem/careloop"
 RISK = "http://terminology.hl7.org/CodeSystem/risk-probability"
 ACT_REASON = "http://terminology.hl7.org/CodeSystem/v3-ActReason"
 
