@@ -27,7 +27,8 @@ from operations import (
 )
 from operations.context import OperationCall
 from operations.definitions import CANONICAL
-from resources.errors import MethodNotAllowed, NotFound
+from operations.parameters import OperationInput
+from resources.errors import Invalid, MethodNotAllowed, NotFound
 
 Handler = Callable[[OperationCall], Awaitable[dict[str, Any] | bytes]]
 
@@ -47,32 +48,63 @@ class Operation:
     # the handler decides who may call it (instead of the read scope on the type the route requires)
     own_access: bool = False
     html: Callable[[dict[str, Any]], str] | None = None  # a page for callers who ask for text/html
+    # the input parameters it declares (its OperationDefinition's `in` parameters); any other is refused
+    parameters: tuple[str, ...] = ()
 
     def levels(self) -> tuple[str, ...]:
         """The levels this operation runs at."""
         return tuple(name for name, on in (("system", self.system_level), ("type", self.type_level),
                                            ("instance", self.instance_level)) if on)
 
+    def refuse_unknown(self, given: OperationInput) -> None:
+        """400 naming each parameter the operation does not declare: one silently ignored (`persist`) would
+        let a caller believe it took effect. https://hl7.org/fhir/R4B/operations.html#request
+        """
+        unknown = sorted({p["name"] for p in given.parts} - set(self.parameters) - GENERAL_PARAMETERS)
+        if unknown:
+            names = ", ".join(f"'{n}'" for n in unknown)
+            takes = ", ".join(self.parameters) or "no parameters"
+            raise Invalid(f"Unknown parameter {names} for ${self.name}; it takes {takes}", code="not-supported",
+                          expression=tuple(unknown))
 
+
+# the parameters of every FHIR interaction that shape the answer, not the operation's input (http.html#parameters)
+GENERAL_PARAMETERS = frozenset({"_format", "_pretty", "_summary", "_elements"})
 _HL7 = "http://hl7.org/fhir/OperationDefinition/"
 _CARELOOP = CANONICAL  # served by this server (operations/definitions.py)
 _BACKPORT = "http://hl7.org/fhir/uv/subscriptions-backport/OperationDefinition/"
 
+# The input parameters are those of each OperationDefinition (R4B's for HL7's operations).
+_LOOKUP = ("code", "system", "version", "coding", "date", "displayLanguage", "property")
+_VALIDATE_CODE = ("url", "context", "valueSet", "valueSetVersion", "code", "system", "systemVersion", "version",
+                  "display", "coding", "codeableConcept", "date", "abstract", "displayLanguage", "codeSystem")
+_SUBSUMES = ("codeA", "codeB", "system", "version", "codingA", "codingB")
+_EXPAND = ("url", "valueSet", "valueSetVersion", "context", "contextDirection", "filter", "date", "offset", "count",
+           "includeDesignations", "designation", "includeDefinition", "activeOnly", "excludeNested",
+           "excludeNotForUI", "excludePostCoordinated", "displayLanguage", "exclude-system", "system-version",
+           "check-system-version", "force-system-version")
+_TRANSLATE = ("url", "conceptMap", "conceptMapVersion", "code", "system", "version", "source", "coding",
+              "codeableConcept", "target", "targetsystem", "dependency", "reverse")
+
 OPERATIONS: tuple[Operation, ...] = (
-    Operation("lookup", ("CodeSystem",), lookup.run, _HL7 + "CodeSystem-lookup"),
-    Operation("validate-code", ("CodeSystem", "ValueSet"), validate_code.run, _HL7 + "ValueSet-validate-code"),
-    Operation("subsumes", ("CodeSystem",), subsumes.run, _HL7 + "CodeSystem-subsumes"),
-    Operation("expand", ("ValueSet",), expand.run, _HL7 + "ValueSet-expand"),
-    Operation("translate", ("ConceptMap",), translate.run, _HL7 + "ConceptMap-translate"),
-    Operation("everything", ("Patient",), everything.run, _HL7 + "Patient-everything", type_level=False),
+    Operation("lookup", ("CodeSystem",), lookup.run, _HL7 + "CodeSystem-lookup", parameters=_LOOKUP),
+    Operation("validate-code", ("CodeSystem", "ValueSet"), validate_code.run, _HL7 + "ValueSet-validate-code",
+              parameters=_VALIDATE_CODE),
+    Operation("subsumes", ("CodeSystem",), subsumes.run, _HL7 + "CodeSystem-subsumes", parameters=_SUBSUMES),
+    Operation("expand", ("ValueSet",), expand.run, _HL7 + "ValueSet-expand", parameters=_EXPAND),
+    Operation("translate", ("ConceptMap",), translate.run, _HL7 + "ConceptMap-translate", parameters=_TRANSLATE),
+    Operation("everything", ("Patient",), everything.run, _HL7 + "Patient-everything", type_level=False,
+              parameters=("start", "end", "_since", "_type", "_count")),
     Operation("tier", ("Patient",), tier.run, _CARELOOP + "Patient-tier"),
     Operation("churn-risk", ("Patient",), churn_risk.run, _CARELOOP + "Patient-churn-risk"),
-    Operation("evaluate", ("Consent",), consent_evaluate.run, _CARELOOP + "Consent-evaluate", instance_level=False),
+    Operation("evaluate", ("Consent",), consent_evaluate.run, _CARELOOP + "Consent-evaluate", instance_level=False,
+              parameters=consent_evaluate.KNOWN),
     Operation("access-report", ("Patient",), access_report.run, _CARELOOP + "Patient-access-report",
-              type_level=False, own_access=True, html=access_report_html.render),
-    Operation("status", ("Subscription",), subscription_status.status, _BACKPORT + "backport-subscription-status"),
+              type_level=False, own_access=True, html=access_report_html.render, parameters=access_report.PARAMETERS),
+    Operation("status", ("Subscription",), subscription_status.status, _BACKPORT + "backport-subscription-status",
+              parameters=("id", "status")),
     Operation("events", ("Subscription",), subscription_status.events, _BACKPORT + "backport-subscription-events",
-              type_level=False),
+              type_level=False, parameters=("eventsSinceNumber", "eventsUntilNumber", "content")),
     Operation("verify-audit", (), verify_audit.run, _CARELOOP + "verify-audit", type_level=False,
               instance_level=False, system_level=True),
 )
