@@ -61,6 +61,7 @@ from server.routing import DepthDispatch
 from server.settings import Settings
 from subscriptions.endpoints import EndpointPolicy
 from subscriptions.engine import EngineConfig, SubscriptionEngine
+from subscriptions.escalation import EscalationConfig, EscalationWorker
 from subscriptions.seed import seed_pathways
 from terminology.bindings import RequiredBindings
 from terminology.device_rules import DeviceRules
@@ -208,6 +209,15 @@ def engine_config(settings: Settings) -> EngineConfig:
                         settings.subscription_events_retained)
 
 
+def escalation_worker(settings: Settings, svc: Services) -> EscalationWorker | None:
+    """The service-level escalation worker (not yet started); None when turned off."""
+    if not settings.escalation:
+        return None
+    return EscalationWorker(svc.repository, EscalationConfig(
+        {k: v * 60_000 for k, v in settings.service_level_minutes.items()}, settings.escalation_max_level,
+        settings.escalation_interval_seconds, base_url=configured_base(settings)))
+
+
 async def load_custom_parameters(svc: Services) -> None:
     """Register the SearchParameter resources stored by earlier runs."""
     async for res in every(svc.repository.store, "SearchParameter"):
@@ -243,6 +253,8 @@ def create_app(settings: Settings | None = None, *, mongo_client: Any = None) ->
         svc = await open_services(build_services(settings, mongo_client))
         if svc.subscriptions is not None:
             await svc.subscriptions.start()
+        escalation = escalation_worker(settings, svc)
+        app.state.escalation = escalation
         revocations = None
         if settings.auth == "off":
             log.warning("CARELOOP_AUTH=off: every request has full access with no token. Never use this outside "
@@ -269,9 +281,13 @@ def create_app(settings: Settings | None = None, *, mongo_client: Any = None) ->
         # requests allocate many short-lived objects that reference counting frees; collect cycles less often
         gc.set_threshold(50_000, 20, 20)
         log.info("CareLoop serving FHIR %s on the %s store", "4.3.0", settings.store)
+        if escalation is not None:  # after the audit trail opened: escalations are audited
+            await escalation.start()
         try:
             yield
         finally:
+            if escalation is not None:
+                await escalation.close()
             if svc.subscriptions is not None:
                 await svc.subscriptions.close()
             await svc.reindexer.close()
