@@ -20,7 +20,7 @@ from resources.search.dates import format_instant
 from server.app import create_app
 from server.settings import Settings
 from subscriptions.escalation import ESCALATION, LEVEL, EscalationConfig, EscalationWorker, raised
-from tests.conftest import FHIR_JSON, body, create
+from tests.conftest import create
 from tests.factories import patient
 
 pytestmark = pytest.mark.anyio
@@ -239,23 +239,3 @@ async def test_restart_misses_nothing_and_repeats_nothing(settings: Settings) ->
         assert len(await provenances(client, f"Task/{overdue['id']}")) == 1
         assert level(await read(client, f"Task/{later['id']}")) == 1
 
-
-async def test_worklist_search_sorts_by_deadline(client: httpx.AsyncClient) -> None:
-    someone = await create(client, patient())
-    owner = "Organization/ward-1"
-    await client.put("/fhir/Organization/ward-1", content=body({"resourceType": "Organization", "id": "ward-1"}),
-                     headers=FHIR_JSON)
-    now = now_ms()
-    made = {}
-    for name, offset, status in (("late", -30, "requested"), ("soon", 10, "in-progress"), ("later", 90, "requested"),
-                                 ("done", -60, "completed"), ("elsewhere", 5, "requested")):
-        resource = task(owner if name != "elsewhere" else None, now + offset * MIN, someone["id"])
-        made[name] = (await create(client, {**resource, "status": status}))["id"]
-    page = (await client.get("/fhir/Task", params={"owner": owner, "status": "requested,in-progress",
-                                                   "_sort": "deadline"})).json()
-    assert [e["resource"]["id"] for e in page["entry"]] == [made["late"], made["soon"], made["later"]]
-    page = (await client.get("/fhir/Task", params={"owner": owner, "_sort": "-deadline"})).json()
-    assert [e["resource"]["id"] for e in page["entry"]] == [made["later"], made["soon"], made["late"], made["done"]]
-    page = (await client.get("/fhir/Task", params={"deadline": "lt" + format_instant(now),
-                                                   "status:not": "completed"})).json()
-    assert [e["resource"]["id"] for e in page["entry"]] == [made["late"]]
