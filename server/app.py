@@ -63,6 +63,7 @@ from subscriptions.endpoints import EndpointPolicy
 from subscriptions.engine import EngineConfig, SubscriptionEngine
 from subscriptions.escalation import EscalationConfig, EscalationWorker
 from subscriptions.seed import seed_pathways
+from subscriptions.surveys import SurveyWorker
 from terminology.bindings import RequiredBindings
 from terminology.device_rules import DeviceRules
 from terminology.seed import seed
@@ -255,6 +256,10 @@ def create_app(settings: Settings | None = None, *, mongo_client: Any = None) ->
             await svc.subscriptions.start()
         escalation = escalation_worker(settings, svc)
         app.state.escalation = escalation
+        surveys = app.state.surveys = SurveyWorker(svc.repository) if settings.subscriptions else None
+        if surveys is not None:  # answered satisfaction surveys complete their Tasks (issue 30)
+            svc.repository.store.add_commit_listener(surveys.on_commit)
+            await surveys.start()
         revocations = None
         if settings.auth == "off":
             log.warning("CARELOOP_AUTH=off: every request has full access with no token. Never use this outside "
@@ -288,6 +293,8 @@ def create_app(settings: Settings | None = None, *, mongo_client: Any = None) ->
         finally:
             if escalation is not None:
                 await escalation.close()
+            if surveys is not None:
+                await surveys.close()
             if svc.subscriptions is not None:
                 await svc.subscriptions.close()
             await svc.reindexer.close()
