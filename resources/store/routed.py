@@ -14,7 +14,17 @@ from dataclasses import dataclass
 
 from resources.errors import Invalid
 from resources.search.query import SearchQuery
-from resources.store.protocol import HistoryQuery, OutboxEvent, SearchPage, Store, StoredResource, Write, WriteSession
+from resources.store.protocol import (
+    HistoryQuery,
+    OutboxEvent,
+    SearchPage,
+    Spans,
+    SpanStats,
+    Store,
+    StoredResource,
+    Write,
+    WriteSession,
+)
 
 
 @dataclass
@@ -71,6 +81,14 @@ class RoutedStore:
     async def entries(self, query: SearchQuery) -> list[tuple[bytes, bytes]]:
         """A search across types in the store of the searched types."""
         return await self._for_query(query).entries(query)
+
+    async def spans(self, query: SearchQuery, spec: Spans) -> SpanStats:
+        """Spans computed by the store of the searched type."""
+        return await self._for_query(query).spans(query, spec)
+
+    async def distinct_targets(self, query: SearchQuery, code: str, also: SearchQuery | None = None) -> int:
+        """Distinct targets counted by the store of the searched type."""
+        return await self._for_query(query).distinct_targets(query, code, also)
 
     @asynccontextmanager
     async def write_session(self) -> AsyncIterator[WriteSession]:

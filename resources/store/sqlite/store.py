@@ -20,8 +20,8 @@ from typing import Any, TypeVar
 
 from resources.search.index import IndexRows
 from resources.search.query import SearchQuery
-from resources.store.protocol import HistoryQuery, OutboxEvent, SearchPage, StoredResource, Write
-from resources.store.sqlite import reads
+from resources.store.protocol import HistoryQuery, OutboxEvent, SearchPage, Spans, SpanStats, StoredResource, Write
+from resources.store.sqlite import aggregates, reads
 from resources.store.sqlite.bodies import MEMO_MIB, set_memo_mib
 from resources.store.sqlite.schema import CACHE_MIB, DDL, HEAP_LIMIT_MIB, LAYOUT, LOOP_CACHE_MIB, PRAGMAS
 from resources.store.sqlite.writes import apply_writes, expunge, replace_index
@@ -222,6 +222,14 @@ class SqliteStore:
     async def entries(self, query: SearchQuery) -> list[tuple[bytes, bytes]]:
         """The matches of a query without includes or a total as (type/id, body), in page order."""
         return await self._query(reads.entries, query)
+
+    async def spans(self, query: SearchQuery, spec: Spans) -> SpanStats:
+        """Spans of the matches of a query, computed by SQLite on a reader thread."""
+        return await self._on_reader(aggregates.spans, query, self.param_ids, spec)
+
+    async def distinct_targets(self, query: SearchQuery, code: str, also: SearchQuery | None = None) -> int:
+        """How many distinct resources the matches name through a reference parameter (and `also`'s too)."""
+        return await self._on_reader(aggregates.distinct_targets, query, self.param_ids, code, also)
 
     async def _query(self, run: Callable[[sqlite3.Connection, SearchQuery, Any], T], query: SearchQuery) -> T:
         if self._memory or self._inline_s <= 0:
