@@ -12,7 +12,7 @@ import logging
 from dataclasses import fields
 from typing import Any
 
-from operations import consent_evaluate
+from operations import consent_evaluate, follow_up_metrics
 from operations.cohort import CohortRules
 from operations.parameter_definitions import param as _param
 from resources.repository import Repository
@@ -110,7 +110,8 @@ def definitions() -> list[dict[str, Any]]:
                 _param("level", "out", 1, "1", "Coding", "The level this signal reaches"))))),
         *levels,
         _rules()])
-    return [tier, churn, consent_evaluate.definition(CANONICAL, VERSION), _access_report()]
+    return [tier, churn, consent_evaluate.definition(CANONICAL, VERSION), _access_report(),
+            follow_up_metrics.definition(CANONICAL, VERSION)]
 
 
 async def seed_definitions(repository: Repository) -> int:

@@ -17,6 +17,7 @@ from operations import (
     consent_evaluate,
     everything,
     expand,
+    follow_up_metrics,
     lookup,
     subscription_status,
     subsumes,
@@ -107,6 +108,8 @@ OPERATIONS: tuple[Operation, ...] = (
               type_level=False, parameters=("eventsSinceNumber", "eventsUntilNumber", "content")),
     Operation("verify-audit", (), verify_audit.run, _CARELOOP + "verify-audit", type_level=False,
               instance_level=False, system_level=True),
+    Operation("follow-up-metrics", (), follow_up_metrics.run, _CARELOOP + follow_up_metrics.NAME, type_level=False,
+              instance_level=False, system_level=True, parameters=follow_up_metrics.PARAMETERS),
 )
 
 

@@ -21,7 +21,7 @@ from typing import Any
 import orjson
 
 from resources.bundle_entries import parse_bundle
-from resources.errors import FhirError
+from resources.errors import FhirError, Invalid
 from resources.ids import now_ms
 from resources.repository import Repository
 from resources.search.dates import format_instant
@@ -98,6 +98,7 @@ class EscalationWorker:
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._round = asyncio.Event()  # set after each round of the loop
+        self._warned = False
 
     async def start(self) -> None:
         """Start the loop; its first round runs at once, so Tasks that fell due while the server was down are
@@ -138,8 +139,15 @@ class EscalationWorker:
         done = 0
         while True:
             now = self.clock()
-            query = parse_search("Task", overdue_search(now, self.config.page), self.repository.registry,
-                                 strict=True).query
+            try:
+                query = parse_search("Task", overdue_search(now, self.config.page), self.repository.registry,
+                                     strict=True).query
+            except Invalid as exc:  # the deadline SearchParameter was retired or never stored: no index to use
+                if not self._warned:
+                    log.warning("Escalation is idle: %s (docs/subscriptions.md, Service levels)", exc)
+                    self._warned = True
+                return done
+            self._warned = False
             page = await self.repository.search(query)
             changed = 0
             for stored in page.resources:
