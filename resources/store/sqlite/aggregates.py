@@ -6,7 +6,6 @@ numbers leave the database. https://www.sqlite.org/lang_select.html
 
 from __future__ import annotations
 
-import math
 import sqlite3
 from typing import Any
 
@@ -15,13 +14,13 @@ from resources.store.protocol import Spans, SpanStats
 from resources.store.sqlite.compile import ParamId, compile_where
 
 
-def _nearest_rank(q: float, n: int) -> int:
-    """The 0-based position of the q-quantile (0 < q <= 1) of n ordered values, by nearest rank."""
-    return max(1, min(n, math.ceil(q * n))) - 1
+def _rank_sql(q: float) -> str:
+    """The 1-based nearest rank of the q-quantile among `n` ordered values, in SQL: max(1, ceil(q * n))."""
+    return f"max(1, CAST({q!r} * n AS INTEGER) + ({q!r} * n > CAST({q!r} * n AS INTEGER)))"
 
 
 def spans(conn: sqlite3.Connection, query: SearchQuery, param_id: ParamId, spec: Spans) -> SpanStats:
-    """Count, on time, measured and quantiles of the spans of the matches."""
+    """Count, on time, measured and quantiles of the spans of the matches, in one pass over them."""
     where, args = compile_where(query, param_id)
     kind = query.resource_type
     pids = [param_id(kind, code) or -1 for code in (spec.start, spec.end, spec.limit)]
@@ -30,18 +29,15 @@ def spans(conn: sqlite3.Connection, query: SearchQuery, param_id: ParamId, spec:
              f"coalesce((SELECT min(low) FROM idx_date WHERE rid = r.rid AND +pid = ?), r.updated) AS en, "
              f"(SELECT max(high) FROM idx_date WHERE rid = r.rid AND +pid = ?) AS lim "
              f"FROM resource r WHERE {where}")
-    every: list[Any] = [*pids, *args]
-    count, on_time, measured = conn.execute(
-        f"SELECT count(*), coalesce(sum(en <= lim), 0), count(st) FROM ({inner})", every).fetchone()
-    found: list[int | None] = []
-    for q in spec.quantiles:
-        if not measured:
-            found.append(None)
-            continue
-        row = conn.execute(f"SELECT en - st FROM ({inner}) WHERE st IS NOT NULL ORDER BY 1 LIMIT 1 OFFSET ?",
-                           [*every, _nearest_rank(q, measured)]).fetchone()
-        found.append(int(row[0]))
-    return SpanStats(int(count), int(on_time), int(measured), tuple(found))
+    # each span numbered in order among those with a start: the quantiles are picked by rank in the same pass
+    ranked = (f"SELECT en - st AS d, coalesce(en <= lim, 0) AS ok, st IS NOT NULL AS has, "
+              f"row_number() OVER (PARTITION BY st IS NOT NULL ORDER BY en - st) AS rn, "
+              f"count(*) OVER (PARTITION BY st IS NOT NULL) AS n FROM ({inner})")
+    picks = "".join(f", max(CASE WHEN has AND rn = {_rank_sql(q)} THEN d END)" for q in spec.quantiles)
+    row = conn.execute(f"SELECT count(*), coalesce(sum(ok), 0), coalesce(sum(has), 0){picks} FROM ({ranked})",
+                       [*pids, *args]).fetchone()
+    quantiles = tuple(None if v is None else int(v) for v in row[3:])
+    return SpanStats(int(row[0]), int(row[1]), int(row[2]), quantiles)
 
 
 def _targets(query: SearchQuery, param_id: ParamId, code: str) -> tuple[str, list[Any]]:
