@@ -12,7 +12,7 @@ import logging
 from dataclasses import fields
 from typing import Any
 
-from operations import consent_evaluate, import_definition
+from operations import consent_evaluate, follow_up_metrics, import_definition
 from operations.cohort import CohortRules
 from operations.parameter_definitions import param as _param
 from resources.repository import Repository
@@ -169,7 +169,7 @@ def definitions() -> list[dict[str, Any]]:
         *_persist(),
         _rules()])
     return [tier, churn, consent_evaluate.definition(CANONICAL, VERSION), _access_report(), _cohort_stats(),
-            import_definition.definition(CANONICAL, VERSION)]
+            import_definition.definition(CANONICAL, VERSION), follow_up_metrics.definition(CANONICAL, VERSION)]
 
 
 async def seed_definitions(repository: Repository) -> int:

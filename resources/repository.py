@@ -41,6 +41,8 @@ from resources.store.protocol import (
     HistoryQuery,
     ReadSource,
     SearchPage,
+    Spans,
+    SpanStats,
     Store,
     StoredResource,
     Write,
@@ -281,6 +283,21 @@ class Repository:
         if guard is not None:
             query = guard.narrow(query)
         return await self.store.aggregate(await self.resolve(query), keys)
+
+    async def spans(self, query: SearchQuery, spec: Spans) -> SpanStats:
+        """Spans over a search's matches, computed in the store and narrowed to what the caller may see."""
+        return await self.store.spans(await self.resolve(self._narrowed(query)), spec)
+
+    async def distinct_targets(self, query: SearchQuery, code: str, also: SearchQuery | None = None) -> int:
+        """Distinct resources a search's matches name through a reference parameter, narrowed like a search."""
+        return await self.store.distinct_targets(
+            await self.resolve(self._narrowed(query)), code,
+            None if also is None else await self.resolve(self._narrowed(also)))
+
+    @staticmethod
+    def _narrowed(query: SearchQuery) -> SearchQuery:
+        guard = current_guard()
+        return query if guard is None else guard.narrow(query)
 
     async def entries(self, query: SearchQuery) -> list[tuple[bytes, bytes]]:
         """The matches of a search across types as (type/id, body), for a caller whose scopes reach them all.

@@ -73,7 +73,9 @@ from server.settings import Settings
 from server.tls import HstsMiddleware, check_tls
 from subscriptions.endpoints import EndpointPolicy
 from subscriptions.engine import EngineConfig, SubscriptionEngine
+from subscriptions.escalation import EscalationConfig, EscalationWorker
 from subscriptions.seed import seed_pathways
+from subscriptions.surveys import SurveyWorker
 from terminology.bindings import RequiredBindings
 from terminology.device_rules import DeviceRules
 from terminology.seed import seed
@@ -234,6 +236,15 @@ def engine_config(settings: Settings) -> EngineConfig:
                         settings.subscription_events_retained)
 
 
+def escalation_worker(settings: Settings, svc: Services) -> EscalationWorker | None:
+    """The service-level escalation worker (not yet started); None when turned off."""
+    if not settings.escalation:
+        return None
+    return EscalationWorker(svc.repository, EscalationConfig(
+        {k: v * 60_000 for k, v in settings.service_level_minutes.items()}, settings.escalation_max_level,
+        settings.escalation_interval_seconds, base_url=configured_base(settings)))
+
+
 async def load_custom_parameters(svc: Services) -> None:
     """Register the SearchParameter resources stored by earlier runs."""
     async for res in every(svc.repository.store, "SearchParameter"):
@@ -269,6 +280,12 @@ def create_app(settings: Settings | None = None, *, mongo_client: Any = None) ->
         svc = await open_services(build_services(settings, mongo_client))
         if svc.subscriptions is not None:
             await svc.subscriptions.start()
+        escalation = escalation_worker(settings, svc)
+        app.state.escalation = escalation
+        surveys = app.state.surveys = SurveyWorker(svc.repository) if settings.subscriptions else None
+        if surveys is not None:  # answered satisfaction surveys complete their Tasks (issue 30)
+            svc.repository.store.add_commit_listener(surveys.on_commit)
+            await surveys.start()
         revocations = None
         if settings.auth == "off":
             log.warning("CARELOOP_AUTH=off: every request has full access with no token. Never use this outside "
@@ -302,6 +319,8 @@ def create_app(settings: Settings | None = None, *, mongo_client: Any = None) ->
             job = Recomputation(svc.repository, svc.cohort, svc.population, settings.cohort_recompute_seconds,
                                 settings.cohort_recompute_at)
             recomputing = asyncio.create_task(job.run(), name="cohort-recompute")
+        if escalation is not None:  # after the audit trail opened: escalations are audited
+            await escalation.start()
         try:
             yield
         finally:
@@ -309,6 +328,10 @@ def create_app(settings: Settings | None = None, *, mongo_client: Any = None) ->
                 recomputing.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await recomputing
+            if escalation is not None:
+                await escalation.close()
+            if surveys is not None:
+                await surveys.close()
             if svc.subscriptions is not None:
                 await svc.subscriptions.close()
             await svc.reindexer.close()

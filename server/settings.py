@@ -133,6 +133,12 @@ class Settings(BaseSettings):
         default_factory=lambda: {"stat": 30, "asap": 120, "urgent": 120, "routine": 1440},
         description="Deadline of a follow-up Task by priority when its template gives no due offset "
         "(DOMAIN.md section 4)")
+    escalation: bool = Field(True, description="Run the escalation worker: open Tasks past their deadline are "
+                             "escalated (docs/subscriptions.md, Service levels and escalation)")
+    escalation_interval_seconds: float = Field(30, gt=0, description="How often the escalation worker looks for "
+                                               "overdue Tasks (a Task is escalated within this of its deadline)")
+    escalation_max_level: int = Field(2, ge=1, description="How often one Task may be escalated; still open "
+                                      "after the last escalation's deadline it is marked exhausted")
     cohort_rules: dict[str, float | str] = Field(
         default_factory=dict, description="Overrides of the tier and churn-risk rules (DOMAIN.md sections 1-2), "
         "e.g. {\"lost_days\": 150}; every rule and its value is listed in each $tier and $churn-risk answer")

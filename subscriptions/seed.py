@@ -17,10 +17,17 @@ from resources.repository import Repository
 log = logging.getLogger("careloop.subscriptions")
 
 
+# service-levels.json: the Task `deadline` SearchParameter and the satisfaction Questionnaire (issue 30)
+_FILES = ("pathways.json", "service-levels.json")
+
+
 def shipped() -> list[dict[str, Any]]:
     """The shipped pathway resources, topics first so the plans that name them follow."""
-    bundle = orjson.loads(pkg.files("subscriptions").joinpath("data", "pathways.json").read_bytes())
-    return [entry["resource"] for entry in bundle["entry"]]
+    found = []
+    for name in _FILES:
+        bundle = orjson.loads(pkg.files("subscriptions").joinpath("data", name).read_bytes())
+        found.extend(entry["resource"] for entry in bundle["entry"])
+    return found
 
 
 async def seed_pathways(repository: Repository) -> int:

@@ -62,6 +62,31 @@ class SearchPage:
 
 
 @dataclass(frozen=True)
+class Spans:
+    """An aggregate over a query's matches: per resource, the time from one date parameter to another.
+
+    A span starts at the earliest value of `start` and ends at the earliest value of `end` (or, without one,
+    when the resource was last written); it is on time when that end is at or before the latest value of
+    `limit`. Quantiles are by nearest rank over the spans that have a start.
+    """
+
+    start: str
+    end: str
+    limit: str
+    quantiles: tuple[float, ...] = (0.5, 0.9)
+
+
+@dataclass(frozen=True)
+class SpanStats:
+    """What Spans computed: matches, those on time, those with a start, and each quantile's span (ms)."""
+
+    count: int
+    on_time: int
+    measured: int
+    quantiles: tuple[int | None, ...]
+
+
+@dataclass(frozen=True)
 class HistoryQuery:
     """A history request at instance, type or system level."""
 
@@ -229,6 +254,15 @@ class Store(Protocol):
 
     async def mark(self, name: str) -> int | None:
         """A durable number kept under a name (a change-feed consumer's position, a counter)."""
+        ...
+
+    async def spans(self, query: SearchQuery, spec: Spans) -> SpanStats:
+        """Spans of the matches of a query, computed in the store (no body leaves it)."""
+        ...
+
+    async def distinct_targets(self, query: SearchQuery, code: str, also: SearchQuery | None = None) -> int:
+        """How many distinct resources a reference parameter of the matches names; with `also`, only those that
+        the matches of `also` name through the same parameter too."""
         ...
 
     async def expunge(self, type: str, ids: Collection[str]) -> int:

@@ -20,6 +20,8 @@ from resources.store.protocol import (
     HistoryQuery,
     OutboxEvent,
     SearchPage,
+    Spans,
+    SpanStats,
     Store,
     StoredResource,
     SubscriptionEvent,
@@ -86,6 +88,14 @@ class RoutedStore:
     async def aggregate(self, query: SearchQuery, keys: tuple[GroupKey, ...]) -> Groups:
         """An aggregate in the store of the searched type (linked resources live beside it)."""
         return await self._for_query(query).aggregate(query, keys)
+
+    async def spans(self, query: SearchQuery, spec: Spans) -> SpanStats:
+        """Spans computed by the store of the searched type."""
+        return await self._for_query(query).spans(query, spec)
+
+    async def distinct_targets(self, query: SearchQuery, code: str, also: SearchQuery | None = None) -> int:
+        """Distinct targets counted by the store of the searched type."""
+        return await self._for_query(query).distinct_targets(query, code, also)
 
     @asynccontextmanager
     async def write_session(self) -> AsyncIterator[WriteSession]:

@@ -33,6 +33,7 @@ async def _invoke(request: Request, resource_type: str | None, id_: str | None, 
         given = OperationInput.from_body(await read_body(request), pairs)
     else:
         given = OperationInput.from_query(pairs)
+    operation.refuse_unknown(given)
     svc = services(request)
     context = OperationContext(svc.repository, svc.terminology, base_url(request), svc.subscriptions, svc.cohort,
                                svc.population, svc.consent_policy, svc.audit)

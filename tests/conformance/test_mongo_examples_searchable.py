@@ -11,4 +11,5 @@ from tests.resources.search.test_examples_searchable import *  # noqa: F403 -- t
 def settings() -> Settings:
     # the test is about the clinical store's index; on the in-process stand-in, recording the audit trail of its
     # thousands of searches in mongomock too takes over ten minutes (issue 29): a real MongoDB keeps it on
-    return mongo_settings(**({} if MONGODB_URL else {"audit": "off"}))[0]
+    # and the escalation worker off, as on SQLite (the examples' open Tasks are long overdue)
+    return mongo_settings(escalation=False, **({} if MONGODB_URL else {"audit": "off"}))[0]

@@ -35,6 +35,8 @@ from resources.store.protocol import (
     HistoryQuery,
     OutboxEvent,
     SearchPage,
+    Spans,
+    SpanStats,
     StoredResource,
     SubscriptionEvent,
     Write,
@@ -316,6 +318,52 @@ class MongoStore:
         except ConnectionFailure as exc:
             raise _unavailable(exc) from exc
         return [(tuple((row["_id"] or {}).get(f"k{n}") for n in range(len(keys))), int(row["n"])) for row in rows]
+
+    # -- aggregates --------------------------------------------------------------------------------
+    async def spans(self, query: SearchQuery, spec: Spans) -> SpanStats:
+        """Spans of the matches, by aggregation pipelines over each document's sort keys (min and max per
+        parameter): no body leaves the server."""
+        try:
+            where = await self._where(query, None)
+            value = {"st": {"$ifNull": [f"$k.{spec.start}.lo", None]},
+                     "en": {"$ifNull": [f"$k.{spec.end}.lo", "$u"]},
+                     "lim": {"$ifNull": [f"$k.{spec.limit}.hi", None]}}
+            on_time = {"$cond": [{"$and": [{"$ne": ["$lim", None]}, {"$lte": ["$en", "$lim"]}]}, 1, 0]}
+            groups = [d async for d in await self._db.resources.aggregate([
+                {"$match": where}, {"$project": value},
+                {"$group": {"_id": None, "n": {"$sum": 1}, "on": {"$sum": on_time},
+                            "m": {"$sum": {"$cond": [{"$ne": ["$st", None]}, 1, 0]}}}}])]
+            count, on, measured = (groups[0]["n"], groups[0]["on"], groups[0]["m"]) if groups else (0, 0, 0)
+            found: list[int | None] = []
+            for q in spec.quantiles:
+                if not measured:
+                    found.append(None)
+                    continue
+                rank = max(1, min(measured, -(-q * measured // 1))) - 1
+                rows = [d async for d in await self._db.resources.aggregate([
+                    {"$match": where}, {"$project": value}, {"$match": {"st": {"$ne": None}}},
+                    {"$project": {"d": {"$subtract": ["$en", "$st"]}}}, {"$sort": {"d": 1}},
+                    {"$skip": int(rank)}, {"$limit": 1}])]
+                found.append(int(rows[0]["d"]) if rows else None)
+        except ConnectionFailure as exc:
+            raise _unavailable(exc) from exc
+        return SpanStats(int(count), int(on), int(measured), tuple(found))
+
+    async def distinct_targets(self, query: SearchQuery, code: str, also: SearchQuery | None = None) -> int:
+        """Distinct resources the matches name through a reference parameter (and `also`'s matches too)."""
+        try:
+            found = await self._targets(query, code)
+            if also is not None:
+                found &= await self._targets(also, code)
+        except ConnectionFailure as exc:
+            raise _unavailable(exc) from exc
+        return len(found)
+
+    async def _targets(self, query: SearchQuery, code: str) -> set[tuple[str, str]]:
+        rows = [d async for d in await self._db.resources.aggregate([
+            {"$match": await self._where(query, None)}, {"$unwind": "$x.ref"}, {"$match": {"x.ref.p": code}},
+            {"$group": {"_id": {"t": "$x.ref.t", "i": "$x.ref.i"}}}])]
+        return {(r["_id"].get("t"), r["_id"]["i"]) for r in rows if r["_id"].get("i") is not None}
 
     async def _where(self, query: SearchQuery, session: Any) -> dict[str, Any]:
         types = query.types if query.is_system else ()

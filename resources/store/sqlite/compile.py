@@ -457,6 +457,13 @@ def compile_lastn(query: SearchQuery, param_id: ParamId, code: str, date: str, p
     return sql, [date_pid or 0, code_pid, *args, per_code]
 
 
+def compile_where(query: SearchQuery, param_id: ParamId, stored_types: tuple[str, ...] = ()) -> Clause:
+    """The test of a resource row `r` that a query's matches pass (for aggregates over them)."""
+    ordered = [] if query.is_system else sorted(query.filters, key=_selectivity)
+    where, args = _conditions(query, ordered, param_id, stored_types)
+    return " AND ".join(where), args
+
+
 def _conditions(query: SearchQuery, ordered: list[Filter], param_id: ParamId,
                 stored_types: tuple[str, ...]) -> tuple[list[str], list[Any]]:
     """The tests of a resource row `r` (for the total, and for pages not read from one index range)."""

@@ -26,11 +26,13 @@ from resources.store.protocol import (
     HistoryQuery,
     OutboxEvent,
     SearchPage,
+    Spans,
+    SpanStats,
     StoredResource,
     SubscriptionEvent,
     Write,
 )
-from resources.store.sqlite import reads
+from resources.store.sqlite import aggregates, reads
 from resources.store.sqlite.bodies import MEMO_MIB, set_memo_mib
 from resources.store.sqlite.schema import CACHE_MIB, DDL, HEAP_LIMIT_MIB, LAYOUT, LOOP_CACHE_MIB, PRAGMAS
 from resources.store.sqlite.writes import apply_writes, expunge, replace_index
@@ -239,6 +241,14 @@ class SqliteStore:
     async def aggregate(self, query: SearchQuery, keys: tuple[GroupKey, ...]) -> Groups:
         """The counts of a query's matches by the keys' values (GROUP BY on a reader thread)."""
         return await self._on_reader(reads.aggregate, query, keys, self.param_ids)
+
+    async def spans(self, query: SearchQuery, spec: Spans) -> SpanStats:
+        """Spans of the matches of a query, computed by SQLite on a reader thread."""
+        return await self._on_reader(aggregates.spans, query, self.param_ids, spec)
+
+    async def distinct_targets(self, query: SearchQuery, code: str, also: SearchQuery | None = None) -> int:
+        """How many distinct resources the matches name through a reference parameter (and `also`'s too)."""
+        return await self._on_reader(aggregates.distinct_targets, query, self.param_ids, code, also)
 
     async def _query(self, run: Callable[[sqlite3.Connection, SearchQuery, Any], T], query: SearchQuery) -> T:
         if self._memory or self._inline_s <= 0:

@@ -20,6 +20,7 @@ from resources.models import resource_types
 from resources.repository import APPEND_ONLY
 from resources.search.paths import fhirpath_model
 from resources.search.registry import default_registry
+from server.settings import Settings
 from tests.conftest import DATA, FHIR_JSON
 
 pytestmark = pytest.mark.anyio
@@ -81,6 +82,13 @@ def query_values(kind: str, value: Any) -> list[str]:
     if kind == "uri" and isinstance(value, str):
         return [value]
     return []
+
+
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    """The examples are history: their open Tasks are long past their deadlines, and the escalation worker
+    (issue 30) would rightly escalate them (raise their priority, touch lastModified) while they are searched."""
+    return settings.model_copy(update={"escalation": False})
 
 
 @pytest.fixture(scope="module")
