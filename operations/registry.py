@@ -19,6 +19,7 @@ from operations import (
     everything,
     expand,
     export,
+    export_request,
     follow_up_metrics,
     lastn,
     lookup,
@@ -135,14 +136,14 @@ OPERATIONS: tuple[Operation, ...] = (
               parameters=("resource", "mode", "profile")),
     Operation("cohort-stats", (), cohort_stats.run, _CARELOOP + "cohort-stats", type_level=False,
               instance_level=False, system_level=True, parameters=("start", "end", "cross")),
-    # the bulk kick-offs are answered by server/routes/bulk.py, which checks their parameters; this line lists them
-    # and refuses a synchronous call
+    # the bulk kick-offs are answered by server/routes/bulk.py, which checks their parameters (and the $import
+    # body); these lines list them and refuse a synchronous call
     Operation("export", (), export.asynchronous_only, _BULK + "export", type_level=False, instance_level=False,
-              system_level=True, parameters=None),
+              system_level=True, parameters=export_request.KNOWN),
     Operation("export", ("Patient",), export.asynchronous_only, _BULK + "patient-export", instance_level=False,
-              parameters=None),
+              parameters=export_request.KNOWN),
     Operation("export", ("Group",), export.asynchronous_only, _BULK + "group-export", type_level=False,
-              parameters=None),
+              parameters=export_request.KNOWN),
     Operation("import", (), export.asynchronous_only, _CARELOOP + "import", type_level=False, instance_level=False,
               system_level=True, affects_state=True, parameters=None),
     Operation("verify-audit", (), verify_audit.run, _CARELOOP + "verify-audit", type_level=False,

@@ -21,7 +21,7 @@ def test_every_shipped_resource_is_valid_r4b() -> None:
     for resource in shipped_resources():
         assert validate_resource(resource) == resource["resourceType"], resource.get("id")
         kinds[resource["resourceType"]] += 1
-    assert kinds["CodeSystem"] == 540 + 12 + 1 + 1  # R4B, CareLoop's own, LOINC subset, SNOMED CT subset
+    assert kinds["CodeSystem"] == 540 + 13 + 1 + 1  # R4B, CareLoop's own, LOINC subset, SNOMED CT subset
     assert kinds["ValueSet"] >= 721 + 12
     assert kinds["ConceptMap"] == 1
     assert kinds["ObservationDefinition"] >= 20
@@ -42,7 +42,7 @@ async def test_the_store_holds_the_content_tagged_with_its_version(client: httpx
     for kind in ("CodeSystem", "ValueSet", "ConceptMap", "ObservationDefinition"):
         found = (await client.get(f"/fhir/{kind}", params={"_tag": tag, "_summary": "count"})).json()
         counts[kind] = found["total"]
-    assert counts["CodeSystem"] == 554 and counts["ValueSet"] >= 733 and counts["ConceptMap"] == 1
+    assert counts["CodeSystem"] == 555 and counts["ValueSet"] >= 733 and counts["ConceptMap"] == 1
     gender = (await client.get("/fhir/CodeSystem", params={"url": "http://hl7.org/fhir/administrative-gender"})).json()
     assert [e["resource"]["id"] for e in gender["entry"]] == ["administrative-gender"]
 
