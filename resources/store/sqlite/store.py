@@ -131,7 +131,18 @@ class SqliteStore:
 
     # -- threads ---------------------------------------------------------------------------------
     async def _on_writer(self, fn: Callable[..., T], *args: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._writer, fn, *args)
+        work = asyncio.get_running_loop().run_in_executor(self._writer, fn, *args)
+        try:
+            return await asyncio.shield(work)
+        except asyncio.CancelledError:
+            # The thread finishes what it started whatever the caller does (a background job cancelled at
+            # shutdown, say): wait for it, so the next step on the writer (a rollback first) finds the connection
+            # as that work left it. Its own failure wins; cancelled after success, the caller learns it succeeded
+            # by the CancelledError alone (write_session then still tells the listeners of a commit).
+            await asyncio.wait({work})
+            if work.exception() is not None:
+                raise work.exception() from None
+            raise
 
     def _reader_conn(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
@@ -384,18 +395,25 @@ class SqliteStore:
         """An exclusive write transaction; commits on success, rolls back on any error."""
         async with self._lock:
             session = SqliteWriteSession(self)
-            await self._on_writer(self._begin)
             try:
+                await self._on_writer(self._begin)  # cancelled here, BEGIN may have run: the rollback below ends it
                 yield session
             except BaseException:
                 await self._on_writer(self._rollback)
                 raise
             else:
-                await self._on_writer(self._commit, session.new_pids, session.new_sids)
-                self._wrote()
-                if session.applied:
-                    for listener in self._listeners:
-                        listener(session.applied)
+                try:
+                    await self._on_writer(self._commit, session.new_pids, session.new_sids)
+                except asyncio.CancelledError:  # committed all the same (_on_writer waited for it)
+                    self._committed(session)
+                    raise
+                self._committed(session)
+
+    def _committed(self, session: SqliteWriteSession) -> None:
+        self._wrote()
+        if session.applied:
+            for listener in self._listeners:
+                listener(session.applied)
 
     def _wrote(self) -> None:
         # The writer's page cache fills during an ingest (up to cache_mib) and serves only writes; once
@@ -430,7 +448,9 @@ class SqliteStore:
         self._wconn().execute("BEGIN IMMEDIATE")
 
     def _rollback(self) -> None:
-        self._wconn().execute("ROLLBACK")
+        conn = self._wconn()
+        if conn.in_transaction:  # a BEGIN that failed (or never ran) left nothing to roll back
+            conn.execute("ROLLBACK")
 
     def _commit(self, new_pids: dict[tuple[str, str], int], new_sids: dict[str, int]) -> None:
         self._wconn().execute("COMMIT")

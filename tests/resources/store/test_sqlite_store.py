@@ -119,6 +119,35 @@ async def test_failed_write_leaves_no_version_and_no_event(tmp_path: Path) -> No
         await store.close()
 
 
+async def test_a_write_cancelled_while_it_begins_leaves_the_writer_usable(tmp_path: Path) -> None:
+    # a background job cancelled at shutdown (escalation, surveys, recomputation) may be cancelled at any await
+    # of a write session, the first included: the next writer must still find no transaction open
+    store = SqliteStore(str(tmp_path / "c.db"))
+    await store.open()
+    try:
+        repo = repository(store)
+
+        async def write(pid: str) -> None:
+            async with store.write_session() as session:
+                await session.apply([repo.prepare("Patient", pid, patient(), 1, 1_700_000_000_000, "create", 0,
+                                                  "PUT")])
+
+        for attempt in range(20):
+            task = asyncio.create_task(write(f"cancelled{attempt}"))
+            while not store._lock.locked():  # the session holds the writer: it is beginning its transaction
+                await asyncio.sleep(0)
+            time.sleep(0.002 * (attempt % 4))  # the writer thread gets the GIL: BEGIN runs before the cancel lands
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            await write(f"next{attempt}")  # refused with "cannot start a transaction within a transaction"
+            await store.record_events([], {"probe": attempt}, {})
+            assert await store.read("Patient", f"next{attempt}") is not None
+            assert await store.read("Patient", f"cancelled{attempt}") is None
+    finally:
+        await store.close()
+
+
 async def test_in_memory_store_works() -> None:
     store = SqliteStore(":memory:")
     await store.open()
