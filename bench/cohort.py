@@ -51,7 +51,7 @@ RAW_TIER = """
 SELECT t.code, count(*) FROM resource r
   LEFT JOIN idx_token i ON i.pid = (SELECT pid FROM sp WHERE type = 'Observation' AND code = 'identifier')
    AND i.code = 'tier-' || r.id
-  LEFT JOIN idx_token t ON t.rid = i.rid AND t.pid = (SELECT pid FROM sp WHERE type = 'Observation'
+  LEFT JOIN idx_token t ON t.rid = i.rid AND +t.pid = (SELECT pid FROM sp WHERE type = 'Observation'
    AND code = 'value-concept')
 WHERE r.type = 'Patient' AND r.deleted = 0 GROUP BY t.code"""
 

@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 
 from resources.bundle_entries import parse_bundle
-from resources.errors import FhirError
+from resources.errors import FhirError, Forbidden
 from resources.ids import now_ms
 from resources.repository import Repository
 from resources.search.dates import format_instant
@@ -235,7 +235,10 @@ class FollowUp:
                 try:
                     await self._transaction([one])
                 except FhirError as each:
-                    log.warning("Pathway Task %s not created: %s", one[0]["identifier"][0]["value"], each)
+                    # a step the patient's Consents refuse (marketing without an opt-in) is the expected outcome
+                    # for most patients, not a fault: it must not flood the log of a nightly recomputation
+                    (log.info if isinstance(each, Forbidden) else log.warning)(
+                        "Pathway Task %s not created: %s", one[0]["identifier"][0]["value"], each)
 
     async def _transaction(self, made: list[tuple[dict[str, Any], Occurrence]]) -> None:
         at = now_ms()

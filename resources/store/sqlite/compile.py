@@ -595,6 +595,9 @@ def _on_row_id(flt: Filter) -> bool:
 
 def _key_value(key: GroupKey, resource_type: str, param_id: ParamId) -> Clause:
     """A scalar subquery: the value `key` groups a resource row `r` by (NULL when it has none)."""
+    # `+x.pid`: the row's own entries are found by the primary key (rid, n); left as an index term, SQLite
+    # preferred the (pid, code) index and read every entry of the parameter for each row (11.8 s against 0.08 s
+    # for the tier of 10,000 patients)
     if key.linked is not None:
         ident, value = param_id(key.linked.resource_type, "identifier"), param_id(key.linked.resource_type,
                                                                                   key.param)
@@ -602,19 +605,19 @@ def _key_value(key: GroupKey, resource_type: str, param_id: ParamId) -> Clause:
             return "NULL", []
         # the linked resource by its identifier (index seek on pid, code), then its value's token
         return ("(SELECT t.code FROM idx_token i JOIN resource o ON o.rid = i.rid AND o.deleted = 0 "
-                "JOIN idx_token t ON t.rid = i.rid AND t.pid = ? WHERE i.pid = ? AND i.code = ? || r.id "
+                "JOIN idx_token t ON t.rid = i.rid AND +t.pid = ? WHERE i.pid = ? AND i.code = ? || r.id "
                 "AND i.system = (SELECT sid FROM system WHERE uri = ?) AND o.type = ? ORDER BY t.n LIMIT 1)",
                 [value, ident, key.linked.prefix, key.linked.system, key.linked.resource_type])
     pid = param_id(resource_type, key.param)
     if pid is None:
         return "NULL", []
     if key.kind == "string":
-        return "(SELECT s.exact FROM idx_string s WHERE s.rid = r.rid AND s.pid = ? ORDER BY s.n LIMIT 1)", [pid]
+        return "(SELECT s.exact FROM idx_string s WHERE s.rid = r.rid AND +s.pid = ? ORDER BY s.n LIMIT 1)", [pid]
     if key.kind == "date":
         cases = " ".join(f"WHEN d.low > ? THEN '{n}'" for n in range(len(key.bands)))
         return (f"(SELECT CASE {cases} ELSE '{len(key.bands)}' END FROM idx_date d WHERE d.rid = r.rid "
-                f"AND d.pid = ? ORDER BY d.n LIMIT 1)", [*key.bands, pid])
-    return "(SELECT t.code FROM idx_token t WHERE t.rid = r.rid AND t.pid = ? ORDER BY t.n LIMIT 1)", [pid]
+                f"AND +d.pid = ? ORDER BY d.n LIMIT 1)", [*key.bands, pid])
+    return "(SELECT t.code FROM idx_token t WHERE t.rid = r.rid AND +t.pid = ? ORDER BY t.n LIMIT 1)", [pid]
 
 
 def compile_aggregate(query: SearchQuery, keys: tuple[GroupKey, ...], param_id: ParamId) -> Clause:
