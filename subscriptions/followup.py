@@ -230,15 +230,21 @@ class FollowUp:
         try:
             await self._transaction(made)
         except FhirError as exc:
-            log.info("Pathway Tasks as one transaction failed (%s); creating them one at a time", exc)
+            log.debug("Pathway Tasks as one transaction failed (%s); creating them one at a time", exc)
+            refused = 0
             for one in made:
                 try:
                     await self._transaction([one])
-                except FhirError as each:
+                except Forbidden as each:
                     # a step the patient's Consents refuse (marketing without an opt-in) is the expected outcome
-                    # for most patients, not a fault: it must not flood the log of a nightly recomputation
-                    (log.info if isinstance(each, Forbidden) else log.warning)(
-                        "Pathway Task %s not created: %s", one[0]["identifier"][0]["value"], each)
+                    # for most patients, not a fault: one line per batch, not one per patient at 2 AM
+                    refused += 1
+                    log.debug("Pathway Task %s not created: %s", one[0]["identifier"][0]["value"], each)
+                except FhirError as each:
+                    log.warning("Pathway Task %s not created: %s", one[0]["identifier"][0]["value"], each)
+            if refused:
+                log.info("%d pathway Tasks not created: the patients' Consents refuse them (e.g. marketing "
+                         "without an opt-in)", refused)
 
     async def _transaction(self, made: list[tuple[dict[str, Any], Occurrence]]) -> None:
         at = now_ms()
