@@ -54,9 +54,10 @@ from server.auth import routes as auth_routes
 from server.auth.bearer import BearerMiddleware
 from server.auth.grants import GrantRevocations
 from server.auth.service import AuthService
+from server.auth.transport import issuer_problem
 from server.capability import VERSION
 from server.consent_setup import install_consent, notification_audience
-from server.context import Services, configured_base
+from server.context import Services, configured_base, configured_issuer
 from server.cors import AllowedOrigins
 from server.docs import install_docs
 from server.edge import EdgeMiddleware
@@ -273,6 +274,10 @@ async def open_services(svc: Services) -> Services:
 def create_app(settings: Settings | None = None, *, mongo_client: Any = None) -> FastAPI:
     """The CareLoop ASGI application (mongo_client: an already made client, for tests)."""
     settings = settings or Settings()
+    if settings.auth != "off":  # refuse to start rather than hand out tokens and codes over clear text
+        problem = issuer_problem(configured_issuer(configured_base(settings)))
+        if problem:
+            raise ValueError(problem)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -109,7 +109,12 @@ def _serve(args: argparse.Namespace) -> int:
             _dev_client(settings)
     # no `Server: uvicorn` header: what software answers is of use to attackers only (response hygiene)
     # with JSON logs uvicorn keeps its hands off logging (its loggers reach the root's JSON handler)
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level,
+    try:
+        app = create_app(settings)
+    except ValueError as exc:  # a setting that cannot serve safely, e.g. a plain-http issuer off loopback
+        sys.stderr.write(f"error: {exc}\n")
+        return 2
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level,
                 access_log=False, server_header=False, ssl_certfile=settings.tls_cert, ssl_keyfile=settings.tls_key,
                 **({"log_config": None} if settings.log_format == "json" else {}))
     return 0

@@ -34,6 +34,7 @@ from server.auth import purposes as pou
 from server.auth.facts import caller_claims
 from server.auth.store import AuthStore, ClientRecord, digest
 from server.auth.tokens import Signer, new_jti
+from server.auth.transport import redirect_uri_problem
 
 APP_TOKEN_SECONDS = 3600  # SMART: SHOULD be at most an hour
 BTG_TOKEN_SECONDS = 900  # break-glass: at most 15 minutes (SECURITY.md C9)
@@ -97,7 +98,8 @@ class Client(ClientMixin):  # type: ignore[misc]
         return self.record.client_id
 
     def get_default_redirect_uri(self) -> str | None:
-        return self.record.redirect_uris[0] if len(self.record.redirect_uris) == 1 else None
+        uris = self.record.redirect_uris
+        return uris[0] if len(uris) == 1 and redirect_uri_problem(uris[0]) is None else None
 
     def get_allowed_scope(self, scope: str | None) -> str:
         rest, codes = pou.split(scope or "")
@@ -114,7 +116,8 @@ class Client(ClientMixin):  # type: ignore[misc]
         return pou.choose(pou.split(scope)[1], self.record.purposes, self.record.break_glass)
 
     def check_redirect_uri(self, redirect_uri: str) -> bool:
-        return redirect_uri in self.record.redirect_uris  # exact string match, no prefixes (pitfall 6)
+        # exact string match, no prefixes (pitfall 6); a plain-http URI registered before the rule is not followed
+        return redirect_uri in self.record.redirect_uris and redirect_uri_problem(redirect_uri) is None
 
     def check_client_secret(self, client_secret: str) -> bool:
         return self.record.secret_hash is not None and secrets.compare_digest(digest(client_secret),

@@ -17,6 +17,7 @@ from server.auth.oauth import FAMILY_CLAIM, Endpoints, SmartServer
 from server.auth.purposes import check_registration
 from server.auth.store import CLIENT_KINDS, DEFAULT_PURPOSES, AuthStore, ClientRecord, digest
 from server.auth.tokens import Signer, TokenError
+from server.auth.transport import check_redirect_uris
 from server.settings import Settings
 
 
@@ -74,6 +75,7 @@ class AuthService:
             raise ValueError(f"client type must be one of {', '.join(CLIENT_KINDS)}")
         purposes = check_registration(purposes) or DEFAULT_PURPOSES
         check_organization(organization)
+        check_redirect_uris(redirect_uris)
         if resource_server and kind == "public":
             raise ValueError("a resource server must be a confidential client (it authenticates to introspect)")
         parse_scopes(scope, self.known_types)
