@@ -97,8 +97,10 @@ class Server:
     def base(self) -> str:
         return f"http://127.0.0.1:{self.port}/fhir"
 
-    async def start(self, seconds: float = 120) -> None:
-        """Start the process and wait (without blocking the receiver's loop) until /metadata answers."""
+    async def start(self, seconds: float = 180) -> None:
+        """Start the process and wait (without blocking the receiver's loop) until /readyz says ready: the validation
+        workers hold the models, so the background jobs' writes (pathway Tasks, escalations) are not waiting for
+        them while a trial's settling time runs."""
         with (self.folder / "server.log").open("ab") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "server", "serve", "--port", str(self.port),
@@ -109,7 +111,7 @@ class Server:
                 if self.process.poll() is not None:
                     raise RuntimeError(f"the server exited with {self.process.returncode}; see {self.folder}")
                 with contextlib.suppress(httpx.TransportError):
-                    if (await probe.get(f"{self.base}/metadata")).status_code == 200:
+                    if (await probe.get(f"http://127.0.0.1:{self.port}/readyz")).status_code == 200:
                         return
                 await asyncio.sleep(0.2)
         raise RuntimeError(f"the server did not start within {seconds} s; see {self.folder}")
