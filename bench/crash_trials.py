@@ -116,12 +116,22 @@ class Server:
                 await asyncio.sleep(0.2)
         raise RuntimeError(f"the server did not start within {seconds} s; see {self.folder}")
 
-    async def kill(self) -> None:
-        """SIGKILL: no shutdown, no final save of anything."""
-        if self.process is not None and self.process.poll() is None:
+    async def kill(self) -> list[str]:
+        """SIGKILL: no shutdown, no final save of anything. The faults: processes of the server still running
+        10 s later (they are then killed, by their ids)."""
+        if self.process is None:
+            return []
+        started = children(self.process.pid)
+        if self.process.poll() is None:
             self.process.send_signal(signal.SIGKILL)
-        if self.process is not None:
-            await asyncio.to_thread(self.process.wait, 30)
+        await asyncio.to_thread(self.process.wait, 30)
+        deadline = time.monotonic() + 10
+        while (left := {pid for pid in started if alive(pid)}) and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+        for pid in left:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        return [f"{len(left)} processes of the killed server still ran 10 s later"] if left else []
 
     async def stop(self) -> None:
         """An orderly stop at the end of the chain."""
@@ -131,6 +141,24 @@ class Server:
                 await asyncio.to_thread(self.process.wait, 30)
             except subprocess.TimeoutExpired:
                 self.process.kill()
+
+
+def children(pid: int) -> set[int]:
+    """The processes whose parent is `pid`, from /proc (none where there is no /proc)."""
+    found = set()
+    for entry in Path("/proc").glob("[0-9]*"):
+        with contextlib.suppress(OSError, IndexError, ValueError):  # it ended meanwhile
+            if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                found.add(int(entry.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    """Whether the process still runs (a zombie does not)."""
+    try:
+        return (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
 
 
 def server_env(extra: dict[str, str]) -> dict[str, str]:
@@ -533,7 +561,7 @@ async def one_trial(server: Server, scenario: Scenario, trial: Trial, verify: bo
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(trial.loaded.wait(), 60)
         await asyncio.sleep(trial.delay)
-        await server.kill()
+        trial.faults.extend(await server.kill())
         for lane in lanes:
             lane.cancel()
         for outcome in await asyncio.gather(*lanes, return_exceptions=True):

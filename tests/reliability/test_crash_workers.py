@@ -15,31 +15,10 @@ from pathlib import Path
 
 import pytest
 
+from bench.crash_trials import alive, children
 from tests.conftest import free_port, serving
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads the process table in /proc")
-
-
-def children(pid: int) -> set[int]:
-    """The processes whose parent is `pid` (from /proc)."""
-    found = set()
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:  # it ended meanwhile
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                found.add(int(entry.name))
-    return found
-
-
-def alive(pid: int) -> bool:
-    """Whether the process still runs (a zombie does not)."""
-    try:
-        return (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def test_validation_workers_exit_when_the_server_is_killed(tmp_path: Path, seeded_database: Path) -> None:
