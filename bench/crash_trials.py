@@ -636,6 +636,16 @@ def summary(results: dict[str, list[Trial]]) -> dict[str, dict[str, Any]]:
     return out
 
 
+def table(found: dict[str, Any]) -> str:
+    """The summary as a Markdown table: one row per scenario, its counters in one cell."""
+    rows = ["| scenario | trials | with faults | counts |", "|---|---|---|---|"]
+    for name, figures in found["scenarios"].items():
+        counts = ", ".join(f"{k} {v}" for k, v in figures.items()
+                           if k not in ("trials", "trials with faults", "faults"))
+        rows.append(f"| {name} | {figures['trials']} | {figures['trials with faults']} | {counts} |")
+    return "\n".join(rows)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--trials", type=int, default=100, help="kills per scenario")
@@ -663,7 +673,7 @@ def main() -> None:
             asyncio.run(run_chain(name, args.trials, seed, base / name,
                                   report=lambda trials, name=name: report(name, trials)))
             found = report(name, results.get(name, []))
-    print(json.dumps(found, indent=2))  # noqa: T201
+    print(table(found), json.dumps(found, indent=2), sep="\n\n")  # noqa: T201
     if any(v["trials with faults"] for v in found["scenarios"].values()):
         raise SystemExit(1)
 
