@@ -13,6 +13,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
+import multiprocessing.connection
+import os
+import threading
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
@@ -26,6 +29,21 @@ log = logging.getLogger("careloop.validation")
 
 Item = tuple[str, dict[str, Any]]
 CHUNK = 16
+
+
+def _exit_with_parent() -> None:
+    """Wait until the serving process ends, then end this worker: a server killed with SIGKILL (or crashed) never
+    shuts its pool down, and the workers would otherwise wait for work forever, each holding the models."""
+    parent = multiprocessing.parent_process()
+    if parent is not None:
+        multiprocessing.connection.wait([parent.sentinel])
+        os._exit(0)
+
+
+def _start_worker() -> None:
+    """A worker's start: watch the serving process, then load the models."""
+    threading.Thread(target=_exit_with_parent, name="exit-with-parent", daemon=True).start()
+    warm_up()
 
 
 def _validate_chunk(chunk: list[tuple[str, bytes]]) -> list[list[Issue]]:
@@ -53,7 +71,7 @@ class ModelValidator:
         """Start the workers and have them load the models now (with none, nothing to do)."""
         if self._pool is None and not self.local:
             context = multiprocessing.get_context("spawn")  # no fork of a process that runs threads
-            self._pool = ProcessPoolExecutor(self._workers, mp_context=context, initializer=warm_up)
+            self._pool = ProcessPoolExecutor(self._workers, mp_context=context, initializer=_start_worker)
             # workers are spawned on demand: ask for them now, so their model imports (seconds) happen
             # at start-up instead of inside the first request
             self._warming = [self._pool.submit(_validate_chunk, []) for _ in range(self._workers)]

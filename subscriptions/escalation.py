@@ -162,7 +162,11 @@ class EscalationWorker:
         level = level_of(task)
         reference = f"Task/{stored.id}"
         new = dict(task)
+        # the store sets versionId and lastUpdated; tags, profiles and security labels belong to the Task and stay
+        kept = {k: v for k, v in (task.get("meta") or {}).items() if k not in ("versionId", "lastUpdated")}
         new.pop("meta", None)
+        if kept:
+            new["meta"] = kept
         new["lastModified"] = format_instant(now)
         if level >= self.config.max_level:
             new["businessStatus"] = _status("exhausted", f"overdue after the last escalation (level {level})")

@@ -239,3 +239,22 @@ async def test_restart_misses_nothing_and_repeats_nothing(settings: Settings) ->
         assert len(await provenances(client, f"Task/{overdue['id']}")) == 1
         assert level(await read(client, f"Task/{later['id']}")) == 1
 
+
+
+async def test_escalation_keeps_the_tasks_tags_profiles_and_security_labels(settings: Settings) -> None:
+    # found by the crash trials (issue 34): the escalated version had lost meta, so a Task tagged for a
+    # worklist (or labelled for segmentation) left its worklist at the first escalation
+    async with running(settings) as (app, client):
+        await worker(app).settled()
+        someone = await create(client, patient())
+        start = now_ms() + 24 * 60 * MIN
+        meta = {"tag": [{"system": "http://example.org/worklist", "code": "ward-3"}],
+                "security": [{"system": "http://terminology.hl7.org/CodeSystem/v3-Confidentiality", "code": "R"}]}
+        made = await create(client, {**task(None, start, someone["id"]), "meta": meta})
+        worker(app).clock = Clock(start + MIN)
+        assert await worker(app).run_once() == 1
+        found = await read(client, f"Task/{made['id']}")
+        assert level(found) == 1 and found["meta"]["versionId"] == "2"
+        assert found["meta"]["tag"] == meta["tag"] and found["meta"]["security"] == meta["security"]
+        tagged = (await client.get("/fhir/Task", params={"_tag": "http://example.org/worklist|ward-3"})).json()
+        assert [e["resource"]["id"] for e in tagged["entry"]] == [made["id"]]

@@ -96,9 +96,9 @@ def _free_port() -> int:
 
 
 @contextlib.asynccontextmanager
-async def running_receiver() -> AsyncIterator[Receiver]:
-    """A receiver served by uvicorn until the block ends."""
-    receiver = Receiver(_free_port())
+async def running_receiver(receiver: Receiver | None = None) -> AsyncIterator[Receiver]:
+    """A receiver (a new one on a free port unless given) served by uvicorn until the block ends."""
+    receiver = receiver or Receiver(_free_port())
     server = uvicorn.Server(uvicorn.Config(receiver, host="127.0.0.1", port=receiver.port, log_level="warning",
                                            lifespan="off"))
     task = asyncio.create_task(server.serve())

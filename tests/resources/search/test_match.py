@@ -31,8 +31,9 @@ TYPES = ("Observation", "Patient", "Encounter", "Condition", "MedicationRequest"
 
 @pytest.fixture
 def settings(settings: Settings) -> Settings:
-    """No subscription engine: the follow-up Tasks it would make from the examples are not examples."""
-    return settings.model_copy(update={"subscriptions": False})
+    """No subscription engine: the follow-up Tasks it would make from the examples are not examples. No escalation:
+    the example Tasks are overdue, and a round 30 s in (a loaded machine) would change their lastModified."""
+    return settings.model_copy(update={"subscriptions": False, "escalation": False})
 
 
 def variants(kind: str, asked: str) -> list[str]:
