@@ -118,6 +118,11 @@ async def scan_stored(repository: Repository, resource_type: str, params: Sequen
         cursor = int(page.next_cursor)
 
 
+# per patient: the end of their earliest and latest finished Encounter, and the latest one (Store.tally)
+SERVICE_SPAN = (GroupKey("patient", "reference"),), (Measure("min", "date"), Measure("max", "date"),
+                                                      Measure("latest", "date"))
+
+
 async def scan_each(repository: Repository, resource_type: str, params: Sequence[tuple[str, str]], code: str,
                     values: Sequence[str]) -> list[StoredResource]:
     """The matches of a search with `code` any of `values`, one search per value, in the order they were stored.

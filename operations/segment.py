@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from operations.cohort import CARELOOP, DAY_MS, CohortRules, patient_of, scan, scan_each, tally
+from operations.cohort import CARELOOP, DAY_MS, SERVICE_SPAN, CohortRules, patient_of, scan, scan_each, tally
 from resources.errors import Invalid
 from resources.repository import Repository
 from resources.search.dates import format_instant
@@ -128,7 +128,6 @@ async def gather(repo: Repository, rules: CohortRules, now: int, patient: str | 
     return profiles
 
 
-_LAST = (GroupKey("patient", "reference"),), (Measure("min", "date"), Measure("max", "date"), Measure("latest", "date"))
 _SERVICE_CODES = ("checkup", "outpatient", "inpatient")
 
 
@@ -139,7 +138,7 @@ async def _services(repo: Repository, finished: list[tuple[str, str]], now: int,
 
     A visit is judged by the end of its period (an ongoing period by its start).
     """
-    for (who,), _, (first, last, latest) in await tally(repo, "Encounter", finished, *_LAST):
+    for (who,), _, (first, last, latest) in await tally(repo, "Encounter", finished, *SERVICE_SPAN):
         if who is not None and first is not None:
             p = profiles[who]
             p.first_service, p.last_service, p.last_encounter = first, last, f"Encounter/{latest}"

@@ -193,6 +193,17 @@ async def check_store_aggregates_equal_python(client: httpx.AsyncClient, seed: i
             profile.previous_visits >= rules.tier_b_visits_per_window)
         stage = next(p["valueCoding"]["code"] for p in found["lifecycle"][0] if p["name"] == "code")
         assert stage == stage_of(profile, tier, previous_ab, rules, now)[0], pid
+    # $churn-risk's days since the last visit: the latest finished Encounter per patient, by the store too
+    response = await client.get("/fhir/Patient/$churn-risk")
+    assert response.status_code == 200, response.text
+    for pid, found in results(response.json()).items():
+        days = next(next(p.get("valueDecimal") for p in signal if p["name"] == "value") if any(
+            p["name"] == "value" for p in signal) else None for signal in found["signal"] if any(
+            p.get("valueCoding", {}).get("code") == "days-since-last-visit" for p in signal))
+        last = profiles.get(pid, Profile()).last_service
+        assert (days is None) == (last is None), pid
+        if last is not None:
+            assert days == pytest.approx(max(0.0, (now - last) / DAY_MS), abs=0.2), pid
 
 
 @pytest.mark.parametrize("seed", [31, 7])
