@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import httpx
 import pytest
+from fastapi import FastAPI
 
-from tests.server.test_cohort_store_aggregates import check_store_aggregates_equal_python
+from tests.server.test_cohort_store_aggregates import check_store_aggregates_equal_python, check_tallies
 
 pytestmark = pytest.mark.anyio
 
@@ -18,3 +19,7 @@ pytestmark = pytest.mark.anyio
 async def test_store_aggregates_equal_the_one_by_one_computation_on_mongodb(client: httpx.AsyncClient,
                                                                             seed: int) -> None:
     await check_store_aggregates_equal_python(client, seed)
+
+
+async def test_tallies_answer_per_group_on_mongodb(client: httpx.AsyncClient, app: FastAPI) -> None:
+    await check_tallies(client, app)

@@ -18,12 +18,14 @@ from typing import Any
 
 import httpx
 import pytest
+from fastapi import FastAPI
 
-from operations.cohort import DAY_MS, CohortRules, calendar_months, percentile
+from operations.cohort import DAY_MS, CohortRules, calendar_months, percentile, tally
 from operations.segment import SERVICE, Profile, service_of, stage_of
 from operations.tier import Lines, Standing, tier_of
 from resources.ids import now_ms
 from resources.search.dates import date_range, format_instant
+from resources.store.protocol import GroupKey, Measure
 from tests.auth.conftest import World
 from tests.auth.conftest import world as world  # noqa: F401 -- the fixture: SMART on, real signed tokens
 from tests.conftest import FHIR_JSON, body
@@ -232,3 +234,60 @@ async def test_store_sums_count_only_what_the_callers_consent_lets_them_see(worl
                                    {"system": "http://hl7.org/fhir/resource-types", "code": "Invoice"}]}]}))
     found = await alices()
     assert (found["spend"], found["visits"], _evidence(found)) == ([40.0], [0], {})
+
+
+def _encounter(ident: str, who: str, end: str | None, kind: str = "AMB") -> dict[str, Any]:
+    period = {"start": "2026-01-01T00:00:00Z", **({"end": end} if end else {})}
+    return {"resourceType": "Encounter", "id": ident, "status": "finished", "subject": {"reference": who},
+            "class": {"system": ACT, "code": kind}, "period": period}
+
+
+TALLY_RECORDS = [
+    {"resourceType": "Patient", "id": "t1"}, {"resourceType": "Patient", "id": "t2"},
+    _encounter("e3", "Patient/t1", "2026-03-01T00:00:00Z"),
+    _encounter("e1", "Patient/t1", "2026-05-01T00:00:00Z", "IMP"),
+    _encounter("e2", "Patient/t1", "2026-05-01T00:00:00Z"),  # ends with e1: e1 was stored first
+    _encounter("e4", "Patient/t2", None),  # ongoing: by its start
+    _encounter("e5", "Group/g", "2026-02-01T00:00:00Z"),
+    {"resourceType": "Invoice", "id": "i1", "status": "issued", "subject": {"reference": "Patient/t1"},
+     "totalGross": {"value": 10.5, "currency": "EUR"}},
+    {"resourceType": "Invoice", "id": "i2", "status": "issued", "subject": {"reference": "Group/g"},
+     "recipient": {"reference": "Patient/t2"}, "totalNet": {"value": 4, "currency": "EUR"}},
+    {"resourceType": "Invoice", "id": "i3", "status": "issued", "subject": {"reference": "Patient/t2"}},
+]
+START, FEB, MARCH, MAY = 1767225600000, 1769904000000, 1772323200000, 1777593600000  # 2026-01-01 ... (UTC)
+TALLIES = [  # (what, type, params, keys, measures, the store's answer sorted)
+    ("earliest, latest and the first stored of the latest, per patient", "Encounter", [],
+     (GroupKey("patient", "reference"),), (Measure("min", "date"), Measure("max", "date"), Measure("latest", "date")),
+     [((None,), 1, (FEB + 999, FEB + 999, "e5")), (("t1",), 3, (MARCH + 999, MAY + 999, "e1")),
+      (("t2",), 1, (START, START, "e4"))]),
+    ("ids in stored order, by a token limited to codes", "Encounter", [("patient", "Patient/t1")],
+     (GroupKey("class", "token", codes=("IMP",)),), (Measure("ids"),),
+     [(("IMP",), 1, ([("e1",)],)), ((None,), 2, ([("e3",), ("e2",)],))]),
+    ("a payer by subject else recipient; a sum of no value is none, not 0", "Invoice", [],
+     (GroupKey("patient", "reference", also=("recipient",)),), (Measure("sum", "totalgross", also=("totalnet",)),),
+     [(("t1",), 1, (10.5,)), (("t2",), 2, (4.0,))]),
+    ("a date band on the end", "Encounter", [],
+     (GroupKey("date", "date", bands=(MAY + 500, START), bound="high"),), (),
+     [(("0",), 2, ()), (("1",), 2, ()), (("2",), 1, ())]),  # e4 by its start: not after START
+    ("no match: no group", "Invoice", [("status", "draft")], (GroupKey("patient", "reference"),),
+     (Measure("sum", "totalgross"),), []),
+]
+
+
+async def check_tallies(client: httpx.AsyncClient, app: FastAPI) -> None:
+    """Each tally of TALLIES over TALLY_RECORDS answers what is written beside it."""
+    await load(client, TALLY_RECORDS)
+    repo = app.state.services.repository
+    for what, kind, params, keys, measures, expected in TALLIES:
+        found = await tally(repo, kind, params, keys, measures)
+        shown = sorted(((k, n, tuple([(i,) for _, i in v] if isinstance(v, list) else v for v in values))
+                        for k, n, values in found), key=repr)
+        assert shown == sorted(expected, key=repr), what
+    stored = {i: n for (_,), _, ([*pairs],) in await tally(repo, "Encounter", [], (GroupKey("patient", "reference"),),
+                                                            (Measure("ids"),)) for n, i in pairs}
+    assert stored["e3"] < stored["e1"] < stored["e2"]  # the stored order, not the ids' order
+
+
+async def test_tallies_answer_per_group(client: httpx.AsyncClient, app: FastAPI) -> None:
+    await check_tallies(client, app)
