@@ -48,10 +48,15 @@ class Profile:
 
 
 async def judged_by_terminology(repo: Repository, resource_type: str, params: Sequence[tuple[str, str]],
-                                fallback: Sequence[tuple[str, str]] | None) -> list[dict[str, Any]]:
+                                fallback: Sequence[tuple[str, str]] | None,
+                                each: tuple[str, Sequence[str]] | None = None) -> list[dict[str, Any]]:
     """A search that needs the terminology (`:below`, `:in`); on a server without it (CARELOOP_TERMINOLOGY_SEED
-    off), the fallback search (exact codes) or nothing, with a warning, rather than failing the whole answer."""
+    off), the fallback search (exact codes) or nothing, with a warning, rather than failing the whole answer.
+
+    each: a token parameter and its values, searched one value at a time (see scan_each)."""
     try:
+        if each is not None:
+            return [orjson.loads(r.body or b"{}") for r in await scan_each(repo, resource_type, params, *each)]
         return [body async for body in scan(repo, resource_type, params)]
     except Invalid as exc:
         if exc.issues[0].code not in ("not-supported", "not-found"):  # no such code system or value set
@@ -114,8 +119,9 @@ async def gather(repo: Repository, rules: CohortRules, now: int, patient: str | 
             profiles[who].services["pharmacy"].append(f"MedicationRequest/{order['id']}")
     for status, url in (("severe", rules.severe_conditions), ("chronic", rules.chronic_conditions),
                         ("sub-healthy", rules.sub_healthy_conditions)):
-        params = [*mine, ("clinical-status", "active,recurrence,relapse"), ("code:in", url)]
-        for condition in await judged_by_terminology(repo, "Condition", params, None):
+        params = [*mine, ("code:in", url)]
+        statuses = ("clinical-status", ("active", "recurrence", "relapse"))
+        for condition in await judged_by_terminology(repo, "Condition", params, None, statuses):
             if (who := patient_of(condition)) is not None:
                 profiles[who].conditions[status].append(f"Condition/{condition['id']}")
     abnormal = set(rules.abnormal_interpretations.split(","))
