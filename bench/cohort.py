@@ -157,8 +157,11 @@ async def measure(patients: int, keep: Path | None = None, reuse: bool = False,
         if db.exists() and not reuse:
             raise SystemExit(f"{db} exists: pass --reuse to time the operations on it, or remove it")
         wanted = only or frozenset(FIGURES)
+        # no subscription engine or escalation worker: they would work through the load's million change
+        # events (and create follow-up Tasks) while the operations are timed
         settings = Settings(auth="off", sqlite_path=str(db), validation_workers=0, audit="off",
-                            cohort_recompute_seconds=0, cohort_cache_seconds=0)
+                            cohort_recompute_seconds=0, cohort_cache_seconds=0, subscriptions=False,
+                            escalation=False)
         app = create_app(settings)
         async with app.router.lifespan_context(app), httpx.AsyncClient(
                 transport=httpx.ASGITransport(app=app), base_url="http://bench") as client:
