@@ -258,7 +258,8 @@ def _key_values(keys: tuple[GroupKey, ...], stages: list[dict[str, Any]]) -> dic
                     band = {"$cond": [{"$gt": [value, key.bands[edge]]}, str(edge), band]}
                 found.append({"$cond": [{"$eq": [{"$ifNull": [f"{entry}.lo", None]}, None]}, None, band]})
             else:
-                found.append(f"{entry}.{ {'string': 'e', 'reference': 'i'}.get(key.kind, 'c')}")
+                field = {"string": "e", "reference": "i"}.get(key.kind, "c")
+                found.append(f"{entry}.{field}")
         values[f"k{n}"] = _either(found)
     return values
 
