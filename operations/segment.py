@@ -2,8 +2,10 @@
 
 DOMAIN.md section 1: health status from active Conditions in editable ValueSets and abnormal recent
 Observations; service type from finished Encounters, active programme CarePlans and long-term
-MedicationRequests; lifecycle stage from the first and last service, tier and referrals. Evidence is gathered
-from one scan per resource type (narrowed to one patient when one is asked for), then judged by pure functions.
+MedicationRequests; lifecycle stage from the first and last service, tier and referrals. The finished
+Encounters are counted per patient by the store (Store.tally: no Encounter is read); the other evidence is
+gathered from one scan per resource type (narrowed to one patient when one is asked for), then judged by pure
+functions.
 https://hl7.org/fhir/R4B/operations.html
 """
 

@@ -2,10 +2,11 @@
 
 Tier A: spend at or above the population's top-20% line, or two or more visits a month, or an active
 long-term programme. Tier B: spend from the median up, or visits about quarterly. Tier C: everyone else.
-Spend is the gross total of issued and balanced Invoices in the look-back window; visits are finished
-Encounters in it (DOMAIN.md section 1). At type level the whole population is tiered, with the count per
-tier, against spend lines computed then; one patient's tier uses lines kept from the last computation for
-up to CARELOOP_COHORT_CACHE_SECONDS (the answer says when they were computed).
+Spend is the gross total of issued and balanced Invoices in the look-back window and of the billable ChargeItems
+no counted Invoice bills; visits are finished Encounters in it (DOMAIN.md section 1). Both are summed per
+patient by the store (Store.tally: one GROUP BY, no body read). At type level the whole population is
+tiered, with the count per tier, against spend lines computed then; one patient's tier uses lines kept from
+the last computation for up to CARELOOP_COHORT_CACHE_SECONDS (the answer says when they were computed).
 https://hl7.org/fhir/R4B/operations.html
 """
 
