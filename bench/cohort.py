@@ -14,7 +14,11 @@ whole population through the app in process (ASGI), three times, and the median 
 Each figure gives the wall time and the process's CPU time (its reader threads included): on a machine shared
 with other work the wall time is mostly waiting for a core.
 
-Usage: python -m bench.cohort --patients 10000 [--patients 100000]; figures also in bench/out/cohort_<N>.json
+Usage: python -m bench.cohort --patients 10000 [--patients 100000]; figures also in bench/out/cohort_<N>.json.
+With `--db DIR` the database is kept in DIR/cohort-<N>.db (outside the repository: 100,000 patients take
+about 7 minutes to load) and `--reuse` times the operations on the one loaded there before, without loading.
+`--only tier_all,churn_all` times only the named figures (tier_all, churn_all, tier_persist, churn_persist,
+cohort_stats), for profiling one operation.
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ CARELOOP = "http://careloop.health/fhir/CodeSystem/"
 REGIONS = ["North", "South", "East", "West", "Centre"]
 BATCH = 2000
 ROUNDS = 2
+FIGURES = ("tier_all", "churn_all", "tier_persist", "churn_persist", "cohort_stats")
 CPU = [0.0]  # the CPU seconds of the last timed request: on a shared machine the wall time is mostly waiting
 RAW_TIER = """
 SELECT t.code, count(*) FROM resource r
@@ -144,27 +149,41 @@ def _spread(times: list[float], cpu: list[float] | None = None) -> str:
     return found if cpu is None else found + f", CPU {statistics.median(cpu):.2f} s"
 
 
-async def measure(patients: int) -> dict[str, Any]:
+async def measure(patients: int, keep: Path | None = None, reuse: bool = False,
+                  only: frozenset[str] | None = None) -> dict[str, Any]:
     persist = {"resourceType": "Parameters", "parameter": [{"name": "persist", "valueBoolean": True}]}
     with tempfile.TemporaryDirectory() as tmp:
-        db = Path(tmp) / "cohort.db"
+        db = (keep or Path(tmp)) / f"cohort-{patients}.db"
+        if db.exists() and not reuse:
+            raise SystemExit(f"{db} exists: pass --reuse to time the operations on it, or remove it")
+        wanted = only or frozenset(FIGURES)
+        # no subscription engine or escalation worker: they would work through the load's million change
+        # events (and create follow-up Tasks) while the operations are timed
         settings = Settings(auth="off", sqlite_path=str(db), validation_workers=0, audit="off",
-                            cohort_recompute_seconds=0, cohort_cache_seconds=0)
+                            cohort_recompute_seconds=0, cohort_cache_seconds=0, subscriptions=False,
+                            escalation=False)
         app = create_app(settings)
         async with app.router.lifespan_context(app), httpx.AsyncClient(
                 transport=httpx.ASGITransport(app=app), base_url="http://bench") as client:
-            started = time.perf_counter()
-            resources = await load(app.state.services.repository, patients)
-            figures: dict[str, Any] = {"patients": patients, "resources": resources,
-                                       "load_s": round(time.perf_counter() - started, 1)}
+            figures: dict[str, Any] = {"patients": patients}
+            if reuse and db.exists() and db.stat().st_size > 0 and await _loaded(client):
+                figures["reused"] = str(db)
+            else:
+                started = time.perf_counter()
+                figures["resources"] = await load(app.state.services.repository, patients)
+                figures["load_s"] = round(time.perf_counter() - started, 1)
             for name, method, url, body in (("tier_all", "GET", "/fhir/Patient/$tier", None),
                                             ("churn_all", "GET", "/fhir/Patient/$churn-risk", None)):
+                if name not in wanted:
+                    continue
                 times, cpu = [], []
                 for _ in range(ROUNDS):
                     times.append((await _timed(client, method, url, body))[0])
                     cpu.append(CPU[0])
                 figures[name] = _spread(times, cpu)
             for name, url in (("tier_persist", "/fhir/Patient/$tier"), ("churn_persist", "/fhir/Patient/$churn-risk")):
+                if name not in wanted:
+                    continue
                 first, answer = await _timed(client, "POST", url, persist)
                 first_cpu = CPU[0]
                 written = next(p["valueInteger"] for p in answer["parameter"] if p["name"] == "written")
@@ -173,7 +192,8 @@ async def measure(patients: int) -> dict[str, Any]:
                 figures[name] = (f"first {first:.2f} s, CPU {first_cpu:.2f} s ({written} written), "
                                  f"again {again:.2f} s, CPU {CPU[0]:.2f} s ({rewritten} written)")
             stats, stats_cpu, raw = [], [], []
-            for _ in range(ROUNDS):  # side by side: the operation, then the hand-written GROUP BY
+            # side by side: the operation, then the hand-written GROUP BY
+            for _ in range(ROUNDS if "cohort_stats" in wanted else 0):
                 took, answer = await _timed(client, "GET", "/fhir/$cohort-stats")
                 stats.append(took)
                 stats_cpu.append(CPU[0])
@@ -182,18 +202,35 @@ async def measure(patients: int) -> dict[str, Any]:
                 conn.execute(RAW_TIER).fetchall()
                 conn.close()
                 raw.append(time.perf_counter() - started)
-            total = next(p["valueInteger"] for p in answer["parameter"] if p["name"] == "total")
-            figures["cohort_stats"] = _spread(stats, stats_cpu) + f", total {total}"
-            figures["cohort_stats_raw_tier_group_by"] = _spread(raw)
+            if stats:
+                total = next(p["valueInteger"] for p in answer["parameter"] if p["name"] == "total")
+                figures["cohort_stats"] = _spread(stats, stats_cpu) + f", total {total}"
+                figures["cohort_stats_raw_tier_group_by"] = _spread(raw)
     return figures
 
 
+async def _loaded(client: httpx.AsyncClient) -> bool:
+    """Whether the database holds a population already (a load interrupted before its first batch does not)."""
+    answer = (await client.get("/fhir/Patient", params={"_summary": "count"})).json()
+    return bool(answer.get("total"))
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--patients", type=int, action="append")
+    parser.add_argument("--db", type=Path, help="keep the database in this directory (cohort-<N>.db)")
+    parser.add_argument("--reuse", action="store_true", help="time the operations on the database kept in --db")
+    parser.add_argument("--only", help=f"comma-separated figures to time, of {', '.join(FIGURES)}")
     args = parser.parse_args()
+    if args.reuse and args.db is None:
+        parser.error("--reuse needs --db")
+    only = None if args.only is None else frozenset(args.only.split(","))
+    if only is not None and not only <= set(FIGURES):
+        parser.error(f"--only: unknown figure(s) {', '.join(sorted(only - set(FIGURES)))}")
+    if args.db is not None:
+        args.db.mkdir(parents=True, exist_ok=True)
     for patients in args.patients or [10_000]:
-        figures = asyncio.run(measure(patients))
+        figures = asyncio.run(measure(patients, args.db, args.reuse, only))
         record(f"cohort_{patients}", figures)
         sys.stdout.write(orjson.dumps(figures, option=orjson.OPT_INDENT_2).decode() + "\n")
 

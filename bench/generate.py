@@ -2,9 +2,9 @@
 
 Each patient is about 100 resources, shaped like a clinic's record (PERFORMANCE.md section 4): the Patient,
 the Consent that permits device collection (some with a marketing opt-in), chronic Conditions, visits
-(Encounter), bookings (Appointment, some missed), outreach (Communication), bills (Invoice) and device and lab
-Observations over ten years, some tied to a visit. POST entries with urn:uuid references, no narratives, a
-fixed seed: every run on every machine loads the same data.
+(Encounter), bookings (Appointment, some missed), outreach (Communication), bills (Invoice, ChargeItem) and
+device and lab Observations over ten years, some tied to a visit. POST entries with urn:uuid references, no
+narratives, a fixed seed: every run on every machine loads the same data.
 """
 
 from __future__ import annotations
@@ -123,6 +123,13 @@ def _invoice(rng: random.Random, pid: str, at: int) -> dict[str, Any]:
             "totalGross": {"value": round(amount * 1.09, 2), "currency": "EUR"}}
 
 
+def _charge_item(rng: random.Random, pid: str, encounter: str, at: int) -> dict[str, Any]:
+    return {"resourceType": "ChargeItem", "status": rng.choice(["billable", "billed"]),
+            "code": {"text": rng.choice(["consultation", "lab panel", "dressing"])}, "subject": {"reference": pid},
+            "context": {"reference": encounter}, "occurrenceDateTime": _instant(at),
+            "priceOverride": {"value": round(rng.uniform(10, 300), 2), "currency": "EUR"}}
+
+
 def _observation(rng: random.Random, pid: str, encounter: str | None) -> dict[str, Any]:
     code, display, unit, low, high = rng.choice(CODES)
     resource: dict[str, Any] = {
@@ -145,6 +152,8 @@ def patient_bundle(rng: random.Random, index: int, per_patient: int) -> dict[str
     # the record's shape scales with its size: about a tenth visits, and as many bookings, messages and bills
     visits = max(0, min(per_patient - len(entries), per_patient // 12))
     encounters = []
+    # ChargeItems draw from their own generator: the rest of the population stays what it was before them
+    charges = random.Random(pid)
     for _ in range(visits):
         at = _when(rng)
         encounters.append(_uuid(rng))
@@ -152,6 +161,8 @@ def patient_bundle(rng: random.Random, index: int, per_patient: int) -> dict[str
         for make in (_appointment, _communication, _invoice):
             if len(entries) < per_patient and rng.random() < 0.6:
                 entries.append(_entry(_uuid(rng), make(rng, pid, at - rng.randint(0, 20) * 86400)))
+        if len(entries) < per_patient and charges.random() < 0.6:
+            entries.append(_entry(_uuid(charges), _charge_item(charges, pid, encounters[-1], at)))
     for code, display in CONDITIONS:
         if len(entries) < per_patient and rng.random() < 0.3:
             entries.append(_entry(_uuid(rng), _condition(pid, code, display, _when(rng))))

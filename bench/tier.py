@@ -54,6 +54,7 @@ WHERE d.patient = ? AND r.type = ? AND r.deleted = 0"""
 RAW_SPEND = """
 SELECT r.target_id, sum(q.value) FROM idx_date d JOIN idx_quantity q ON q.rid = d.rid AND q.pid = ?
   JOIN idx_ref r ON r.rid = d.rid AND r.pid = ? WHERE d.pid = ? AND d.high >= ? GROUP BY r.target_id"""
+RAW_CHARGES = RAW_SPEND  # the same question of ChargeItems: their priceOverride by occurrence
 RAW_VISITS = """
 SELECT r.target_id, count(*) FROM idx_date d JOIN idx_token t ON t.rid = d.rid AND t.pid = ? AND t.code = 'finished'
   JOIN idx_ref r ON r.rid = d.rid AND r.pid = ? WHERE d.pid = ? AND d.high >= ? GROUP BY r.target_id"""
@@ -322,9 +323,12 @@ def _raw_cohort(pids: dict[tuple[str, str], int]) -> Callable[[sqlite3.Connectio
         window = int(time.time() * 1000) - 365 * 86_400_000  # the operation's default look-back
         spend = conn.execute(RAW_SPEND, (pids[("Invoice", "totalgross")], pids[("Invoice", "subject")],
                                          pids[("Invoice", "date")], window)).fetchall()
+        charges = conn.execute(RAW_CHARGES, (pids.get(("ChargeItem", "price-override"), -1),
+                                             pids.get(("ChargeItem", "subject"), -1),
+                                             pids.get(("ChargeItem", "occurrence"), -1), window)).fetchall()
         visits = conn.execute(RAW_VISITS, (pids[("Encounter", "status")], pids[("Encounter", "subject")],
                                            pids[("Encounter", "date")], window)).fetchall()
-        return spend, visits
+        return spend, charges, visits
     return run
 
 

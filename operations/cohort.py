@@ -18,7 +18,7 @@ import orjson
 from resources.repository import Repository
 from resources.search.dates import date_range, format_instant
 from resources.search.parse import parse_search
-from resources.store.protocol import StoredResource
+from resources.store.protocol import GroupKey, Measure, StoredResource, Tallies
 
 DAY_MS = 86_400_000
 CARELOOP = "http://careloop.health/fhir/CodeSystem/"
@@ -116,6 +116,31 @@ async def scan_stored(repository: Repository, resource_type: str, params: Sequen
         if page.next_cursor is None:
             return
         cursor = int(page.next_cursor)
+
+
+# per patient: the end of their earliest and latest finished Encounter, and the latest one (Store.tally)
+SERVICE_SPAN = (GroupKey("patient", "reference"),), (Measure("min", "date"), Measure("max", "date"),
+                                                      Measure("latest", "date"))
+
+
+async def scan_each(repository: Repository, resource_type: str, params: Sequence[tuple[str, str]], code: str,
+                    values: Sequence[str]) -> list[StoredResource]:
+    """The matches of a search with `code` any of `values`, one search per value, in the order they were stored.
+
+    One value of a token parameter is one index range that pages stream from; several values OR'd make every
+    page collect and sort all matches first (100,000 Invoices: 100 pages of 100,000 rows each).
+    """
+    found = [r for value in dict.fromkeys(values) async for r in scan_stored(repository, resource_type,
+                                                                              [*params, (code, value)])]
+    return sorted({(r.type, r.id): r for r in found}.values(), key=lambda r: r.seq)
+
+
+async def tally(repository: Repository, resource_type: str, params: Sequence[tuple[str, str]],
+                keys: tuple[GroupKey, ...], measures: tuple[Measure, ...]) -> Tallies:
+    """Counts, sums, earliest and latest per group of a search's matches (as the caller may see them), computed
+    in the store: no body leaves it."""
+    query = parse_search(resource_type, params, repository.registry, strict=True).query
+    return await repository.tally(query, keys, measures)
 
 
 async def scan(repository: Repository, resource_type: str, params: Sequence[tuple[str, str]],

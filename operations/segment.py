@@ -2,8 +2,10 @@
 
 DOMAIN.md section 1: health status from active Conditions in editable ValueSets and abnormal recent
 Observations; service type from finished Encounters, active programme CarePlans and long-term
-MedicationRequests; lifecycle stage from the first and last service, tier and referrals. Evidence is gathered
-from one scan per resource type (narrowed to one patient when one is asked for), then judged by pure functions.
+MedicationRequests; lifecycle stage from the first and last service, tier and referrals. The finished
+Encounters are counted per patient by the store (Store.tally: no Encounter is read); the other evidence is
+gathered from one scan per resource type (narrowed to one patient when one is asked for), then judged by pure
+functions.
 https://hl7.org/fhir/R4B/operations.html
 """
 
@@ -15,10 +17,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from operations.cohort import CARELOOP, DAY_MS, CohortRules, end_ms, patient_of, scan
+import orjson
+
+from operations.cohort import CARELOOP, DAY_MS, SERVICE_SPAN, CohortRules, patient_of, scan, scan_each, tally
 from resources.errors import Invalid
 from resources.repository import Repository
 from resources.search.dates import format_instant
+from resources.store.protocol import GroupKey, Measure
 
 HEALTH = CARELOOP + "health-status"
 SERVICE = CARELOOP + "service-type"
@@ -45,10 +50,15 @@ class Profile:
 
 
 async def judged_by_terminology(repo: Repository, resource_type: str, params: Sequence[tuple[str, str]],
-                                fallback: Sequence[tuple[str, str]] | None) -> list[dict[str, Any]]:
+                                fallback: Sequence[tuple[str, str]] | None,
+                                each: tuple[str, Sequence[str]] | None = None) -> list[dict[str, Any]]:
     """A search that needs the terminology (`:below`, `:in`); on a server without it (CARELOOP_TERMINOLOGY_SEED
-    off), the fallback search (exact codes) or nothing, with a warning, rather than failing the whole answer."""
+    off), the fallback search (exact codes) or nothing, with a warning, rather than failing the whole answer.
+
+    each: a token parameter and its values, searched one value at a time (see scan_each)."""
     try:
+        if each is not None:
+            return [orjson.loads(r.body or b"{}") for r in await scan_each(repo, resource_type, params, *each)]
         return [body async for body in scan(repo, resource_type, params)]
     except Invalid as exc:
         if exc.issues[0].code not in ("not-supported", "not-found"):  # no such code system or value set
@@ -98,20 +108,7 @@ async def gather(repo: Repository, rules: CohortRules, now: int, patient: str | 
     profiles: dict[str, Profile] = defaultdict(Profile)
     mine = [("patient", patient)] if patient is not None else []
     start, before = now - rules.window_days * DAY_MS, now - 2 * rules.window_days * DAY_MS
-    async for encounter in scan(repo, "Encounter", [*mine, ("status", "finished")]):
-        who, ended = patient_of(encounter), end_ms(encounter.get("period"))
-        if who is None or ended is None:
-            continue
-        p, ref = profiles[who], f"Encounter/{encounter['id']}"
-        if p.first_service is None or ended < p.first_service:
-            p.first_service = ended
-        if p.last_service is None or ended > p.last_service:
-            p.last_service, p.last_encounter = ended, ref
-        if start <= ended <= now:
-            p.visits += 1
-            p.services[service_of(encounter)].append(ref)
-        elif before <= ended < start:
-            p.previous_visits += 1
+    await _services(repo, [*mine, ("status", "finished")], now, start, before, profiles)
     programmes = [*mine, ("status", "active"), ("category:below", rules.programme_category)]
     exact = [*mine, ("status", "active"), ("category", rules.programme_category)]
     for plan in await judged_by_terminology(repo, "CarePlan", programmes, exact):
@@ -124,17 +121,52 @@ async def gather(repo: Repository, rules: CohortRules, now: int, patient: str | 
             profiles[who].services["pharmacy"].append(f"MedicationRequest/{order['id']}")
     for status, url in (("severe", rules.severe_conditions), ("chronic", rules.chronic_conditions),
                         ("sub-healthy", rules.sub_healthy_conditions)):
-        params = [*mine, ("clinical-status", "active,recurrence,relapse"), ("code:in", url)]
-        for condition in await judged_by_terminology(repo, "Condition", params, None):
+        params = [*mine, ("code:in", url)]
+        statuses = ("clinical-status", ("active", "recurrence", "relapse"))
+        for condition in await judged_by_terminology(repo, "Condition", params, None, statuses):
             if (who := patient_of(condition)) is not None:
                 profiles[who].conditions[status].append(f"Condition/{condition['id']}")
     abnormal = set(rules.abnormal_interpretations.split(","))
-    recent = [*mine, ("date", "ge" + format_instant(now - rules.abnormal_days * DAY_MS)), ("status", "final,amended")]
-    async for obs in scan(repo, "Observation", recent):
+    recent = [*mine, ("date", "ge" + format_instant(now - rules.abnormal_days * DAY_MS))]
+    for found in await scan_each(repo, "Observation", recent, "status", ("final", "amended")):
+        obs = orjson.loads(found.body or b"{}")
         codes = {c.get("code") for concept in obs.get("interpretation") or [] for c in concept.get("coding") or []}
         if codes & abnormal and (who := patient_of(obs)) is not None:
             profiles[who].abnormal.append(f"Observation/{obs['id']}")
     return profiles
+
+
+_SERVICE_CODES = ("checkup", "outpatient", "inpatient")
+
+
+async def _services(repo: Repository, finished: list[tuple[str, str]], now: int, start: int, before: int,
+                    profiles: dict[str, Profile]) -> None:
+    """First and last service, visits in this window and the one before, and the service types of this window's
+    visits, per patient: counted by the store over the finished Encounters' index entries (no body read).
+
+    A visit is judged by the end of its period (an ongoing period by its start).
+    """
+    for (who,), _, (first, last, latest) in await tally(repo, "Encounter", finished, *SERVICE_SPAN):
+        if who is not None and first is not None:
+            p = profiles[who]
+            p.first_service, p.last_service, p.last_encounter = first, last, f"Encounter/{latest}"
+    keys = (GroupKey("patient", "reference"),
+            GroupKey("date", "date", bands=(now, start - 1, before - 1), bound="high"),  # "1": this window
+            GroupKey("type", "token", system=SERVICE, codes=_SERVICE_CODES), GroupKey("class", "token"))
+    seen: dict[str, dict[str, list[tuple[int, str]]]] = defaultdict(lambda: defaultdict(list))
+    for (who, band, typed, kind), count, (ids,) in await tally(
+            repo, "Encounter", [*finished, ("date", "ge" + format_instant(before))], keys, (Measure("ids"),)):
+        if who is None:
+            continue
+        if band == "1":
+            profiles[who].visits += count
+            service = typed or ("inpatient" if kind in _INPATIENT else "outpatient")
+            seen[who][service].extend(ids)
+        elif band == "2":
+            profiles[who].previous_visits += count
+    for who, services in seen.items():
+        for service, found in services.items():  # the evidence in the order stored, as a search would list it
+            profiles[who].services[service].extend(f"Encounter/{ident}" for _, ident in sorted(found))
 
 
 async def referrals(repo: Repository) -> dict[str, list[str]]:

@@ -2,10 +2,11 @@
 
 Tier A: spend at or above the population's top-20% line, or two or more visits a month, or an active
 long-term programme. Tier B: spend from the median up, or visits about quarterly. Tier C: everyone else.
-Spend is the gross total of issued and balanced Invoices in the look-back window; visits are finished
-Encounters in it (DOMAIN.md section 1). At type level the whole population is tiered, with the count per
-tier, against spend lines computed then; one patient's tier uses lines kept from the last computation for
-up to CARELOOP_COHORT_CACHE_SECONDS (the answer says when they were computed).
+Spend is the gross total of issued and balanced Invoices in the look-back window and of the billable ChargeItems
+no counted Invoice bills; visits are finished Encounters in it (DOMAIN.md section 1). Both are summed per
+patient by the store (Store.tally: one GROUP BY, no body read). At type level the whole population is
+tiered, with the count per tier, against spend lines computed then; one patient's tier uses lines kept from
+the last computation for up to CARELOOP_COHORT_CACHE_SECONDS (the answer says when they were computed).
 https://hl7.org/fhir/R4B/operations.html
 """
 
@@ -15,17 +16,18 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from operations.cohort import (
     CARELOOP,
     DAY_MS,
     CohortRules,
     PopulationCache,
     calendar_months,
-    end_ms,
-    patient_of,
     percentile,
-    scan,
+    scan_each,
     scan_stored,
+    tally,
 )
 from operations.context import OperationCall
 from operations.parameters import parameters, part
@@ -35,6 +37,7 @@ from resources.guard import GUARD
 from resources.ids import now_ms
 from resources.repository import Repository
 from resources.search.dates import format_instant
+from resources.store.protocol import GroupKey, Measure, Tallies
 
 TIER = CARELOOP + "tier"
 
@@ -78,43 +81,67 @@ def tier_of(standing: Standing, lines: Lines, rules: CohortRules, months: int) -
     return "C", [f"spend {standing.spend:.2f} and {standing.visits} visits in {rules.window_days} days"]
 
 
+_PATIENT = GroupKey("patient", "reference")
+_INVOICE_PAYER = GroupKey("patient", "reference", also=("recipient",))  # the subject, else the recipient
+_INVOICE_TOTAL = Measure("sum", "totalgross", also=("totalnet",))
+_PRICE = Measure("sum", "price-override")  # a ChargeItem's priceOverride is its total price
+
+
+def _charge_window(start: int, end: int) -> GroupKey:
+    """A ChargeItem's band by its end of occurrence, else its entered date: "1" when in [start, end]."""
+    # the window is judged on occurrence, else enteredDate: a search on either alone would miss the other
+    return GroupKey("occurrence", "date", bands=(end, start - 1), bound="high", also=("entered-date",))
+
+
 async def _spend(repo: Repository, rules: CohortRules, start: int, end: int, patient: str | None
                  ) -> dict[str, float]:
-    params = [("date", "ge" + format_instant(start)), ("date", "le" + format_instant(end)),
-              ("status", "issued,balanced")]
-    if patient is not None:
-        params.append(("patient", patient))
+    """Each patient's spend in the window: Invoices' totals and ChargeItems' prices summed per patient by the store
+    (GROUP BY); ChargeItems that a counted Invoice bills are summed the same way and taken off."""
+    params = [("date", "ge" + format_instant(start)), ("date", "le" + format_instant(end))]
+    mine = [("patient", patient)] if patient is not None else []
     totals: dict[str, float] = defaultdict(float)
-    billed: set[str] = set()  # ChargeItems an Invoice counted already
-    async for invoice in scan(repo, "Invoice", params):
-        who = patient_of(invoice, "subject", "recipient")
-        value = (invoice.get("totalGross") or invoice.get("totalNet") or {}).get("value")
-        if who is not None and isinstance(value, int | float):
-            totals[who] += float(value)
-        billed.update(str((line.get("chargeItemReference") or {}).get("reference", ""))
-                      for line in invoice.get("lineItem") or [])
-    await _charges(repo, rules, start, end, patient, billed, totals)
-    return totals
+    for (who,), _, (value,) in await tally(repo, "Invoice", [*params, ("status", "issued,balanced"), *mine],
+                                           (_INVOICE_PAYER,), (_INVOICE_TOTAL,)):
+        if who is not None and value is not None:
+            totals[who] += value
+    window = _charge_window(start, end)
+    charges = [("status", rules.charge_statuses), *mine]
+    charged = await tally(repo, "ChargeItem", charges, (_PATIENT, window), (_PRICE,))
+    for (who, band), _, (value,) in charged:
+        if who is not None and band == "1" and value is not None:
+            totals[who] += value
+    if any(band == "1" for (_, band), _, _ in charged):
+        # ChargeItems a counted Invoice bills are in its total already: taken off as they were added
+        for (who, band), _, (value,) in await _billed(repo, charges, window, [*params, *mine]):
+            if who is not None and band == "1" and value is not None:
+                totals[who] -= value
+    # summed by the store in another order than one by one: a millionth is far below any money amount
+    return {who: round(total, 6) for who, total in totals.items()}
 
 
-async def _charges(repo: Repository, rules: CohortRules, start: int, end: int, patient: str | None,
-                   billed: set[str], totals: dict[str, float]) -> None:
-    """Add the ChargeItems of the window that no counted Invoice bills (priceOverride is their total price)."""
-    statuses = set(rules.charge_statuses.split(","))
-    params = [("patient", patient)] if patient is not None else []
-    async for item in scan(repo, "ChargeItem", params):
-        # the window is judged on occurrence, else enteredDate: a search on either alone would miss the other
-        when = end_ms(item.get("occurrenceDateTime") or item.get("occurrencePeriod") or item.get("enteredDate"))
-        value = (item.get("priceOverride") or {}).get("value")
-        who = patient_of(item)
-        if (item.get("status") in statuses and when is not None and start <= when <= end and who is not None
-                and isinstance(value, int | float) and f"ChargeItem/{item.get('id')}" not in billed):
-            totals[who] += float(value)
+async def _billed(repo: Repository, charges: list[tuple[str, str]], window: GroupKey,
+                  invoices: list[tuple[str, str]]) -> Tallies:
+    """The tally of the ChargeItems (of `charges`) that the Invoices (of `invoices`) bill, by patient and window.
+
+    Only Invoices that bill a ChargeItem (CareLoop's `chargeitem` parameter) are read, for their line items.
+    """
+    billing = [*invoices, ("chargeitem:missing", "false")]
+    refs = {str((line.get("chargeItemReference") or {}).get("reference", ""))
+            for found in await scan_each(repo, "Invoice", billing, "status", ("issued", "balanced"))
+            for line in orjson.loads(found.body or b"{}").get("lineItem") or []}
+    ids = sorted(ref.split("/", 1)[1] for ref in refs if ref.startswith("ChargeItem/"))
+    found: Tallies = []
+    step = repo.search_limits.max_or_values  # one search may OR only so many values
+    for at in range(0, len(ids), step):
+        found.extend(await tally(repo, "ChargeItem", [*charges, ("_id", ",".join(ids[at:at + step]))],
+                                 (_PATIENT, window), (_PRICE,)))
+    return found
 
 
 async def _lines(repo: Repository, rules: CohortRules, cache: PopulationCache, now: int, fresh: bool,
-                 back: int = 0) -> tuple[int, Lines]:
-    """(computed at, lines) of the window `back` windows ago: kept ones for one patient, new ones for everyone."""
+                 back: int = 0, known: dict[str, float] | None = None) -> tuple[int, Lines]:
+    """(computed at, lines) of the window `back` windows ago: kept ones for one patient, new ones for everyone
+    (known: everyone's spend in that window, when the caller computed it already)."""
     key = ("spend-lines", back, rules.window_days, rules.tier_a_spend_percentile, rules.tier_b_spend_percentile)
     kept = None if fresh else cache.get(key, now)
     if kept is not None:
@@ -122,11 +149,14 @@ async def _lines(repo: Repository, rules: CohortRules, cache: PopulationCache, n
     # The lines are the whole population's, so a caller who may see one patient is still compared with
     # everyone: they are computed as the server's own work and only the two aggregate lines are reported.
     end = now - back * rules.window_days * DAY_MS
-    token = GUARD.set(None)
-    try:
-        everyone = list((await _spend(repo, rules, end - rules.window_days * DAY_MS, end, None)).values())
-    finally:
-        GUARD.reset(token)
+    if known is not None:
+        everyone = list(known.values())
+    else:
+        token = GUARD.set(None)
+        try:
+            everyone = list((await _spend(repo, rules, end - rules.window_days * DAY_MS, end, None)).values())
+        finally:
+            GUARD.reset(token)
     lines = Lines(percentile(everyone, rules.tier_a_spend_percentile),
                   percentile(everyone, rules.tier_b_spend_percentile))
     cache.put(key, lines, now)
@@ -182,11 +212,13 @@ class Segmentation:
 async def segment(repo: Repository, rules: CohortRules, cache: PopulationCache, now: int,
                   patient: str | None) -> Segmentation:
     """One patient's segment, or every patient's the caller may see (patient None)."""
-    lines_at, lines = await _lines(repo, rules, cache, now, fresh=patient is None)
-    _, previous_lines = await _lines(repo, rules, cache, now, fresh=patient is None, back=1)
     window = rules.window_days * DAY_MS
     spend = await _spend(repo, rules, now - window, now, patient)
     previous_spend = await _spend(repo, rules, now - 2 * window, now - window - 1, patient)
+    # a caller with no guard sees every patient: their spend is the population's, no need to sum it again
+    everyone = patient is None and GUARD.get() is None
+    lines_at, lines = await _lines(repo, rules, cache, now, fresh=patient is None, known=spend if everyone else None)
+    _, previous_lines = await _lines(repo, rules, cache, now, fresh=patient is None, back=1)
     profiles = await gather(repo, rules, now, patient)
     for referrer, referred in (await _referrals(repo, cache, now, patient is None)).items():
         profiles[referrer].referred.extend(referred)

@@ -39,12 +39,14 @@ from resources.store.protocol import (
     GroupKey,
     Groups,
     HistoryQuery,
+    Measure,
     ReadSource,
     SearchPage,
     Spans,
     SpanStats,
     Store,
     StoredResource,
+    Tallies,
     Write,
     WriteSession,
 )
@@ -283,6 +285,13 @@ class Repository:
         if guard is not None:
             query = guard.narrow(query)
         return await self.store.aggregate(await self.resolve(query), keys)
+
+    async def tally(self, query: SearchQuery, keys: tuple[GroupKey, ...], measures: tuple[Measure, ...]) -> Tallies:
+        """Per combination of the keys' values, the count and measures of the matches the caller may see.
+
+        Narrowed like aggregate: the scope and consent filters run inside the store's GROUP BY.
+        """
+        return await self.store.tally(await self.resolve(self._narrowed(query)), keys, measures)
 
     async def spans(self, query: SearchQuery, spec: Spans) -> SpanStats:
         """Spans over a search's matches, computed in the store and narrowed to what the caller may see."""

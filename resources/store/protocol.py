@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from typing import NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from resources.search.index import IndexRows
 from resources.search.query import SearchQuery
@@ -182,18 +182,45 @@ class Linked:
 class GroupKey:
     """One dimension an aggregate counts matches by: the value a search parameter indexes for each match.
 
-    kind is token (the code), string (the exact text) or date (the band: how many `bands` edges, in ms and
-    descending, the value is not after; "0" for after the first). With `linked`, the parameter is the linked
-    resource's. A match with no value counts under None; a match with several under its first.
+    kind is token (the code), string (the exact text), date (the band: how many `bands` edges, in ms and
+    descending, the value is not after; "0" for after the first) or reference (the id of the first `target`
+    the parameter names). With `linked`, the parameter is the linked resource's. A match with no value counts
+    under None; a match with several under its first. Without a value for `param`, the first of `also` that
+    has one is taken. A token key may be limited to one `system` and some `codes`; a date key bands the start
+    of the value (bound "low") or its end (bound "high"; a range open at the end by its start).
     """
 
     param: str
     kind: str = "token"
     bands: tuple[int, ...] = ()
     linked: Linked | None = None
+    also: tuple[str, ...] = ()
+    target: str = "Patient"
+    system: str | None = None
+    codes: tuple[str, ...] = ()
+    bound: str = "low"
 
 
 Groups = list[tuple[tuple[str | None, ...], int]]
+
+
+@dataclass(frozen=True)
+class Measure:
+    """One figure a tally computes over each group of matches, besides how many there are.
+
+    sum: of the first value the quantity parameter `param` (else the first of `also` that has one) indexes for
+    each match. min, max: of the end of each match's first `param` date (a range open at the end: its start).
+    latest: the id of the match with the greatest such end (of those that have one; on a tie, the one stored
+    first). ids: (stored order, id) of each of the group's matches, in that order (the stored order is a number
+    that grows with each resource first stored: groups merge in the order a search would list them).
+    """
+
+    op: str
+    param: str = ""
+    also: tuple[str, ...] = ()
+
+
+Tallies = list[tuple[tuple[str | None, ...], int, tuple[Any, ...]]]
 
 
 class Store(Protocol):
@@ -223,6 +250,11 @@ class Store(Protocol):
 
     async def aggregate(self, query: SearchQuery, keys: tuple[GroupKey, ...]) -> Groups:
         """How many matches of a query have each combination of the keys' values (GROUP BY in the store)."""
+        ...
+
+    async def tally(self, query: SearchQuery, keys: tuple[GroupKey, ...], measures: tuple[Measure, ...]) -> Tallies:
+        """Per combination of the keys' values: how many matches, and each measure over them, as
+        (key values, count, measure values); computed in the store (GROUP BY), no body leaves it."""
         ...
 
     def write_session(self) -> AbstractAsyncContextManager[WriteSession]:

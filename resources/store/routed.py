@@ -18,6 +18,7 @@ from resources.store.protocol import (
     GroupKey,
     Groups,
     HistoryQuery,
+    Measure,
     OutboxEvent,
     SearchPage,
     Spans,
@@ -25,6 +26,7 @@ from resources.store.protocol import (
     Store,
     StoredResource,
     SubscriptionEvent,
+    Tallies,
     Write,
     WriteSession,
 )
@@ -88,6 +90,10 @@ class RoutedStore:
     async def aggregate(self, query: SearchQuery, keys: tuple[GroupKey, ...]) -> Groups:
         """An aggregate in the store of the searched type (linked resources live beside it)."""
         return await self._for_query(query).aggregate(query, keys)
+
+    async def tally(self, query: SearchQuery, keys: tuple[GroupKey, ...], measures: tuple[Measure, ...]) -> Tallies:
+        """A tally in the store of the searched type."""
+        return await self._for_query(query).tally(query, keys, measures)
 
     async def spans(self, query: SearchQuery, spec: Spans) -> SpanStats:
         """Spans computed by the store of the searched type."""

@@ -28,7 +28,7 @@ def test_a_tier_has_the_clinic_record_shape() -> None:
     kinds = Counter(e["resource"]["resourceType"] for b in population(10_000) for e in b["entry"])
     assert sum(kinds.values()) == 10_000
     assert kinds["Patient"] == kinds["Consent"] == 100
-    for kind in ("Encounter", "Appointment", "Communication", "Invoice", "Condition"):
+    for kind in ("Encounter", "Appointment", "Communication", "Invoice", "ChargeItem", "Condition"):
         assert kinds[kind] > 50, kind
     assert kinds["Observation"] > 5_000
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from resources.search.codesets import CANONICAL_SYSTEM
+from resources.search.dates import MAX_MS
 from resources.search.query import (
     SYSTEM,
     CompositeValue,
@@ -24,7 +25,7 @@ from resources.search.query import (
     StringValue,
     TokenValue,
 )
-from resources.store.protocol import GroupKey
+from resources.store.protocol import GroupKey, Measure
 
 ARRAYS = {"token": "tok", "string": "str", "reference": "ref", "date": "dt", "number": "num", "quantity": "qty",
           "uri": "uri", "composite": "cmp"}
@@ -202,15 +203,29 @@ def base_filter(query: SearchQuery, types: tuple[str, ...]) -> dict[str, Any]:
     return {"t": query.resource_type, "d": False}
 
 
-def _first(array: Any, param: str) -> dict[str, Any]:
-    """The first index element of `param` in an array expression (missing when there is none)."""
-    return {"$arrayElemAt": [{"$filter": {"input": {"$ifNull": [array, []]}, "as": "e",
-                                          "cond": {"$eq": ["$$e.p", param]}}}, 0]}
-
-
 def aggregate_pipeline(where: dict[str, Any], keys: tuple[GroupKey, ...]) -> list[dict[str, Any]]:
     """An aggregation pipeline counting the matches of `where` by the keys' values (the store's GROUP BY)."""
     stages: list[dict[str, Any]] = [{"$match": where}]
+    values = _key_values(keys, stages)
+    stages.append({"$group": {"_id": values or None, "n": {"$sum": 1}}})
+    return stages
+
+
+def _either(values: list[Any]) -> Any:
+    """The first of these expressions that is not null (null when none has a value)."""
+    found: Any = None
+    for value in reversed(values):
+        found = value if found is None else {"$ifNull": [value, found]}
+    return found
+
+
+def _date_end(entry: str) -> dict[str, Any]:
+    """The end of a date index entry; a range open at the end (an ongoing Period) by its start."""
+    return {"$cond": [{"$gte": [f"{entry}.hi", MAX_MS]}, f"{entry}.lo", f"{entry}.hi"]}
+
+
+def _key_values(keys: tuple[GroupKey, ...], stages: list[dict[str, Any]]) -> dict[str, Any]:
+    """Append the stages that put each key's value on the matches; the group id of those values."""
     values: dict[str, Any] = {}
     for n, key in enumerate(keys):
         source = "$x"
@@ -224,14 +239,65 @@ def aggregate_pipeline(where: dict[str, Any], keys: tuple[GroupKey, ...]) -> lis
                            "input": f"$_l{n}", "as": "o", "cond": {"$and": [
                                {"$eq": ["$$o.t", linked.resource_type]}, {"$eq": ["$$o.d", False]}]}}}, 0]}}}]
             source = f"$_d{n}.x"
-        array = {"string": "str", "date": "dt"}.get(key.kind, "tok")
-        stages.append({"$addFields": {f"_v{n}": _first(f"{source}.{array}", key.param)}})
-        if key.kind == "date":
-            band: Any = str(len(key.bands))
-            for edge in reversed(range(len(key.bands))):
-                band = {"$cond": [{"$gt": [f"$_v{n}.lo", key.bands[edge]]}, str(edge), band]}
-            values[f"k{n}"] = {"$cond": [{"$eq": [{"$ifNull": [f"$_v{n}.lo", None]}, None]}, None, band]}
+        array = {"string": "str", "date": "dt", "reference": "ref"}.get(key.kind, "tok")
+        found = []
+        for j, code in enumerate((key.param, *key.also)):
+            tests: list[Any] = [{"$eq": ["$$e.p", code]}]
+            if key.kind == "reference":
+                tests.append({"$eq": ["$$e.t", key.target]})
+            if key.kind == "token" and key.system is not None:
+                tests.append({"$eq": ["$$e.s", key.system]})
+            if key.kind == "token" and key.codes:
+                tests.append({"$in": ["$$e.c", list(key.codes)]})
+            stages.append({"$addFields": {f"_v{n}_{j}": _first_where(f"{source}.{array}", tests)}})
+            entry = f"$_v{n}_{j}"
+            if key.kind == "date":
+                value = f"{entry}.lo" if key.bound == "low" else _date_end(entry)
+                band: Any = str(len(key.bands))
+                for edge in reversed(range(len(key.bands))):
+                    band = {"$cond": [{"$gt": [value, key.bands[edge]]}, str(edge), band]}
+                found.append({"$cond": [{"$eq": [{"$ifNull": [f"{entry}.lo", None]}, None]}, None, band]})
+            else:
+                field = {"string": "e", "reference": "i"}.get(key.kind, "c")
+                found.append(f"{entry}.{field}")
+        values[f"k{n}"] = _either(found)
+    return values
+
+
+def _first_where(array: Any, tests: list[Any]) -> dict[str, Any]:
+    """The first index element in an array expression that passes every test (missing when there is none)."""
+    cond = tests[0] if len(tests) == 1 else {"$and": tests}
+    return {"$arrayElemAt": [{"$filter": {"input": {"$ifNull": [array, []]}, "as": "e", "cond": cond}}, 0]}
+
+
+def tally_pipeline(where: dict[str, Any], keys: tuple[GroupKey, ...], measures: tuple[Measure, ...],
+                   ) -> list[dict[str, Any]]:
+    """An aggregation pipeline of the count and measures of the matches of `where` per keys' values."""
+    latest = [n for n, m in enumerate(measures) if m.op == "latest"]
+    if len(latest) > 1:
+        raise ValueError("a tally picks the latest match by one measure only")
+    stages: list[dict[str, Any]] = [{"$match": where}]
+    values = _key_values(keys, stages)
+    group: dict[str, Any] = {"_id": values or None, "n": {"$sum": 1}}
+    for n, measure in enumerate(measures):
+        if measure.op not in ("sum", "min", "max", "latest", "ids"):
+            raise ValueError(f"unknown measure {measure.op!r}")
+        if measure.op == "ids":
+            group[f"m{n}"] = {"$push": {"r": "$r", "i": "$i"}}
+            continue
+        array, found = ("$x.qty", []) if measure.op == "sum" else ("$x.dt", [])
+        for j, code in enumerate((measure.param, *measure.also)):
+            stages.append({"$addFields": {f"_w{n}_{j}": _first_where(array, [{"$eq": ["$$e.p", code]}])}})
+            found.append(f"$_w{n}_{j}.v" if measure.op == "sum" else _date_end(f"$_w{n}_{j}"))
+        stages.append({"$addFields": {f"_m{n}": _either(found)}})
+        if measure.op == "sum":  # with how many had a value: no value at all is null, not 0
+            group[f"m{n}"] = {"$sum": f"$_m{n}"}
+            group[f"h{n}"] = {"$sum": {"$cond": [{"$eq": [{"$ifNull": [f"$_m{n}", None]}, None]}, 0, 1]}}
+        elif measure.op == "latest":
+            group[f"m{n}"] = {"$first": {"$cond": [{"$eq": [{"$ifNull": [f"$_m{n}", None]}, None]}, None, "$i"]}}
         else:
-            values[f"k{n}"] = f"$_v{n}.{'e' if key.kind == 'string' else 'c'}"
-    stages.append({"$group": {"_id": values or None, "n": {"$sum": 1}}})
+            group[f"m{n}"] = {f"${measure.op}": f"$_m{n}"}
+    # the latest first (null last), the first stored first on a tie
+    stages.append({"$sort": {f"_m{latest[0]}": -1, "r": 1} if latest else {"r": 1}})
+    stages.append({"$group": group})
     return stages

@@ -28,17 +28,26 @@ from resources.errors import Conflict, Invalid, Unavailable
 from resources.search.index import IndexRows
 from resources.search.query import Include, SearchQuery
 from resources.store.mongo import documents
-from resources.store.mongo.compile import Subquery, aggregate_pipeline, base_filter, compile_filter, sort_spec
+from resources.store.mongo.compile import (
+    Subquery,
+    aggregate_pipeline,
+    base_filter,
+    compile_filter,
+    sort_spec,
+    tally_pipeline,
+)
 from resources.store.protocol import (
     GroupKey,
     Groups,
     HistoryQuery,
+    Measure,
     OutboxEvent,
     SearchPage,
     Spans,
     SpanStats,
     StoredResource,
     SubscriptionEvent,
+    Tallies,
     Write,
     entry,
 )
@@ -318,6 +327,29 @@ class MongoStore:
         except ConnectionFailure as exc:
             raise _unavailable(exc) from exc
         return [(tuple((row["_id"] or {}).get(f"k{n}") for n in range(len(keys))), int(row["n"])) for row in rows]
+
+    async def tally(self, query: SearchQuery, keys: tuple[GroupKey, ...], measures: tuple[Measure, ...]) -> Tallies:
+        """Per combination of the keys' values, the count and measures of the matches, from one pipeline."""
+        pipeline = tally_pipeline(await self._where(query, None), keys, measures)
+        try:
+            rows = [row async for row in await self._db.resources.aggregate(pipeline)]
+        except ConnectionFailure as exc:
+            raise _unavailable(exc) from exc
+        found: Tallies = []
+        for row in rows:
+            values: list[Any] = []
+            for n, measure in enumerate(measures):
+                value = row.get(f"m{n}")
+                if measure.op == "ids":
+                    value = sorted((int(p["r"]), p["i"]) for p in value or [])
+                elif measure.op == "sum":
+                    value = float(value) if row.get(f"h{n}") else None
+                elif measure.op in ("min", "max") and value is not None:
+                    value = int(value)
+                values.append(value)
+            found.append((tuple((row["_id"] or {}).get(f"k{n}") for n in range(len(keys))), int(row["n"]),
+                          tuple(values)))
+        return found
 
     # -- aggregates --------------------------------------------------------------------------------
     async def spans(self, query: SearchQuery, spec: Spans) -> SpanStats:

@@ -1,4 +1,5 @@
-"""Aggregates over a search's matches, computed by SQLite from the index tables: spans and distinct targets.
+"""Aggregates over a search's matches, computed by SQLite from the index tables: spans, distinct targets and
+tallies (sums, counts, earliest and latest per group).
 
 The matches are the rows of `resource r` the compiled search selects (the caller's narrowing included); only
 numbers leave the database. https://www.sqlite.org/lang_select.html
@@ -10,8 +11,8 @@ import sqlite3
 from typing import Any
 
 from resources.search.query import SearchQuery
-from resources.store.protocol import Spans, SpanStats
-from resources.store.sqlite.compile import ParamId, compile_where
+from resources.store.protocol import GroupKey, Measure, Spans, SpanStats, Tallies
+from resources.store.sqlite.compile import ParamId, compile_where, date_end, key_value
 
 
 def _rank_sql(q: float) -> str:
@@ -55,3 +56,67 @@ def distinct_targets(conn: sqlite3.Connection, query: SearchQuery, param_id: Par
         other, more = _targets(also, param_id, code)
         sql, args = f"{sql} INTERSECT {other}", [*args, *more]
     return int(conn.execute(f"SELECT count(*) FROM ({sql})", args).fetchone()[0])
+
+
+def _measure_value(measure: Measure, resource_type: str, param_id: ParamId) -> tuple[str, list[Any]]:
+    """A scalar subquery: the value a measure takes of a resource row `r` (NULL when it has none)."""
+    # `+x.pid` as in key_value: the row's own entries by the primary key, not a scan of the parameter's
+    pids = [pid for pid in (param_id(resource_type, code) for code in (measure.param, *measure.also))
+            if pid is not None]
+    if measure.op == "sum":
+        found = ["(SELECT q.value FROM idx_quantity q WHERE q.rid = r.rid AND +q.pid = ? ORDER BY q.n LIMIT 1)"
+                 for _ in pids]
+    else:
+        found = [f"(SELECT {date_end('d')} FROM idx_date d WHERE d.rid = r.rid AND +d.pid = ? ORDER BY d.n LIMIT 1)"
+                 for _ in pids]
+    if not found:
+        return "NULL", []
+    return (found[0] if len(found) == 1 else f"coalesce({', '.join(found)})"), pids
+
+
+def tally(conn: sqlite3.Connection, query: SearchQuery, keys: tuple[GroupKey, ...], measures: tuple[Measure, ...],
+          param_id: ParamId) -> Tallies:
+    """Per combination of the keys' values, the count and the measures of the matches: one GROUP BY."""
+    where, args = compile_where(query, param_id)
+    columns, column_args = ["r.rid AS rid", "r.id AS id"], []
+    for n, key in enumerate(keys):
+        sql, more = key_value(key, query.resource_type, param_id)
+        columns.append(f"{sql} AS k{n}")
+        column_args.extend(more)
+    for n, measure in enumerate(measures):
+        if measure.op not in ("sum", "min", "max", "latest", "ids"):
+            raise ValueError(f"unknown measure {measure.op!r}")
+        if measure.op != "ids":
+            sql, more = _measure_value(measure, query.resource_type, param_id)
+            columns.append(f"{sql} AS m{n}")
+            column_args.extend(more)
+    names = [f"k{n}" for n in range(len(keys))]
+    source = f"SELECT {', '.join(columns)} FROM resource r WHERE {where}"
+    latest = [n for n, m in enumerate(measures) if m.op == "latest"]
+    if latest:
+        # the latest match of each group, picked by a window over the group (first stored on a tie)
+        partition = f"PARTITION BY {', '.join(names)} " if names else ""
+        picks = ", ".join(f"first_value(CASE WHEN m{n} IS NOT NULL THEN id END) OVER ({partition}ORDER BY m{n} DESC, "
+                          f"rid) AS l{n}" for n in latest)
+        source = f"SELECT *, {picks} FROM ({source})"
+    outputs = []
+    for n, measure in enumerate(measures):
+        outputs.append({"sum": f"sum(m{n})", "min": f"min(m{n})", "max": f"max(m{n})", "latest": f"min(l{n})",
+                        "ids": "group_concat(rid || ':' || id, ' ')"}[measure.op])
+    group = f" GROUP BY {', '.join(names)}" if names else ""
+    sql = f"SELECT {', '.join([*names, 'count(*)', *outputs])} FROM ({source}){group}"
+    found: Tallies = []
+    for row in conn.execute(sql, [*column_args, *args]):
+        values = list(row[len(keys) + 1:])
+        for n, measure in enumerate(measures):
+            if measure.op == "ids":
+                pairs = [pair.split(":", 1) for pair in (values[n] or "").split(" ") if pair]
+                values[n] = sorted((int(rid), ident) for rid, ident in pairs)
+            elif measure.op in ("min", "max") and values[n] is not None:
+                values[n] = int(values[n])
+            elif measure.op == "sum" and values[n] is not None:
+                values[n] = float(values[n])
+        found.append((tuple(row[:len(keys)]), int(row[len(keys)]), tuple(values)))
+    if not keys and found and found[0][1] == 0:  # no match: no group, as with keys
+        return []
+    return found

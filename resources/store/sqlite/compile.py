@@ -15,6 +15,7 @@ from typing import Any, Protocol
 import orjson
 
 from resources.search.codesets import CANONICAL_SYSTEM
+from resources.search.dates import MAX_MS
 from resources.search.index import load_patient_compartment
 from resources.search.query import (
     CompositeValue,
@@ -593,7 +594,7 @@ def _on_row_id(flt: Filter) -> bool:
     return all(_on_row_id(inner) for group in flt.any_of for inner in group)
 
 
-def _key_value(key: GroupKey, resource_type: str, param_id: ParamId) -> Clause:
+def key_value(key: GroupKey, resource_type: str, param_id: ParamId) -> Clause:
     """A scalar subquery: the value `key` groups a resource row `r` by (NULL when it has none)."""
     # `+x.pid`: the row's own entries are found by the primary key (rid, n); left as an index term, SQLite
     # preferred the (pid, code) index and read every entry of the parameter for each row (11.8 s against 0.08 s
@@ -608,16 +609,41 @@ def _key_value(key: GroupKey, resource_type: str, param_id: ParamId) -> Clause:
                 "JOIN idx_token t ON t.rid = i.rid AND +t.pid = ? WHERE i.pid = ? AND i.code = ? || r.id "
                 "AND i.system = (SELECT sid FROM system WHERE uri = ?) AND o.type = ? ORDER BY t.n LIMIT 1)",
                 [value, ident, key.linked.prefix, key.linked.system, key.linked.resource_type])
-    pid = param_id(resource_type, key.param)
-    if pid is None:
+    # the first of the key's parameters that has a value for the row
+    found = [_param_value(key, pid) for pid in (param_id(resource_type, code) for code in (key.param, *key.also))
+             if pid is not None]
+    if not found:
         return "NULL", []
+    if len(found) == 1:
+        return found[0]
+    return f"coalesce({', '.join(sql for sql, _ in found)})", [arg for _, more in found for arg in more]
+
+
+def date_end(alias: str) -> str:
+    """The end of a row's date range in SQL; a range open at the end (an ongoing Period) by its start."""
+    return f"CASE WHEN {alias}.high >= {MAX_MS} THEN {alias}.low ELSE {alias}.high END"
+
+
+def _param_value(key: GroupKey, pid: int) -> Clause:
+    """A scalar subquery: the value of one parameter that `key` groups a resource row `r` by."""
     if key.kind == "string":
         return "(SELECT s.exact FROM idx_string s WHERE s.rid = r.rid AND +s.pid = ? ORDER BY s.n LIMIT 1)", [pid]
     if key.kind == "date":
-        cases = " ".join(f"WHEN d.low > ? THEN '{n}'" for n in range(len(key.bands)))
+        value = "d.low" if key.bound == "low" else date_end("d")
+        cases = " ".join(f"WHEN {value} > ? THEN '{n}'" for n in range(len(key.bands)))
         return (f"(SELECT CASE {cases} ELSE '{len(key.bands)}' END FROM idx_date d WHERE d.rid = r.rid "
                 f"AND +d.pid = ? ORDER BY d.n LIMIT 1)", [*key.bands, pid])
-    return "(SELECT t.code FROM idx_token t WHERE t.rid = r.rid AND +t.pid = ? ORDER BY t.n LIMIT 1)", [pid]
+    if key.kind == "reference":
+        return ("(SELECT x.target_id FROM idx_ref x WHERE x.rid = r.rid AND +x.pid = ? AND x.target_type = ? "
+                "ORDER BY x.n LIMIT 1)", [pid, key.target])
+    where, args = "", [pid]
+    if key.system is not None:
+        where += f" AND t.system = {_SID}"
+        args.append(key.system)
+    if key.codes:
+        where += f" AND t.code IN ({', '.join('?' * len(key.codes))})"
+        args.extend(key.codes)
+    return f"(SELECT t.code FROM idx_token t WHERE t.rid = r.rid AND +t.pid = ?{where} ORDER BY t.n LIMIT 1)", args
 
 
 def compile_aggregate(query: SearchQuery, keys: tuple[GroupKey, ...], param_id: ParamId) -> Clause:
@@ -626,7 +652,7 @@ def compile_aggregate(query: SearchQuery, keys: tuple[GroupKey, ...], param_id: 
     where, args = _conditions(query, ordered, param_id, ())
     columns, column_args = [], []
     for n, key in enumerate(keys):
-        sql, more = _key_value(key, query.resource_type, param_id)
+        sql, more = key_value(key, query.resource_type, param_id)
         columns.append(f"{sql} AS k{n}")
         column_args.extend(more)
     names = ", ".join(f"k{n}" for n in range(len(keys))) or "NULL"

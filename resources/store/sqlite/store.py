@@ -24,12 +24,14 @@ from resources.store.protocol import (
     GroupKey,
     Groups,
     HistoryQuery,
+    Measure,
     OutboxEvent,
     SearchPage,
     Spans,
     SpanStats,
     StoredResource,
     SubscriptionEvent,
+    Tallies,
     Write,
 )
 from resources.store.sqlite import aggregates, reads
@@ -252,6 +254,10 @@ class SqliteStore:
     async def aggregate(self, query: SearchQuery, keys: tuple[GroupKey, ...]) -> Groups:
         """The counts of a query's matches by the keys' values (GROUP BY on a reader thread)."""
         return await self._on_reader(reads.aggregate, query, keys, self.param_ids)
+
+    async def tally(self, query: SearchQuery, keys: tuple[GroupKey, ...], measures: tuple[Measure, ...]) -> Tallies:
+        """Per combination of the keys' values, the count and measures of the matches (GROUP BY on a reader)."""
+        return await self._on_reader(aggregates.tally, query, keys, measures, self.param_ids)
 
     async def spans(self, query: SearchQuery, spec: Spans) -> SpanStats:
         """Spans of the matches of a query, computed by SQLite on a reader thread."""
