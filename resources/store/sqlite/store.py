@@ -34,6 +34,8 @@ from resources.store.protocol import (
 )
 from resources.store.sqlite import aggregates, reads
 from resources.store.sqlite.bodies import MEMO_MIB, set_memo_mib
+from resources.store.sqlite.failures import is_full, storage_error
+from resources.store.sqlite.reserve import DiskReserve
 from resources.store.sqlite.schema import CACHE_MIB, DDL, HEAP_LIMIT_MIB, LAYOUT, LOOP_CACHE_MIB, PRAGMAS
 from resources.store.sqlite.writes import apply_writes, expunge, replace_index
 
@@ -92,11 +94,16 @@ class SqliteStore:
                  cache_mib: int = CACHE_MIB, loop_cache_mib: int = LOOP_CACHE_MIB, inline_ms: float = INLINE_MS,
                  writer_idle_s: float = WRITER_IDLE_S, body_memo_mib: float = MEMO_MIB,
                  heap_limit_mib: float = HEAP_LIMIT_MIB, on_release: Callable[[], object] | None = None,
-                 clock: Callable[[], float] = time.perf_counter,
+                 clock: Callable[[], float] = time.perf_counter, reserve: DiskReserve | None = None,
+                 essential: bool = False,
                  ) -> None:
         # subsumed: for a type, the parameters whose values another parameter always holds
         # (SearchRegistry.subsumed); their shared entries are stored once and searched together
         self._path = path
+        # reserve: the data folder's room kept for the audit trail; essential: this store is that trail (its
+        # writes may use the released reserve; the others are refused while the disk is full)
+        self._reserve = reserve
+        self._essential = essential
         set_memo_mib(body_memo_mib)  # the memo is the process's: the last store opened sets its budget
         self._cache_mib = cache_mib
         self._heap_limit = int(heap_limit_mib * 1024 * 1024)  # SQLite's, so also the process's: 0 is none
@@ -131,6 +138,17 @@ class SqliteStore:
 
     # -- threads ---------------------------------------------------------------------------------
     async def _on_writer(self, fn: Callable[..., T], *args: Any) -> T:
+        try:
+            return await self._on_writer_thread(fn, *args)
+        except sqlite3.Error as exc:
+            if is_full(exc) and self._reserve is not None:
+                self._reserve.on_full()
+            mapped = storage_error(exc)
+            if mapped is None:
+                raise
+            raise mapped from exc
+
+    async def _on_writer_thread(self, fn: Callable[..., T], *args: Any) -> T:
         work = asyncio.get_running_loop().run_in_executor(self._writer, fn, *args)
         try:
             return await asyncio.shield(work)
@@ -155,9 +173,15 @@ class SqliteStore:
 
     async def _on_reader(self, fn: Callable[..., T], *args: Any) -> T:
         loop = asyncio.get_running_loop()
-        if self._memory:  # one in-memory database lives on one connection
-            return await loop.run_in_executor(self._writer, fn, self._wconn(), *args)
-        return await loop.run_in_executor(self._readers, self._with_reader, fn, args)
+        try:
+            if self._memory:  # one in-memory database lives on one connection
+                return await loop.run_in_executor(self._writer, fn, self._wconn(), *args)
+            return await loop.run_in_executor(self._readers, self._with_reader, fn, args)
+        except sqlite3.Error as exc:
+            mapped = storage_error(exc)
+            if mapped is None:
+                raise
+            raise mapped from exc
 
     def _with_reader(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
         return fn(self._reader_conn(), *args)
@@ -174,6 +198,8 @@ class SqliteStore:
         await self._on_writer(self._open_sync)
 
     def _open_sync(self) -> None:
+        if self._reserve is not None:
+            self._reserve.open()
         conn = self._write_conn = _connect(self._path, self._cache_mib)
         conn.execute(f"PRAGMA soft_heap_limit={self._heap_limit}")
         layout = conn.execute("PRAGMA user_version").fetchone()[0]
@@ -336,6 +362,7 @@ class SqliteStore:
             await self._on_writer(self._set_mark_sync, name, value)
 
     def _set_mark_sync(self, name: str, value: int) -> None:
+        self._room()
         self._wconn().execute("INSERT INTO mark (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE "
                               "SET value = excluded.value", (name, value))
 
@@ -346,6 +373,7 @@ class SqliteStore:
 
     def _expunge_sync(self, type_: str, ids: list[str]) -> int:
         conn = self._wconn()
+        self._room()
         conn.execute("BEGIN IMMEDIATE")
         try:
             removed = expunge(conn, type_, ids)
@@ -365,6 +393,7 @@ class SqliteStore:
     def _record_events_sync(self, events: list[SubscriptionEvent], marks: dict[str, int],
                             trim: dict[str, int]) -> None:
         conn = self._wconn()
+        self._room()
         conn.execute("BEGIN IMMEDIATE")
         try:
             # replace: a batch matched again after a crash numbers its events alike
@@ -407,6 +436,9 @@ class SqliteStore:
                 except asyncio.CancelledError:  # committed all the same (_on_writer waited for it)
                     self._committed(session)
                     raise
+                except Exception:
+                    await self._on_writer(self._rollback)  # a COMMIT that failed (disk full) may leave it open
+                    raise
                 self._committed(session)
 
     def _committed(self, session: SqliteWriteSession) -> None:
@@ -445,7 +477,13 @@ class SqliteStore:
             self._on_release()
 
     def _begin(self) -> None:
+        self._room()
         self._wconn().execute("BEGIN IMMEDIATE")
+
+    def _room(self) -> None:
+        # before a transaction, so a full disk refuses a clinical write before any of it runs
+        if self._reserve is not None:
+            self._reserve.before_write(essential=self._essential)
 
     def _rollback(self) -> None:
         conn = self._wconn()
