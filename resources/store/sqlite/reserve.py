@@ -15,7 +15,7 @@ import os
 import threading
 from pathlib import Path
 
-from resources.errors import InsufficientStorage
+from resources.errors import InsufficientStorage, Unavailable
 
 log = logging.getLogger("careloop.store")
 NAME = "careloop.reserve"
@@ -43,8 +43,12 @@ class DiskReserve:
                 f"{2 * self.size / _MIB:g} MiB are free again")
 
     def free(self) -> int:
-        """Bytes an unprivileged writer may still use on the folder's file system."""
-        stat = os.statvfs(self.path.parent)
+        """Bytes an unprivileged writer may still use on the folder's file system; Unavailable when it fails."""
+        try:
+            stat = os.statvfs(self.path.parent)
+        except OSError as exc:  # a file system gone bad (I/O error, shut down): no write can be trusted to it
+            raise Unavailable(f"The data folder cannot be used now ({exc}); nothing was written", code="no-store",
+                              headers={"retry-after": "60"}) from exc
         return stat.f_bavail * stat.f_frsize
 
     def open(self) -> None:
@@ -84,7 +88,10 @@ class DiskReserve:
 
     def state(self) -> str:
         """'ok', or why writes are refused now; takes the reserve again once space has returned (blocking)."""
-        self.before_write(essential=True)
+        try:
+            self.before_write(essential=True)
+        except Unavailable as exc:
+            return exc.diagnostics
         return self.problem or "ok"
 
     def on_full(self) -> None:
