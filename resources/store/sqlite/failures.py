@@ -6,6 +6,7 @@ https://www.sqlite.org/rescode.html
 from __future__ import annotations
 
 import sqlite3
+from typing import NoReturn
 
 from resources.errors import FhirError, InsufficientStorage, Unavailable
 
@@ -35,3 +36,11 @@ def storage_error(exc: BaseException) -> FhirError | None:
         return None
     return Unavailable(f"The store cannot be used now: {why} ({exc}); nothing was written", code="no-store",
                        headers=dict(RETRY))
+
+
+def reraise(exc: sqlite3.Error) -> NoReturn:
+    """Raise the FHIR error of a storage failure from `exc`, or `exc` itself when it is something else."""
+    mapped = storage_error(exc)
+    if mapped is None:
+        raise exc
+    raise mapped from exc

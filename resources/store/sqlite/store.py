@@ -34,7 +34,7 @@ from resources.store.protocol import (
 )
 from resources.store.sqlite import aggregates, reads
 from resources.store.sqlite.bodies import MEMO_MIB, set_memo_mib
-from resources.store.sqlite.failures import is_full, storage_error
+from resources.store.sqlite.failures import is_full, reraise
 from resources.store.sqlite.reserve import DiskReserve
 from resources.store.sqlite.schema import CACHE_MIB, DDL, HEAP_LIMIT_MIB, LAYOUT, LOOP_CACHE_MIB, PRAGMAS
 from resources.store.sqlite.writes import apply_writes, expunge, replace_index
@@ -143,10 +143,7 @@ class SqliteStore:
         except sqlite3.Error as exc:
             if is_full(exc) and self._reserve is not None:
                 self._reserve.on_full()
-            mapped = storage_error(exc)
-            if mapped is None:
-                raise
-            raise mapped from exc
+            reraise(exc)
 
     async def _on_writer_thread(self, fn: Callable[..., T], *args: Any) -> T:
         work = asyncio.get_running_loop().run_in_executor(self._writer, fn, *args)
@@ -178,10 +175,7 @@ class SqliteStore:
                 return await loop.run_in_executor(self._writer, fn, self._wconn(), *args)
             return await loop.run_in_executor(self._readers, self._with_reader, fn, args)
         except sqlite3.Error as exc:
-            mapped = storage_error(exc)
-            if mapped is None:
-                raise
-            raise mapped from exc
+            reraise(exc)
 
     def _with_reader(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
         return fn(self._reader_conn(), *args)
@@ -241,13 +235,19 @@ class SqliteStore:
         """The current version of a resource (a primary-key lookup, run inline: see _inline_conn)."""
         if self._memory:
             return await self._on_reader(reads.read_current, type, id)
-        return reads.read_current(self._inline_conn(), type, id)
+        try:
+            return reads.read_current(self._inline_conn(), type, id)
+        except sqlite3.Error as exc:
+            reraise(exc)
 
     async def vread(self, type: str, id: str, vid: int) -> StoredResource | None:
         """One version of a resource (a primary-key lookup, run inline)."""
         if self._memory:
             return await self._on_reader(reads.read_version, type, id, vid)
-        return reads.read_version(self._inline_conn(), type, id, vid)
+        try:
+            return reads.read_version(self._inline_conn(), type, id, vid)
+        except sqlite3.Error as exc:
+            reraise(exc)
 
     def _inline_conn(self) -> sqlite3.Connection:
         # Point reads by primary key take ~20 us from SQLite's page cache, less than handing the call to a
@@ -324,7 +324,7 @@ class SqliteStore:
             return run(conn, query, self.param_ids)
         except sqlite3.OperationalError as exc:
             if exc.sqlite_errorcode != sqlite3.SQLITE_INTERRUPT:
-                raise
+                reraise(exc)
             return None
         finally:
             conn.set_progress_handler(None, 0)
