@@ -6,8 +6,11 @@ https://www.sqlite.org/rescode.html#full
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
+import subprocess
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,18 +21,22 @@ import httpx
 from tests.conftest import free_port, serving
 from tests.reliability.conftest import fill
 
+ROOT = Path(__file__).parent.parent.parent
 FHIR = {"content-type": "application/fhir+json"}
 RESERVE_MIB = 4
 
 
 @contextmanager
-def live_server(folder: Path) -> Iterator[httpx.Client]:
-    """A live server with its whole data folder (store, audit trail, reserve) in `folder`; a client at its root."""
+def live_server(folder: Path, *, auth: bool = False) -> Iterator[httpx.Client]:
+    """A live server with its whole data folder (store, audit trail, auth file, reserve) in `folder`; a client at
+    its root."""
     port = free_port()
     root = f"http://127.0.0.1:{port}"
-    env = {**os.environ, "CARELOOP_AUTH": "off", "CARELOOP_LOG_LEVEL": "critical",
+    env = {**{k: v for k, v in os.environ.items() if k != "CARELOOP_AUTH"}, "CARELOOP_LOG_LEVEL": "error",
            "CARELOOP_DISK_RESERVE_MIB": str(RESERVE_MIB), "CARELOOP_TERMINOLOGY_SEED": "false",
-           "CARELOOP_VALIDATION_WORKERS": "0"}
+           "CARELOOP_VALIDATION_WORKERS": "0", "CARELOOP_BASE_URL": f"{root}/fhir"}
+    if not auth:
+        env["CARELOOP_AUTH"] = "off"
     with serving(port, folder / "careloop.db", env, f"{root}/fhir"), httpx.Client(base_url=root, timeout=30) as http:
         yield http
 
@@ -121,3 +128,40 @@ def test_no_file_is_damaged_by_the_full_disk(small_disk: Path) -> None:
     for path in files:
         with sqlite3.connect(path) as conn:
             assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)], path
+
+
+def backend_client(folder: Path) -> tuple[str, str]:
+    """(client_id, secret) of a backend client registered with the CLI in the server's auth file."""
+    added = subprocess.run([sys.executable, "-m", "server", "clients", "add", "--name", "his", "--type",
+                            "confidential-symmetric", "--scope", "system/*.cruds", "--ehr", "--json", "--db",
+                            str(folder / "careloop.db")], cwd=ROOT, capture_output=True, text=True, timeout=60,
+                           check=True)
+    record = json.loads(added.stdout)
+    return record["client_id"], record["client_secret"]
+
+
+def test_with_authorization_on_tokens_are_issued_and_checked_while_the_disk_is_full(small_disk: Path) -> None:
+    with live_server(small_disk, auth=True) as http:
+        client = backend_client(small_disk)
+
+        def token() -> httpx.Response:
+            return http.post("/auth/token", data={"grant_type": "client_credentials", "scope": "system/*.cruds"},
+                             auth=client)
+
+        first = token()
+        assert first.status_code == 200, first.text
+        bearer = {"authorization": f"Bearer {first.json()['access_token']}", **FHIR}
+        kept = http.post("/fhir/Patient", json=patient("Before"), headers=bearer)
+        assert kept.status_code == 201, kept.text
+        filler = fill(small_disk)
+        assert_full(http.post("/fhir/Patient", json=patient("Refused"), headers=bearer))
+        assert http.get(f"/fhir/Patient/{kept.json()['id']}", headers=bearer).status_code == 200
+        second = token()  # a token needs no write to the auth file; its AuditEvent uses the reserve
+        assert second.status_code == 200, second.text
+        filler.unlink()
+        made = http.post("/fhir/Patient", json=patient("After"), headers=bearer)
+        assert made.status_code == 201, made.text
+        revoked = http.post("/auth/revoke", data={"token": second.json()["access_token"]}, auth=client)
+        assert revoked.status_code == 200
+        assert http.get("/fhir/Patient", headers={"authorization": f"Bearer {second.json()['access_token']}"}
+                        ).status_code == 401

@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.reliability.test_disk_full import FHIR, live_server, patient
+from tests.reliability.test_disk_full import FHIR, backend_client, live_server, patient
 
 EXT4_IOC_SHUTDOWN = 0x8004587D  # _IOR('X', 125, __u32); flag 0: flush what was written, then fail every I/O
 
@@ -66,16 +66,25 @@ def assert_unavailable(answer: httpx.Response) -> None:
 
 def test_io_error_answers_503_and_damages_nothing(ext4: tuple[Path, Path]) -> None:
     image, folder = ext4
-    with live_server(folder) as http:
-        made = http.post("/fhir/Patient", json=patient("Before"), headers=FHIR)
+    with live_server(folder, auth=True) as http:
+        client = backend_client(folder)
+        token = http.post("/auth/token", data={"grant_type": "client_credentials", "scope": "system/*.cruds"},
+                          auth=client).json()["access_token"]
+        bearer = {"authorization": f"Bearer {token}", **FHIR}
+        made = http.post("/fhir/Patient", json=patient("Before"), headers=bearer)
         assert made.status_code == 201, made.text
         kept = made.json()["id"]
         fail_disk(folder)
-        assert_unavailable(http.post("/fhir/Patient", json=patient("Refused"), headers=FHIR))
-        assert_unavailable(http.put(f"/fhir/Patient/{kept}", json={**patient("Changed"), "id": kept}, headers=FHIR))
+        assert_unavailable(http.post("/fhir/Patient", json=patient("Refused"), headers=bearer))
+        assert_unavailable(http.put(f"/fhir/Patient/{kept}", json={**patient("Changed"), "id": kept},
+                                    headers=bearer))
         # mandatory audit: a read that cannot be recorded is not answered with data
-        assert_unavailable(http.get(f"/fhir/Patient/{kept}"))
-        assert_unavailable(http.get("/fhir/Patient"))
+        assert_unavailable(http.get(f"/fhir/Patient/{kept}", headers=bearer))
+        assert_unavailable(http.get("/fhir/Patient", headers=bearer))
+        # the authorization server's own file fails too: OAuth's error, not a FHIR 500
+        revoked = http.post("/auth/revoke", data={"token": token}, auth=client)
+        assert revoked.status_code == 503, revoked.text
+        assert revoked.json()["error"] == "temporarily_unavailable" and revoked.headers["retry-after"]
         ready = http.get("/readyz")
         assert ready.status_code == 503
         assert ready.json()["checks"]["audit"] != "ok"
@@ -84,8 +93,11 @@ def test_io_error_answers_503_and_damages_nothing(ext4: tuple[Path, Path]) -> No
     for path in sorted(p for p in folder.iterdir() if p.suffix in (".db", ".sqlite")):
         with sqlite3.connect(path) as conn:
             assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)], path
-    with live_server(folder) as http:
-        read = http.get(f"/fhir/Patient/{kept}")
+    with live_server(folder, auth=True) as http:
+        token = http.post("/auth/token", data={"grant_type": "client_credentials", "scope": "system/*.cruds"},
+                          auth=client).json()["access_token"]
+        bearer = {"authorization": f"Bearer {token}", **FHIR}
+        read = http.get(f"/fhir/Patient/{kept}", headers=bearer)
         assert read.status_code == 200, read.text
         assert read.json()["name"][0]["family"] == "Before"
-        assert http.post("/fhir/Patient", json=patient("After"), headers=FHIR).status_code == 201
+        assert http.post("/fhir/Patient", json=patient("After"), headers=bearer).status_code == 201
