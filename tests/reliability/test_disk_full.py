@@ -18,6 +18,7 @@ from typing import Any
 
 import httpx
 
+from resources.store.sqlite.reserve import NAME
 from tests.conftest import free_port, serving
 from tests.reliability.conftest import fill
 
@@ -39,6 +40,20 @@ def live_server(folder: Path, *, auth: bool = False) -> Iterator[httpx.Client]:
         env["CARELOOP_AUTH"] = "off"
     with serving(port, folder / "careloop.db", env, f"{root}/fhir"), httpx.Client(base_url=root, timeout=30) as http:
         yield http
+
+
+def fill_all(http: httpx.Client, folder: Path) -> Path:
+    """Fill the disk, the reserve kept: a background write of the server (the audit trail's timed checkpoint, say)
+    that meets the filling disk releases the reserve, and the filler would then take that room too (a disk that
+    keeps filling, which no reserve survives). Then the filler is removed, /readyz takes the reserve again, and
+    the filling starts over."""
+    for _ in range(3):
+        filler = fill(folder)
+        if (folder / NAME).exists():
+            return filler
+        filler.unlink()
+        assert http.get("/readyz").json()["checks"]["disk"] == "ok"
+    raise AssertionError("the reserve was released during each of three fillings")
 
 
 def patient(family: str) -> dict[str, Any]:
@@ -77,7 +92,7 @@ def full_then_recovered(http: httpx.Client, folder: Path) -> None:
     kept_id = kept.json()["id"]
     assert (folder / "careloop.reserve").stat().st_size == RESERVE_MIB * 1024 * 1024
 
-    filler = fill(folder)
+    filler = fill_all(http, folder)
     # every kind of write is refused with an OperationOutcome, never a 500
     assert_full(http.post("/fhir/Patient", json=patient("Refused"), headers=FHIR))
     assert_full(http.put(f"/fhir/Patient/{kept_id}", json={**patient("Changed"), "id": kept_id}, headers=FHIR))
@@ -117,7 +132,7 @@ def test_no_file_is_damaged_by_the_full_disk(small_disk: Path) -> None:
     with live_server(folder) as http:
         for n in range(5):
             assert http.post("/fhir/Patient", json=patient(f"P{n}"), headers=FHIR).status_code == 201
-        fill(folder)
+        fill_all(http, folder)
         for n in range(5):
             refused = http.post("/fhir/Patient", json=patient(f"Big{n}" + "x" * 60_000), headers=FHIR)
             assert refused.status_code == 507, refused.text
@@ -153,7 +168,7 @@ def test_with_authorization_on_tokens_are_issued_and_checked_while_the_disk_is_f
         bearer = {"authorization": f"Bearer {first.json()['access_token']}", **FHIR}
         kept = http.post("/fhir/Patient", json=patient("Before"), headers=bearer)
         assert kept.status_code == 201, kept.text
-        filler = fill(small_disk)
+        filler = fill_all(http, small_disk)
         assert_full(http.post("/fhir/Patient", json=patient("Refused"), headers=bearer))
         assert http.get(f"/fhir/Patient/{kept.json()['id']}", headers=bearer).status_code == 200
         second = token()  # a token needs no write to the auth file; its AuditEvent uses the reserve
