@@ -7,8 +7,8 @@ https://www.mongodb.com/docs/manual/core/retryable-writes/, https://www.mongodb.
 from __future__ import annotations
 
 import functools
-from collections.abc import Awaitable, Callable
-from typing import ParamSpec, TypeVar
+from collections.abc import Callable, Coroutine
+from typing import Any, ParamSpec, TypeVar
 
 from pymongo.errors import ConnectionFailure, ExecutionTimeout, OperationFailure, PyMongoError, WTimeoutError
 
@@ -50,7 +50,7 @@ def failure(exc: PyMongoError) -> FhirError | None:
                        f"this request, try again shortly", headers={"retry-after": str(RETRY_AFTER_S)})
 
 
-def guarded(method: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
+def guarded(method: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, Coroutine[Any, Any, T]]:
     """The method with the database's passing failures raised as their 503 (so no route answers 500 for them)."""
     @functools.wraps(method)
     async def run(*args: P.args, **kwargs: P.kwargs) -> T:
