@@ -130,3 +130,10 @@ class Unavailable(FhirError):
     status = 503
     code = "transient"
 
+
+
+class InsufficientStorage(FhirError):
+    """507: the store's file system is full; writes succeed again by themselves once space returns."""
+
+    status = 507
+    code = "no-store"

@@ -44,6 +44,7 @@ from resources.search.parse import SearchLimits
 from resources.search.registry import SearchRegistry, default_registry
 from resources.store.protocol import Store, Write, every
 from resources.store.routed import RoutedStore
+from resources.store.sqlite.reserve import DiskReserve
 from resources.store.sqlite.store import SqliteStore
 from resources.validation import ValidationLimits
 from server import errors
@@ -99,7 +100,15 @@ def telemetry_config(environ: Mapping[str, str]) -> TelemetryConfig:
             "logs": "OTEL_PYTHON_LOGGER_PROVIDER" in environ}
 
 
-def build_store(settings: Settings, registry: SearchRegistry, mongo_client: Any = None) -> Store:
+def disk_reserve(settings: Settings) -> DiskReserve | None:
+    """The room kept for the audit trail in the SQLite data folder (None for MongoDB, memory, or size 0)."""
+    if settings.store != "sqlite" or settings.sqlite_path == ":memory:" or settings.disk_reserve_mib <= 0:
+        return None
+    return DiskReserve(Path(settings.sqlite_path).parent, settings.disk_reserve_mib)
+
+
+def build_store(settings: Settings, registry: SearchRegistry, mongo_client: Any = None,
+                reserve: DiskReserve | None = None) -> Store:
     """The configured store adapter (not yet opened)."""
     if settings.store == "sqlite":
         return SqliteStore(settings.sqlite_path, readers=settings.sqlite_readers, subsumed=registry.subsumed,
@@ -107,7 +116,7 @@ def build_store(settings: Settings, registry: SearchRegistry, mongo_client: Any 
                            inline_ms=settings.sqlite_inline_ms,
                            writer_idle_s=settings.sqlite_writer_idle_seconds, on_release=release_free_memory,
                            body_memo_mib=settings.sqlite_body_memo_mib,
-                           heap_limit_mib=settings.sqlite_heap_limit_mib)
+                           heap_limit_mib=settings.sqlite_heap_limit_mib, reserve=reserve)
     if settings.store == "mongodb":
         # imported only when used: pymongo adds about 14 MB to every process that loads it
         from resources.store.mongo.store import MongoStore
@@ -117,7 +126,8 @@ def build_store(settings: Settings, registry: SearchRegistry, mongo_client: Any 
     raise SystemExit(f"CARELOOP_STORE={settings.store!r} is not a store; use 'sqlite' or 'mongodb'")
 
 
-def build_audit_store(settings: Settings, registry: SearchRegistry, mongo_client: Any = None) -> Store:
+def build_audit_store(settings: Settings, registry: SearchRegistry, mongo_client: Any = None,
+                      reserve: DiskReserve | None = None) -> Store:
     """The audit trail's own store: a SQLite file beside the FHIR store, or a MongoDB database of its own."""
     if settings.store == "mongodb":
         from resources.store.mongo.store import AUDIT_INDEXES, MongoStore
@@ -131,11 +141,12 @@ def build_audit_store(settings: Settings, registry: SearchRegistry, mongo_client
     return SqliteStore(path, readers=1, subsumed=registry.subsumed, cache_mib=8, loop_cache_mib=2,
                        inline_ms=settings.sqlite_inline_ms, writer_idle_s=settings.sqlite_writer_idle_seconds,
                        on_release=release_free_memory, body_memo_mib=settings.sqlite_body_memo_mib,
-                       heap_limit_mib=settings.sqlite_heap_limit_mib)
+                       heap_limit_mib=settings.sqlite_heap_limit_mib, essential=True,
+                       reserve=reserve if reserve is not None and Path(path).parent == reserve.path.parent else None)
 
 
 def build_audit(settings: Settings, registry: SearchRegistry, indexer: Indexer, store: Store,
-                mongo_client: Any = None) -> tuple[Store, AuditTrail | None]:
+                mongo_client: Any = None, reserve: DiskReserve | None = None) -> tuple[Store, AuditTrail | None]:
     """The store the repository uses (AuditEvents routed to their own) and the audit trail; none when off."""
     if settings.audit == "off":
         return store, None
@@ -143,7 +154,7 @@ def build_audit(settings: Settings, registry: SearchRegistry, indexer: Indexer, 
         raise SystemExit(f"CARELOOP_AUDIT={settings.audit!r}: use 'on' or 'off'")
     if settings.audit_patient_shows_staff not in STAFF_VIEWS:
         raise SystemExit(f"CARELOOP_AUDIT_PATIENT_SHOWS_STAFF must be one of {', '.join(STAFF_VIEWS)}")
-    side = build_audit_store(settings, registry, mongo_client)
+    side = build_audit_store(settings, registry, mongo_client, reserve)
     recorder = AuditRecorder(side, indexer, checkpoint_events=settings.audit_checkpoint_events,
                              checkpoint_seconds=settings.audit_checkpoint_seconds)
     return RoutedStore(store, side, APPEND_ONLY), AuditTrail(recorder, indexer)
@@ -154,8 +165,9 @@ def build_services(settings: Settings, mongo_client: Any = None) -> Services:
     registry = default_registry(resource_types())
     indexer = Indexer(registry, load_patient_compartment())
     limits = SearchLimits(settings.default_count, settings.max_count, settings.max_or_values)
-    store, audit = build_audit(settings, registry, indexer, build_store(settings, registry, mongo_client),
-                               mongo_client)
+    reserve = disk_reserve(settings)
+    store, audit = build_audit(settings, registry, indexer, build_store(settings, registry, mongo_client, reserve),
+                               mongo_client, reserve)
     workers = settings.validation_workers if settings.validation_workers >= 0 else max(0, (os.cpu_count() or 1) - 1)
     repository = Repository(store, registry, indexer, ValidationLimits(settings.max_depth), limits,
                             models=ModelValidator(workers))
@@ -206,6 +218,7 @@ def build_services(settings: Settings, mongo_client: Any = None) -> Services:
     found = Services(settings, repository, custom, reindexer, terminology, rules, policy, engine, cohort,
                      PopulationCache(settings.cohort_cache_seconds), consent_policy=consent_policy)
     found.audit = audit
+    found.disk = reserve
     return found
 
 

@@ -22,6 +22,7 @@ from resources.patch import MergePatch
 from resources.reindex import Reindexer
 from resources.repository import Repository
 from resources.search.custom import CustomParameters
+from resources.store.sqlite.reserve import DiskReserve
 from server.auth.service import AuthService
 from server.forwarded import FHIR_PREFIX, VISIBLE_BASE
 from server.responses import check_content_type
@@ -51,6 +52,7 @@ class Services:
     audit: AuditTrail | None = None  # None with CARELOOP_AUDIT=off
     capability_version: int = -1
     bulk: BulkJobs | None = None  # $export and $import jobs (issue 32)
+    disk: DiskReserve | None = None  # room kept for the audit trail in the SQLite data folder (issue 34)
 
 
 def services(request: Request) -> Services:

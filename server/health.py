@@ -46,6 +46,8 @@ async def readyz(request: Request) -> JSONResponse:
     else:
         checks["audit"] = "ok"
     checks["validation"] = "ok" if svc.repository.models.ready else "workers starting"
+    if svc.disk is not None:  # a full disk: reads are served, writes refused until space returns
+        checks["disk"] = await asyncio.to_thread(svc.disk.state)
     ready = all(v in ("ok", "off") for v in checks.values())
     return JSONResponse({"status": "ok" if ready else "unavailable", "checks": checks},
                         status_code=200 if ready else 503, headers=NO_STORE)

@@ -99,6 +99,9 @@ class Settings(BaseSettings):
                                                  "CARELOOP_SIGNIN_ADDRESS_FAILURES")
     audit: str = Field("on", description="on: every FHIR request is recorded in the audit trail before it is "
                        "answered (503 when the trail cannot be written); off: nothing is recorded (development only)")
+    disk_reserve_mib: float = Field(8, ge=0, description="Room kept free in the SQLite data folder (a file "
+                                    "careloop.reserve) for the audit trail: when the disk fills it is released, "
+                                    "writes answer 507 and reads stay recorded; 0: none")
     audit_db: str | None = Field(None, description="The audit trail's SQLite file (default: beside the FHIR store, "
                                  "<name>-audit.sqlite); with MongoDB the trail is the database <name>_audit")
     metrics: str = Field("off", description="Prometheus metrics at /metrics: off (404), open (anyone who reaches "

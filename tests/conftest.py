@@ -36,6 +36,11 @@ def pytest_report_header() -> str:
     return f"store conformance: SQLite, and MongoDB on {target}"
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """No disk reserve (8 MiB per data folder, a thousand folders) in the suite; tests/reliability sets its own."""
+    os.environ.setdefault("CARELOOP_DISK_RESERVE_MIB", "0")
+
+
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"

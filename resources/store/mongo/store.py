@@ -36,6 +36,8 @@ from resources.store.mongo.compile import (
     sort_spec,
     tally_pipeline,
 )
+from resources.store.mongo.failures import failure, guarded
+from resources.store.mongo.retry import Transaction
 from resources.store.protocol import (
     GroupKey,
     Groups,
@@ -79,7 +81,9 @@ AUDIT_INDEXES: dict[str, list[list[tuple[str, int]]]] = {
 
 
 def _unavailable(exc: PyMongoError) -> Unavailable:
-    return Unavailable(f"The database is unavailable ({exc.__class__.__name__}); try again shortly")
+    mapped = failure(exc)
+    return mapped if isinstance(mapped, Unavailable) else Unavailable(
+        f"The database is unavailable ({exc.__class__.__name__}); try again shortly")
 
 
 class MongoStore:
@@ -129,6 +133,7 @@ class MongoStore:
         self._listeners.append(listener)
 
     # -- reads -----------------------------------------------------------------------------------
+    @guarded
     async def read(self, type: str, id: str, session: Any = None) -> StoredResource | None:
         """The current version."""
         try:
@@ -137,6 +142,7 @@ class MongoStore:
             raise _unavailable(exc) from exc
         return documents.stored(doc) if doc else None
 
+    @guarded
     async def vread(self, type: str, id: str, vid: int, session: Any = None) -> StoredResource | None:
         """One version."""
         try:
@@ -145,6 +151,7 @@ class MongoStore:
             raise _unavailable(exc) from exc
         return documents.stored(doc, "s") if doc else None
 
+    @guarded
     async def history(self, query: HistoryQuery) -> list[StoredResource]:
         """Versions newest first."""
         match: dict[str, Any] = {}
@@ -173,6 +180,7 @@ class MongoStore:
                     {"$replaceRoot": {"newRoot": "$doc"}}, {"$sort": {"s": -1}}, {"$limit": count}]
         return [d async for d in await self._db.versions.aggregate(pipeline)]
 
+    @guarded
     async def compartment_types(self, patient_id: str) -> list[str]:
         """The resource types that have a current resource in a patient's compartment."""
         try:
@@ -180,12 +188,14 @@ class MongoStore:
         except ConnectionFailure as exc:
             raise _unavailable(exc) from exc
 
+    @guarded
     async def outbox(self, after_seq: int, limit: int) -> list[OutboxEvent]:
         """Change events after a sequence number, oldest first."""
         docs = await self._db.outbox.find({"_id": {"$gt": after_seq}}).sort("_id", ASCENDING).limit(
             limit).to_list(None)
         return [OutboxEvent(d["_id"], d["t"], d["i"], d["v"], d["a"], d["at"]) for d in docs]
 
+    @guarded
     async def last_seq(self) -> int:
         """The newest committed change's sequence number."""
         try:
@@ -194,6 +204,7 @@ class MongoStore:
             raise _unavailable(exc) from exc
         return int(docs[0]["s"]) if docs else 0
 
+    @guarded
     async def changes(self, after_seq: int, until_seq: int, types: Collection[str], limit: int,
                       ) -> list[StoredResource]:
         """Versions of the given types written in (after_seq, until_seq], oldest first."""
@@ -206,6 +217,7 @@ class MongoStore:
             raise _unavailable(exc) from exc
         return [documents.stored(d, "s") for d in docs]
 
+    @guarded
     async def mark(self, name: str) -> int | None:
         """A durable number kept under a name."""
         try:
@@ -214,6 +226,7 @@ class MongoStore:
             raise _unavailable(exc) from exc
         return None if doc is None else int(doc["n"])
 
+    @guarded
     async def set_mark(self, name: str, value: int) -> None:
         """Keep a durable number under a name."""
         try:
@@ -221,6 +234,7 @@ class MongoStore:
         except ConnectionFailure as exc:
             raise _unavailable(exc) from exc
 
+    @guarded
     async def expunge(self, type: str, ids: Collection[str]) -> int:
         """Remove resources with all their versions and change events for good (audit retention).
 
@@ -246,6 +260,7 @@ class MongoStore:
             raise _unavailable(exc) from exc
         return removed
 
+    @guarded
     async def record_events(self, events: Sequence[SubscriptionEvent], marks: Mapping[str, int],
                             trim: Mapping[str, int]) -> None:
         """Add numbered events, set marks and drop events up to each `trim` number, in one transaction."""
@@ -264,6 +279,7 @@ class MongoStore:
             except ConnectionFailure as exc:
                 raise _unavailable(exc) from exc
 
+    @guarded
     async def subscription_events(self, subscription: str, after: int, until: int | None, limit: int,
                                   ) -> list[SubscriptionEvent]:
         """A subscription's kept events numbered in (after, until], oldest first."""
@@ -278,6 +294,7 @@ class MongoStore:
         return [documents.from_subscription_event(d) for d in docs]
 
     # -- search ----------------------------------------------------------------------------------
+    @guarded
     async def search(self, query: SearchQuery, session: Any = None) -> SearchPage:
         """One page of matches, the total when asked, and the _include/_revinclude resources."""
         try:
@@ -285,6 +302,8 @@ class MongoStore:
         except ConnectionFailure as exc:
             raise _unavailable(exc) from exc
         except OperationFailure as exc:
+            if failure(exc) is not None:  # a step-down, not a query MongoDB refused
+                raise
             raise Invalid(f"The search could not run: {exc.details.get('errmsg') if exc.details else exc}",
                           code="too-costly") from exc
 
@@ -294,6 +313,7 @@ class MongoStore:
         page = await self.search(query)
         return [entry(r) for r in page.resources]
 
+    @guarded
     async def lastn(self, query: SearchQuery, code: str, date: str, per_code: int) -> list[StoredResource]:
         """Per value of the token parameter `code`, the latest `per_code` matches by the date parameter `date`."""
         pipeline: list[dict[str, Any]] = [
@@ -319,6 +339,7 @@ class MongoStore:
                 found.setdefault(documents.key(doc["t"], doc["i"]), documents.stored(doc))
         return list(found.values())
 
+    @guarded
     async def aggregate(self, query: SearchQuery, keys: tuple[GroupKey, ...]) -> Groups:
         """The counts of a query's matches by the keys' values, from one aggregation pipeline."""
         pipeline = aggregate_pipeline(await self._where(query, None), keys)
@@ -328,6 +349,7 @@ class MongoStore:
             raise _unavailable(exc) from exc
         return [(tuple((row["_id"] or {}).get(f"k{n}") for n in range(len(keys))), int(row["n"])) for row in rows]
 
+    @guarded
     async def tally(self, query: SearchQuery, keys: tuple[GroupKey, ...], measures: tuple[Measure, ...]) -> Tallies:
         """Per combination of the keys' values, the count and measures of the matches, from one pipeline."""
         pipeline = tally_pipeline(await self._where(query, None), keys, measures)
@@ -352,6 +374,7 @@ class MongoStore:
         return found
 
     # -- aggregates --------------------------------------------------------------------------------
+    @guarded
     async def spans(self, query: SearchQuery, spec: Spans) -> SpanStats:
         """Spans of the matches, by aggregation pipelines over each document's sort keys (min and max per
         parameter): no body leaves the server."""
@@ -381,6 +404,7 @@ class MongoStore:
             raise _unavailable(exc) from exc
         return SpanStats(int(count), int(on), int(measured), tuple(found))
 
+    @guarded
     async def distinct_targets(self, query: SearchQuery, code: str, also: SearchQuery | None = None) -> int:
         """Distinct resources the matches name through a reference parameter (and `also`'s matches too)."""
         try:
@@ -506,17 +530,24 @@ class MongoStore:
         async with self._lock:
             try:
                 async with self._client.start_session() as session:
-                    write_session = MongoWriteSession(self, session)
-                    async with await session.start_transaction():
+                    # retried as the driver's with_transaction would: a step-down or a write conflict begins
+                    # it again with the same writes, and their numbers (counters roll back with it) stay contiguous
+                    transaction = Transaction(session)
+                    write_session = MongoWriteSession(self, transaction)
+                    await transaction.begin()
+                    try:
                         yield write_session
+                    except BaseException:
+                        await transaction.abort()
+                        raise
+                    await transaction.commit()
             except DuplicateKeyError as exc:
                 raise Conflict("A resource with this id was created concurrently") from exc
-            except ConnectionFailure as exc:
-                raise _unavailable(exc) from exc
-            except OperationFailure as exc:
-                if exc.has_error_label("TransientTransactionError"):
-                    raise Conflict("A concurrent change to the same resources won; try again") from exc
-                raise
+            except PyMongoError as exc:  # still failing once the retries are spent: 503 with Retry-After
+                mapped = failure(exc)
+                if mapped is None:
+                    raise
+                raise mapped from exc
         if write_session.writes:
             for listener in self._listeners:
                 listener(write_session.writes)
@@ -529,39 +560,46 @@ class MongoStore:
 
 
 class MongoWriteSession:
-    """Reads and writes inside one MongoDB transaction."""
+    """Reads and writes inside one MongoDB transaction (each run again with the writes so far after a transient
+    error: see retry.Transaction)."""
 
-    def __init__(self, store: MongoStore, session: Any) -> None:
+    def __init__(self, store: MongoStore, transaction: Transaction) -> None:
         self._store = store
-        self._session = session
+        self._transaction = transaction
+        self._session = transaction.session
         self.writes: list[Write] = []
 
     async def head(self, type: str, id: str) -> StoredResource | None:
         """The current version (deleted or not), inside the transaction."""
-        return await self._store.read(type, id, self._session)
+        return await self._transaction.run(lambda: self._store.read(type, id, self._session), write=False)
 
     async def read(self, type: str, id: str) -> StoredResource | None:
         """The current version, as this transaction sees it."""
-        return await self._store.read(type, id, self._session)
+        return await self.head(type, id)
 
     async def vread(self, type: str, id: str, vid: int) -> StoredResource | None:
         """One version, as this transaction sees it."""
-        return await self._store.vread(type, id, vid, self._session)
+        return await self._transaction.run(lambda: self._store.vread(type, id, vid, self._session), write=False)
 
     async def search(self, query: SearchQuery) -> SearchPage:
         """A search inside the transaction."""
-        return await self._store.search(query, self._session)
+        return await self._transaction.run(lambda: self._store.search(query, self._session), write=False)
 
     async def search_ids(self, query: SearchQuery, limit: int) -> list[tuple[str, str, int]]:
         """(type, id, vid) of matches inside the transaction."""
-        page = await self._store.search(SearchQuery(query.resource_type, query.filters, count=limit,
-                                                    types=query.types), self._session)
+        page = await self.search(SearchQuery(query.resource_type, query.filters, count=limit, types=query.types))
         return [(r.type, r.id, r.vid) for r in page.resources]
 
     async def apply(self, writes: list[Write]) -> None:
         """Write current versions, versions and events; Conflict when an expected version no longer holds."""
         if not writes:
             return
+        batch = list(writes)
+        await self._transaction.run(lambda: self._apply(batch), write=True)
+        self.writes.extend(batch)
+
+    async def _apply(self, writes: list[Write]) -> None:
+        # run again as a whole after a transient error: the version checks are made again in the new transaction
         db, session = self._store._db, self._session
         seq = await self._store._next("seq", len(writes), session)
         for offset, w in enumerate(writes):
@@ -580,11 +618,12 @@ class MongoWriteSession:
                 await db.resources.insert_one(doc, session=session)
             await db.versions.insert_one(documents.version(w, seq + offset, doc["pk"]), session=session)
             await db.outbox.insert_one(documents.event(w, seq + offset), session=session)
-        self.writes.extend(writes)
 
     async def replace_index(self, type: str, items: list[tuple[int, int, IndexRows]]) -> None:
         """New index entries for (row, version) pairs that are still current."""
-        for row, vid, rows in items:
-            await self._store._db.resources.update_one({"t": type, "r": row, "v": vid, "d": False},
-                                                       {"$set": documents.index_fields(rows)},
-                                                       session=self._session)
+        async def replace() -> None:
+            for row, vid, rows in items:
+                await self._store._db.resources.update_one({"t": type, "r": row, "v": vid, "d": False},
+                                                           {"$set": documents.index_fields(rows)},
+                                                           session=self._session)
+        await self._transaction.run(replace, write=True)

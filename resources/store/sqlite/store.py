@@ -36,6 +36,8 @@ from resources.store.protocol import (
 )
 from resources.store.sqlite import aggregates, reads
 from resources.store.sqlite.bodies import MEMO_MIB, set_memo_mib
+from resources.store.sqlite.failures import is_full, reraise
+from resources.store.sqlite.reserve import DiskReserve
 from resources.store.sqlite.schema import CACHE_MIB, DDL, HEAP_LIMIT_MIB, LAYOUT, LOOP_CACHE_MIB, PRAGMAS
 from resources.store.sqlite.writes import apply_writes, expunge, replace_index
 
@@ -94,11 +96,16 @@ class SqliteStore:
                  cache_mib: int = CACHE_MIB, loop_cache_mib: int = LOOP_CACHE_MIB, inline_ms: float = INLINE_MS,
                  writer_idle_s: float = WRITER_IDLE_S, body_memo_mib: float = MEMO_MIB,
                  heap_limit_mib: float = HEAP_LIMIT_MIB, on_release: Callable[[], object] | None = None,
-                 clock: Callable[[], float] = time.perf_counter,
+                 clock: Callable[[], float] = time.perf_counter, reserve: DiskReserve | None = None,
+                 essential: bool = False,
                  ) -> None:
         # subsumed: for a type, the parameters whose values another parameter always holds
         # (SearchRegistry.subsumed); their shared entries are stored once and searched together
         self._path = path
+        # reserve: the data folder's room kept for the audit trail; essential: this store is that trail (its
+        # writes may use the released reserve; the others are refused while the disk is full)
+        self._reserve = reserve
+        self._essential = essential
         set_memo_mib(body_memo_mib)  # the memo is the process's: the last store opened sets its budget
         self._cache_mib = cache_mib
         self._heap_limit = int(heap_limit_mib * 1024 * 1024)  # SQLite's, so also the process's: 0 is none
@@ -133,6 +140,14 @@ class SqliteStore:
 
     # -- threads ---------------------------------------------------------------------------------
     async def _on_writer(self, fn: Callable[..., T], *args: Any) -> T:
+        try:
+            return await self._on_writer_thread(fn, *args)
+        except sqlite3.Error as exc:
+            if is_full(exc) and self._reserve is not None:
+                self._reserve.on_full()
+            reraise(exc)
+
+    async def _on_writer_thread(self, fn: Callable[..., T], *args: Any) -> T:
         work = asyncio.get_running_loop().run_in_executor(self._writer, fn, *args)
         try:
             return await asyncio.shield(work)
@@ -157,9 +172,12 @@ class SqliteStore:
 
     async def _on_reader(self, fn: Callable[..., T], *args: Any) -> T:
         loop = asyncio.get_running_loop()
-        if self._memory:  # one in-memory database lives on one connection
-            return await loop.run_in_executor(self._writer, fn, self._wconn(), *args)
-        return await loop.run_in_executor(self._readers, self._with_reader, fn, args)
+        try:
+            if self._memory:  # one in-memory database lives on one connection
+                return await loop.run_in_executor(self._writer, fn, self._wconn(), *args)
+            return await loop.run_in_executor(self._readers, self._with_reader, fn, args)
+        except sqlite3.Error as exc:
+            reraise(exc)
 
     def _with_reader(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
         return fn(self._reader_conn(), *args)
@@ -176,6 +194,8 @@ class SqliteStore:
         await self._on_writer(self._open_sync)
 
     def _open_sync(self) -> None:
+        if self._reserve is not None:
+            self._reserve.open()
         conn = self._write_conn = _connect(self._path, self._cache_mib)
         conn.execute(f"PRAGMA soft_heap_limit={self._heap_limit}")
         layout = conn.execute("PRAGMA user_version").fetchone()[0]
@@ -217,13 +237,19 @@ class SqliteStore:
         """The current version of a resource (a primary-key lookup, run inline: see _inline_conn)."""
         if self._memory:
             return await self._on_reader(reads.read_current, type, id)
-        return reads.read_current(self._inline_conn(), type, id)
+        try:
+            return reads.read_current(self._inline_conn(), type, id)
+        except sqlite3.Error as exc:
+            reraise(exc)
 
     async def vread(self, type: str, id: str, vid: int) -> StoredResource | None:
         """One version of a resource (a primary-key lookup, run inline)."""
         if self._memory:
             return await self._on_reader(reads.read_version, type, id, vid)
-        return reads.read_version(self._inline_conn(), type, id, vid)
+        try:
+            return reads.read_version(self._inline_conn(), type, id, vid)
+        except sqlite3.Error as exc:
+            reraise(exc)
 
     def _inline_conn(self) -> sqlite3.Connection:
         # Point reads by primary key take ~20 us from SQLite's page cache, less than handing the call to a
@@ -304,7 +330,7 @@ class SqliteStore:
             return run(conn, query, self.param_ids)
         except sqlite3.OperationalError as exc:
             if exc.sqlite_errorcode != sqlite3.SQLITE_INTERRUPT:
-                raise
+                reraise(exc)
             return None
         finally:
             conn.set_progress_handler(None, 0)
@@ -342,6 +368,7 @@ class SqliteStore:
             await self._on_writer(self._set_mark_sync, name, value)
 
     def _set_mark_sync(self, name: str, value: int) -> None:
+        self._room()
         self._wconn().execute("INSERT INTO mark (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE "
                               "SET value = excluded.value", (name, value))
 
@@ -352,6 +379,7 @@ class SqliteStore:
 
     def _expunge_sync(self, type_: str, ids: list[str]) -> int:
         conn = self._wconn()
+        self._room()
         conn.execute("BEGIN IMMEDIATE")
         try:
             removed = expunge(conn, type_, ids)
@@ -371,6 +399,7 @@ class SqliteStore:
     def _record_events_sync(self, events: list[SubscriptionEvent], marks: dict[str, int],
                             trim: dict[str, int]) -> None:
         conn = self._wconn()
+        self._room()
         conn.execute("BEGIN IMMEDIATE")
         try:
             # replace: a batch matched again after a crash numbers its events alike
@@ -413,6 +442,9 @@ class SqliteStore:
                 except asyncio.CancelledError:  # committed all the same (_on_writer waited for it)
                     self._committed(session)
                     raise
+                except Exception:
+                    await self._on_writer(self._rollback)  # a COMMIT that failed (disk full) may leave it open
+                    raise
                 self._committed(session)
 
     def _committed(self, session: SqliteWriteSession) -> None:
@@ -451,7 +483,13 @@ class SqliteStore:
             self._on_release()
 
     def _begin(self) -> None:
+        self._room()
         self._wconn().execute("BEGIN IMMEDIATE")
+
+    def _room(self) -> None:
+        # before a transaction, so a full disk refuses a clinical write before any of it runs
+        if self._reserve is not None:
+            self._reserve.before_write(essential=self._essential)
 
     def _rollback(self) -> None:
         conn = self._wconn()
