@@ -286,3 +286,12 @@ class Store(Protocol):
                                   ) -> list[SubscriptionEvent]:
         """A subscription's kept events numbered in (after, until], oldest first."""
         ...
+
+    async def claim(self, job: str, holder: str, seconds: float) -> bool:
+        """Take or renew the lease on a background job for `seconds` from now; False while another holder's lease
+        runs (one compare-and-set: of several instances asking at once, one gets it)."""
+        ...
+
+    async def release(self, job: str, holder: str) -> None:
+        """Give up a lease this holder has (nothing when another holds it)."""
+        ...

@@ -145,3 +145,11 @@ class RoutedStore:
                                   ) -> list[SubscriptionEvent]:
         """A subscription's kept events, from the main store."""
         return await self.main.subscription_events(subscription, after, until, limit)
+
+    async def claim(self, job: str, holder: str, seconds: float) -> bool:
+        """A job's lease, in the main store (the instances share it)."""
+        return await self.main.claim(job, holder, seconds)
+
+    async def release(self, job: str, holder: str) -> None:
+        """Give up a lease in the main store."""
+        await self.main.release(job, holder)

@@ -32,7 +32,7 @@ from resources.store.protocol import (
     SubscriptionEvent,
     Write,
 )
-from resources.store.sqlite import aggregates, reads
+from resources.store.sqlite import aggregates, leases, reads
 from resources.store.sqlite.bodies import MEMO_MIB, set_memo_mib
 from resources.store.sqlite.schema import CACHE_MIB, DDL, HEAP_LIMIT_MIB, LAYOUT, LOOP_CACHE_MIB, PRAGMAS
 from resources.store.sqlite.writes import apply_writes, expunge, replace_index
@@ -185,6 +185,7 @@ class SqliteStore:
             raise SystemExit(f"{self._path} was written by a pre-release CareLoop (storage layout {layout}); this "
                              f"build reads layout {LAYOUT}. Load the data again into a new file.")
         conn.executescript(DDL)
+        conn.execute(leases.DDL)
         conn.execute(f"PRAGMA user_version = {LAYOUT}")
         self._pids = {(t, c): p for p, t, c in conn.execute("SELECT pid, type, code FROM sp")}
         self._sids = {uri: sid for sid, uri in conn.execute("SELECT sid, uri FROM system")}
@@ -384,6 +385,16 @@ class SqliteStore:
                                   ) -> list[SubscriptionEvent]:
         """A subscription's kept events numbered in (after, until], oldest first."""
         return await self._on_reader(reads.subscription_events, subscription, after, until, limit)
+
+    async def claim(self, job: str, holder: str, seconds: float) -> bool:
+        """Take or renew a job's lease (leases.py), on the writer: the upsert is a write of its own."""
+        async with self._lock:
+            return await self._on_writer(leases.claim, self._wconn(), job, holder, seconds)
+
+    async def release(self, job: str, holder: str) -> None:
+        """Give up a job's lease this holder has."""
+        async with self._lock:
+            await self._on_writer(leases.release, self._wconn(), job, holder)
 
     def param_id(self, type: str, code: str) -> int | None:
         """The numeric id of a search parameter in the index tables, if any entry was ever written."""
