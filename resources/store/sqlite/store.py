@@ -119,6 +119,8 @@ class SqliteStore:
         self._write_conn: sqlite3.Connection | None = None
         self._lock = asyncio.Lock()
         self._pids: dict[tuple[str, str], int] = {}
+        self._pid_lock = threading.Lock()  # guards the connection that looks up ids other processes assigned
+        self._pid_conn: sqlite3.Connection | None = None
         self._sids: dict[str, int] = {}
         self._reader_conns: list[sqlite3.Connection] = []
         self._loop_conn: sqlite3.Connection | None = None
@@ -205,6 +207,9 @@ class SqliteStore:
         if self._loop_conn is not None:
             self._loop_conn.close()
             self._loop_conn = None
+        if self._pid_conn is not None:
+            self._pid_conn.close()
+            self._pid_conn = None
 
     def _close_sync(self) -> None:
         assert self._write_conn is not None
@@ -398,7 +403,22 @@ class SqliteStore:
 
     def param_id(self, type: str, code: str) -> int | None:
         """The numeric id of a search parameter in the index tables, if any entry was ever written."""
-        return self._pids.get((type, code))
+        found = self._pids.get((type, code))
+        if found is None and not self._memory:
+            # another process on the file may have written the first entry of this parameter since we opened it
+            found = self._stored_pid(type, code)
+        return found
+
+    def _stored_pid(self, type_: str, code: str) -> int | None:
+        with self._pid_lock:
+            if self._pid_conn is None:
+                self._pid_conn = _connect(self._path, 1)
+                self._pid_conn.execute("PRAGMA query_only=ON")
+            row = self._pid_conn.execute("SELECT pid FROM sp WHERE type = ? AND code = ?", (type_, code)).fetchone()
+        if row is None:
+            return None
+        self._pids[(type_, code)] = int(row[0])  # ids never change once committed
+        return int(row[0])
 
     # -- writes ----------------------------------------------------------------------------------
     @asynccontextmanager
@@ -472,7 +492,10 @@ class SqliteStore:
     def _pid_for_write(self, type_: str, code: str, pending: dict[tuple[str, str], int]) -> int:
         key = (type_, code)
         pid = self._pids.get(key) or pending.get(key)
-        if pid is None:
+        if pid is None:  # another process on the file may have assigned it (this transaction holds the lock)
+            row = self._wconn().execute("SELECT pid FROM sp WHERE type = ? AND code = ?", key).fetchone()
+            pid = pending[key] = int(row[0]) if row is not None else 0
+        if not pid:
             cur = self._wconn().execute("INSERT INTO sp (type, code) VALUES (?, ?)", key)
             pid = int(cur.lastrowid or 0)
             pending[key] = pid
@@ -482,7 +505,10 @@ class SqliteStore:
         if uri is None:
             return None
         sid = self._sids.get(uri) or pending.get(uri)
-        if sid is None:
+        if sid is None:  # as for parameter ids: another process may have assigned it
+            row = self._wconn().execute("SELECT sid FROM system WHERE uri = ?", (uri,)).fetchone()
+            sid = pending[uri] = int(row[0]) if row is not None else 0
+        if not sid:
             cur = self._wconn().execute("INSERT INTO system (uri) VALUES (?)", (uri,))
             sid = pending[uri] = int(cur.lastrowid or 0)
         return sid
