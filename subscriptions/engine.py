@@ -217,10 +217,9 @@ class SubscriptionEngine:
             with contextlib.suppress(FhirError, LeaseLost):  # the store may already be unavailable
                 await self._save_position(force=True)
         await self._stop_channels()
-        if self.active:
-            with contextlib.suppress(FhirError):  # another instance takes over at once, not when the lease runs out
-                await self.lease.release()
-            self.active = False
+        self.active = False
+        with contextlib.suppress(FhirError):  # another instance takes over at once, not when the lease runs out
+            await self.lease.release()
         if self._owns_client:
             await self._client.aclose()
 

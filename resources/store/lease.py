@@ -45,6 +45,6 @@ class JobLease:
 
     async def release(self) -> None:
         """Give the job up now (a clean shutdown), so another instance takes it without waiting."""
-        if self._renew_at:
-            self._renew_at = self._until = 0.0
-            await self.store.release(self.job, self.holder)
+        # whether or not held() said so: a claim cancelled midway (a shutdown) may have been taken all the same
+        self._renew_at = self._until = 0.0
+        await self.store.release(self.job, self.holder)
