@@ -231,6 +231,9 @@ class Store(Protocol):
     def add_commit_listener(self, listener: Callable[[list[Write]], None]) -> None:
         """Call listener with the writes of every committed write session, after the commit."""
 
+    def committed_elsewhere(self, writes: list[Write]) -> None:
+        """Call the commit listeners with writes another instance on the same store committed (follower.py)."""
+
     async def lastn(self, query: SearchQuery, code: str, date: str, per_code: int) -> list[StoredResource]:
         """Per value of the token parameter `code` (system and code), the latest `per_code` matches of the query
         by the date parameter `date`, grouped by that value; a resource of several values once (Observation/$lastn).

@@ -107,6 +107,10 @@ class RoutedStore:
         """Listen to the main store's commits."""
         self.main.add_commit_listener(listener)
 
+    def committed_elsewhere(self, writes: list[Write]) -> None:
+        """Writes another instance committed to the main store."""
+        self.main.committed_elsewhere(writes)
+
     async def lastn(self, query: SearchQuery, code: str, date: str, per_code: int) -> list[StoredResource]:
         """Observation/$lastn on the clinical data."""
         return await self.main.lastn(query, code, date, per_code)

@@ -13,6 +13,8 @@ import pytest
 
 from server.settings import Settings
 from tests.conftest import FHIR_JSON, body, client_for
+from tests.factories import patient
+from tests.server.test_custom_search_parameters import TIER_PARAMETER, tiered
 
 pytestmark = pytest.mark.anyio
 
@@ -52,3 +54,19 @@ async def test_concurrent_first_writes_of_a_parameter_on_two_instances(
     for c in (a, b):
         found = (await c.get("/fhir/Basic", params={"_count": "50", "_total": "accurate"})).json()
         assert found["total"] == 10
+
+
+async def test_a_search_parameter_made_at_one_instance_is_served_by_the_other(
+        pair: tuple[httpx.AsyncClient, httpx.AsyncClient]) -> None:
+    a, b = pair
+    strict = {"Prefer": "handling=strict"}
+    assert (await b.get("/fhir/Patient", params={"tier": "A"}, headers=strict)).status_code == 400
+    made = await a.post("/fhir/SearchParameter", content=body(TIER_PARAMETER), headers=FHIR_JSON)
+    assert made.status_code == 201, made.text
+    gold = await a.post("/fhir/Patient", content=body(tiered("A", "Gold")), headers=FHIR_JSON)
+    await a.post("/fhir/Patient", content=body(patient(family="Untiered")), headers=FHIR_JSON)
+    deadline = asyncio.get_running_loop().time() + 10
+    while (found := await b.get("/fhir/Patient", params={"tier": "A"}, headers=strict)).status_code != 200:
+        assert asyncio.get_running_loop().time() < deadline, found.text  # B learns it from the feed
+        await asyncio.sleep(0.1)
+    assert [e["resource"]["id"] for e in found.json().get("entry", [])] == [gold.json()["id"]]

@@ -120,6 +120,11 @@ class MongoStore:
         """Call listener after each committed write session."""
         self._listeners.append(listener)
 
+    def committed_elsewhere(self, writes: list[Write]) -> None:
+        """Hand writes another instance committed (found by the feed follower) to the commit listeners."""
+        for listener in self._listeners:
+            listener(writes)
+
     # -- reads -----------------------------------------------------------------------------------
     async def read(self, type: str, id: str, session: Any = None) -> StoredResource | None:
         """The current version."""

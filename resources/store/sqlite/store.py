@@ -131,6 +131,11 @@ class SqliteStore:
         """Call listener with the writes of every committed write session."""
         self._listeners.append(listener)
 
+    def committed_elsewhere(self, writes: list[Write]) -> None:
+        """Hand writes another instance committed (found by the feed follower) to the commit listeners."""
+        for listener in self._listeners:
+            listener(writes)
+
     # -- threads ---------------------------------------------------------------------------------
     async def _on_writer(self, fn: Callable[..., T], *args: Any) -> T:
         work = asyncio.get_running_loop().run_in_executor(self._writer, fn, *args)
