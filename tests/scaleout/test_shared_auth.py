@@ -17,6 +17,7 @@ import pytest
 from server.app import create_app
 from server.settings import Settings
 from tests.auth.conftest import BASE, FHIR, World, open_world
+from tests.consent.test_enforcement import clinician, consent
 
 pytestmark = pytest.mark.anyio
 PATIENT_APP = "launch/patient patient/*.rs openid fhirUser offline_access"
@@ -93,3 +94,21 @@ async def test_one_refresh_token_used_at_two_instances_at_once_yields_at_most_on
         assert all(r.status_code in (200, 400) for r in answers), [r.text for r in answers]
         live = [r for r in answers if r.status_code == 200 and await reads(world.client, r.json()) == 200]
         assert len(live) <= 1
+
+
+async def test_a_consent_written_at_one_instance_is_enforced_at_the_other(two: tuple[World, httpx.AsyncClient]) -> None:
+    world, b = two
+    doctor = clinician(world)  # signed with the shared key: B verifies it
+
+    async def at_b() -> set[str]:
+        response = await b.get(f"/fhir/Observation?subject=Patient/{world.ids['alice']}", headers=doctor)
+        return {e["resource"]["id"] for e in response.json().get("entry", [])} if response.status_code == 200 else set()
+
+    assert world.ids["alice_vital"] in await at_b()
+    made = await world.client.post("/fhir/Consent", json=consent(world.ids["alice"], {"type": "deny"}),
+                                   headers=world.admin)
+    assert made.status_code == 201, made.text
+    deadline = asyncio.get_running_loop().time() + 5
+    while await at_b():  # B's Consent book learns it from the feed within half a second
+        assert asyncio.get_running_loop().time() < deadline, "B still shows what the patient's Consent denies"
+        await asyncio.sleep(0.1)
