@@ -119,6 +119,7 @@ class SqliteStore:
         self._write_conn: sqlite3.Connection | None = None
         self._lock = asyncio.Lock()
         self._pids: dict[tuple[str, str], int] = {}
+        self._leases_ready = False  # the lease table exists (made by the first claim)
         self._pid_lock = threading.Lock()  # guards the connection that looks up ids other processes assigned
         self._pid_conn: sqlite3.Connection | None = None
         self._sids: dict[str, int] = {}
@@ -192,7 +193,6 @@ class SqliteStore:
             raise SystemExit(f"{self._path} was written by a pre-release CareLoop (storage layout {layout}); this "
                              f"build reads layout {LAYOUT}. Load the data again into a new file.")
         conn.executescript(DDL)
-        conn.execute(leases.DDL)
         conn.execute(f"PRAGMA user_version = {LAYOUT}")
         self._pids = {(t, c): p for p, t, c in conn.execute("SELECT pid, type, code FROM sp")}
         self._sids = {uri: sid for sid, uri in conn.execute("SELECT sid, uri FROM system")}
@@ -399,12 +399,20 @@ class SqliteStore:
     async def claim(self, job: str, holder: str, seconds: float) -> bool:
         """Take or renew a job's lease (leases.py), on the writer: the upsert is a write of its own."""
         async with self._lock:
-            return await self._on_writer(leases.claim, self._wconn(), job, holder, seconds)
+            return await self._on_writer(self._claim_sync, job, holder, seconds)
+
+    def _claim_sync(self, job: str, holder: str, seconds: float) -> bool:
+        # the table is made on first use: a store no job runs on (the audit trail's) keeps its file as it was
+        if not self._leases_ready:
+            self._wconn().execute(leases.DDL)
+            self._leases_ready = True
+        return leases.claim(self._wconn(), job, holder, seconds)
 
     async def release(self, job: str, holder: str) -> None:
         """Give up a job's lease this holder has."""
         async with self._lock:
-            await self._on_writer(leases.release, self._wconn(), job, holder)
+            if self._leases_ready:  # nothing to give up in a store that never had a lease taken
+                await self._on_writer(leases.release, self._wconn(), job, holder)
 
     def param_id(self, type: str, code: str) -> int | None:
         """The numeric id of a search parameter in the index tables, if any entry was ever written."""
