@@ -3,7 +3,8 @@
 Due at a time of day (default 02:00 UTC) and then every `period` (default a day: nightly). The time of the
 last run is a store mark, so a restart neither repeats a run nor skips one: a run missed while the server was
 down happens at the next start. Only results whose outcome changed are written (operations/persist.py), so a
-patient who stays high churn risk gets no new RiskAssessment version and no second recall.
+patient who stays high churn risk gets no new RiskAssessment version and no second recall. Of several instances on
+one store, the one that takes the job's lease runs a due slot; the others find it not due once it is recorded.
 https://hl7.org/fhir/R4B/riskassessment.html
 """
 
@@ -20,9 +21,13 @@ from operations.cohort import CohortRules, PopulationCache
 from resources.guard import GUARD
 from resources.ids import now_ms
 from resources.repository import Repository
+from resources.store.lease import JobLease
 
 log = logging.getLogger("careloop.cohort")
 MARK = "cohort-recomputed"  # ms of the last run's start
+LEASE = "cohort-recompute"
+# a run is not renewed while it goes: an instance that dies in one leaves the slot to another after this long
+RUN_LEASE_S = 3600.0
 
 
 @dataclass(frozen=True)
@@ -63,6 +68,7 @@ class Recomputation:
                  at: str = "02:00", clock: Callable[[], int] = now_ms) -> None:
         self.repo, self.rules, self.cache, self.at, self.clock = repo, rules, cache, at, clock
         self.period_ms = max(1, int(period_s * 1000))
+        self.lease = JobLease(repo.store, LEASE, seconds=RUN_LEASE_S)
 
     async def due(self) -> bool:
         """Whether a due time has passed since the last run.
@@ -80,9 +86,16 @@ class Recomputation:
         """Run once when due; what it wrote, or None when it was not due."""
         if not await self.due():
             return None
-        now = self.clock()
-        done = await recompute(self.repo, self.rules, self.cache, now)
-        await self.repo.store.set_mark(MARK, now)
+        if not await self.lease.held():  # another instance is running this slot
+            return None
+        try:
+            if not await self.due():  # another instance ran it and let go between the two looks
+                return None
+            now = self.clock()
+            done = await recompute(self.repo, self.rules, self.cache, now)
+            await self.repo.store.set_mark(MARK, now)
+        finally:
+            await self.lease.release()
         log.info("Recomputed %d patients' segments: %d results and %d churn assessments written", done.patients,
                  done.segments_written, done.churn_written)
         return done

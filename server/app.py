@@ -42,6 +42,7 @@ from resources.search.custom import CustomParameters
 from resources.search.index import Indexer, load_patient_compartment
 from resources.search.parse import SearchLimits
 from resources.search.registry import SearchRegistry, default_registry
+from resources.store.follower import FeedFollower
 from resources.store.protocol import Store, Write, every
 from resources.store.routed import RoutedStore
 from resources.store.sqlite.reserve import DiskReserve
@@ -324,6 +325,11 @@ def create_app(settings: Settings | None = None, *, mongo_client: Any = None) ->
                 svc.audit.keys = signer.jwks
             await svc.audit.recorder.open()
         app.state.services = svc
+        # several instances on one store: the others' Consent, SearchParameter and ObservationDefinition writes reach
+        # this one's caches within half a second (resources/store/follower.py, docs/operations.md Scale out)
+        follower = FeedFollower(svc.repository.store, svc.repository.store.committed_elsewhere)
+        svc.repository.store.add_commit_listener(follower.on_commit)
+        await follower.start()
         # The registry, indexer and (with no workers) the R4B models are long-lived objects; freezing them keeps every
         # garbage collection from walking them again (otherwise a full collection costs milliseconds).
         gc.collect()
@@ -342,6 +348,7 @@ def create_app(settings: Settings | None = None, *, mongo_client: Any = None) ->
         try:
             yield
         finally:
+            await follower.close()
             if recomputing is not None:
                 recomputing.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

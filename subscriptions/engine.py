@@ -3,7 +3,9 @@
 Matching runs off the write path: a commit only wakes the engine, which reads the committed versions from
 the store's change feed in batches, so ingest speed does not depend on how many subscriptions exist. Its
 position in the feed is a durable mark, so events committed while the server was down are still handled
-after a restart. https://build.fhir.org/ig/HL7/fhir-subscription-backport-ig/,
+after a restart. Of several instances on one store, the one holding the engine's lease matches and delivers (so
+events are numbered, Tasks made and notifications sent once); the others keep the catalog for their write checks and
+take over from the stored positions when that lease runs out. https://build.fhir.org/ig/HL7/fhir-subscription-backport-ig/,
 https://hl7.org/fhir/R4B/subscriptiontopic.html
 """
 
@@ -28,6 +30,7 @@ from resources.repository import Repository
 from resources.search.index import IndexRows
 from resources.search.match import matches_all
 from resources.search.paths import fhirpath_model
+from resources.store.lease import JobLease
 from resources.store.protocol import StoredResource, SubscriptionEvent, Write, every
 from subscriptions.cadence import CadenceWorker
 from subscriptions.delivery import Channel, DeliveryConfig, DeliveryStats
@@ -45,6 +48,13 @@ CONFIG_TYPES = frozenset({"SubscriptionTopic", "Subscription", "PlanDefinition",
 _BATCH = 500
 _SAVE_EVERY_S = 2.0
 _ACK_SAVE_S = 1.0  # delivery cursors are saved together at most this often (a crash resends at most this much)
+_POLL_S = 1.0  # how often the feed is looked at for other instances' commits (a local commit wakes at once)
+_STANDBY_COUNTS_S = 2.0  # how often an instance without the lease re-reads the event counts $status shows
+LEASE = "subscriptions:engine"
+
+
+class LeaseLost(Exception):
+    """Another instance took the engine's lease: this one stops matching and sending."""
 
 
 @dataclass(frozen=True)
@@ -129,19 +139,68 @@ class SubscriptionEngine:
         self.audience: Audience | None = None
         self.followup = FollowUp(repository, config.service_levels_ms, config.base_url)
         self.cadence = CadenceWorker(repository)  # chronic programmes: the next Task of each activity
+        self.lease = JobLease(repository.store, LEASE)
+        self.active = False  # holds the lease: matches the feed, makes Tasks and sends notifications
+        self._config_seq = 0  # the feed position up to which catalog changes (of any instance) were looked for
+        self._counts_at = 0.0
 
     # -- lifecycle --------------------------------------------------------------------------------
     async def start(self) -> None:
-        """Load the catalog, find the feed position (now, on first start) and start watching."""
+        """Load the catalog, take the lease when free (then find the feed position: now, on first start) and start
+        watching."""
+        self._config_seq = await self.repository.store.last_seq()
+        if await self.lease.held():
+            await self._take_over()
+        else:
+            await self._reload()
+        self._task = asyncio.create_task(self._loop(), name="subscription-engine")
+        self._wake.set()
+
+    async def _take_over(self) -> None:
+        """Become the instance that matches and sends: from the stored positions, which another may have moved."""
         store = self.repository.store
         found = await store.mark(CURSOR)
         self.cursor = found if found is not None else await store.last_seq()
         if found is None:
             await store.set_mark(CURSOR, self.cursor)
+        for known in (self.counts, self.recorded, self.delivered, self._saved_counts, self._saved_delivered):
+            known.clear()
+        self._pending.clear()
+        await self._stop_channels()
+        self.active = True
         await self._reload()
-        self._task = asyncio.create_task(self._loop(), name="subscription-engine")
-        self._wake.set()
         self.cadence.start()
+
+    async def _stand_by(self) -> None:
+        """Another instance holds the lease: stop sending, keep the catalog and the event counts current."""
+        if self.active:
+            log.info("Subscription engine: another instance holds the lease; standing by")
+            self.active = False
+            await self._stop_channels()
+            await self.cadence.close()
+        await self._watch_config()
+        if self._dirty:
+            await self._reload()
+        if time.monotonic() - self._counts_at > _STANDBY_COUNTS_S:
+            store = self.repository.store
+            for sid in list(self.catalog.subscribers):
+                self.recorded[sid] = await store.mark(f"subscription:{sid}:events") or 0
+            self._counts_at = time.monotonic()
+
+    async def _stop_channels(self) -> None:
+        for channel in list(self.channels.values()):
+            await channel.stop()
+        self.channels.clear()
+
+    async def _watch_config(self) -> None:
+        """Reload the catalog when another instance wrote a topic, subscription or pathway (local writes set
+        _dirty through on_commit)."""
+        store = self.repository.store
+        until = await store.last_seq()
+        if until > self._config_seq:
+            if await store.changes(self._config_seq, until, CONFIG_TYPES, 1):
+                self._dirty = True
+            self._config_seq = until
 
     async def close(self) -> None:
         """Stop watching and sending."""
@@ -154,11 +213,13 @@ class SubscriptionEngine:
             self._ack_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._ack_task
-        if self._task is not None:
-            with contextlib.suppress(FhirError):  # the store may already be unavailable
+        if self._task is not None and self.active:
+            with contextlib.suppress(FhirError, LeaseLost):  # the store may already be unavailable
                 await self._save_position(force=True)
-        for channel in list(self.channels.values()):
-            await channel.stop()
+        await self._stop_channels()
+        self.active = False
+        with contextlib.suppress(FhirError):  # another instance takes over at once, not when the lease runs out
+            await self.lease.release()
         if self._owns_client:
             await self._client.aclose()
 
@@ -250,7 +311,8 @@ class SubscriptionEngine:
                     catalog.by_type.setdefault(kind, []).append(implicit)
         catalog.needed = catalog.index_needs()
         self.catalog = catalog
-        await self._sync_channels()
+        if self.active:
+            await self._sync_channels()
 
     async def _sync_channels(self) -> None:
         wanted = self.catalog.subscribers
@@ -300,14 +362,27 @@ class SubscriptionEngine:
     # -- the feed ---------------------------------------------------------------------------------
     async def _loop(self) -> None:
         while True:
-            await self._wake.wait()
+            with contextlib.suppress(TimeoutError):  # other instances' commits wake no one here: look each second
+                await asyncio.wait_for(self._wake.wait(), _POLL_S)
             self._wake.clear()
             try:
+                if not await self.lease.held():
+                    await self._stand_by()
+                    if not self._wake.is_set():
+                        self._idle.set()
+                    continue
+                if not self.active:
+                    log.info("Subscription engine: this instance took the lease; resuming from the stored positions")
+                    await self._take_over()
+                await self._watch_config()
                 if self._dirty:
                     await self._reload()
                 await self._drain()
             except asyncio.CancelledError:
                 raise
+            except LeaseLost:
+                log.warning("Subscription engine: the lease ran out during a batch; another instance takes over")
+                continue
             except Exception:  # keep watching: a failure here must not end every subscription
                 log.exception("Subscription engine: a batch failed; retrying shortly")
                 await asyncio.sleep(1.0)
@@ -321,6 +396,8 @@ class SubscriptionEngine:
         until = await store.last_seq()
         watched = set(self.catalog.by_type)
         while self.cursor < until:
+            if not await self.lease.held():  # renewed batch by batch: a long backlog must not let it run out
+                raise LeaseLost()
             batch = await store.changes(self.cursor, until, watched, _BATCH)
             tasks: list[Occurrence] = []
             start, counts = self.cursor, dict(self.counts)
@@ -346,6 +423,8 @@ class SubscriptionEngine:
         again and matches nothing)."""
         if not force and time.monotonic() - self._saved_at < _SAVE_EVERY_S:
             return
+        if not self.lease.surely_held():  # another instance may number the same events: it decides
+            raise LeaseLost()
         marks = {CURSOR: self.cursor}
         marks.update({f"subscription:{sid}:events": n for sid, n in self.counts.items()
                       if self._saved_counts.get(sid) != n})
@@ -384,7 +463,7 @@ class SubscriptionEngine:
         delivered = dict(self.delivered)
         marks = {f"subscription:{sid}:delivered": n for sid, n in delivered.items()
                  if self._saved_delivered.get(sid) != n}
-        if not marks:
+        if not marks or not self.lease.surely_held():
             return
         try:
             await self.repository.store.record_events([], marks, {})

@@ -6,7 +6,8 @@ in an extension; a Provenance on the new version and an AuditEvent record it. St
 deadline, it is escalated again, up to the configured maximum; then it is marked `exhausted` and left alone.
 Overdue Tasks are found through the `deadline` index, oldest first, a page at a time, never by a scan; each
 escalation is a versioned update (If-Match on the version read), so a second worker or one restarted midway
-cannot repeat it. https://hl7.org/fhir/R4B/task.html, https://hl7.org/fhir/R4B/provenance.html
+cannot repeat it; of several instances on one store only the holder of the worker's lease looks, so they do not race
+for the same pages. https://hl7.org/fhir/R4B/task.html, https://hl7.org/fhir/R4B/provenance.html
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from resources.ids import now_ms
 from resources.repository import Repository
 from resources.search.dates import format_instant
 from resources.search.parse import parse_search
+from resources.store.lease import JobLease
 from resources.store.protocol import ReadSource, StoredResource
 from resources.transaction import EntryResult, TransactionProcessor
 from subscriptions.pathways import PRIORITIES
@@ -40,6 +42,7 @@ ACTIVITY = "http://terminology.hl7.org/CodeSystem/v3-DataOperation"
 _DCM = "http://dicom.nema.org/resources/ontology/DCM"
 _AUDIT_SUBTYPE = "http://careloop.health/fhir/CodeSystem/audit-subtype"
 WORKER = "CareLoop escalation worker"
+LEASE = "subscriptions:escalation"
 
 
 @dataclass(frozen=True)
@@ -99,6 +102,8 @@ class EscalationWorker:
         self._wake = asyncio.Event()
         self._round = asyncio.Event()  # set after each round of the loop
         self._warned = False
+        # held across rounds: an instance that stops answering loses it within a round or two
+        self.lease = JobLease(repository.store, LEASE, seconds=max(10.0, 3 * config.interval_s))
 
     async def start(self) -> None:
         """Start the loop; its first round runs at once, so Tasks that fell due while the server was down are
@@ -112,6 +117,8 @@ class EscalationWorker:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+            with contextlib.suppress(FhirError):  # another instance takes over at once
+                await self.lease.release()
 
     async def settled(self, timeout: float = 30.0) -> None:
         """Wait until the loop finished a round (the one at start, at first): for tests and benchmarks."""
@@ -124,7 +131,8 @@ class EscalationWorker:
     async def _loop(self) -> None:
         while True:
             try:
-                await self.run_once()
+                if await self.lease.held():
+                    await self.run_once()
             except asyncio.CancelledError:
                 raise
             except Exception:  # keep escalating: one failed round must not stop every later one

@@ -7,7 +7,8 @@ the patient's oldest open survey Task (one whose input or focus names the survey
 become an Observation `churn-signal#satisfaction` (1 to 5, what $churn-risk reads) and one
 `follow-up-measure#nps` (0 to 10), each derived from the response. Responses are read from the change feed
 after their commit, from a durable position; every effect is keyed by the response (Observation identifiers,
-the Task's output), so a response sent again, or handled again after a restart, makes nothing new.
+the Task's output), so a response sent again, or handled again after a restart, makes nothing new. Of several
+instances on one store, the holder of the worker's lease reads the feed; another takes over from the stored position.
 https://hl7.org/fhir/R4B/questionnaireresponse.html, https://hl7.org/fhir/R4B/task.html
 """
 
@@ -26,6 +27,7 @@ from resources.ids import now_ms
 from resources.repository import Repository
 from resources.search.dates import format_instant
 from resources.search.parse import parse_search
+from resources.store.lease import JobLease
 from resources.store.protocol import StoredResource, Write
 
 log = logging.getLogger("careloop.surveys")
@@ -40,6 +42,8 @@ OPEN_STATUSES = "requested,received,accepted,in-progress,on-hold,ready"
 CURSOR = "surveys:cursor"
 _CATEGORY = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "survey"}]}
 _BATCH = 500
+_POLL_S = 1.0  # how often the feed is looked at for other instances' commits (a local one wakes at once)
+LEASE = "subscriptions:surveys"
 
 
 def answers(response: dict[str, Any]) -> dict[str, Any]:
@@ -101,14 +105,13 @@ class SurveyWorker:
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self.lease = JobLease(repository.store, LEASE)
+        self.active = False
 
     async def start(self) -> None:
-        """Find the feed position (now, on first start) and start watching."""
-        store = self.repository.store
-        found = await store.mark(CURSOR)
-        self.cursor = found if found is not None else await store.last_seq()
-        if found is None:
-            await store.set_mark(CURSOR, self.cursor)
+        """Take the lease when free and find the feed position (now, on first start); start watching."""
+        if await self.lease.held():
+            await self._take_over()
         self._task = asyncio.create_task(self._loop(), name="survey-worker")
         self._wake.set()
 
@@ -119,6 +122,18 @@ class SurveyWorker:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        self.active = False
+        with contextlib.suppress(FhirError):  # another instance takes over at once
+            await self.lease.release()
+
+    async def _take_over(self) -> None:
+        """Read from the stored position (another instance may have moved it)."""
+        store = self.repository.store
+        found = await store.mark(CURSOR)
+        self.cursor = found if found is not None else await store.last_seq()
+        if found is None:
+            await store.set_mark(CURSOR, self.cursor)
+        self.active = True
 
     def on_commit(self, writes: list[Write]) -> None:
         """A commit with a QuestionnaireResponse wakes the worker."""
@@ -134,9 +149,17 @@ class SurveyWorker:
 
     async def _loop(self) -> None:
         while True:
-            await self._wake.wait()
+            with contextlib.suppress(TimeoutError):  # other instances' commits wake no one here: look each second
+                await asyncio.wait_for(self._wake.wait(), _POLL_S)
             self._wake.clear()
             try:
+                if not await self.lease.held():
+                    self.active = False
+                    if not self._wake.is_set():
+                        self._idle.set()
+                    continue
+                if not self.active:
+                    await self._take_over()
                 await self._drain()
             except asyncio.CancelledError:
                 raise
@@ -152,6 +175,9 @@ class SurveyWorker:
         store = self.repository.store
         until = await store.last_seq()
         while self.cursor < until:
+            if not await self.lease.held():  # renewed batch by batch; lost, the new holder reads from the mark
+                self.active = False
+                return
             batch = await store.changes(self.cursor, until, {"QuestionnaireResponse"}, _BATCH)
             for change in batch:
                 await self.handle(change)

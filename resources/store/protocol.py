@@ -263,6 +263,9 @@ class Store(Protocol):
     def add_commit_listener(self, listener: Callable[[list[Write]], None]) -> None:
         """Call listener with the writes of every committed write session, after the commit."""
 
+    def committed_elsewhere(self, writes: list[Write]) -> None:
+        """Call the commit listeners with writes another instance on the same store committed (follower.py)."""
+
     async def lastn(self, query: SearchQuery, code: str, date: str, per_code: int) -> list[StoredResource]:
         """Per value of the token parameter `code` (system and code), the latest `per_code` matches of the query
         by the date parameter `date`, grouped by that value; a resource of several values once (Observation/$lastn).
@@ -317,4 +320,13 @@ class Store(Protocol):
     async def subscription_events(self, subscription: str, after: int, until: int | None, limit: int,
                                   ) -> list[SubscriptionEvent]:
         """A subscription's kept events numbered in (after, until], oldest first."""
+        ...
+
+    async def claim(self, job: str, holder: str, seconds: float) -> bool:
+        """Take or renew the lease on a background job for `seconds` from now; False while another holder's lease
+        runs (one compare-and-set: of several instances asking at once, one gets it)."""
+        ...
+
+    async def release(self, job: str, holder: str) -> None:
+        """Give up a lease this holder has (nothing when another holds it)."""
         ...

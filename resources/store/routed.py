@@ -113,6 +113,10 @@ class RoutedStore:
         """Listen to the main store's commits."""
         self.main.add_commit_listener(listener)
 
+    def committed_elsewhere(self, writes: list[Write]) -> None:
+        """Writes another instance committed to the main store."""
+        self.main.committed_elsewhere(writes)
+
     async def lastn(self, query: SearchQuery, code: str, date: str, per_code: int) -> list[StoredResource]:
         """Observation/$lastn on the clinical data."""
         return await self.main.lastn(query, code, date, per_code)
@@ -151,3 +155,11 @@ class RoutedStore:
                                   ) -> list[SubscriptionEvent]:
         """A subscription's kept events, from the main store."""
         return await self.main.subscription_events(subscription, after, until, limit)
+
+    async def claim(self, job: str, holder: str, seconds: float) -> bool:
+        """A job's lease, in the main store (the instances share it)."""
+        return await self.main.claim(job, holder, seconds)
+
+    async def release(self, job: str, holder: str) -> None:
+        """Give up a lease in the main store."""
+        await self.main.release(job, holder)

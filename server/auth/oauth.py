@@ -351,7 +351,11 @@ class RefreshGrant(grants.RefreshTokenGrant):  # type: ignore[misc]
         return GrantUser.remembered(credential.data, credential.family, nonce=False)
 
     def revoke_old_credential(self, credential: Credential) -> None:
-        self.server.store.mark_refresh_used(credential.raw)
+        # the one use is taken atomically: a concurrent refresh with the same token (another thread or instance)
+        # that got here first means a replay, and the family with the tokens both just issued ends
+        if not self.server.store.use_refresh(credential.raw):
+            self.server.revoke_grant(None, credential.family)
+            raise InvalidGrantError("The refresh token was used already")
 
 
 class BackendGrant(grants.ClientCredentialsGrant):  # type: ignore[misc]

@@ -1,7 +1,9 @@
 """Persistent state of the authorization server: signing keys, clients, users, codes, refresh tokens, revocations.
 
 A small SQLite file of its own (authlib calls back synchronously, from worker threads), separate from the
-FHIR store: clients and secrets are not FHIR resources. https://www.rfc-editor.org/rfc/rfc6749
+FHIR store: clients and secrets are not FHIR resources. Several instances on one data folder share it (WAL): every
+decision that must hold across them (a code redeemed, a refresh token used, an assertion replayed, the first
+signing key) is one statement or one transaction, never a read then a write. https://www.rfc-editor.org/rfc/rfc6749
 """
 
 from __future__ import annotations
@@ -138,6 +140,10 @@ class AuthStore:
     path: str
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _db: sqlite3.Connection | None = None
+    # the revocation check of every request reads on its own connection: it never queues behind a write waiting
+    # for another process's lock (WAL readers do not wait for writers)
+    _check_lock: threading.Lock = field(default_factory=threading.Lock)
+    _check_db: sqlite3.Connection | None = None
 
     def open(self) -> AuthStore:
         """Open (and create) the file."""
@@ -148,6 +154,8 @@ class AuthStore:
             present = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
             if column not in present:
                 self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
+        if self.path != ":memory:":  # a memory database lives on one connection: the checks share it
+            self._check_db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         return self
 
     def close(self) -> None:
@@ -155,6 +163,9 @@ class AuthStore:
         if self._db is not None:
             self._db.close()
             self._db = None
+        if self._check_db is not None:
+            self._check_db.close()
+            self._check_db = None
 
     def _run(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         assert self._db is not None, "AuthStore is not open"
@@ -169,6 +180,12 @@ class AuthStore:
     def add_signing_key(self, kid: str, jwk: dict[str, Any]) -> None:
         """Keep a new private signing key."""
         self._run("INSERT INTO keys VALUES (?, ?, ?)", (kid, orjson.dumps(jwk).decode(), time.time()))
+
+    def add_first_signing_key(self, kid: str, jwk: dict[str, Any]) -> None:
+        """Keep this key only when there is none yet: of instances starting at once on a new folder, one key wins
+        and all of them sign with it (the caller reads the keys again)."""
+        self._run("INSERT INTO keys SELECT ?, ?, ? WHERE NOT EXISTS (SELECT 1 FROM keys)",
+                  (kid, orjson.dumps(jwk).decode(), time.time()))
 
     # -- clients -------------------------------------------------------------------------------------
     def add_client(self, record: ClientRecord) -> None:
@@ -345,6 +362,12 @@ class AuthStore:
         """A refresh token is used once (rotation)."""
         self._run("UPDATE refresh SET used = 1 WHERE token_hash = ?", (digest(token),))
 
+    def use_refresh(self, token: str) -> bool:
+        """Take a refresh token for its one use; False when it was used already, here or by another instance (one
+        statement, so of concurrent refreshes with the same token exactly one gets it)."""
+        return bool(self._run("UPDATE refresh SET used = 1 WHERE token_hash = ? AND used = 0 RETURNING 1",
+                              (digest(token),)))
+
     def revoke_family(self, family: str) -> None:
         """Revoke every refresh token of a family (reuse detected, or revocation)."""
         self._run("INSERT OR IGNORE INTO revoked_families VALUES (?, ?)", (family, time.time() + 90 * 86400))
@@ -360,6 +383,15 @@ class AuthStore:
     def revoke_jti(self, jti: str, expires: float) -> None:
         """Revoke one access token until it would have expired anyway."""
         self._run("INSERT OR IGNORE INTO revoked VALUES (?, ?)", (jti, expires))
+
+    def is_revoked(self, jti: str, family: str | None) -> bool:
+        """Whether this access token or its refresh family is revoked now (by any instance): two key look-ups."""
+        sql = ("SELECT EXISTS (SELECT 1 FROM revoked WHERE jti = ?) OR EXISTS (SELECT 1 FROM revoked_families "
+               "WHERE family = ?)")
+        if self._check_db is None:
+            return bool(self._run(sql, (jti, family or ""))[0][0])
+        with self._check_lock:
+            return bool(self._check_db.execute(sql, (jti, family or "")).fetchone()[0])
 
     def revoked_jtis(self) -> set[str]:
         """Revoked access tokens that have not expired."""
@@ -387,7 +419,6 @@ class AuthStore:
     def use_assertion(self, iss: str, jti: str, expires: float) -> bool:
         """Record a client assertion's jti; False when this issuer used it before (replay)."""
         self._run("DELETE FROM assertions WHERE expires < ?", (time.time() - 600,))
-        if self._run("SELECT 1 FROM assertions WHERE iss = ? AND jti = ?", (iss, jti)):
-            return False
-        self._run("INSERT INTO assertions VALUES (?, ?, ?)", (iss, jti, expires))
-        return True
+        # one statement: the same assertion at two instances at once is taken by one (not a unique-key error)
+        return bool(self._run("INSERT INTO assertions VALUES (?, ?, ?) ON CONFLICT DO NOTHING RETURNING 1",
+                              (iss, jti, expires)))

@@ -48,10 +48,10 @@ class Signer:
             keys = self.store.signing_keys()
             if keys:
                 self._key = RSAKey.import_key(keys[-1])
-            else:
+            else:  # instances starting at once on a new folder: the first key stored is everyone's
                 key = RSAKey.generate_key(2048, parameters={"use": "sig", "alg": ALGORITHM}, auto_kid=True)
-                self.store.add_signing_key(key.kid or "", key.as_dict(private=True))
-                self._key = key
+                self.store.add_first_signing_key(key.kid or "", key.as_dict(private=True))
+                self._key = RSAKey.import_key(self.store.signing_keys()[-1])
         return self._key
 
     def jwks(self) -> dict[str, Any]:
@@ -94,7 +94,9 @@ class Signer:
                 for consent, vid in self.store.revoked_grants().items():  # other processes' revocations
                     self.note_revoked_grant(consent, vid)
                 self._revoked_at = now
-        return jti in self._revoked or (family is not None and family in self._revoked_families)
+        if jti in self._revoked or (family is not None and family in self._revoked_families):
+            return True
+        return self.store.is_revoked(jti, family)  # revoked by another instance within the last second
 
     def note_revoked_grant(self, consent: str, vid: int) -> None:
         """Refuse at once the tokens of a grant whose Consent became inactive or was deleted at version `vid`."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
@@ -131,6 +132,11 @@ class MongoStore:
     def add_commit_listener(self, listener: Callable[[list[Write]], None]) -> None:
         """Call listener after each committed write session."""
         self._listeners.append(listener)
+
+    def committed_elsewhere(self, writes: list[Write]) -> None:
+        """Hand writes another instance committed (found by the feed follower) to the commit listeners."""
+        for listener in self._listeners:
+            listener(writes)
 
     # -- reads -----------------------------------------------------------------------------------
     @guarded
@@ -278,6 +284,31 @@ class MongoStore:
                         await self._db.events.delete_many({"s": sub, "n": {"$lte": n}}, session=session)
             except ConnectionFailure as exc:
                 raise _unavailable(exc) from exc
+
+    @guarded
+    async def claim(self, job: str, holder: str, seconds: float) -> bool:
+        """Take or renew a job's lease: one conditional upsert on `leases` (the _id is the job), so of instances
+        asking at once one matches or inserts and the others meet the unique _id. Wall-clock times: the instances'
+        clocks are kept in step (NTP). https://www.mongodb.com/docs/manual/reference/method/db.collection.findOneAndUpdate/
+        """
+        now = time.time()
+        try:
+            await self._db.leases.find_one_and_update(
+                {"_id": job, "$or": [{"holder": holder}, {"until": {"$lt": now}}]},
+                {"$set": {"holder": holder, "until": now + seconds}}, upsert=True)
+        except DuplicateKeyError:  # the lease exists, held by another and still running
+            return False
+        except ConnectionFailure as exc:
+            raise _unavailable(exc) from exc
+        return True
+
+    @guarded
+    async def release(self, job: str, holder: str) -> None:
+        """Give up a job's lease this holder has."""
+        try:
+            await self._db.leases.delete_many({"_id": job, "holder": holder})  # one at most: _id is the job
+        except ConnectionFailure as exc:
+            raise _unavailable(exc) from exc
 
     @guarded
     async def subscription_events(self, subscription: str, after: int, until: int | None, limit: int,

@@ -34,7 +34,7 @@ from resources.store.protocol import (
     Tallies,
     Write,
 )
-from resources.store.sqlite import aggregates, reads
+from resources.store.sqlite import aggregates, leases, reads
 from resources.store.sqlite.bodies import MEMO_MIB, set_memo_mib
 from resources.store.sqlite.failures import is_full, reraise
 from resources.store.sqlite.reserve import DiskReserve
@@ -128,6 +128,9 @@ class SqliteStore:
         self._write_conn: sqlite3.Connection | None = None
         self._lock = asyncio.Lock()
         self._pids: dict[tuple[str, str], int] = {}
+        self._leases_ready = False  # the lease table exists (made by the first claim)
+        self._pid_lock = threading.Lock()  # guards the connection that looks up ids other processes assigned
+        self._pid_conn: sqlite3.Connection | None = None
         self._sids: dict[str, int] = {}
         self._reader_conns: list[sqlite3.Connection] = []
         self._loop_conn: sqlite3.Connection | None = None
@@ -137,6 +140,11 @@ class SqliteStore:
     def add_commit_listener(self, listener: Callable[[list[Write]], None]) -> None:
         """Call listener with the writes of every committed write session."""
         self._listeners.append(listener)
+
+    def committed_elsewhere(self, writes: list[Write]) -> None:
+        """Hand writes another instance committed (found by the feed follower) to the commit listeners."""
+        for listener in self._listeners:
+            listener(writes)
 
     # -- threads ---------------------------------------------------------------------------------
     async def _on_writer(self, fn: Callable[..., T], *args: Any) -> T:
@@ -226,6 +234,9 @@ class SqliteStore:
         if self._loop_conn is not None:
             self._loop_conn.close()
             self._loop_conn = None
+        if self._pid_conn is not None:
+            self._pid_conn.close()
+            self._pid_conn = None
 
     def _close_sync(self) -> None:
         assert self._write_conn is not None
@@ -420,9 +431,42 @@ class SqliteStore:
         """A subscription's kept events numbered in (after, until], oldest first."""
         return await self._on_reader(reads.subscription_events, subscription, after, until, limit)
 
+    async def claim(self, job: str, holder: str, seconds: float) -> bool:
+        """Take or renew a job's lease (leases.py), on the writer: the upsert is a write of its own."""
+        async with self._lock:
+            return await self._on_writer(self._claim_sync, job, holder, seconds)
+
+    def _claim_sync(self, job: str, holder: str, seconds: float) -> bool:
+        # the table is made on first use: a store no job runs on (the audit trail's) keeps its file as it was
+        if not self._leases_ready:
+            self._wconn().execute(leases.DDL)
+            self._leases_ready = True
+        return leases.claim(self._wconn(), job, holder, seconds)
+
+    async def release(self, job: str, holder: str) -> None:
+        """Give up a job's lease this holder has."""
+        async with self._lock:
+            if self._leases_ready:  # nothing to give up in a store that never had a lease taken
+                await self._on_writer(leases.release, self._wconn(), job, holder)
+
     def param_id(self, type: str, code: str) -> int | None:
         """The numeric id of a search parameter in the index tables, if any entry was ever written."""
-        return self._pids.get((type, code))
+        found = self._pids.get((type, code))
+        if found is None and not self._memory:
+            # another process on the file may have written the first entry of this parameter since we opened it
+            found = self._stored_pid(type, code)
+        return found
+
+    def _stored_pid(self, type_: str, code: str) -> int | None:
+        with self._pid_lock:
+            if self._pid_conn is None:
+                self._pid_conn = _connect(self._path, 1)
+                self._pid_conn.execute("PRAGMA query_only=ON")
+            row = self._pid_conn.execute("SELECT pid FROM sp WHERE type = ? AND code = ?", (type_, code)).fetchone()
+        if row is None:
+            return None
+        self._pids[(type_, code)] = int(row[0])  # ids never change once committed
+        return int(row[0])
 
     # -- writes ----------------------------------------------------------------------------------
     @asynccontextmanager
@@ -505,7 +549,10 @@ class SqliteStore:
     def _pid_for_write(self, type_: str, code: str, pending: dict[tuple[str, str], int]) -> int:
         key = (type_, code)
         pid = self._pids.get(key) or pending.get(key)
-        if pid is None:
+        if pid is None:  # another process on the file may have assigned it (this transaction holds the lock)
+            row = self._wconn().execute("SELECT pid FROM sp WHERE type = ? AND code = ?", key).fetchone()
+            pid = pending[key] = int(row[0]) if row is not None else 0
+        if not pid:
             cur = self._wconn().execute("INSERT INTO sp (type, code) VALUES (?, ?)", key)
             pid = int(cur.lastrowid or 0)
             pending[key] = pid
@@ -515,7 +562,10 @@ class SqliteStore:
         if uri is None:
             return None
         sid = self._sids.get(uri) or pending.get(uri)
-        if sid is None:
+        if sid is None:  # as for parameter ids: another process may have assigned it
+            row = self._wconn().execute("SELECT sid FROM system WHERE uri = ?", (uri,)).fetchone()
+            sid = pending[uri] = int(row[0]) if row is not None else 0
+        if not sid:
             cur = self._wconn().execute("INSERT INTO system (uri) VALUES (?)", (uri,))
             sid = pending[uri] = int(cur.lastrowid or 0)
         return sid
