@@ -393,6 +393,16 @@ class AuthStore:
         with self._check_lock:
             return bool(self._check_db.execute(sql, (jti, family or "")).fetchone()[0])
 
+    def data_version(self) -> int | None:
+        """SQLite's `data_version` on the check connection: it changes whenever any other connection, of this
+        process or another instance, commits to the file; None for a memory database (one connection).
+        https://www.sqlite.org/pragma.html#pragma_data_version
+        """
+        if self._check_db is None:
+            return None
+        with self._check_lock:
+            return int(self._check_db.execute("PRAGMA data_version").fetchone()[0])
+
     def revoked_jtis(self) -> set[str]:
         """Revoked access tokens that have not expired."""
         return {row[0] for row in self._run("SELECT jti FROM revoked WHERE expires > ?", (time.time(),))}
