@@ -52,6 +52,10 @@ class AuditRows:
                     getattr(found, name).append(row)
         return found
 
+    def part_rows(self, part: dict[str, Any]) -> list[tuple[str, Any]]:
+        """The (table, row) index rows of one part of an event (see `parts`)."""
+        return self._part(part)
+
     def _date_codes(self) -> tuple[str, ...] | None:
         # the parameters `recorded` feeds, when all of them are dates (then its rows are its date range per code)
         sample = self._extract({"resourceType": "AuditEvent", "recorded": _SAMPLE_TIME})
