@@ -18,11 +18,11 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from consent.audit.chain import GENESIS, record_hash
+from consent.audit.chain import GENESIS
 from consent.audit.clock import instant as format_instant
 from consent.audit.logstore import AuditLogStore
 from consent.audit.recorder import AuditUnavailable, Sign
-from consent.audit.records import EVENT, REQUEST, Facts, entries, event_body, events_of_facts, request_body
+from consent.audit.records import EVENT, REQUEST, Facts, new_record
 from consent.audit.rows import AuditRows
 from resources.errors import Unavailable
 from resources.ids import now_ms
@@ -170,15 +170,9 @@ class LogRecorder:
         n, previous = self.head
         found = []
         for kind, payload, recorded in items:
-            if kind == REQUEST:
-                body, events = request_body(payload, written), events_of_facts(payload)
-            else:
-                body, events = event_body(payload, written), [payload]
             n += 1
-            digest = record_hash(self.chain, n, recorded, len(events), previous, body)
-            found.append(NewRecord(self.chain, n, recorded, len(events), previous, digest, body,
-                                   entries(events, self._rows)))
-            previous = digest
+            found.append(new_record(self.chain, n, previous, kind, payload, recorded, written, self._rows))
+            previous = found[-1].hash
         return found
 
     async def _write(self, items: list[Item], force_checkpoint: bool = False) -> list[StoredRecord]:

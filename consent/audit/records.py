@@ -15,13 +15,13 @@ from typing import Any
 import orjson
 
 from consent.access import Access
-from consent.audit.chain import CHAIN_URL
+from consent.audit.chain import CHAIN_URL, record_hash
 from consent.audit.clock import instant
 from consent.audit.rows import AuditRows, parts
 from consent.audit.shapes import Exchange, Touched, request_events
 from consent.decisions import DecisionRecord
 from resources.search.index import IndexRows
-from resources.store.audit_log.model import MEMBERS, Entry, StoredRecord
+from resources.store.audit_log.model import MEMBERS, Entry, NewRecord, StoredRecord
 
 REQUEST, EVENT = "r", "e"
 Facts = tuple[Exchange, Access, Sequence[Touched], Sequence[DecisionRecord]]
@@ -149,6 +149,17 @@ def _member_sets(events: Sequence[dict[str, Any]], rows: AuditRows) -> list[set[
         previous = current
         found.append(own)
     return found
+
+
+def new_record(chain: str, n: int, previous: str, kind: str, payload: Any, recorded: int, written: int,
+               rows: AuditRows) -> NewRecord:
+    """Record `n` of a chain after `previous`: a request's facts (REQUEST) or one whole event (EVENT)."""
+    if kind == REQUEST:
+        body, events = request_body(payload, written), events_of_facts(payload)
+    else:
+        body, events = event_body(payload, written), [payload]
+    digest = record_hash(chain, n, recorded, len(events), previous, body)
+    return NewRecord(chain, n, recorded, len(events), previous, digest, body, entries(events, rows))
 
 
 def entries(events: Sequence[dict[str, Any]], rows: AuditRows) -> list[Entry]:
