@@ -9,7 +9,7 @@ thousands, so the file is what the server would have written, without HTTP. What
   - 35%: a clinic system's read or search of one patient (1 event);
   - 10%: a worklist search of 10 patients (10 events, one per patient);
   - 5%: a create, update or delete (1 event).
-That is about 2.4 events a record: 10M events are about 4.2M records.
+That is about 2.4 events a record: 10M events are about 4.2M records. A token serves about 50 requests.
 `python -m bench.audit_trail --events 10000000 --out /work/bench-data/audit-10m/audit.sqlite`
 """
 
@@ -49,15 +49,19 @@ def requests(count: int, patients: int, seed: int = 20261207) -> Iterator[tuple[
     rng = random.Random(seed)
     clinicians = [f"Practitioner/dr{n}" for n in range(max(1, patients // 50))]
     apps = [f"app-{n}" for n in range(20)]
+    tokens: dict[str, str] = {}
     made = 0
     while made < count:
         at = START_MS + rng.randrange(SPAN_MS)
         patient = f"p{rng.randrange(patients)}"
         roll = rng.random()
-        jti = uuid.UUID(int=rng.getrandbits(128)).hex
         btg = roll < 0.5 and rng.random() < 0.01
+        user = rng.choice(clinicians) if roll < 0.5 else "clinic-ehr"
+        if user not in tokens or rng.random() < 0.02:  # a token serves about 50 requests of its user
+            tokens[user] = uuid.UUID(int=rng.getrandbits(128)).hex
+        jti = tokens[user]
         if roll < 0.5:
-            access = Access(client_id=rng.choice(apps), fhir_user=rng.choice(clinicians), purposes=(
+            access = Access(client_id=rng.choice(apps), fhir_user=user, purposes=(
                 "BTG",) if btg else ("TREAT",), roles=("clinician",), jti=jti,
                 btg_reason="unconscious patient in ED" if btg else None)
         else:

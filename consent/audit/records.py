@@ -130,20 +130,38 @@ def _entry(table: str, row: Any) -> tuple[str, str, str] | None:
 _TABLES = ("tokens", "strings", "references", "uris", "compartments")
 
 
+_PARTS: dict[bytes, frozenset[tuple[str, str, str]]] = {}
+_PARTS_KEPT = 50_000  # parts remembered (a caller's agents, a frame, a patient's entity); cleared when full
+
+
+def _narrow_part(part: dict[str, Any], rows: AuditRows) -> frozenset[tuple[str, str, str]]:
+    # the entries of a part seen before (the same caller, the same patient) are one dict look-up away
+    key = orjson.dumps(part)
+    found = _PARTS.get(key)
+    if found is None:
+        if len(_PARTS) >= _PARTS_KEPT:
+            _PARTS.clear()
+        found = _PARTS[key] = frozenset(
+            e for table, row in rows.part_rows(part) if (e := _entry(table, row)) is not None)
+    return found
+
+
 def _member_sets(events: Sequence[dict[str, Any]], rows: AuditRows) -> list[set[tuple[str, str, str]]]:
     # the events of one record share their frame (type, subtype, agents, source, purpose) and most entities: a
     # part equal to the one at its place in the previous event reuses its entries (a search of 20 patients looks
     # up its frame once and one patient entity per member)
-    previous: list[tuple[dict[str, Any], set[tuple[str, str, str]]]] = []
+    previous: list[tuple[dict[str, Any], frozenset[tuple[str, str, str]]]] = []
     found = []
     for event in events:
         own: set[tuple[str, str, str]] = set()
         current = []
         for at, part in enumerate(parts(event)):
+            if len(part) == 2 and "recorded" in part:
+                continue  # the record's instant is a column of its own, not an entry
             if at < len(previous) and (previous[at][0] is part or previous[at][0] == part):
                 narrow = previous[at][1]
             else:
-                narrow = {e for table, row in rows.part_rows(part) if (e := _entry(table, row)) is not None}
+                narrow = _narrow_part(part, rows)
             current.append((part, narrow))
             own |= narrow
         previous = current
@@ -165,11 +183,13 @@ def new_record(chain: str, n: int, previous: str, kind: str, payload: Any, recor
 def entries(events: Sequence[dict[str, Any]], rows: AuditRows) -> list[Entry]:
     """The index entries of a record's events: what all share once (member -1), the rest per member."""
     per = _member_sets(events, rows)
+    if len(per) == 1:
+        return [(p, v, s, MEMBERS) for p, v, s in per[0]]
     common = set.intersection(*per) if per else set()
-    found = [Entry(p, v, s, MEMBERS) for p, v, s in common]
+    found: list[Entry] = [(p, v, s, MEMBERS) for p, v, s in common]
     if len(per) > 1:
         for member, own in enumerate(per):
-            found.extend(Entry(p, v, s, member) for p, v, s in own - common)
+            found.extend((p, v, s, member) for p, v, s in own - common)
     return found
 
 

@@ -12,13 +12,9 @@ from typing import Any, NamedTuple
 MEMBERS = -1  # an index entry of every member of its record (a request-level fact)
 
 
-class Entry(NamedTuple):
-    """One index entry: a parameter's value (and its system, type or exact text) for a member, or for all (-1)."""
-
-    param: str
-    value: str
-    sys: str
-    member: int
+# One index entry: (param, value, sys, member): a parameter's value (and its system, reference type or exact text,
+# "" for none) for one member, or for all (MEMBERS). A plain tuple: a record has about 25 of them.
+Entry = tuple[str, str, str, int]
 
 
 @dataclass(frozen=True)

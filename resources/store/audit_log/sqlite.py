@@ -216,8 +216,8 @@ class SqliteAuditLog:
                               for s, r in zip(seqs, records, strict=True)])
             conn.executemany("INSERT OR IGNORE INTO audit_index (param, value, recorded, seq, member, sys) "
                              "VALUES (?, ?, ?, ?, ?, ?)",
-                             [(e.param, e.value, r.recorded, s, e.member, e.sys)
-                              for s, r in zip(seqs, records, strict=True) for e in r.entries])
+                             [(param, value, r.recorded, s, member, sys)
+                              for s, r in zip(seqs, records, strict=True) for param, value, sys, member in r.entries])
             widest = max((r.members for r in records), default=0)
             if widest > self._members:
                 conn.executemany("INSERT OR IGNORE INTO audit_member (m) VALUES (?)",
@@ -248,7 +248,8 @@ class SqliteAuditLog:
                 # by their whole key: the entries are what the record yields, so no scan finds them
                 conn.executemany("DELETE FROM audit_index WHERE param = ? AND value = ? AND recorded = ? AND seq = ? "
                                  "AND member = ? AND sys = ?",
-                                 [(e.param, e.value, record.recorded, record.seq, e.member, e.sys) for e in entries])
+                                 [(param, value, record.recorded, record.seq, member, sys)
+                                  for param, value, sys, member in entries])
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
