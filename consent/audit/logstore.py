@@ -61,6 +61,10 @@ def _condition(flt: Filter) -> Condition | None:
                 alternatives.append(("v", value.code, None))
             else:
                 alternatives.append(("vs", value.code, value.system or ""))
+        elif flt.type == "reference" and flt.modifier == "identifier" and isinstance(value, TokenValue) and \
+                value.code:  # the request id of a request's events (entity[transaction]), a client's identifier
+            alternatives.append(("v", value.code, None) if value.any_system else ("vs", value.code,
+                                                                                 value.system or ""))
         elif flt.type == "reference" and flt.modifier is None and isinstance(value, ReferenceValue):
             if value.id and value.type:
                 alternatives.append(("vs", value.id, value.type))
@@ -81,7 +85,8 @@ def _condition(flt: Filter) -> Condition | None:
             return None
     if not alternatives:
         return None
-    return Condition("_compartment" if flt.type == "compartment" else flt.code, tuple(alternatives))
+    param = "_compartment" if flt.type == "compartment" else flt.code
+    return Condition(param + ":identifier" if flt.modifier == "identifier" else param, tuple(alternatives))
 
 
 def plan(query: SearchQuery) -> tuple[LogQuery, list[Filter]]:
@@ -192,12 +197,12 @@ class AuditLogStore:
             rows = await self.log.events(replace(log_query, limit=query.count + 1, offset=offset))
             page = await self._members([(s, m) for s, m, _ in rows[:query.count]])
             total = await self.log.count(log_query) if query.total != "none" else None
-            more = len(rows) > query.count
+            more = 0 < query.count < len(rows)
         else:
             matched = await self._matching(log_query, left)
             total = len(matched) if query.total != "none" else None
             page = matched[offset:offset + query.count]
-            more = len(matched) > offset + query.count
+            more = query.count > 0 and len(matched) > offset + query.count
         return SearchPage(page, str(offset + query.count) if more else None, total)
 
     async def _matching(self, log_query: LogQuery, left: list[Filter]) -> list[StoredResource]:

@@ -44,6 +44,8 @@ async def test_a_search_of_three_patients_is_one_record_of_three_members(tmp_pat
             f"Patient/{world.ids[k]}" for k in ("alice", "bob", "carol"))
         headers = await auditor(world)
         # a per-member parameter finds that member only; a request-level one every member
+        assert sorted(e["id"] for e in await trail(world.client, headers, **{"entity:identifier": "three"})) == \
+            sorted(e["id"] for e in events)
         bob = await trail(world.client, headers, patient=world.ids["bob"], **{"entity-type": "1"})
         assert [e["id"] for e in of_request(bob, "three")] == [e["id"] for e in events if
                                                                patients(e) == [f"Patient/{world.ids['bob']}"]]

@@ -42,6 +42,7 @@ CASES = [
     ("agent-name=Smi", (Condition("agent-name", (("p", "smi", "smi\U0010ffff"),)),), []),
     ("agent-name:exact=Smith", (Condition("agent-name", (("vs", "smith", "Smith"),)),), []),
     ("agent-name:contains=mit", (), ["agent-name"]),
+    ("entity:identifier=req-1", (Condition("entity:identifier", (("v", "req-1", None),)),), []),
     ("outcome:not=0", (), ["outcome"]),
     ("outcome:missing=true", (), ["outcome"]),
     ("subtype=http://careloop.health/fhir/CodeSystem/audit-subtype|", (), ["subtype"]),
