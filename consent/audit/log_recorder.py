@@ -28,11 +28,12 @@ from resources.errors import Unavailable
 from resources.ids import now_ms
 from resources.search.dates import date_range
 from resources.search.index import Indexer
-from resources.store.audit_log.model import CheckpointRow, NewRecord, StoredRecord
+from resources.store.audit_log.model import ChainMoved, CheckpointRow, NewRecord, StoredRecord
 from resources.store.audit_log.sqlite import SqliteAuditLog
 from resources.store.protocol import StoredResource
 
 log = logging.getLogger("careloop.audit")
+_RETRIES = 5  # renumberings of a batch when another process appended to the same chain meanwhile
 Item = tuple[str, Any, int]  # (REQUEST, facts, recorded ms) or (EVENT, event, recorded ms)
 
 
@@ -177,17 +178,26 @@ class LogRecorder:
 
     async def _write(self, items: list[Item], force_checkpoint: bool = False) -> list[StoredRecord]:
         written = now_ms()
-        records = self._records(items, written)
-        n, head = (records[-1].n, records[-1].hash) if records else self.head
-        unsigned = self._unsigned + len(records)
-        due = unsigned >= self._every or (
-            unsigned and time.monotonic() - self._checkpoint_at >= self._seconds) or (force_checkpoint and unsigned)
-        points = []
-        if due and n:
-            points.append(await self._checkpoint(n, head, format_instant(written)))
-        if not records and not points:
-            return []
-        seqs = await self.log.append(records, points)
+        for attempt in range(_RETRIES):
+            records = self._records(items, written)
+            n, head = (records[-1].n, records[-1].hash) if records else self.head
+            unsigned = self._unsigned + len(records)
+            due = unsigned >= self._every or (unsigned and time.monotonic() - self._checkpoint_at >= self._seconds
+                                              ) or (force_checkpoint and unsigned)
+            points = []
+            if due and n:
+                points.append(await self._checkpoint(n, head, format_instant(written)))
+            if not records and not points:
+                return []
+            try:
+                seqs = await self.log.append(records, points)
+                break
+            except ChainMoved:
+                # another process writes under the same chain id (CARELOOP_INSTANCE_ID unset on several): go on
+                # from the head it wrote, so the chain stays one line, serialised by the file's write lock
+                if attempt == _RETRIES - 1:
+                    raise
+                self.head = await self.log.head(self.chain) or (0, GENESIS)
         self.head = (n, head)
         if due:
             self._unsigned = 0

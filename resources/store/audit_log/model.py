@@ -17,6 +17,10 @@ MEMBERS = -1  # an index entry of every member of its record (a request-level fa
 Entry = tuple[str, str, str, int]
 
 
+class ChainMoved(Exception):
+    """Another writer appended to the same chain since this one read its head: read it again and renumber."""
+
+
 @dataclass(frozen=True)
 class NewRecord:
     """A record to append: its place in its chain, when it happened, how many members, its hash and bytes."""

@@ -17,7 +17,15 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-from resources.store.audit_log.model import MEMBERS, CheckpointRow, Entry, LogQuery, NewRecord, StoredRecord
+from resources.store.audit_log.model import (
+    MEMBERS,
+    ChainMoved,
+    CheckpointRow,
+    Entry,
+    LogQuery,
+    NewRecord,
+    StoredRecord,
+)
 
 T = TypeVar("T")
 PRAGMAS = ("PRAGMA journal_mode=WAL", "PRAGMA synchronous=NORMAL", "PRAGMA busy_timeout=10000",
@@ -227,6 +235,9 @@ class SqliteAuditLog:
             conn.executemany("INSERT INTO audit_checkpoint (chain, n, hash, recorded, jws) VALUES (?, ?, ?, ?, ?)",
                              checkpoints)
             conn.execute("COMMIT")
+        except sqlite3.IntegrityError as exc:
+            conn.execute("ROLLBACK")
+            raise ChainMoved(str(exc)) from exc  # (chain, n) taken: another process writes this chain too
         except BaseException:
             conn.execute("ROLLBACK")
             raise
