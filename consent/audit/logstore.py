@@ -186,7 +186,8 @@ class AuditLogStore:
             return [found] if found is not None and (query.since_ms is None or found.updated_ms >= query.since_ms) \
                 else []
         dates = ((("ge", float(query.since_ms), float(query.since_ms)),),) if query.since_ms is not None else ()
-        rows = await self.log.events(LogQuery(dates=dates, descending=True, limit=query.count))
+        rows = await self.log.events(LogQuery(dates=dates, newest_first=True, before_seq=query.before_seq,
+                                              limit=query.count))
         return await self._members([(seq, member) for seq, member, _ in rows])
 
     async def search(self, query: SearchQuery) -> SearchPage:

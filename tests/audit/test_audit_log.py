@@ -145,3 +145,19 @@ async def test_without_a_configured_instance_the_chain_id_is_kept_in_the_audit_f
         assert result(report) and set(chains(report)) == {first}
         events = await trail(world.client, await auditor(world))
         assert all(request_id(e) is None or e["id"].count("-") == 1 for e in events)
+
+
+async def test_the_type_history_pages_newest_first_to_the_end(tmp_path: Path, seeded_database: Path) -> None:
+    async with open_world(tmp_path, seeded_database) as world:
+        await requests(world, 5)
+        headers = await auditor(world)
+        seen: list[str] = []
+        url: str | None = "/fhir/AuditEvent/_history?_count=2"
+        while url is not None and len(seen) < 100:
+            page = (await world.client.get(url, headers=headers)).json()
+            seen.extend(e["resource"]["id"] for e in page.get("entry", []))
+            url = next((link["url"].removeprefix("http://testserver") for link in page.get("link", [])
+                        if link["relation"] == "next"), None)
+        assert len(seen) == len(set(seen)) >= 5  # every event once, and the pages end
+        records = [int(i.split("-")[0]) for i in seen]
+        assert records == sorted(records, reverse=True)

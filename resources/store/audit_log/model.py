@@ -75,5 +75,7 @@ class LogQuery:
     dates: tuple[tuple[tuple[str, float, float], ...], ...] = ()  # AND of OR-ed (prefix, low, high) on recorded
     ids: tuple[tuple[int, int], ...] | None = None  # (seq, member) of the ids asked for
     descending: bool | None = None  # None: in write order; else by recorded (ties in write order)
+    newest_first: bool = False  # in write order, newest record first (history)
+    before_seq: int | None = None  # records written before this one only (history pages)
     limit: int | None = None
     offset: int = 0

@@ -149,13 +149,16 @@ def compile_events(query: LogQuery, *, count: bool = False) -> tuple[str, list[A
                                 f"e.recorded AND j.seq = e.seq AND j.member IN ({MEMBERS}, e.member))")
             args.extend([condition.param, *found])
         tests.append("(" + " OR ".join(alternatives) + ")")
+    if query.before_seq is not None:
+        tests.append("e.seq < ?")
+        args.append(query.before_seq)
     if query.ids is not None:
         tests.append("(" + " OR ".join("(e.seq = ? AND e.member = ?)" for _ in query.ids) + ")")
         args.extend(v for pair in query.ids for v in pair)
     where_sql = f" WHERE {' AND '.join(tests)}" if tests else ""
     if count:
         return f"{head}SELECT count(*) FROM e{where_sql}", args
-    order = "e.seq, e.member" if query.descending is None else (
+    order = ("e.seq DESC, e.member" if query.newest_first else "e.seq, e.member") if query.descending is None else (
         f"e.recorded {'DESC' if query.descending else 'ASC'}, e.seq, e.member")
     sql = f"{head}SELECT e.seq, e.member, e.recorded FROM e{where_sql} ORDER BY {order}"
     if query.limit is not None:
