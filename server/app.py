@@ -150,7 +150,7 @@ def build_audit(settings: Settings, registry: SearchRegistry, indexer: Indexer, 
         raise SystemExit(f"CARELOOP_AUDIT_PATIENT_SHOWS_STAFF must be one of {', '.join(STAFF_VIEWS)}")
     recorder: LogRecorder | AuditRecorder
     if settings.store == "sqlite":  # the audit log: one record per request, materialised on read (docs/audit.md)
-        recorder = LogRecorder(SqliteAuditLog(audit_path(settings)), indexer,
+        recorder = LogRecorder(SqliteAuditLog(audit_path(settings), inline_ms=settings.sqlite_inline_ms), indexer,
                                checkpoint_events=settings.audit_checkpoint_events,
                                checkpoint_seconds=settings.audit_checkpoint_seconds, instance_id=settings.instance_id)
     else:  # MongoDB keeps each AuditEvent whole in a database of its own

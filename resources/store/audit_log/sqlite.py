@@ -10,7 +10,9 @@ readers use their own connection (WAL). https://www.sqlite.org/withoutrowid.html
 from __future__ import annotations
 
 import asyncio
+import math
 import sqlite3
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -64,6 +66,8 @@ CREATE TABLE IF NOT EXISTS audit_checkpoint (
     PRIMARY KEY (chain, n)
 );
 """
+INLINE_MS = 1.0  # a read's budget on the event loop before it moves to the reader thread
+_CHECK_EVERY = 2000  # SQLite VM steps between two looks at the clock
 _RECORD = "seq, chain, n, recorded, members, previous, hash, body"
 _IN = 500  # ids per IN list
 
@@ -170,9 +174,12 @@ def compile_events(query: LogQuery, *, count: bool = False) -> tuple[str, list[A
 class SqliteAuditLog:
     """The audit log in one SQLite file (':memory:' for throw-away use: one connection then)."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, *, inline_ms: float = INLINE_MS) -> None:
         self.path = path
         self._memory = path == ":memory:"
+        self._inline_s = inline_ms / 1000
+        self._deadline = math.inf
+        self._loop_conn: sqlite3.Connection | None = None
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="audit-writer")
         self._reader = self._writer if self._memory else ThreadPoolExecutor(max_workers=1,
                                                                             thread_name_prefix="audit-reader")
@@ -195,7 +202,12 @@ class SqliteAuditLog:
         self._write_conn = conn
         self._members = conn.execute("SELECT count(*) FROM audit_member").fetchone()[0]
         self._read_conn = conn if self._memory else _connect(self.path)
+        if not self._memory:  # short reads run on the event loop, within a budget (no thread hand-off)
+            self._loop_conn = _connect(self.path)
+            self._loop_conn.set_progress_handler(self._over_budget, _CHECK_EVERY)
 
+    def _over_budget(self) -> int:
+        return 1 if time.perf_counter() > self._deadline else 0
     async def close(self) -> None:
         """Close the connections and stop the threads."""
         if self._write_conn is not None:
@@ -205,9 +217,10 @@ class SqliteAuditLog:
             self._reader.shutdown(wait=True)
 
     def _close(self) -> None:
-        for conn in {id(c): c for c in (self._read_conn, self._write_conn) if c is not None}.values():
+        for conn in {id(c): c for c in (self._read_conn, self._write_conn, self._loop_conn)
+                     if c is not None}.values():
             conn.close()
-        self._write_conn = self._read_conn = None
+        self._write_conn = self._read_conn = self._loop_conn = None
 
     # -- writing ---------------------------------------------------------------------------------
     async def append(self, records: Sequence[NewRecord], checkpoints: Sequence[CheckpointRow] = ()) -> list[int]:
@@ -235,8 +248,9 @@ class SqliteAuditLog:
                                  [(m,) for m in range(self._members, widest)])
             chains = {r.chain for r in records} | {p.chain for p in checkpoints}
             conn.executemany("INSERT OR IGNORE INTO audit_chain (chain) VALUES (?)", [(c,) for c in chains])
-            conn.executemany("INSERT INTO audit_checkpoint (chain, n, hash, recorded, jws) VALUES (?, ?, ?, ?, ?)",
-                             checkpoints)
+            # a head signed again (a restart signs the head it found) keeps its first checkpoint
+            conn.executemany("INSERT OR IGNORE INTO audit_checkpoint (chain, n, hash, recorded, jws) "
+                             "VALUES (?, ?, ?, ?, ?)", checkpoints)
             conn.execute("COMMIT")
         except sqlite3.IntegrityError as exc:
             conn.execute("ROLLBACK")
@@ -289,7 +303,16 @@ class SqliteAuditLog:
         return conn.execute(sql, args).fetchall()
 
     async def query(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
-        """Rows of a read-only statement on the reader connection."""
+        """Rows of a read-only statement: on the event loop within the budget, else on the reader thread."""
+        if self._loop_conn is not None and self._inline_s > 0:
+            self._deadline = time.perf_counter() + self._inline_s
+            try:
+                return self._loop_conn.execute(sql, args).fetchall()
+            except sqlite3.OperationalError as exc:
+                if "interrupted" not in str(exc):
+                    raise
+            finally:
+                self._deadline = math.inf
         return await self._on(self._reader, self._read, sql, list(args))
 
     async def head(self, chain: str) -> tuple[int, str] | None:
