@@ -2,7 +2,9 @@
 
 `export_expired` writes every AuditEvent recorded before the cutoff (now minus the period), one per line, as
 stored, and a manifest beside it: the cutoff, the count, the file's SHA-256 and the hash chain's signed
-checkpoints (`chain_checkpoints`), so the export stays verifiable. `purge_expired` removes exactly the events
+checkpoints (`chain_checkpoints`), so the export stays verifiable; on the audit log also the records the events
+were made of (`<file>.records.ndjson`: each record's chain, number, instant, previous hash, hash and bytes, which
+`consent.audit.chain.record_hash` checks). `purge_expired` removes exactly the events
 of such a file, and only when the file is whole and complete: unchanged since export, every event in it still
 stored as exported, and no event recorded before its cutoff missing from it.
 https://hl7.org/fhir/R4B/auditevent.html, https://github.com/ndjson/ndjson-spec
@@ -11,6 +13,7 @@ https://hl7.org/fhir/R4B/auditevent.html, https://github.com/ndjson/ndjson-spec
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import logging
 import os
@@ -22,6 +25,8 @@ from typing import Any
 import orjson
 
 from consent.audit.chain import checkpoints, link_of
+from consent.audit.logstore import AuditLogStore
+from consent.audit.records import parse_id
 from resources.errors import Conflict
 from resources.ids import now_ms
 from resources.repository import Repository
@@ -51,6 +56,34 @@ class Export:
     sha256: str
 
 
+def records_path(path: Path) -> Path:
+    """The file of the audit records beside an export file (the audit log)."""
+    return path.with_name(path.name + ".records.ndjson")
+
+
+async def _export_records(log_store: AuditLogStore, seqs: list[int], path: Path) -> dict[str, int]:
+    """Write the records of these sequences (one JSON line each, bytes in base64); the last number per chain."""
+    lasts: dict[str, int] = {}
+    lines = []
+    for at in range(0, len(seqs), _PAGE):
+        found = await log_store.log.records(seqs[at:at + _PAGE])
+        for seq in seqs[at:at + _PAGE]:
+            record = found.get(seq)
+            if record is None:
+                continue
+            lasts[record.chain] = max(lasts.get(record.chain, 0), record.n)
+            lines.append(orjson.dumps({"seq": record.seq, "chain": record.chain, "n": record.n,
+                                       "recorded": record.recorded, "members": record.members,
+                                       "previous": record.previous, "hash": record.hash,
+                                       "body": base64.b64encode(record.body).decode()}) + b"\n")
+    await asyncio.to_thread(_write_durably, path, b"".join(lines))
+    return lasts
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
 def manifest_path(path: Path) -> Path:
     """The manifest beside an export file."""
     return path.with_name(path.name + ".manifest.json")
@@ -61,22 +94,42 @@ def cutoff_ms(retention_days: int, now: int | None = None) -> int:
     return (now_ms() if now is None else now) - retention_days * DAY_MS
 
 
-async def chain_checkpoints(repository: Repository, last_sequence: int) -> list[dict[str, Any]]:
+async def chain_checkpoints(repository: Repository, last_sequence: int | dict[str, int]) -> list[dict[str, Any]]:
     """The chain's checkpoints up to the first one that covers the event at `last_sequence` (oldest first).
 
     The export keeps them in its manifest so the exported events can be verified after they are removed: the
     events' hashes link from the first to the last, and each checkpoint's JWS (the server's key, /auth/jwks)
     signs the hash at its sequence. When no checkpoint covers the last event yet, every one there is is kept.
+    On the audit log, `last_sequence` is the last record exported of each writer instance's chain, and each
+    checkpoint names its chain.
     """
-    if last_sequence <= 0:
+    log_store = _log_store(repository)
+    if log_store is not None:
+        lasts = last_sequence if isinstance(last_sequence, dict) else {}
+        found: list[dict[str, Any]] = []
+        for chain, last in sorted(lasts.items()):
+            points = await log_store.log.checkpoints(chain)
+            covering = next((p.n for p in points if p.n >= last), None)
+            found.extend({"chain": chain, "sequence": p.n, "hash": p.hash, "recorded": p.recorded, "jws": p.jws}
+                         for p in points if covering is None or p.n <= covering)
+        return found
+    last = last_sequence if isinstance(last_sequence, int) else max(last_sequence.values(), default=0)
+    if last <= 0:
         return []
     store = repository.store
     if isinstance(store, RoutedStore) and "AuditEvent" in store.types:
         store = store.side  # the checkpoints are kept with the trail, in the audit store
-    found = await checkpoints(store)
-    covering = next((point.sequence for point in found if point.sequence >= last_sequence), None)
+    kept = await checkpoints(store)
+    covering = next((point.sequence for point in kept if point.sequence >= last), None)
     return [{"sequence": point.sequence, "hash": point.hash, "recorded": point.recorded, "jws": point.jws}
-            for point in found if covering is None or point.sequence <= covering]
+            for point in kept if covering is None or point.sequence <= covering]
+
+
+def _log_store(repository: Repository) -> AuditLogStore | None:
+    store = repository.store
+    if isinstance(store, RoutedStore) and isinstance(store.side, AuditLogStore):
+        return store.side
+    return None
 
 
 async def _expired(repository: Repository, before_ms: int) -> AsyncIterator[tuple[str, bytes]]:
@@ -104,14 +157,18 @@ async def export_expired(repository: Repository, out: Path, retention_days: int,
     before = cutoff_ms(retention_days, now)
     partial = out.with_name(out.name + ".partial")
     digest, count, last_sequence = hashlib.sha256(), 0, 0
+    seqs: set[int] = set()
     handle = await asyncio.to_thread(partial.open, "wb")
     try:
         lines: list[bytes] = []
-        async for _, body in _expired(repository, before):
+        async for id_, body in _expired(repository, before):
             line = body + b"\n"
             digest.update(line)
             chain = link_of(orjson.loads(body))
             last_sequence = max(last_sequence, chain.sequence if chain is not None else 0)
+            found = parse_id(id_)
+            if found is not None:
+                seqs.add(found[0])
             lines.append(line)
             count += 1
             if len(lines) >= _PAGE:
@@ -124,8 +181,15 @@ async def export_expired(repository: Repository, out: Path, retention_days: int,
         raise
     description = {"format": FORMAT, "file": out.name, "cutoff": format_instant(before),
                    "retention_days": retention_days, "exported_at": format_instant(now_ms()), "count": count,
-                   "sha256": digest.hexdigest(), "last_sequence": last_sequence,
-                   "checkpoints": await chain_checkpoints(repository, last_sequence)}
+                   "sha256": digest.hexdigest(), "last_sequence": last_sequence}
+    log_store = _log_store(repository)
+    if log_store is not None:  # the records the events were made of, so their chain can be checked without the log
+        lasts = await _export_records(log_store, sorted(seqs), records_path(out))
+        description.update({"records": records_path(out).name, "chains": lasts,
+                            "records_sha256": await asyncio.to_thread(_sha256, records_path(out)),
+                            "checkpoints": await chain_checkpoints(repository, lasts)})
+    else:
+        description["checkpoints"] = await chain_checkpoints(repository, last_sequence)
     # the data file appears under its name only once whole, and its manifest only after it
     await asyncio.to_thread(partial.replace, out)
     await asyncio.to_thread(_write_durably, manifest, orjson.dumps(description, option=orjson.OPT_INDENT_2))

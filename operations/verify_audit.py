@@ -33,9 +33,22 @@ def parameters(report: Report) -> dict[str, Any]:
                                       {"name": "detail", "valueString": found.detail}]
         if found.reference:
             part.insert(1, {"name": "event", "valueReference": {"reference": found.reference}})
+        for other in found.references[1:]:  # the other AuditEvents of the broken record
+            part.append({"name": "event", "valueReference": {"reference": other}})
+        if found.chain is not None:
+            part.append({"name": "chain", "valueString": found.chain})
         parts.append({"name": "break", "part": part})
     if report.truncation is not None:
         parts.append({"name": "truncation", "valueString": report.truncation})
+    for state in report.chains:  # every writer instance's chain (the audit log)
+        chain: list[dict[str, Any]] = [{"name": "id", "valueString": state.chain},
+                                       {"name": "checked", "valueInteger": state.checked},
+                                       {"name": "sequence", "valueInteger": state.head[0]},
+                                       {"name": "hash", "valueString": state.head[1]},
+                                       {"name": "signature", "valueCode": state.signature}]
+        if state.checkpoint is not None:
+            chain.append({"name": "checkpoint", "valueInteger": state.checkpoint.sequence})
+        parts.append({"name": "chain", "part": chain})
     return {"resourceType": "Parameters", "parameter": parts}
 
 

@@ -23,6 +23,7 @@ from fastapi.telemetry import TelemetryConfig
 
 from consent.access import AccessPolicy
 from consent.audit.chain import CHECKPOINT_TYPE
+from consent.audit.log_recorder import LogRecorder
 from consent.audit.recorder import AuditRecorder
 from consent.audit.redact import STAFF_VIEWS
 from consent.audit.trail import AuditTrail
@@ -42,6 +43,7 @@ from resources.search.custom import CustomParameters
 from resources.search.index import Indexer, load_patient_compartment
 from resources.search.parse import SearchLimits
 from resources.search.registry import SearchRegistry, default_registry
+from resources.store.audit_log.sqlite import SqliteAuditLog
 from resources.store.follower import FeedFollower
 from resources.store.protocol import Store, Write, every
 from resources.store.routed import RoutedStore
@@ -127,23 +129,18 @@ def build_store(settings: Settings, registry: SearchRegistry, mongo_client: Any 
     raise SystemExit(f"CARELOOP_STORE={settings.store!r} is not a store; use 'sqlite' or 'mongodb'")
 
 
-def build_audit_store(settings: Settings, registry: SearchRegistry, mongo_client: Any = None,
-                      reserve: DiskReserve | None = None) -> Store:
-    """The audit trail's own store: a SQLite file beside the FHIR store, or a MongoDB database of its own."""
-    if settings.store == "mongodb":
-        from resources.store.mongo.store import AUDIT_INDEXES, MongoStore
+def build_audit_store(settings: Settings, mongo_client: Any = None) -> Store:
+    """The audit trail's own MongoDB database (on SQLite the trail is the audit log, resources/store/audit_log/)."""
+    from resources.store.mongo.store import AUDIT_INDEXES, MongoStore
 
-        return MongoStore(settings.mongodb_url, settings.mongodb_database + "_audit", client=mongo_client,
-                          timeout_ms=settings.mongodb_timeout_ms, indexes=AUDIT_INDEXES)
-    path = settings.audit_db or (":memory:" if settings.sqlite_path == ":memory:" else
+    return MongoStore(settings.mongodb_url, settings.mongodb_database + "_audit", client=mongo_client,
+                      timeout_ms=settings.mongodb_timeout_ms, indexes=AUDIT_INDEXES)
+
+
+def audit_path(settings: Settings) -> str:
+    """The audit trail's SQLite file: CARELOOP_AUDIT_DB, else <store>-audit.sqlite beside the FHIR store."""
+    return settings.audit_db or (":memory:" if settings.sqlite_path == ":memory:" else
                                  str(Path(settings.sqlite_path).with_suffix("")) + "-audit.sqlite")
-    # one reader: the trail is written at every request but read by auditors only; the memo of restored bodies
-    # and SQLite's soft heap limit are the process's (the last store made sets them): this one keeps the settings
-    return SqliteStore(path, readers=1, subsumed=registry.subsumed, cache_mib=8, loop_cache_mib=2,
-                       inline_ms=settings.sqlite_inline_ms, writer_idle_s=settings.sqlite_writer_idle_seconds,
-                       on_release=release_free_memory, body_memo_mib=settings.sqlite_body_memo_mib,
-                       heap_limit_mib=settings.sqlite_heap_limit_mib, essential=True,
-                       reserve=reserve if reserve is not None and Path(path).parent == reserve.path.parent else None)
 
 
 def build_audit(settings: Settings, registry: SearchRegistry, indexer: Indexer, store: Store,
@@ -155,10 +152,18 @@ def build_audit(settings: Settings, registry: SearchRegistry, indexer: Indexer, 
         raise SystemExit(f"CARELOOP_AUDIT={settings.audit!r}: use 'on' or 'off'")
     if settings.audit_patient_shows_staff not in STAFF_VIEWS:
         raise SystemExit(f"CARELOOP_AUDIT_PATIENT_SHOWS_STAFF must be one of {', '.join(STAFF_VIEWS)}")
-    side = build_audit_store(settings, registry, mongo_client, reserve)
-    recorder = AuditRecorder(side, indexer, checkpoint_events=settings.audit_checkpoint_events,
-                             checkpoint_seconds=settings.audit_checkpoint_seconds)
-    return RoutedStore(store, side, APPEND_ONLY), AuditTrail(recorder, indexer)
+    recorder: LogRecorder | AuditRecorder
+    if settings.store == "sqlite":  # the audit log: one record per request, materialised on read (docs/audit.md)
+        path = audit_path(settings)
+        shared = reserve if reserve is not None and Path(path).parent == reserve.path.parent else None
+        recorder = LogRecorder(SqliteAuditLog(path, inline_ms=settings.sqlite_inline_ms, reserve=shared), indexer,
+                               checkpoint_events=settings.audit_checkpoint_events,
+                               checkpoint_seconds=settings.audit_checkpoint_seconds, instance_id=settings.instance_id)
+    else:  # MongoDB keeps each AuditEvent whole in a database of its own
+        recorder = AuditRecorder(build_audit_store(settings, mongo_client), indexer,
+                                 checkpoint_events=settings.audit_checkpoint_events,
+                                 checkpoint_seconds=settings.audit_checkpoint_seconds)
+    return RoutedStore(store, recorder.store, APPEND_ONLY), AuditTrail(recorder, indexer)
 
 
 def build_services(settings: Settings, mongo_client: Any = None) -> Services:

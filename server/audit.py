@@ -20,11 +20,12 @@ from consent.access import FULL_ACCESS, Access
 from consent.audit import clock
 from consent.audit.observer import Observation
 from consent.audit.recorder import AuditUnavailable
-from consent.audit.shapes import Exchange, request_events
+from consent.audit.shapes import Exchange
 from consent.audit.trail import AuditTrail
 from consent.decisions import DECISIONS
 from resources.audit_sink import SINK
 from resources.errors import Unavailable
+from resources.ids import now_ms
 from resources.outcome import from_error
 from server.answer_headers import FHIR, PUBLIC_FHIR_PATHS, route_path
 
@@ -133,12 +134,14 @@ class AuditMiddleware:
         raw = f"{scope['method']} {path}".encode() + (b"?" + query if query else b"") + (
             b"\n" + b"".join(form) if form else b"")
         client = scope.get("client")
-        exchange = Exchange(request_id, interaction, status, clock.now(), kind, id_, operation, raw,
+        recorded = now_ms()
+        exchange = Exchange(request_id, interaction, status, clock.instant(recorded), kind, id_, operation, raw,
                             client[0] if client else None, trail.server,
                             _diagnostics(body) if status >= 400 and body[:1] == b"{" else None)
         try:
-            await trail.recorder.record(request_events(exchange, access, observation.touched(trail.indexer),
-                                                       found))
+            # the facts as they are: the writer task encodes them, the events are made of them when read
+            await trail.recorder.record_request((exchange, access, observation.touched(trail.indexer), found),
+                                                recorded)
         except AuditUnavailable as exc:
             await _unavailable(send, str(exc), header)
             return

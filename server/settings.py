@@ -108,6 +108,9 @@ class Settings(BaseSettings):
                          "the port; a private network only), or token (a bearer CARELOOP_METRICS_TOKEN)")
     metrics_token: SecretStr | None = Field(None, description="The bearer secret /metrics asks for with "
                                             "CARELOOP_METRICS=token (16 characters or more)")
+    instance_id: str | None = Field(None, description="This server process's name among several on one store: its "
+                                    "audit records form a hash chain of their own (default: an id minted once and "
+                                    "kept in the audit file)")
     audit_checkpoint_events: int = Field(1000, ge=1, description="Sign a checkpoint of the audit chain's head "
                                          "after this many events")
     audit_checkpoint_seconds: float = Field(60, gt=0, description="... or this many seconds after the first "

@@ -1,6 +1,6 @@
 """The hash chain of the audit trail: each AuditEvent carries its sequence, the previous event's hash and its own.
 
-One writer (consent/audit/recorder.py) assigns sequences and hashes in order, so there is one chain. The hash is
+One writer per server instance assigns sequences and hashes in order, so there is one chain per instance. The hash is
 SHA-256 of the event's canonical JSON (keys sorted, no whitespace) with the chain extension's `hash` left out;
 the previous hash is inside what is hashed, which links the events. https://profiles.ihe.net/ITI/BALP/
 """
@@ -119,3 +119,13 @@ async def checkpoints(store: ReadSource, up_to_sequence: int | None = None) -> l
         if point is not None and (up_to_sequence is None or point.sequence <= up_to_sequence):
             found.append(point)
     return sorted(found, key=lambda p: p.sequence)
+
+
+def record_hash(chain: str, n: int, recorded: int, members: int, previous: str, body: bytes) -> str:
+    """The hash of an audit record: SHA-256 over its chain, place, instant, member count, predecessor and bytes.
+
+    The record's bytes are its canonical form (written once, never re-serialised), and the previous record's hash
+    is inside what is hashed, which links the records of one chain.
+    """
+    head = f"{chain}\n{n}\n{recorded}\n{members}\n{previous}\n".encode()
+    return hashlib.sha256(head + body).hexdigest()

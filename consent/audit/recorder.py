@@ -1,4 +1,4 @@
-"""The audit trail's writer: group commit of the AuditEvents of concurrent requests, chained in one order.
+"""The audit trail's writer on a generic store (MongoDB): group commit of whole AuditEvents, chained in one order.
 
 Requests hand their events to `record` and await it; one task takes everything queued, links each event into the
 hash chain, writes them all in one transaction of the audit store, and only then resolves each request's future.
@@ -14,19 +14,22 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from consent.audit.chain import GENESIS, Checkpoint, checkpoint_resource, link, link_of
 from consent.audit.clock import instant as format_instant
 from consent.audit.rows import AuditRows
+from consent.audit.shapes import request_events
 from resources.errors import Unavailable
 from resources.ids import new_id, now_ms
 from resources.search.index import Indexer
 from resources.store.protocol import Store, StoredResource, Write
 
 log = logging.getLogger("careloop.audit")
+if TYPE_CHECKING:
+    from consent.audit.records import Facts
 Sign = Callable[[dict[str, Any]], str]  # claims -> compact JWS (the authorization server's key)
 _SCAN = 64
 
@@ -127,6 +130,10 @@ class AuditRecorder:
         done: asyncio.Future[list[StoredResource]] = asyncio.get_running_loop().create_future()
         self._queue.put_nowait(_Pending(events, done))
         return await done
+
+    async def record_request(self, facts: Facts, recorded_ms: int) -> None:
+        """Store one request's BALP events (the generic store keeps each event whole)."""
+        await self.record(request_events(*facts))
 
     async def append(self, event: dict[str, Any]) -> StoredResource:
         """One client-supplied AuditEvent into the chain (resources.audit_sink.Appender)."""

@@ -25,6 +25,8 @@ _KEPT = 20_000  # parts remembered; the memory is cleared when full
 # placeholders: a valid id and identifier value no event carries, found in the template's rows by equality
 _ID = "careloop-audit-placeholder-id"
 _VALUE = "careloop-audit-placeholder-value"
+_POLICY = "urn:careloop-audit-placeholder-policy"
+_PLACEHOLDERS = (_ID, _VALUE, _POLICY)
 _RELATIVE = re.compile(r"([A-Z][A-Za-z]{1,63})/([A-Za-z0-9\-.]{1,64})(/_history/[A-Za-z0-9\-.]{1,64})?")
 _SAMPLE_TIME = "2000-01-01T00:00:00.000Z"
 Substitutions = dict[str, str]
@@ -51,6 +53,10 @@ class AuditRows:
                     seen.add((name, row))
                     getattr(found, name).append(row)
         return found
+
+    def part_rows(self, part: dict[str, Any]) -> list[tuple[str, Any]]:
+        """The (table, row) index rows of one part of an event (see `parts`)."""
+        return self._part(part)
 
     def _date_codes(self) -> tuple[str, ...] | None:
         # the parameters `recorded` feeds, when all of them are dates (then its rows are its date range per code)
@@ -91,7 +97,7 @@ class AuditRows:
         extracted = self._extract(part)
         rows = [(name, row) for name in _FIELDS for row in getattr(extracted, name)]
         known: _Known | None = (rows, [(at, True) for at, (_, row) in enumerate(rows) if _holds(row)])
-        if (_ID.encode() in key or _VALUE.encode() in key) and not _placeholders_whole(extracted):
+        if any(p.encode() in key for p in _PLACEHOLDERS) and not _placeholders_whole(extracted):
             known = None  # a placeholder inside a longer value cannot be put back: no template for this shape
         self._known[key] = known
         return known
@@ -102,28 +108,37 @@ class AuditRows:
 
 
 def _template(part: dict[str, Any]) -> tuple[dict[str, Any], Substitutions]:
-    """The part with its event-unique values (an entity's identifier value, its reference's id) as placeholders."""
-    entities = part.get("entity")
-    if len(part) != 2 or not isinstance(entities, list) or len(entities) != 1 or not isinstance(entities[0], dict):
+    """The part with its event-unique values as placeholders: an entity's identifier value and its reference's id;
+    an agent's who (reference id, identifier value) and its token (policy)."""
+    if len(part) != 2:
         return part, {}
-    entity = entities[0]
-    what = entity.get("what")
-    if not isinstance(what, dict):
+    element = "entity" if "entity" in part else "agent" if "agent" in part else None
+    items = part.get(element) if element else None
+    if not isinstance(items, list) or len(items) != 1 or not isinstance(items[0], dict):
         return part, {}
+    item = dict(items[0])
     substitutions: Substitutions = {}
-    what = dict(what)
-    identifier = what.get("identifier")
-    if isinstance(identifier, dict) and isinstance(identifier.get("value"), str):
-        substitutions[_VALUE] = identifier["value"]
-        what["identifier"] = {**identifier, "value": _VALUE}
-    reference = what.get("reference")
-    match = _RELATIVE.fullmatch(reference) if isinstance(reference, str) else None
-    if match is not None:
-        substitutions[_ID] = match.group(2)
-        what["reference"] = f"{match.group(1)}/{_ID}" + ("/_history/1" if match.group(3) else "")
+    key = "what" if element == "entity" else "who"
+    what = item.get(key)
+    if isinstance(what, dict):
+        what = dict(what)
+        identifier = what.get("identifier")
+        if isinstance(identifier, dict) and isinstance(identifier.get("value"), str):
+            substitutions[_VALUE] = identifier["value"]
+            what["identifier"] = {**identifier, "value": _VALUE}
+        reference = what.get("reference")
+        match = _RELATIVE.fullmatch(reference) if isinstance(reference, str) else None
+        if match is not None:
+            substitutions[_ID] = match.group(2)
+            what["reference"] = f"{match.group(1)}/{_ID}" + ("/_history/1" if match.group(3) else "")
+        item[key] = what
+    policy = item.get("policy") if element == "agent" else None
+    if isinstance(policy, list) and len(policy) == 1 and isinstance(policy[0], str):
+        substitutions[_POLICY] = policy[0]
+        item["policy"] = [_POLICY]
     if not substitutions:
         return part, {}
-    return {"resourceType": "AuditEvent", "entity": [{**entity, "what": what}]}, substitutions
+    return {"resourceType": "AuditEvent", element: [item]}, substitutions
 
 
 def _placeholders_whole(rows: IndexRows) -> bool:
@@ -131,13 +146,13 @@ def _placeholders_whole(rows: IndexRows) -> bool:
     for name in _FIELDS:
         for row in getattr(rows, name):
             for value in (row,) if isinstance(row, str) else row:
-                if isinstance(value, str) and value not in (_ID, _VALUE) and (_ID in value or _VALUE in value):
+                if isinstance(value, str) and value not in _PLACEHOLDERS and any(p in value for p in _PLACEHOLDERS):
                     return False
     return True
 
 
 def _holds(row: Any) -> bool:
-    return any(value in (_ID, _VALUE) for value in ((row,) if isinstance(row, str) else row))
+    return any(value in _PLACEHOLDERS for value in ((row,) if isinstance(row, str) else row))
 
 
 def _put(row: Any, substitutions: Substitutions) -> Any:
@@ -147,8 +162,8 @@ def _put(row: Any, substitutions: Substitutions) -> Any:
 
 
 def parts(event: dict[str, Any]) -> list[dict[str, Any]]:
-    """The minimal AuditEvents whose rows together are the event's: the frame, each entity, the time."""
-    frame = {k: v for k, v in event.items() if k not in ("entity", "recorded", "id", "meta", "extension")}
+    """The minimal AuditEvents whose rows together are the event's: the frame, each agent, each entity, the time."""
+    frame = {k: v for k, v in event.items() if k not in ("entity", "recorded", "id", "meta", "extension", "agent")}
     meta = {k: v for k, v in (event.get("meta") or {}).items() if k not in ("versionId", "lastUpdated")}
     if meta:
         frame["meta"] = meta
@@ -156,6 +171,8 @@ def parts(event: dict[str, Any]) -> list[dict[str, Any]]:
     if extensions:
         frame["extension"] = extensions
     found = [frame]
+    # each agent on its own: its token (policy) and who it is are templated, the rest repeats from caller to caller
+    found.extend({"resourceType": "AuditEvent", "agent": [agent]} for agent in event.get("agent", ()))
     found.extend({"resourceType": "AuditEvent", "entity": [entity]} for entity in event.get("entity", ()))
     if "recorded" in event:
         found.append({"resourceType": "AuditEvent", "recorded": event["recorded"]})

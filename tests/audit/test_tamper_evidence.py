@@ -1,6 +1,7 @@
-"""The hash chain and signed checkpoints: edited, deleted and truncated rows are each found by $verify-audit.
+"""The hash chain and signed checkpoints: edited, deleted and truncated records are each found by $verify-audit.
 
-The rows are changed behind the API, in the audit store's SQLite file itself. https://profiles.ihe.net/ITI/BALP/
+The rows are changed behind the API, in the audit log's SQLite file itself (audit_record, audit_index,
+audit_checkpoint). https://profiles.ihe.net/ITI/BALP/
 """
 
 from __future__ import annotations
@@ -16,8 +17,7 @@ import pytest
 from joserfc import jwt
 from joserfc.jwk import KeySet
 
-from consent.audit.chain import CHECKPOINT_TYPE, checkpoint_of
-from resources.store.sqlite.bodies import decode, encode
+from consent.audit.chain import CHECKPOINT_TYPE
 from server.app import create_app
 from server.settings import Settings
 from tests.audit.conftest import auditor, sequence, trail
@@ -65,12 +65,15 @@ def rows(world: World) -> sqlite3.Connection:
     return sqlite3.connect(audit_file(world), isolation_level=None)
 
 
+def seq_of(event_id: str) -> int:
+    """The record an AuditEvent was materialised from (its id is `<record>-<member>`)."""
+    return int(event_id.split("-")[0])
+
+
 def remove(conn: sqlite3.Connection, event_id: str) -> None:
-    """Delete an event's rows from every table, as someone with the file would to hide it."""
-    (rid,) = conn.execute("SELECT rid FROM resource WHERE type = 'AuditEvent' AND id = ?", (event_id,)).fetchone()
-    for (table,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall():
-        if "rid" in [column[1] for column in conn.execute(f"PRAGMA table_info({table})")]:
-            conn.execute(f"DELETE FROM {table} WHERE rid = ?", (rid,))
+    """Delete an event's record and its index entries, as someone with the file would to hide it."""
+    conn.execute("DELETE FROM audit_record WHERE seq = ?", (seq_of(event_id),))
+    conn.execute("DELETE FROM audit_index WHERE seq = ?", (seq_of(event_id),))
 
 
 async def test_an_intact_trail_verifies_and_its_checkpoints_verify_with_the_published_keys(world: World) -> None:
@@ -80,31 +83,31 @@ async def test_an_intact_trail_verifies_and_its_checkpoints_verify_with_the_publ
     assert report["result"] is True and report["checked"] >= len(events)
     assert report["checkpoint"]["signature"] == "valid" and report["checkpoint"]["sequence"] >= 5
     with rows(world) as conn:
-        bodies = [orjson.loads(decode(b) or b"{}") for (b,) in conn.execute(
-            "SELECT body FROM resource WHERE type = 'Basic'")]
-    points = [p for p in (checkpoint_of(b) for b in bodies) if p is not None]
-    assert points and all(p.jws for p in points)
+        points = conn.execute("SELECT chain, n, hash, jws FROM audit_checkpoint").fetchall()
+    assert points and all(jws for *_, jws in points)
     keys = (await world.client.get("/auth/jwks")).json()
-    for point in points:
-        decoded = jwt.decode(point.jws or "", KeySet.import_key_set(keys), algorithms=["RS256"])
+    for chain, n, digest, jws in points:
+        decoded = jwt.decode(jws, KeySet.import_key_set(keys), algorithms=["RS256"])
         assert decoded.header["typ"] == CHECKPOINT_TYPE
-        assert decoded.claims["seq"] == point.sequence and decoded.claims["hash"] == point.hash
+        assert (decoded.claims["chain"], decoded.claims["seq"], decoded.claims["hash"]) == (chain, n, digest)
 
 
 async def test_an_edited_row_is_found(world: World) -> None:
     events = await some_requests(world)
     target = events[2]
-    with rows(world) as conn:
-        (stored,) = conn.execute("SELECT body FROM resource WHERE type = 'AuditEvent' AND id = ?",
-                                 (target["id"],)).fetchone()
-        edited = orjson.loads(decode(stored) or b"{}")
-        edited["outcome"] = "4"
-        conn.execute("UPDATE resource SET body = ? WHERE type = 'AuditEvent' AND id = ?",
-                     (encode(orjson.dumps(edited)), target["id"]))
+    with rows(world) as conn:  # the request's facts: its answer's status made a failure's
+        (stored, chain) = conn.execute("SELECT body, chain FROM audit_record WHERE seq = ?",
+                                       (seq_of(target["id"]),)).fetchone()
+        edited = orjson.loads(stored)
+        edited[2][2] = 404
+        conn.execute("UPDATE audit_record SET body = ? WHERE seq = ?", (orjson.dumps(edited), seq_of(target["id"])))
+    assert (await world.client.get(f"/fhir/AuditEvent/{target['id']}", headers=await auditor(world))).json()[
+        "outcome"] == "4"  # what a reader sees is made of the edited record
     report = await verify(world)
     assert report["result"] is False
     assert report["break"] == {"sequence": 3, "event": {"reference": f"AuditEvent/{target['id']}"},
-                               "problem": "altered", "detail": "the event's content does not match its hash"}
+                               "problem": "altered", "detail": "the record's content does not match its hash",
+                               "chain": chain}
 
 
 async def test_a_deleted_row_is_found(world: World) -> None:
@@ -135,9 +138,8 @@ async def reopened_report(path: Path) -> dict[str, Any]:
 async def test_a_truncated_tail_is_found_by_the_running_writer(world: World) -> None:
     await some_requests(world)
     with rows(world) as conn:  # the newest event, written after the last checkpoint
-        (newest,) = conn.execute("SELECT id FROM resource WHERE type = 'AuditEvent' ORDER BY rid DESC "
-                                 "LIMIT 1").fetchone()
-        remove(conn, newest)
+        (newest,) = conn.execute("SELECT seq FROM audit_record ORDER BY seq DESC LIMIT 1").fetchone()
+        remove(conn, f"{newest}-0")
     # the running writer goes on from the head it wrote, so the loss shows as a gap before its next event
     report = await verify(world)
     assert report["result"] is False and report["break"]["problem"] == "missing"
@@ -148,12 +150,10 @@ async def test_a_truncated_tail_is_found_after_a_restart_by_the_signed_checkpoin
     async with open_world(tmp_path, seeded_database, audit_checkpoint_events=5) as world:
         await some_requests(world)
     with sqlite3.connect(tmp_path / "fhir-audit.sqlite", isolation_level=None) as conn:
-        checkpointed = max(point.sequence for point in (checkpoint_of(orjson.loads(decode(b) or b"{}")) for (b,)
-                           in conn.execute("SELECT body FROM resource WHERE type = 'Basic'")) if point)
-        tail = [id_ for id_, body in conn.execute("SELECT id, body FROM resource WHERE type = 'AuditEvent'")
-                if sequence(orjson.loads(decode(body) or b"{}")) > checkpointed - 2]
-        for id_ in tail:
-            remove(conn, id_)
+        (checkpointed,) = conn.execute("SELECT max(n) FROM audit_checkpoint").fetchone()
+        tail = [seq for (seq,) in conn.execute("SELECT seq FROM audit_record WHERE n > ?", (checkpointed - 2,))]
+        for seq in tail:
+            remove(conn, f"{seq}-0")
     # started again, the writer knows only what is stored: the signed checkpoint still shows the loss
     report = await reopened_report(tmp_path / "fhir.db")
     assert report["result"] is False

@@ -1,7 +1,8 @@
 """The compliance queries of SECURITY.md §4 reach AuditEvents through indexes on SQLite, never by scanning.
 
-Checked on a generated trail with SQLite's own plans (EXPLAIN QUERY PLAN) of the SQL the adapter compiles:
-every step is a search by a key or an index with its leading columns fixed. https://www.sqlite.org/eqp.html
+Checked on a generated trail with SQLite's own plans (EXPLAIN QUERY PLAN) of the SQL the audit log compiles
+(resources/store/audit_log/sqlite.py): every step on a table is a search by a key with its leading columns fixed
+(the scans left are of the query's own intermediate results, d and e). https://www.sqlite.org/eqp.html
 """
 
 from __future__ import annotations
@@ -30,8 +31,8 @@ QUERIES = {
     "break-glass": "purpose=BTG",
     "a patient's break-glass, newest first": "patient=p3&purpose=BTG&_sort=-date",
 }
-# a step that reads a whole parameter's entries (its pid and nothing more), or a whole table
-_WIDE = re.compile(r"^SCAN |INDEX \w+ \(pid=\?\)$")
+# a step that reads a whole parameter's entries (its name and nothing more), or a whole table
+_WIDE = re.compile(r"^SCAN (?!d$|e$)|KEY \(param=\?\)$")
 
 
 @pytest.fixture(scope="module")
