@@ -23,7 +23,7 @@ from tests.server.test_export import ASYNC, backend_services_token, files, finis
 
 pytestmark = pytest.mark.anyio
 NDJSON = {"content-type": "application/fhir+ndjson"}
-GENERATED = ("Patient", "Consent", "Condition", "Encounter", "Appointment", "Communication", "Invoice",
+GENERATED = ("Patient", "Consent", "Condition", "Encounter", "Appointment", "Communication", "Invoice", "ChargeItem",
              "Observation")
 
 
